@@ -1,0 +1,5 @@
+import sys
+
+from distill_doctor.cli import main
+
+sys.exit(main())

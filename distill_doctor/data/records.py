@@ -1,0 +1,68 @@
+"""The records every part of distill-doctor passes around (see SPEC.md, "Inputs").
+
+These are plain frozen dataclasses: loaders build them, verifiers and probes read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+VERIFIER_KINDS = ("numeric", "exact", "choice", "regex", "code")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One evaluation item (a line of ``items.jsonl``)."""
+
+    id: str
+    prompt: str
+    reference: str | int | float | None
+    verifier: str  # resolved: "numeric" | "exact" | "choice" | "regex:<pattern>" | "code"
+    tags: dict[str, str | int | float] = field(default_factory=dict)
+    group: str | None = None
+    variant: str | None = None
+    tests: str | None = None
+    entry_point: str | None = None
+    line: int = 0  # 1-based line in the items file, for error messages
+
+    @property
+    def verifier_kind(self) -> str:
+        return self.verifier.split(":", 1)[0]
+
+    @property
+    def is_original(self) -> bool:
+        return self.variant in (None, "original")
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """One model's output for one item (``{"id", "output", "samples"?}``)."""
+
+    id: str
+    output: str
+    samples: tuple[str, ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verifier's judgement of one output.
+
+    ``answer`` is the extracted final answer in canonical form (numbers normalised,
+    exact answers case-folded), so two wrong answers can be compared for equality.
+    It is ``None`` when no final answer could be extracted (or for code items, where
+    it is a short failure signature such as ``"AssertionError"``).
+    """
+
+    passed: bool
+    answer: str | None
+    reason: str = ""
+
+
+@dataclass
+class OutputSet:
+    """A model's outputs, joined to the items by id."""
+
+    path: str
+    outputs: dict[str, ModelOutput]
+    missing: list[str] = field(default_factory=list)  # item ids with no output (reported, not fatal)
