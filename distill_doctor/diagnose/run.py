@@ -1,0 +1,268 @@
+"""The diagnosis: load the inputs, verify every output, run the probes in debug order, build the report.
+
+Debug order (SPEC.md): data -> capacity -> mismatch -> provenance. Each probe runs when its
+inputs are present and is reported as ``skipped`` (with the reason) otherwise. False alarms
+are controlled across the probes' primary tests with Holm's step-down procedure: a ``fail``
+whose Holm-adjusted p-value is not below alpha is reported as ``warn``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill_doctor import __version__
+from distill_doctor.data import load_items, load_manifest, load_outputs, load_training
+from distill_doctor.data.fingerprint import file_sha256
+from distill_doctor.diagnose.failure_table import failure_table
+from distill_doctor.errors import InputError
+from distill_doctor.probes import (
+    capacity_gap,
+    contamination,
+    data_quality,
+    exposure_bias,
+    provenance,
+    superficial_imitation,
+    teacher_error_transfer,
+)
+from distill_doctor.probes.base import DEBUG_ORDER, DiagnosisInputs, Finding, Probe, skipped
+from distill_doctor.stats import clopper_pearson, holm
+from distill_doctor.verify import verify_outputs
+
+# Explicit, in debug order (data -> capacity -> mismatch -> provenance).
+PROBES: tuple[Probe, ...] = (
+    data_quality.PROBE,
+    teacher_error_transfer.PROBE,
+    capacity_gap.PROBE,
+    superficial_imitation.PROBE,
+    exposure_bias.PROBE,
+    contamination.PROBE,
+    provenance.PROBE,
+)
+
+NEED_FLAGS = {
+    "teacher": "--teacher",
+    "train": "--train",
+    "manifest": "--manifest",
+    "teacher_model": "--teacher-model",
+    "student_model": "--student-model",
+}
+SAMPLE_TEXT_LIMIT = 4000
+
+
+@dataclass
+class DiagnosisRequest:
+    """What the user asked to diagnose (the ``diagnose`` command's arguments)."""
+
+    items: Path
+    student: Path
+    teacher: Path | None = None
+    train: Path | None = None
+    manifest: Path | None = None
+    teacher_model: Path | None = None
+    student_model: Path | None = None
+    seed: int = 0
+    alpha: float = 0.05
+    workers: int | None = None
+    quiet: bool = True
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def load_inputs(req: DiagnosisRequest) -> tuple[DiagnosisInputs, dict[str, Any]]:
+    """Load and verify everything the request names. Raises InputError on bad input."""
+    for flag, path in (("--teacher-model", req.teacher_model), ("--student-model", req.student_model)):
+        if path is not None and not Path(path).is_dir():
+            raise InputError(f"{flag} must be a model directory (from_pretrained); not found", path=path)
+    t0 = time.perf_counter()
+    items = load_items(req.items)
+    student = load_outputs(req.student, items)
+    teacher = load_outputs(req.teacher, items) if req.teacher is not None else None
+    train = load_training(req.train) if req.train is not None else None
+    manifest = load_manifest(req.manifest) if req.manifest is not None else None
+    req.timings["load_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    progress = not req.quiet
+    student_verdicts = verify_outputs(items, student.outputs, workers=req.workers, progress=progress)
+    teacher_verdicts = (
+        verify_outputs(items, teacher.outputs, workers=req.workers, progress=progress)
+        if teacher is not None
+        else None
+    )
+    req.timings["verify_s"] = time.perf_counter() - t0
+
+    inputs = DiagnosisInputs(
+        items=items,
+        student=student.outputs,
+        student_verdicts=student_verdicts,
+        teacher=teacher.outputs if teacher is not None else None,
+        teacher_verdicts=teacher_verdicts,
+        train=train,
+        train_path=Path(req.train) if req.train is not None else None,
+        manifest=manifest,
+        manifest_path=Path(req.manifest) if req.manifest is not None else None,
+        teacher_model=Path(req.teacher_model) if req.teacher_model is not None else None,
+        student_model=Path(req.student_model) if req.student_model is not None else None,
+        seed=req.seed,
+        alpha=req.alpha,
+        quiet=req.quiet,
+    )
+    meta = {
+        "items": _file_meta(req.items, n=len(items)),
+        "student": _file_meta(req.student, n=len(student.outputs), missing=len(student.missing)),
+        "teacher": (
+            _file_meta(req.teacher, n=len(teacher.outputs), missing=len(teacher.missing))
+            if teacher is not None
+            else None
+        ),
+        "train": _file_meta(req.train, n=len(train)) if train is not None else None,
+        "manifest": _file_meta(req.manifest) if req.manifest is not None else None,
+        "teacher_model": str(req.teacher_model) if req.teacher_model is not None else None,
+        "student_model": str(req.student_model) if req.student_model is not None else None,
+    }
+    return inputs, meta
+
+
+def run_probes(inputs: DiagnosisInputs, probes: tuple[Probe, ...] = PROBES) -> list[Finding]:
+    """Run each probe whose inputs are present; the rest are ``skipped`` with the missing flags named."""
+    findings = []
+    for probe in probes:
+        missing = probe.missing(inputs)
+        if missing:
+            flags = ", ".join(NEED_FLAGS.get(name, name) for name in missing)
+            findings.append(skipped(probe.mode, f"needs {flags}"))
+            continue
+        findings.append(probe.run(inputs))
+    return findings
+
+
+def control_false_alarms(findings: list[Finding], alpha: float) -> list[float | None]:
+    """Holm-adjust the probes' primary p-values; a ``fail`` that loses significance becomes ``warn``.
+
+    Returns the adjusted p-values aligned with ``findings`` (None where a probe reported none).
+    Verdicts decided without a p-value (e.g. a checksum mismatch) are facts and are left alone.
+    """
+    tested = [i for i, f in enumerate(findings) if f.verdict != "skipped" and f.p_value is not None]
+    adjusted_list = holm([findings[i].p_value for i in tested]) if tested else []
+    adjusted: list[float | None] = [None] * len(findings)
+    for i, p_adj in zip(tested, adjusted_list):
+        adjusted[i] = float(p_adj)
+        finding = findings[i]
+        if finding.verdict == "fail" and p_adj >= alpha:
+            finding.verdict = "warn"
+            finding.summary += (
+                f" (Downgraded from fail: Holm-adjusted p = {p_adj:.3g} across "
+                f"{len(tested)} probe tests is not below alpha = {alpha}.)"
+            )
+    return adjusted
+
+
+def accuracy_block(inputs: DiagnosisInputs) -> dict[str, Any]:
+    """SPEC ``accuracy``: items scored (both models, when a teacher is given) and each model's pass share."""
+    ids = inputs.scored_ids()
+    n = len(ids)
+    block: dict[str, Any] = {"n": n, "teacher": None, "student": None}
+    for role, verdicts in (("student", inputs.student_verdicts), ("teacher", inputs.teacher_verdicts)):
+        if verdicts is None or n == 0:
+            continue
+        k = sum(verdicts[i].passed for i in ids)
+        block[role] = k / n
+        block[f"{role}_ci"] = list(clopper_pearson(k, n))
+    block["missing"] = {
+        "student": sum(1 for it in inputs.items if it.id not in inputs.student),
+        "teacher": (
+            sum(1 for it in inputs.items if it.id not in inputs.teacher) if inputs.teacher is not None else None
+        ),
+    }
+    return block
+
+
+def build_report(
+    inputs: DiagnosisInputs,
+    findings: list[Finding],
+    adjusted: list[float | None],
+    meta: dict[str, Any],
+    *,
+    timings: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The report.json dict (schema_version 1, SPEC.md), from the findings and the inputs."""
+    failing = [f for f in findings if f.verdict == "fail"]
+    entries = []
+    for finding, p_adj in zip(findings, adjusted):
+        entry = finding.to_dict()
+        entry["p_adjusted"] = p_adj
+        entries.append(entry)
+    table = (
+        failure_table(inputs.scored_ids(), inputs.teacher_verdicts, inputs.student_verdicts)
+        if inputs.teacher_verdicts is not None
+        else None
+    )
+    example_ids = [i for ids in table["examples"].values() for i in ids] if table else []
+    report: dict[str, Any] = {
+        "schema_version": 1,
+        "tool": {"name": "distill-doctor", "version": __version__},
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "debug_order": list(DEBUG_ORDER),
+        "primary_suspect": failing[0].mode if failing else None,
+        "accuracy": accuracy_block(inputs),
+        "inputs": meta,
+        "settings": {"seed": inputs.seed, "alpha": inputs.alpha, "multiplicity": "holm"},
+        "findings": entries,
+        "failure_table": table,
+        "samples": _samples(inputs, entries, example_ids),
+    }
+    if timings:
+        report["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    return report
+
+
+def diagnose(req: DiagnosisRequest) -> dict[str, Any]:
+    """Load, verify, probe, control false alarms, and return the report dict."""
+    inputs, meta = load_inputs(req)
+    t0 = time.perf_counter()
+    findings = run_probes(inputs)
+    req.timings["probes_s"] = time.perf_counter() - t0
+    adjusted = control_false_alarms(findings, req.alpha)
+    return build_report(inputs, findings, adjusted, meta, timings=req.timings)
+
+
+def _file_meta(path: Path | str, **extra: Any) -> dict[str, Any]:
+    return {"path": str(path), "sha256": file_sha256(path), **extra}
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= SAMPLE_TEXT_LIMIT:
+        return text
+    return text[:SAMPLE_TEXT_LIMIT] + f"\n[... {len(text) - SAMPLE_TEXT_LIMIT} more characters]"
+
+
+def _samples(
+    inputs: DiagnosisInputs, entries: list[dict[str, Any]], example_ids: list[str]
+) -> dict[str, Any]:
+    """Side-by-side teacher/student texts for every evidence item and failure-table example."""
+    by_id = {it.id: it for it in inputs.items}
+    wanted: list[str] = []
+    for entry in entries:
+        wanted.extend(str(ev.get("id")) for ev in entry.get("evidence", []) if ev.get("id") in by_id)
+    wanted.extend(example_ids)
+    samples: dict[str, Any] = {}
+    for item_id in dict.fromkeys(wanted):
+        item = by_id[item_id]
+        row: dict[str, Any] = {
+            "prompt": _clip(item.prompt),
+            "reference": item.reference,
+            "student": _clip(inputs.student[item_id].output) if item_id in inputs.student else None,
+        }
+        sv = inputs.student_verdicts.get(item_id)
+        row["student_answer"] = sv.answer if sv else None
+        row["student_passed"] = sv.passed if sv else None
+        if inputs.teacher is not None and inputs.teacher_verdicts is not None:
+            tv = inputs.teacher_verdicts.get(item_id)
+            row["teacher"] = _clip(inputs.teacher[item_id].output) if item_id in inputs.teacher else None
+            row["teacher_answer"] = tv.answer if tv else None
+            row["teacher_passed"] = tv.passed if tv else None
+        samples[item_id] = row
+    return samples
