@@ -1,0 +1,245 @@
+"""The CI gate: check a report against a policy and, optionally, against a baseline report.
+
+Checks (each gives one :class:`CheckResult`; see ``docs/ci.md``):
+- every finding's verdict is no worse than the policy allows (``pass < warn < fail``);
+  a required mode must not be ``skipped``;
+- accuracy bounds (``[accuracy]``) and metric thresholds (``[[rules]]``);
+- with a baseline: no mode's verdict got worse; student accuracy did not drop
+  significantly (one-sided two-proportion z-test at ``baseline.alpha``); each
+  ``[[baseline.metrics]]`` entry did not get significantly worse, meaning the new
+  interval lies entirely on the bad side of the baseline's estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from distill_doctor.reports.policy import BaselineMetric, Policy
+from distill_doctor.reports.text import (
+    VERDICT_RANK,
+    finding_for,
+    fmt_num,
+    fmt_p,
+    fmt_pct,
+    interval,
+    is_number,
+    one_line,
+)
+
+MISSING = object()
+
+
+@dataclass
+class CheckResult:
+    """One evaluated check: ``status`` is ``passed``, ``failed`` or ``skipped`` (not applicable)."""
+
+    name: str
+    group: str  # "verdict" | "accuracy" | "rule" | "baseline"
+    status: str
+    reason: str
+
+
+@dataclass
+class GateResult:
+    checks: list[CheckResult]
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.status == "failed"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+
+def resolve(finding: dict[str, Any], path: str) -> Any:
+    """A dotted path (``did.ci.0``) looked up in ``finding["metrics"]``, then in ``finding`` itself."""
+    for root in (finding.get("metrics"), finding):
+        node: Any = root
+        for part in path.split("."):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif (
+                isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node)
+            ):
+                node = node[int(part)]
+            else:
+                node = MISSING
+                break
+        if node is not MISSING:
+            return node
+    return MISSING
+
+
+def two_proportion_p(k_old: int, n_old: int, k_new: int, n_new: int) -> float:
+    """One-sided p-value of the pooled two-proportion z-test for H1: p_new < p_old."""
+    pooled = (k_old + k_new) / (n_old + n_new)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n_old + 1 / n_new))
+    if se == 0:
+        return 1.0  # both all-right or both all-wrong: no evidence of a drop
+    z = (k_old / n_old - k_new / n_new) / se
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def _verdict_checks(report: dict[str, Any], policy: Policy) -> list[CheckResult]:
+    out = []
+    present = {f.get("mode") for f in report.get("findings") or []}
+    for f in report.get("findings") or []:
+        mode, verdict = f.get("mode"), f.get("verdict")
+        name = f"verdict {mode}"
+        if verdict == "skipped":
+            why = one_line(f.get("skipped_reason") or f.get("summary", ""), 200)
+            if policy.is_required(mode):
+                out.append(CheckResult(name, "verdict", "failed", f"required mode was skipped ({why})"))
+            else:
+                out.append(CheckResult(name, "verdict", "skipped", f"probe skipped ({why})"))
+            continue
+        allowed = policy.allowed(mode)
+        if VERDICT_RANK.get(verdict, 2) > VERDICT_RANK[allowed]:
+            reason = f"{verdict} exceeds max_verdict {allowed}: {one_line(f.get('summary', ''), 200)}"
+            out.append(CheckResult(name, "verdict", "failed", reason))
+        else:
+            out.append(CheckResult(name, "verdict", "passed", f"{verdict} (max_verdict {allowed})"))
+    for mode in policy.required:
+        if policy.required[mode] and mode not in present:
+            out.append(
+                CheckResult(f"verdict {mode}", "verdict", "failed", "required mode is not in the report")
+            )
+    return out
+
+
+def _bound(
+    name: str, group: str, value: Any, low: float | None, high: float | None, pct: bool = False
+) -> CheckResult:
+    show = fmt_pct if pct else fmt_num
+    if not is_number(value) or math.isnan(value):
+        return CheckResult(name, group, "failed", f"no number in the report (got {one_line(value, 60)})")
+    if low is not None and value < low:
+        return CheckResult(name, group, "failed", f"{show(value)} is below the minimum {show(low)}")
+    if high is not None and value > high:
+        return CheckResult(name, group, "failed", f"{show(value)} is above the maximum {show(high)}")
+    bounds = " and ".join(
+        b for b in (low is not None and f">= {show(low)}", high is not None and f"<= {show(high)}") if b
+    )
+    return CheckResult(name, group, "passed", f"{show(value)} ({bounds})")
+
+
+def _accuracy_checks(report: dict[str, Any], policy: Policy) -> list[CheckResult]:
+    acc = report.get("accuracy") or {}
+    out = []
+    if policy.min_student is not None:
+        out.append(_bound("accuracy.student", "accuracy", acc.get("student"), policy.min_student, None, True))
+    if policy.min_teacher is not None:
+        out.append(_bound("accuracy.teacher", "accuracy", acc.get("teacher"), policy.min_teacher, None, True))
+    if policy.max_gap is not None:
+        t, s = acc.get("teacher"), acc.get("student")
+        gap = t - s if is_number(t) and is_number(s) else None
+        out.append(_bound("accuracy.gap (teacher - student)", "accuracy", gap, None, policy.max_gap, True))
+    if policy.min_n is not None:
+        out.append(_bound("accuracy.n", "accuracy", acc.get("n"), policy.min_n, None))
+    return out
+
+
+def _rule_checks(report: dict[str, Any], policy: Policy) -> list[CheckResult]:
+    out = []
+    for rule in policy.rules:
+        name = f"{rule.key} {rule.mode}.{rule.metric}"
+        finding = finding_for(report, rule.mode)
+        value = resolve(finding, rule.metric) if finding else MISSING
+        if value is MISSING or value is None:
+            where = (
+                "mode not in the report"
+                if finding is None
+                else f"not in the report (verdict {finding.get('verdict')})"
+            )
+            status = "failed" if rule.if_missing == "fail" else "skipped"
+            out.append(CheckResult(name, "rule", status, f"metric {where}; if_missing = {rule.if_missing!r}"))
+            continue
+        out.append(_bound(name, "rule", value, rule.min, rule.max))
+    return out
+
+
+def _baseline_checks(report: dict[str, Any], baseline: dict[str, Any], policy: Policy) -> list[CheckResult]:
+    out = []
+    if policy.baseline_verdicts:
+        for f in report.get("findings") or []:
+            mode, new = f.get("mode"), f.get("verdict")
+            old_f = finding_for(baseline, mode)
+            name = f"baseline verdict {mode}"
+            old = old_f.get("verdict") if old_f else None
+            if old not in VERDICT_RANK or new not in VERDICT_RANK:
+                out.append(
+                    CheckResult(
+                        name, "baseline", "skipped", f"not compared (baseline {old or 'absent'}, now {new})"
+                    )
+                )
+            elif VERDICT_RANK[new] > VERDICT_RANK[old]:
+                out.append(CheckResult(name, "baseline", "failed", f"verdict got worse: {old} -> {new}"))
+            else:
+                out.append(CheckResult(name, "baseline", "passed", f"{old} -> {new}"))
+    if policy.baseline_accuracy:
+        out.append(_accuracy_drop(report, baseline, policy.baseline_alpha))
+    for spec in policy.baseline_metrics:
+        out.append(_metric_drift(report, baseline, spec))
+    return out
+
+
+def _accuracy_drop(report: dict[str, Any], baseline: dict[str, Any], alpha: float) -> CheckResult:
+    name = "baseline accuracy.student"
+    new, old = report.get("accuracy") or {}, baseline.get("accuracy") or {}
+    values = (old.get("student"), old.get("n"), new.get("student"), new.get("n"))
+    if not all(is_number(v) and math.isfinite(v) for v in values) or not old.get("n") or not new.get("n"):
+        return CheckResult(name, "baseline", "skipped", "not compared (student accuracy or n missing)")
+    p_old, n_old, p_new, n_new = values
+    p = two_proportion_p(round(p_old * n_old), int(n_old), round(p_new * n_new), int(n_new))
+    change = f"{fmt_pct(p_old)} (n={n_old}) -> {fmt_pct(p_new)} (n={n_new})"
+    shown_p = fmt_p(p)
+    shown_p = shown_p if shown_p.startswith("<") else f"={shown_p}"
+    test = f"one-sided two-proportion z-test p{shown_p}, alpha={fmt_num(alpha)}"
+    if p < alpha:
+        return CheckResult(
+            name, "baseline", "failed", f"student accuracy dropped significantly: {change}; {test}"
+        )
+    return CheckResult(name, "baseline", "passed", f"{change}; {test}")
+
+
+def _metric_drift(report: dict[str, Any], baseline: dict[str, Any], spec: BaselineMetric) -> CheckResult:
+    name = f"baseline {spec.mode}.{spec.metric}"
+    new_f, old_f = finding_for(report, spec.mode), finding_for(baseline, spec.mode)
+    new = resolve(new_f, spec.metric) if new_f else MISSING
+    old = resolve(old_f, spec.metric) if old_f else MISSING
+    if not (is_number(new) and is_number(old) and math.isfinite(new) and math.isfinite(old)):
+        return CheckResult(name, "baseline", "skipped", "not compared (metric missing in one of the reports)")
+    higher_bad = spec.worse == "higher"
+    if spec.ci is not None:
+        ci = interval(resolve(new_f, spec.ci))
+        if ci is None:
+            return CheckResult(name, "baseline", "skipped", f"not compared (no interval at {spec.ci!r})")
+        worse = ci[0] > old if higher_bad else ci[1] < old
+        detail = (
+            f"baseline {fmt_num(old)}, now {fmt_num(new)} with interval [{fmt_num(ci[0])}, {fmt_num(ci[1])}]"
+        )
+        if worse:
+            return CheckResult(
+                name,
+                "baseline",
+                "failed",
+                f"significantly {spec.worse} (worse): {detail} excludes the baseline",
+            )
+        return CheckResult(name, "baseline", "passed", detail)
+    limit = old + spec.tolerance if higher_bad else old - spec.tolerance
+    worse = new > limit if higher_bad else new < limit
+    detail = f"baseline {fmt_num(old)}, now {fmt_num(new)}, tolerance {fmt_num(spec.tolerance)}"
+    return CheckResult(
+        name, "baseline", "failed" if worse else "passed", ("got worse: " if worse else "") + detail
+    )
+
+
+def evaluate(report: dict[str, Any], policy: Policy, baseline: dict[str, Any] | None = None) -> GateResult:
+    """Every check of ``policy`` on ``report`` (and against ``baseline`` when given). Pure."""
+    checks = _verdict_checks(report, policy) + _accuracy_checks(report, policy) + _rule_checks(report, policy)
+    if baseline is not None:
+        checks += _baseline_checks(report, baseline, policy)
+    return GateResult(checks)

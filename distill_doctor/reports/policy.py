@@ -1,0 +1,227 @@
+"""Gate policies: a TOML file that says which verdicts and numbers a report may have.
+
+The format is documented in ``docs/ci.md``; ``default_policy.toml`` is the one used when
+``--policy`` is not given. Every mistake is an :class:`InputError` naming the file and the
+key (``modes.capacity_gap.max_verdict``, ``rules[2].metric``), and unknown keys are
+mistakes too, so a typo can never silently switch a check off.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from distill_doctor.errors import InputError
+from distill_doctor.reports.text import MODE_ORDER
+
+DEFAULT_POLICY = "default_policy.toml"
+MISSING_ACTIONS = ("fail", "pass")
+
+
+@dataclass
+class Threshold:
+    """``[[rules]]``: a bound on one finding's number (``metric`` is a dotted path)."""
+
+    mode: str
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    if_missing: str = "fail"
+    key: str = ""  # where in the policy, e.g. "rules[0]"
+
+
+@dataclass
+class BaselineMetric:
+    """``[[baseline.metrics]]``: a number that must not get worse than in the baseline report."""
+
+    mode: str
+    metric: str
+    worse: str  # "higher" or "lower": which direction is bad
+    ci: str | None = None  # dotted path to the new report's [lo, hi] interval for ``metric``
+    tolerance: float | None = None  # used when there is no interval: allowed absolute change
+    key: str = ""
+
+
+@dataclass
+class Policy:
+    source: str  # the file it came from, for messages
+    default_max_verdict: str = "warn"
+    default_required: bool = False
+    max_verdict: dict[str, str] = field(default_factory=dict)
+    required: dict[str, bool] = field(default_factory=dict)
+    min_student: float | None = None
+    min_teacher: float | None = None
+    max_gap: float | None = None  # teacher accuracy - student accuracy
+    min_n: int | None = None
+    rules: list[Threshold] = field(default_factory=list)
+    baseline_verdicts: bool = True
+    baseline_accuracy: bool = True
+    baseline_alpha: float = 0.05
+    baseline_metrics: list[BaselineMetric] = field(default_factory=list)
+
+    def allowed(self, mode: str) -> str:
+        return self.max_verdict.get(mode, self.default_max_verdict)
+
+    def is_required(self, mode: str) -> bool:
+        return self.required.get(mode, self.default_required)
+
+
+def _toml_loads(text: str) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise InputError("reading a TOML policy needs Python 3.11+ or the 'tomli' package") from None
+    return tomllib.loads(text)
+
+
+class _Reader:
+    """Typed access to one TOML table; remembers the keys it read to reject the rest."""
+
+    def __init__(self, table: Any, key: str, source: str) -> None:
+        self.source, self.key = source, key
+        if not isinstance(table, dict):
+            self.fail(key, f"expected a table, got {type(table).__name__}")
+        self.table = table
+        self.seen: set[str] = set()
+
+    def fail(self, key: str, message: str) -> None:
+        raise InputError(message, path=self.source, field=key)
+
+    def where(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+    def get(self, name: str, kinds: tuple[type, ...], default: Any = None, *, choices: tuple = ()) -> Any:
+        self.seen.add(name)
+        if name not in self.table:
+            return default
+        value = self.table[name]
+        numeric = float in kinds and isinstance(value, int) and not isinstance(value, bool)
+        if isinstance(value, bool) and bool not in kinds or not (isinstance(value, kinds) or numeric):
+            names = " or ".join(k.__name__.replace("str", "string").replace("float", "number") for k in kinds)
+            self.fail(self.where(name), f"expected a {names}, got {value!r}")
+        if numeric:
+            value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            self.fail(self.where(name), f"expected a finite number, got {value!r}")
+        if choices and value not in choices:
+            self.fail(self.where(name), f"expected one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+
+    def required(self, name: str, kinds: tuple[type, ...], **kw: Any) -> Any:
+        if name not in self.table:
+            self.fail(self.where(name), "is required")
+        return self.get(name, kinds, **kw)
+
+    def done(self) -> None:
+        extra = sorted(set(self.table) - self.seen)
+        if extra:
+            self.fail(self.where(extra[0]), "unknown key (check the spelling; see docs/ci.md)")
+
+
+def _mode(reader: _Reader) -> str:
+    return reader.required("mode", (str,), choices=MODE_ORDER)
+
+
+def parse_policy(data: dict[str, Any], source: str) -> Policy:
+    """Build a :class:`Policy` from parsed TOML; raises InputError naming ``source`` and the key."""
+    top = _Reader(data, "", source)
+    version = top.get("version", (int,), 1)
+    if version != 1:
+        top.fail("version", f"unsupported policy version {version}; this distill-doctor reads 1")
+    verdicts = ("pass", "warn", "fail")
+    policy = Policy(source=source)
+
+    defaults = _Reader(top.get("defaults", (dict,), {}), "defaults", source)
+    policy.default_max_verdict = defaults.get("max_verdict", (str,), "warn", choices=verdicts)
+    policy.default_required = defaults.get("required", (bool,), False)
+    defaults.done()
+
+    modes = _Reader(top.get("modes", (dict,), {}), "modes", source)
+    for mode in list(modes.table):
+        if mode not in MODE_ORDER:
+            modes.fail(f"modes.{mode}", f"unknown mode; expected one of {', '.join(MODE_ORDER)}")
+        modes.seen.add(mode)
+        entry = _Reader(modes.table[mode], f"modes.{mode}", source)
+        if "max_verdict" in entry.table:
+            policy.max_verdict[mode] = entry.get("max_verdict", (str,), choices=verdicts)
+        if "required" in entry.table:
+            policy.required[mode] = entry.get("required", (bool,))
+        entry.done()
+
+    acc = _Reader(top.get("accuracy", (dict,), {}), "accuracy", source)
+    for name in ("min_student", "min_teacher", "max_gap"):
+        value = acc.get(name, (float,))
+        if value is not None and not -1 <= value <= 1:
+            acc.fail(acc.where(name), f"expected a share between 0 and 1, got {value}")
+        setattr(policy, name, value)
+    policy.min_n = acc.get("min_n", (int,))
+    acc.done()
+
+    rules = top.get("rules", (list,), [])
+    for i, table in enumerate(rules):
+        r = _Reader(table, f"rules[{i}]", source)
+        rule = Threshold(
+            mode=_mode(r),
+            metric=r.required("metric", (str,)),
+            min=r.get("min", (float,)),
+            max=r.get("max", (float,)),
+            if_missing=r.get("if_missing", (str,), "fail", choices=MISSING_ACTIONS),
+            key=f"rules[{i}]",
+        )
+        r.done()  # an unknown key first: `maxx = 1` is a typo, not a missing bound
+        if rule.min is None and rule.max is None:
+            r.fail(f"rules[{i}]", "needs 'min', 'max' or both")
+        policy.rules.append(rule)
+
+    base = _Reader(top.get("baseline", (dict,), {}), "baseline", source)
+    policy.baseline_verdicts = base.get("verdicts", (bool,), True)
+    policy.baseline_accuracy = base.get("accuracy", (bool,), True)
+    policy.baseline_alpha = base.get("alpha", (float,), 0.05)
+    if not 0 < policy.baseline_alpha < 1:
+        base.fail("baseline.alpha", f"expected a number between 0 and 1, got {policy.baseline_alpha}")
+    for i, table in enumerate(base.get("metrics", (list,), [])):
+        m = _Reader(table, f"baseline.metrics[{i}]", source)
+        spec = BaselineMetric(
+            mode=_mode(m),
+            metric=m.required("metric", (str,)),
+            worse=m.required("worse", (str,), choices=("higher", "lower")),
+            ci=m.get("ci", (str,)),
+            tolerance=m.get("tolerance", (float,)),
+            key=f"baseline.metrics[{i}]",
+        )
+        m.done()
+        if (spec.ci is None) == (spec.tolerance is None):
+            m.fail(spec.key, "needs exactly one of 'ci' (a significance rule) or 'tolerance' (a plain bound)")
+        if spec.tolerance is not None and spec.tolerance < 0:
+            m.fail(f"{spec.key}.tolerance", "must not be negative")
+        policy.baseline_metrics.append(spec)
+    base.done()
+    top.done()
+    return policy
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """Read a policy file; ``None`` reads the shipped ``default_policy.toml``."""
+    if path is None:
+        ref = resources.files("distill_doctor.reports").joinpath(DEFAULT_POLICY)
+        return parse_policy(_toml_loads(ref.read_text(encoding="utf-8")), f"(default) {DEFAULT_POLICY}")
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("policy file not found", path=path) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read policy: {err}", path=path) from None
+    try:
+        data = _toml_loads(text)
+    except InputError:
+        raise
+    except Exception as err:  # tomllib.TOMLDecodeError (message carries line and column)
+        raise InputError(f"invalid TOML: {err}", path=path) from None
+    return parse_policy(data, str(path))
