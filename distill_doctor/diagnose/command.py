@@ -17,13 +17,17 @@ def register(subparsers) -> None:
         "DIR/report.md and DIR/report.html. Exit 0 when the report was written, 2 on bad input.",
     )
     p.add_argument("--items", required=True, type=Path, help="evaluation items (JSONL, SPEC 'Items')")
-    p.add_argument("--student", required=True, type=Path, help="student outputs (JSONL or lm-eval samples_*.jsonl)")
+    p.add_argument(
+        "--student", required=True, type=Path, help="student outputs (JSONL or lm-eval samples_*.jsonl)"
+    )
     p.add_argument("--teacher", type=Path, help="teacher outputs (JSONL or lm-eval samples_*.jsonl)")
     p.add_argument("--train", type=Path, help="training data the student was distilled on (JSONL)")
     p.add_argument("--manifest", type=Path, help="provenance manifest (YAML or JSON)")
     p.add_argument("--teacher-model", type=Path, help="teacher model directory (enables model-based probes)")
     p.add_argument("--student-model", type=Path, help="student model directory (enables model-based probes)")
-    p.add_argument("--out", required=True, type=Path, help="directory for report.json, report.md, report.html")
+    p.add_argument(
+        "--out", required=True, type=Path, help="directory for report.json, report.md, report.html"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for bootstrap and sampling (default 0)")
     p.add_argument("--alpha", type=float, default=0.05, help="family-wise false-alarm rate (default 0.05)")
     p.add_argument("--workers", type=int, default=None, help="parallel code-execution workers")
@@ -45,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     targets = {(out / name).resolve() for name in ("report.json", "report.md", "report.html")}
     for path in given:
         if path is not None and path.resolve() in targets:
-            raise InputError("refusing to overwrite an input file with a report; choose another --out", path=path)
+            raise InputError(
+                "refusing to overwrite an input file with a report; choose another --out", path=path
+            )
     req = DiagnosisRequest(
         items=args.items,
         student=args.student,

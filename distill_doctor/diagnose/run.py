@@ -174,7 +174,9 @@ def accuracy_block(inputs: DiagnosisInputs) -> dict[str, Any]:
     block["missing"] = {
         "student": sum(1 for it in inputs.items if it.id not in inputs.student),
         "teacher": (
-            sum(1 for it in inputs.items if it.id not in inputs.teacher) if inputs.teacher is not None else None
+            sum(1 for it in inputs.items if it.id not in inputs.teacher)
+            if inputs.teacher is not None
+            else None
         ),
     }
     return block

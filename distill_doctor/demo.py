@@ -1,0 +1,170 @@
+"""``distill-doctor demo``: the main job on the bundled model organisms.
+
+For every organism (a folder with ``train.jsonl``, ``provenance.yaml`` and a student ``model/``):
+evaluate the teacher and the student with lm-evaluation-harness on the shared items (fresh
+outputs, no committed ones), diagnose, and write the three reports. Prints a one-screen table
+(organism, planted failure, what the diagnosis found) and where the HTML reports are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from distill_doctor.atomic import atomic_write_text
+from distill_doctor.errors import InputError
+
+DEFAULT_FIXTURES = Path("fixtures/organisms")
+
+
+@dataclass(frozen=True)
+class Organism:
+    name: str
+    folder: Path
+    teacher_model: Path
+    student_model: Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="eval -> diagnose -> report on the bundled model organisms (the README's main job)",
+        description="Evaluate each bundled model organism's teacher and student with "
+        "lm-evaluation-harness, diagnose it, and write report.json/md/html per organism.",
+    )
+    p.add_argument(
+        "--fixtures",
+        type=Path,
+        default=DEFAULT_FIXTURES,
+        help="folder of the model organisms (default: fixtures/organisms in this checkout)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("out/demo"), help="where the reports go (default out/demo)"
+    )
+    p.add_argument("--organisms", nargs="*", default=None, help="only these organisms (default: all)")
+    p.add_argument(
+        "--no-eval",
+        action="store_true",
+        help="diagnose the committed outputs instead of re-evaluating the models with lm-eval",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for evaluation and the diagnosis (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress output; only the final table")
+    p.set_defaults(func=run)
+
+
+def discover(fixtures: Path, names: list[str] | None = None) -> list[Organism]:
+    """Organism folders under ``fixtures``, each with its teacher model resolved from its manifest."""
+    from distill_doctor.data import load_manifest
+
+    if not (fixtures / "items.jsonl").is_file():
+        raise InputError(
+            "no model organisms here (expected items.jsonl); run from the repository root or pass --fixtures",
+            path=fixtures,
+        )
+    found = []
+    for folder in sorted(p for p in fixtures.iterdir() if p.is_dir()):
+        if not (folder / "model" / "config.json").is_file() or not (folder / "provenance.yaml").is_file():
+            continue
+        teacher_name = str((load_manifest(folder / "provenance.yaml").get("teacher") or {}).get("name", ""))
+        teacher_dir = fixtures / "models" / teacher_name.rsplit("/", 1)[-1]
+        if not (teacher_dir / "config.json").is_file():
+            teacher_dir = fixtures / "models" / "teacher"
+        found.append(Organism(folder.name, folder, teacher_dir, folder / "model"))
+    if names:
+        unknown = sorted(set(names) - {o.name for o in found})
+        if unknown:
+            raise InputError(
+                f"unknown organism(s) {', '.join(unknown)}; have {', '.join(o.name for o in found)}"
+            )
+        found = [o for o in found if o.name in names]
+    if not found:
+        raise InputError("no organism folders (with model/ and provenance.yaml) found", path=fixtures)
+    return found
+
+
+def evaluate_outputs(
+    organisms: list[Organism], items_path: Path, out: Path, *, seed: int, quiet: bool
+) -> None:
+    """Fresh teacher and student outputs for every organism, via lm-eval; each model evaluated once."""
+    from distill_doctor.data import load_items
+    from distill_doctor.produce.lm_eval_runner import load_hflm, run_items, write_outputs
+
+    items = load_items(items_path)
+    done: dict[Path, Path] = {}
+    for org in organisms:
+        for role, model_dir in (("teacher", org.teacher_model), ("student", org.student_model)):
+            target = out / org.name / f"{role}.jsonl"
+            key = model_dir.resolve()
+            if key in done:
+                atomic_write_text(target, done[key].read_text(encoding="utf-8"))
+                continue
+            t0 = time.perf_counter()
+            lm = load_hflm(model_dir, batch_size=64, quiet=True)
+            result = run_items(lm, items, items_path=items_path, seed=seed, quiet=True)
+            write_outputs(target, result.outputs)
+            done[key] = target
+            if not quiet:
+                print(
+                    f"  eval {org.name}/{role}: {len(result.outputs)} outputs in {time.perf_counter() - t0:.1f} s"
+                )
+
+
+def run(args: argparse.Namespace) -> int:
+    from distill_doctor.diagnose.run import DiagnosisRequest, diagnose
+    from distill_doctor.reports.save import save_report
+
+    fixtures: Path = args.fixtures
+    organisms = discover(fixtures, args.organisms)
+    items_path = fixtures / "items.jsonl"
+    out: Path = args.out
+    start = time.perf_counter()
+    if not args.no_eval:
+        if not args.quiet:
+            print(f"evaluating {len(organisms)} organisms with lm-evaluation-harness ...")
+        evaluate_outputs(organisms, items_path, out, seed=args.seed, quiet=args.quiet)
+    rows = []
+    for org in organisms:
+        source = org.folder if args.no_eval else out / org.name
+        req = DiagnosisRequest(
+            items=items_path,
+            teacher=source / "teacher.jsonl",
+            student=source / "student.jsonl",
+            train=org.folder / "train.jsonl",
+            manifest=org.folder / "provenance.yaml",
+            seed=args.seed,
+            quiet=True,
+        )
+        report = diagnose(req)
+        save_report(report, out / org.name)
+        failing = [f["mode"] for f in report["findings"] if f["verdict"] == "fail"]
+        warning = [f["mode"] for f in report["findings"] if f["verdict"] == "warn"]
+        rows.append((org.name, report, failing, warning))
+        if not args.quiet:
+            print(f"  diagnosed {org.name}: primary suspect {report['primary_suspect']}")
+    print(_table(rows))
+    print(
+        f"\nreports: {out}/<organism>/report.html (also report.md, report.json); "
+        f"{time.perf_counter() - start:.0f} s in all"
+    )
+    summary = {
+        name: {"primary_suspect": r["primary_suspect"], "fail": f, "warn": w} for name, r, f, w in rows
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def _table(rows) -> str:
+    head = f"{'organism':<24} {'teacher':>8} {'student':>8}  {'primary suspect':<24} other fails / warns"
+    lines = [head, "-" * len(head)]
+    for name, report, failing, warning in rows:
+        acc = report["accuracy"]
+        t = "n/a" if acc.get("teacher") is None else f"{100 * acc['teacher']:.0f}%"
+        s = "n/a" if acc.get("student") is None else f"{100 * acc['student']:.0f}%"
+        suspect = report["primary_suspect"] or "none"
+        rest = [m for m in failing if m != report["primary_suspect"]]
+        extra = ", ".join(rest + [f"{m} (warn)" for m in warning]) or "-"
+        lines.append(f"{name:<24} {t:>8} {s:>8}  {suspect:<24} {extra}")
+    return "\n".join(lines)

@@ -1,0 +1,161 @@
+"""``distill-doctor eval``: run the items through lm-evaluation-harness and write model outputs.
+
+One model: ``--model DIR --out outputs.jsonl``. Both sides of a distillation run at once:
+``--teacher-model DIR --student-model DIR --out-dir DIR`` writes ``DIR/teacher.jsonl`` and
+``DIR/student.jsonl``, ready for ``distill-doctor diagnose --teacher ... --student ...``.
+Outputs are ``{"id", "output"}`` lines in item order; ``--keep-samples`` also keeps lm-eval's
+own ``samples_<task>_<timestamp>.jsonl`` in ``<outputs stem>_lm_eval/`` beside them. Existing
+files are never overwritten without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from distill_doctor.errors import InputError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="generate model outputs for the items with lm-evaluation-harness (offline)",
+        description="Run a local model (or a teacher and a student) over the items with "
+        "lm-evaluation-harness, greedy, stopping at EOS, and write outputs.jsonl ({id, output}) "
+        "for `distill-doctor diagnose`. The prompt is used exactly as written, with the tokenizer's "
+        "own BOS, as in training.",
+    )
+    p.add_argument("--items", required=True, type=Path, help="evaluation items (JSONL, SPEC 'Items')")
+    p.add_argument("--model", type=Path, help="model directory (config.json, weights, tokenizer)")
+    p.add_argument("--out", type=Path, help="outputs file to write for --model (JSONL)")
+    p.add_argument(
+        "--teacher-model", type=Path, help="teacher model directory (with --student-model, --out-dir)"
+    )
+    p.add_argument(
+        "--student-model", type=Path, help="student model directory (with --teacher-model, --out-dir)"
+    )
+    p.add_argument("--out-dir", type=Path, help="folder for teacher.jsonl and student.jsonl")
+    p.add_argument("--batch-size", type=int, default=8, help="generation batch size (default 8)")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=256,
+        help="most tokens generated per item (default 256; lowered to fit the model's maximum length)",
+    )
+    p.add_argument(
+        "--until",
+        action="append",
+        default=None,
+        metavar="TEXT",
+        help="extra stop string (repeatable); the model's EOS always stops generation",
+    )
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
+    p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, ... (default auto)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items (smoke tests)")
+    p.add_argument("--seed", type=int, default=0, help="seed passed to lm-eval (default 0)")
+    p.add_argument(
+        "--keep-samples",
+        action="store_true",
+        help="also write lm-eval's samples_<task>_<timestamp>.jsonl into <outputs stem>_lm_eval/",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no summary (for CI)")
+    p.set_defaults(func=run)
+
+
+def _jobs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
+    """``(label, model_dir, out_path)`` for each model to run, after checking the flag combination."""
+    single = args.model is not None or args.out is not None
+    pair = any(x is not None for x in (args.teacher_model, args.student_model, args.out_dir))
+    if single and pair:
+        raise InputError("use either --model/--out or --teacher-model/--student-model/--out-dir, not both")
+    if single:
+        if args.model is None or args.out is None:
+            raise InputError("--model and --out go together")
+        return [("model", args.model, args.out)]
+    if pair:
+        if args.out_dir is None or (args.teacher_model is None and args.student_model is None):
+            raise InputError("--out-dir needs --teacher-model and/or --student-model")
+        if args.out_dir.exists() and not args.out_dir.is_dir():
+            raise InputError("--out-dir must be a directory", path=args.out_dir)
+        jobs = []
+        if args.teacher_model is not None:
+            jobs.append(("teacher", args.teacher_model, args.out_dir / "teacher.jsonl"))
+        if args.student_model is not None:
+            jobs.append(("student", args.student_model, args.out_dir / "student.jsonl"))
+        return jobs
+    raise InputError(
+        "nothing to evaluate: give --model and --out, or --teacher-model/--student-model and --out-dir"
+    )
+
+
+def _check_targets(jobs: list[tuple[str, Path, Path]], items_path: Path, overwrite: bool) -> None:
+    for _, model_dir, out in jobs:
+        if not model_dir.is_dir():
+            raise InputError("model directory not found", path=model_dir)
+        if out.resolve() == items_path.resolve():
+            raise InputError("refusing to write outputs over the items file", path=out)
+        if out.exists() and not overwrite:
+            raise InputError("output file exists (use --overwrite to replace it)", path=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from distill_doctor.data import load_items
+    from distill_doctor.produce.lm_eval_runner import (
+        load_hflm,
+        run_items,
+        samples_filename,
+        write_outputs,
+        write_samples,
+    )
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    jobs = _jobs(args)
+    _check_targets(jobs, args.items, args.overwrite)
+    items = load_items(args.items)
+    for label, model_dir, out in jobs:
+        lm = load_hflm(
+            model_dir, device=args.device, batch_size=args.batch_size, dtype=args.dtype, quiet=args.quiet
+        )
+        result = run_items(
+            lm,
+            items,
+            items_path=args.items,
+            max_gen_toks=args.max_new_tokens,
+            until=args.until,
+            limit=args.limit,
+            seed=args.seed,
+            quiet=args.quiet,
+        )
+        write_outputs(out, result.outputs)
+        kept = None
+        if args.keep_samples:
+            # lm-eval's own naming, in a folder per outputs file (teacher and student stay apart).
+            folder = out.parent / f"{out.stem}_lm_eval"
+            kept = write_samples(folder / samples_filename(result.task), result.samples)
+        del lm  # free the model before loading the next one
+        if not args.quiet:
+            _summary(label, model_dir, out, kept, result, items, args.max_new_tokens)
+    return 0
+
+
+def _summary(label, model_dir, out, kept, result, items, requested: int) -> None:
+    from distill_doctor.verify import verify_outputs
+
+    scored = items[: len(result.outputs)]
+    verdicts = verify_outputs(scored, {o.id: o for o in result.outputs})
+    passed = sum(v.passed for v in verdicts.values())
+    n = len(verdicts)
+    budget = f"max_gen_toks {result.max_gen_toks}"
+    if result.max_gen_toks < requested:
+        budget += f" (lowered from {requested} to fit the model's maximum length)"
+    print(
+        f"{label}: {model_dir} -> {out}: {n} items, verifier accuracy {passed}/{n} = {passed / max(n, 1):.3f}, "
+        f"lm-eval exact_match {result.metrics.get('exact_match,none', float('nan')):.3f}, "
+        f"{budget}, {result.seconds:.1f} s",
+        file=sys.stdout,
+    )
+    if kept is not None:
+        print(f"  lm-eval samples: {kept}")

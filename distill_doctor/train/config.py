@@ -1,0 +1,409 @@
+"""Training configuration: typed dataclasses, loadable from YAML, overridable with ``--set a.b=value``.
+
+One :class:`TrainConfig` describes a whole run; the four methods (``sft``, ``logit_kd``, ``gkd``,
+``skd``) read the parts they need. Every field carries its help text in ``metadata["help"]``
+(``describe_fields()`` prints them). Mistakes raise :class:`~distill_doctor.errors.InputError`
+naming the config file and the dotted field, e.g. ``cfg.yaml: field 'loss.beta': must be in [0, 1]``.
+
+>>> cfg = TrainConfig(method="sft", student="s", data="d.jsonl", output_dir="out")
+>>> cfg.loss.divergence, cfg.schedule
+('forward_kl', 'cosine')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distill_doctor.errors import InputError
+
+METHODS = ("sft", "logit_kd", "gkd", "skd")
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tv")
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+def _f(default: Any, help: str, **kw) -> Any:
+    """A dataclass field with help text (mutable defaults go through ``default_factory``)."""
+    if isinstance(default, type) and dataclasses.is_dataclass(default):
+        return field(default_factory=default, metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+def _check(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise InputError(message, field=name)
+
+
+@dataclass
+class LossConfig:
+    """How the student's distribution is pulled towards the target."""
+
+    divergence: str = _f(
+        "forward_kl", f"soft loss between teacher and student, one of {', '.join(DIVERGENCES)}"
+    )
+    beta: float = _f(0.5, "mixture weight of generalized JSD (0 = forward KL, 1 = reverse KL)")
+    alpha: float = _f(0.1, "skew of skew_forward_kl / skew_reverse_kl, in [0, 1]")
+    temperature: float = _f(1.0, "softmax temperature applied to both teacher and student logits in the loss")
+    hard_weight: float = _f(
+        0.0, "logit_kd: loss = hard_weight * CE(labels) + (1 - hard_weight) * soft divergence"
+    )
+    chunked: bool = _f(
+        False, "sft/logit_kd: compute the loss chunk by chunk from hidden states (full logits never stored)"
+    )
+    chunk_size: int = _f(1024, "tokens per chunk of the chunked loss")
+
+    def __post_init__(self) -> None:
+        _check(
+            self.divergence in DIVERGENCES,
+            "loss.divergence",
+            f"must be one of {', '.join(DIVERGENCES)}, got {self.divergence!r}",
+        )
+        _check(0.0 <= self.beta <= 1.0, "loss.beta", f"must be in [0, 1], got {self.beta}")
+        _check(0.0 <= self.alpha <= 1.0, "loss.alpha", f"must be in [0, 1], got {self.alpha}")
+        _check(self.temperature > 0, "loss.temperature", f"must be > 0, got {self.temperature}")
+        _check(
+            0.0 <= self.hard_weight <= 1.0, "loss.hard_weight", f"must be in [0, 1], got {self.hard_weight}"
+        )
+        _check(self.chunk_size >= 1, "loss.chunk_size", f"must be >= 1, got {self.chunk_size}")
+
+
+@dataclass
+class GKDConfig:
+    """On-policy distillation (Agarwal et al. 2024; TRL GKDTrainer semantics)."""
+
+    lmbda: float = _f(0.5, "probability that a micro-batch's completions are sampled from the student")
+    beta: float = _f(
+        0.5, "generalized JSD mixture weight used as the GKD loss (0 = forward KL, 1 = reverse KL)"
+    )
+    temperature: float = _f(0.9, "sampling temperature for on-policy (and seq_kd teacher) completions")
+    max_new_tokens: int = _f(128, "longest sampled completion, in tokens")
+    seq_kd: bool = _f(
+        False, "off-policy batches use the teacher's own samples instead of the dataset's responses"
+    )
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.lmbda <= 1.0, "gkd.lmbda", f"must be in [0, 1], got {self.lmbda}")
+        _check(0.0 <= self.beta <= 1.0, "gkd.beta", f"must be in [0, 1], got {self.beta}")
+        _check(self.temperature >= 0, "gkd.temperature", f"must be >= 0 (0 = greedy), got {self.temperature}")
+        _check(self.max_new_tokens >= 1, "gkd.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass
+class SKDConfig:
+    """Speculative KD (Xu et al. 2024): student proposals outside the teacher's top-K are replaced."""
+
+    top_k: int = _f(25, "a student proposal outside the teacher's top-K at its position is replaced")
+    temperature: float = _f(1.0, "sampling temperature of student proposals and teacher replacements")
+    max_new_tokens: int = _f(128, "longest generated completion, in tokens")
+
+    def __post_init__(self) -> None:
+        _check(self.top_k >= 1, "skd.top_k", f"must be >= 1, got {self.top_k}")
+        _check(self.temperature >= 0, "skd.temperature", f"must be >= 0 (0 = greedy), got {self.temperature}")
+        _check(self.max_new_tokens >= 1, "skd.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass
+class TrainConfig:
+    """One distillation run."""
+
+    method: str = _f("sft", f"training method, one of {', '.join(METHODS)}")
+    student: str = _f("", "student model directory (from_pretrained), e.g. a randomly initialised tiny model")
+    teacher: str | None = _f(None, "teacher model directory (logit_kd without topk_cache, gkd, skd)")
+    data: str = _f("", "training JSONL: {prompt, response} per line (or chat 'messages')")
+    output_dir: str = _f("", "where the final model, resolved config, metrics.jsonl and checkpoints go")
+    seed: int = _f(0, "seed for initial RNG states, data order and sampling")
+    steps: int = _f(100, "optimizer steps (ignored when epochs is set)")
+    epochs: float | None = _f(
+        None, "passes over the data; sets steps = ceil(epochs * examples / examples_per_step)"
+    )
+    batch_size: int = _f(8, "examples per micro-batch (per process)")
+    grad_accum: int = _f(
+        1, "micro-batches per optimizer step; the loss is normalised by the step's global token count"
+    )
+    lr: float = _f(5e-4, "peak learning rate of AdamW")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    warmup_steps: int = _f(0, "linear warm-up steps before the schedule")
+    schedule: str = _f("cosine", f"learning-rate schedule after warm-up, one of {', '.join(SCHEDULES)}")
+    max_len: int = _f(
+        512, "longest training sequence (prompt + response) in tokens; longer ones are truncated"
+    )
+    packing: bool = _f(False, "sft: pack several examples into each max_len row (labels reset at boundaries)")
+    max_grad_norm: float | None = _f(1.0, "clip the global gradient norm to this value (null = no clipping)")
+    save_every: int = _f(
+        0, "save a resumable checkpoint every N optimizer steps (0 = never, except at stop_at_step)"
+    )
+    keep_checkpoints: int = _f(2, "how many recent checkpoints to keep")
+    resume: bool = _f(False, "continue from the latest checkpoint in output_dir")
+    overwrite: bool = _f(False, "allow writing into an existing non-empty output_dir without resuming")
+    stop_at_step: int | None = _f(
+        None, "stop (after a checkpoint) once this step is done; schedule still follows steps"
+    )
+    mixed_precision: str = _f("no", f"autocast precision, one of {', '.join(PRECISIONS)}")
+    quiet: bool = _f(False, "no progress bar")
+    log_every: int = _f(1, "write a metrics line every N optimizer steps")
+    topk_cache: str | None = _f(
+        None, "logit_kd: directory of a top-k teacher cache to use instead of a live teacher"
+    )
+    loss: LossConfig = _f(LossConfig, "the soft/hard loss")
+    gkd: GKDConfig = _f(GKDConfig, "gkd method settings")
+    skd: SKDConfig = _f(SKDConfig, "skd method settings")
+
+    def __post_init__(self) -> None:
+        for name, cls in (("loss", LossConfig), ("gkd", GKDConfig), ("skd", SKDConfig)):
+            if isinstance(getattr(self, name), dict):  # Python callers may pass plain mappings
+                setattr(self, name, _build(cls, getattr(self, name), prefix=name + "."))
+        _check(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+        _check(bool(self.student), "student", "is required (a model directory)")
+        _check(bool(self.data), "data", "is required (a training JSONL file)")
+        _check(bool(self.output_dir), "output_dir", "is required")
+        _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        _check(self.epochs is None or self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.grad_accum >= 1, "grad_accum", f"must be >= 1, got {self.grad_accum}")
+        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _check(
+            self.schedule in SCHEDULES,
+            "schedule",
+            f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
+        )
+        _check(self.max_len >= 2, "max_len", f"must be >= 2, got {self.max_len}")
+        _check(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "must be > 0 or null")
+        _check(self.save_every >= 0, "save_every", f"must be >= 0, got {self.save_every}")
+        _check(self.keep_checkpoints >= 1, "keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
+        _check(self.stop_at_step is None or self.stop_at_step >= 1, "stop_at_step", "must be >= 1 or null")
+        _check(
+            self.mixed_precision in PRECISIONS,
+            "mixed_precision",
+            f"must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}",
+        )
+        _check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+        needs_teacher = self.method in ("gkd", "skd") or (self.method == "logit_kd" and not self.topk_cache)
+        if needs_teacher:
+            _check(
+                bool(self.teacher),
+                "teacher",
+                f"is required by method {self.method!r}"
+                + (" (or set topk_cache)" if self.method == "logit_kd" else ""),
+            )
+        if self.topk_cache:
+            _check(self.method == "logit_kd", "topk_cache", "is only used by method 'logit_kd'")
+            _check(
+                not self.loss.chunked, "loss.chunked", "the chunked path needs a live teacher, not topk_cache"
+            )
+        if self.packing:
+            _check(self.method == "sft", "packing", "is only supported by method 'sft'")
+        if self.loss.chunked:
+            _check(
+                self.method in ("sft", "logit_kd"),
+                "loss.chunked",
+                "is only supported by methods sft and logit_kd",
+            )
+        if self.method == "skd":
+            _check(
+                self.loss.hard_weight == 0.0,
+                "loss.hard_weight",
+                "skd trains on generated text: no hard labels",
+            )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, name: str) -> Any:
+    """Check ``value`` against a field annotation (int -> float allowed); nested dataclasses recurse."""
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise InputError(
+                f"must be a mapping of {annotation.__name__} fields, got {type(value).__name__}", field=name
+            )
+        return _build(annotation, value, prefix=name + ".")
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise InputError("must not be null", field=name)
+    if name == "mixed_precision" and value is False:  # YAML 1.1 reads an unquoted `no` as false
+        return "no"
+    for kind in options:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is float and isinstance(value, str):  # YAML 1.1 reads 5e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if kind is str and isinstance(value, (str, Path)):
+            return str(value)
+    wanted = " or ".join("null" if k is type(None) else k.__name__ for k in options)
+    raise InputError(f"must be {wanted}, got {type(value).__name__} {value!r}", field=name)
+
+
+def _build(cls: type, raw: dict, prefix: str = "") -> Any:
+    hints = _field_types(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise InputError(
+            f"unknown field; known fields: {', '.join(sorted(known))}", field=prefix + str(unknown[0])
+        )
+    kwargs = {key: _coerce(value, hints[key], prefix + key) for key, value in raw.items()}
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"loss.beta=0.3"`` -> ``(["loss", "beta"], 0.3)``; the value is parsed as YAML (``null``, ``true``, numbers)."""
+    if "=" not in text:
+        raise InputError(f"--set expects key=value, got {text!r}")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise InputError(f"--set expects a dotted key such as loss.beta, got {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of the raw config mapping with every ``a.b=value`` override applied."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise InputError(f"cannot set a sub-field of a non-mapping (from --set {text})", field=part)
+            node[part] = child = dict(child)
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def config_from_dict(raw: dict, *, source: str | Path | None = None) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig`; errors name ``source`` and the dotted field."""
+    try:
+        return _build(TrainConfig, raw)
+    except InputError as err:
+        raise InputError(err.message, path=source, field=err.field) from None
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    **fields: Any,
+) -> TrainConfig:
+    """Read a YAML config (or start empty when ``path`` is None), apply ``--set`` overrides, then ``fields``.
+
+    ``fields`` are top-level values from dedicated CLI flags (``method``, ``seed``, ``quiet``,
+    ``output_dir``, ``resume``); ``None`` values are ignored. Relative ``student``, ``teacher``,
+    ``data``, ``topk_cache`` paths in the file resolve against the file's folder.
+    """
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise InputError(f"cannot read config: {err.strerror}", path=path) from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            raise InputError(
+                f"not valid YAML: {getattr(err, 'problem', err)}", path=path, line=line
+            ) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise InputError("a config file must be a YAML mapping of fields", path=path)
+        raw = _resolve_paths(loaded, path.parent)
+    source = path if path is not None else "--set"
+    try:
+        raw = apply_overrides(raw, list(overrides))
+    except InputError as err:
+        raise InputError(err.message, path=source, field=err.field) from None
+    raw.update({k: v for k, v in fields.items() if v is not None})
+    try:
+        return config_from_dict(raw, source=source)
+    except InputError as err:
+        overridden = {".".join(parse_override(t)[0]) for t in overrides} | set(fields)
+        if err.field in overridden:
+            err = InputError(err.message + " (set on the command line)", path=source, field=err.field)
+        elif path is not None and err.field and err.line is None:
+            err = InputError(err.message, path=path, line=_line_of(path, err.field), field=err.field)
+        raise err from None
+
+
+def _line_of(path: Path, dotted: str) -> int | None:
+    """1-based line of ``dotted`` (e.g. ``loss.beta``) in the YAML file, or None when it is not there."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    line = None
+    for part in dotted.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            return line
+        for key, value in node.value:
+            if key.value == part:
+                line, node = key.start_mark.line + 1, value
+                break
+        else:
+            return line
+    return line
+
+
+PATH_FIELDS = ("student", "teacher", "data", "topk_cache")
+
+
+def _resolve_paths(raw: dict, base: Path) -> dict:
+    out = dict(raw)
+    for key in PATH_FIELDS:
+        value = out.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            candidate = base / value
+            # Only rewrite when it points at something there: a path relative to the working
+            # directory, or a hub-style name such as "org/model", stays as written.
+            if candidate.exists():
+                out[key] = str(candidate)
+    return out
+
+
+def describe_fields(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """``(dotted name, help, default)`` for every field, nested groups flattened (for docs and --help)."""
+    rows: list[tuple[str, str, Any]] = []
+    for f in dataclasses.fields(cls):
+        hint = _field_types(cls)[f.name]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            rows.extend(describe_fields(hint, prefix + f.name + "."))
+        else:
+            rows.append((prefix + f.name, f.metadata.get("help", ""), f.default))
+    return rows

@@ -1,0 +1,380 @@
+"""The shared training engine: setup, the optimizer step, metrics, checkpoints and exact resume.
+
+Each method (``sft.py``, ``logit_kd.py``, ``gkd.py``, ``skd.py``) is a plain loop over this::
+
+    run = Run.start(cfg, needs_teacher=...)
+    for micro_batches in run:                       # one optimizer step per iteration
+        num_tokens = run.count_loss_tokens(micro_batches)   # global: all micro-batches, all processes
+        for batch in run.accumulate(micro_batches):
+            parts = some_loss(run.student, batch, num_tokens=num_tokens)
+            run.backward(parts, batch)
+        run.optimizer_step()
+    return run.finish()
+
+Every loss is "sum over this micro-batch's loss tokens / the step's global loss-token count", so
+summing the micro-batch gradients gives exactly the gradient of one big batch (TRL issue 4719).
+DDP averages gradients over processes, so ``backward`` multiplies by the process count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from distill_doctor.atomic import atomic_write_text
+from distill_doctor.errors import InputError
+from distill_doctor.train.build import (
+    build_optimizer,
+    build_scheduler,
+    check_same_vocab,
+    hf_progress_bars,
+    load_model,
+    load_tokenizer,
+    make_accelerator,
+    student_tokenizer,
+)
+from distill_doctor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from distill_doctor.train.config import TrainConfig
+from distill_doctor.train.data import (
+    IGNORE_INDEX,
+    BatchOrder,
+    TokenizedExample,
+    collate,
+    pack_examples,
+    read_examples,
+    tokenize_all,
+)
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "train_config.yaml"
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (non-finite loss or gradient). The last good checkpoint is kept."""
+
+
+@dataclass
+class LossParts:
+    """What one micro-batch contributes; every tensor is already divided by the step's global token count."""
+
+    loss: torch.Tensor  # what is back-propagated
+    soft: torch.Tensor | None = None  # the divergence part
+    hard: torch.Tensor | None = None  # the cross-entropy part
+    kl: torch.Tensor | None = None  # teacher-student KL(p_T || p_S) at temperature 1, detached (monitoring)
+    extra: dict[str, float] = field(default_factory=dict)  # method-specific (summed over micro-batches)
+
+
+# ----------------------------------------------------------------------------- small pieces
+
+
+def shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Next-token view: logits (B, T, V) -> (B, T-1, V) predicting labels[:, 1:]; returns (logits, labels, mask)."""
+    labels = labels[:, 1:]
+    return logits[:, :-1], labels, labels != IGNORE_INDEX
+
+
+def loss_token_count(batch: dict) -> int:
+    """Tokens that carry a loss in one micro-batch (targets after the shift)."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+
+
+def final_hidden(model, batch: dict) -> torch.Tensor:
+    """Final (post-norm) hidden states (B, T, H) without computing full logits (only the last position's)."""
+    out = model(**model_inputs(batch), output_hidden_states=True, logits_to_keep=1)
+    return out.hidden_states[-1]
+
+
+def prepare_output_dir(cfg: TrainConfig) -> Path | None:
+    """Refuse to clobber a non-empty output_dir; return the checkpoint to resume from, if any."""
+    out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a directory", path=out, field="output_dir")
+    if cfg.resume:
+        return latest_checkpoint(out)
+    if out.is_dir() and any(out.iterdir()):
+        if not cfg.overwrite:
+            raise InputError(
+                "is not empty; set resume: true (--resume) to continue its run, or overwrite: true "
+                "(--set overwrite=true) to start over",
+                path=out,
+                field="output_dir",
+            )
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        (out / METRICS_FILE).unlink(missing_ok=True)
+    return None
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class Run:
+    """Everything a method loop needs; build with :meth:`start`."""
+
+    def __init__(self, cfg: TrainConfig, accelerator, tokenizer, student, teacher, rows, total_steps):
+        self.cfg = cfg
+        self.accelerator = accelerator
+        self.tokenizer = tokenizer
+        self.student = student
+        self.teacher = teacher
+        self.rows: list[TokenizedExample] = rows
+        self.total_steps = total_steps
+        self.order = BatchOrder(
+            len(rows), cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes
+        )
+        self.output_dir = Path(cfg.output_dir)
+        self.step = 0  # optimizer steps done
+        self.micro_index = 0  # micro-batches consumed from the data order (this process)
+        self.optimizer = None
+        self.scheduler = None
+        self._bar = None
+        self._reset_step_stats()
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, cfg: TrainConfig, *, needs_teacher: bool) -> Run:
+        from accelerate.utils import set_seed
+
+        resume_from = prepare_output_dir(cfg)
+        accelerator = make_accelerator(cfg)
+        set_seed(cfg.seed)
+        with hf_progress_bars(not cfg.quiet and accelerator.is_local_main_process):
+            student = load_model(cfg.student, field_name="student")
+            tokenizer = student_tokenizer(cfg)
+            teacher = None
+            if needs_teacher:
+                t_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+                    cfg.mixed_precision, torch.float32
+                )
+                if accelerator.device.type == "cpu":
+                    t_dtype = torch.float32
+                teacher = load_model(cfg.teacher, field_name="teacher", dtype=t_dtype)
+                check_same_vocab(
+                    tokenizer, load_tokenizer(cfg.teacher, field_name="teacher"), student, teacher
+                )
+                teacher.requires_grad_(False).eval().to(accelerator.device)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+        examples = read_examples(cfg.data)
+        rows = tokenize_all(tokenizer, examples, cfg.max_len, source=cfg.data)
+        if cfg.packing:
+            rows = pack_examples(rows, cfg.max_len)
+        per_step = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+        total = cfg.steps if cfg.epochs is None else max(1, math.ceil(cfg.epochs * len(rows) / per_step))
+
+        run = cls(cfg, accelerator, tokenizer, student, teacher, rows, total)
+        run.optimizer = build_optimizer(student, cfg)
+        run.scheduler = build_scheduler(run.optimizer, cfg, total)
+        run.student, run.optimizer = accelerator.prepare(student, run.optimizer)
+        accelerator.register_for_checkpointing(run.scheduler)  # stepped per optimizer step, not per process
+        run.student.train()
+
+        if resume_from is not None:
+            state = load_checkpoint(accelerator, resume_from)
+            _check_resume_config(state.get("config", {}), cfg, resume_from)
+            run.step, run.micro_index = int(state["step"]), int(state["micro_index"])
+            run._truncate_metrics(run.step)
+        if accelerator.is_main_process:
+            atomic_write_text(run.output_dir / CONFIG_FILE, cfg.to_yaml())
+            run._note(
+                f"{cfg.method}: {len(rows)} rows, {total} steps of {per_step} rows"
+                + (f", resuming at step {run.step} from {resume_from}" if resume_from else "")
+            )
+        return run
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def unwrapped_student(self):
+        return self.accelerator.unwrap_model(self.student)
+
+    def __iter__(self):
+        from tqdm.auto import tqdm
+
+        stop = (
+            self.total_steps
+            if self.cfg.stop_at_step is None
+            else min(self.total_steps, self.cfg.stop_at_step)
+        )
+        quiet = self.cfg.quiet or not self.accelerator.is_local_main_process
+        self._bar = tqdm(total=self.total_steps, initial=self.step, disable=quiet, desc=self.cfg.method)
+        while self.step < stop:
+            self._step_start = time.perf_counter()
+            yield self.next_micro_batches()
+        self._bar.close()
+
+    def next_micro_batches(self) -> list[dict]:
+        """The next ``grad_accum`` micro-batches of the deterministic data order, on the device."""
+        batches = []
+        for _ in range(self.cfg.grad_accum):
+            index = self.order.indices(self.micro_index)
+            self.micro_index += 1
+            batch = collate(
+                [self.rows[i] for i in index], self.tokenizer.pad_token_id, packed=self.cfg.packing
+            )
+            batch["index"] = index
+            batch["micro_index"] = self.micro_index - 1
+            batches.append(self.to_device(batch))
+        return batches
+
+    def to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def count_loss_tokens(self, batches: list[dict]) -> int:
+        """Loss tokens of the whole optimizer step: all micro-batches, summed over processes."""
+        local = torch.tensor(sum(loss_token_count(b) for b in batches), device=self.device)
+        total = int(self.accelerator.reduce(local, reduction="sum"))
+        return max(total, 1)
+
+    def accumulate(self, batches: list[dict]):
+        """Yield the micro-batches; gradients are synchronised across processes only on the last."""
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            ctx = contextlib.nullcontext() if last else self.accelerator.no_sync(self.student)
+            with ctx:
+                yield batch
+
+    def backward(self, parts: LossParts, batch: dict) -> None:
+        if not torch.isfinite(parts.loss.detach()).all():
+            self._fail(f"non-finite loss ({float(parts.loss.detach()):g})", batch)
+        self.accelerator.backward(parts.loss * self.accelerator.num_processes)
+        s = self._stats
+        s["loss"] += float(parts.loss.detach())
+        for name in ("soft", "hard", "kl"):
+            value = getattr(parts, name)
+            if value is not None:
+                s[name] = s.get(name, 0.0) + float(value.detach())
+        for name, value in parts.extra.items():
+            s[name] = s.get(name, 0.0) + float(value)
+        s["tokens"] += int(batch["lengths"].sum())
+        s["loss_tokens"] += loss_token_count(batch)
+        self._last_batch = batch
+
+    def optimizer_step(self) -> None:
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm is not None else float("inf")
+        norm = self.accelerator.clip_grad_norm_(params, max_norm)  # None under DeepSpeed (clips itself)
+        grad_norm = float(norm) if norm is not None else float("nan")
+        if norm is not None and not math.isfinite(grad_norm) and self.cfg.mixed_precision != "fp16":
+            self._fail(f"non-finite gradient norm ({grad_norm:g})", self._last_batch)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self._log(lr, grad_norm)
+        self._bar.update(1)
+        stopping = self.cfg.stop_at_step is not None and self.step == self.cfg.stop_at_step
+        if (self.cfg.save_every and self.step % self.cfg.save_every == 0) or (
+            stopping and self.step < self.total_steps
+        ):
+            self.save_checkpoint()
+
+    def save_checkpoint(self) -> Path:
+        state = {"step": self.step, "micro_index": self.micro_index, "config": self.cfg.to_dict()}
+        return save_checkpoint(self.accelerator, self.output_dir, state, keep=self.cfg.keep_checkpoints)
+
+    def finish(self) -> Path:
+        """Save the final model (safetensors), tokenizer and config when the run is complete; return output_dir."""
+        self.accelerator.wait_for_everyone()
+        if self.step < self.total_steps:
+            self._note(f"stopped at step {self.step} of {self.total_steps}; resume with resume: true")
+            return self.output_dir
+        state_dict = self.accelerator.get_state_dict(self.student)
+        if self.accelerator.is_main_process:
+            with hf_progress_bars(not self.cfg.quiet):
+                self.unwrapped_student.save_pretrained(str(self.output_dir), state_dict=state_dict)
+            self.tokenizer.save_pretrained(str(self.output_dir))
+            self._note(f"saved the student to {self.output_dir}")
+        self.accelerator.wait_for_everyone()
+        return self.output_dir
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    def _reset_step_stats(self) -> None:
+        self._stats: dict[str, float] = {"loss": 0.0, "tokens": 0, "loss_tokens": 0}
+        self._last_batch: dict = {}
+        self._step_start = time.perf_counter()
+
+    def _log(self, lr: float, grad_norm: float) -> None:
+        names = sorted(self._stats)
+        values = torch.tensor([float(self._stats[n]) for n in names], dtype=torch.float64, device=self.device)
+        values = self.accelerator.reduce(values, reduction="sum").tolist()
+        s = dict(zip(names, values))
+        elapsed = max(time.perf_counter() - self._step_start, 1e-9)
+        record = {
+            "step": self.step,
+            "loss": s.pop("loss"),
+            "soft_loss": s.pop("soft", None),
+            "hard_loss": s.pop("hard", None),
+            "kl": s.pop("kl", None),
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens": int(s.pop("tokens")),
+            "loss_tokens": int(s.pop("loss_tokens")),
+        }
+        record["tokens_per_s"] = record["tokens"] / elapsed
+        record.update(s)  # method extras
+        self.last_metrics = record
+        if self.accelerator.is_main_process and (
+            self.step % self.cfg.log_every == 0 or self.step == self.total_steps
+        ):
+            with open(self.output_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+        self._reset_step_stats()
+
+    def _truncate_metrics(self, step: int) -> None:
+        path = self.output_dir / METRICS_FILE
+        if not self.accelerator.is_main_process or not path.exists():
+            return
+        kept = [
+            ln
+            for ln in path.read_text(encoding="utf-8").splitlines()
+            if ln.strip() and json.loads(ln)["step"] <= step
+        ]
+        atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+
+    def _fail(self, what: str, batch: dict) -> None:
+        last = latest_checkpoint(self.output_dir)
+        ids = batch.get("ids", [])[:3]
+        raise TrainingError(
+            f"{what} at step {self.step + 1} (micro-batch {batch.get('micro_index', '?')} of the data order, "
+            f"first example ids {ids}); "
+            + (f"last good checkpoint: {last}" if last else "no checkpoint was saved before it")
+        )
+
+    def _note(self, text: str) -> None:
+        if not self.cfg.quiet and self.accelerator.is_main_process:
+            print(f"[distill-doctor train] {text}", flush=True)
+
+
+# Changing these between a checkpoint and its resumption would silently change the data order or batches.
+RESUME_FIXED = ("method", "data", "seed", "batch_size", "grad_accum", "max_len", "packing")
+
+
+def _check_resume_config(saved: dict, cfg: TrainConfig, checkpoint: Path) -> None:
+    for name in RESUME_FIXED:
+        if name in saved and saved[name] != getattr(cfg, name):
+            raise InputError(
+                f"differs from the checkpoint being resumed ({saved[name]!r} there, {getattr(cfg, name)!r} now)",
+                path=checkpoint,
+                field=name,
+            )

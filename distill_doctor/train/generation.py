@@ -1,0 +1,167 @@
+"""Sampling completions for on-policy methods: plain sampling (gkd) and speculative correction (skd).
+
+Prompts are left-padded so that every row's next token sits in the last column; position ids
+are ``cumsum(attention_mask) - 1`` so left padding does not shift positions. Both loops use the
+models' KV caches and the global torch RNG (restored exactly on resume). ``temperature == 0``
+means greedy. A completion stops after its EOS (which is kept) or at ``max_new_tokens``.
+Only the first ``vocab_size`` columns of the logits are used, so padded model rows (ids with
+no token) are never sampled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from distill_doctor.train.data import left_pad
+
+
+def pick(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """One token per row from logits (B, V): argmax when ``temperature == 0``, else a softmax sample."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs, num_samples=1).squeeze(-1)
+
+
+class _Stepper:
+    """Feeds tokens to one model with a KV cache; ``logits`` is the next-token distribution (B, V)."""
+
+    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int):
+        self.model, self.vocab_size = model, vocab_size
+        self.mask = attention_mask
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True
+        )
+        self.past, self.position = out.past_key_values, positions[:, -1:]
+        self.logits = out.logits[:, -1, :vocab_size]
+
+    def feed(self, tokens: torch.Tensor) -> None:  # tokens (B,)
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        self.position = self.position + 1
+        out = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=self.mask,
+            position_ids=self.position,
+            past_key_values=self.past,
+            use_cache=True,
+        )
+        self.past, self.logits = out.past_key_values, out.logits[:, -1, : self.vocab_size]
+
+
+@torch.no_grad()
+def sample_completions(
+    model,
+    prompts: list[list[int]],
+    *,
+    pad_id: int,
+    eos_id: int | None,
+    vocab_size: int,
+    max_new_tokens: int,
+    temperature: float,
+) -> list[list[int]]:
+    """Sample one completion per prompt (token ids, EOS included when reached)."""
+    device = next(model.parameters()).device
+    ids, mask = left_pad(prompts, pad_id)
+    was_training = model.training
+    model.eval()
+    try:
+        state = _Stepper(model, ids.to(device), mask.to(device), vocab_size)
+        completions: list[list[int]] = [[] for _ in prompts]
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        for _ in range(max_new_tokens):
+            tokens = pick(state.logits, temperature)  # (B,)
+            _append(completions, tokens, done)
+            if eos_id is not None:
+                done |= tokens == eos_id
+            if done.all():
+                break
+            state.feed(torch.where(done, torch.full_like(tokens, pad_id), tokens))
+    finally:
+        model.train(was_training)
+    return completions
+
+
+@dataclass
+class SpeculativeOutput:
+    """What speculative generation produced; lists are per row, one entry per completion token."""
+
+    completions: list[list[int]]  # the corrected completions (what is trained on)
+    proposals: list[list[int]]  # the student's proposal at each position
+    replaced: list[list[bool]]  # True where the teacher replaced the proposal
+    teacher_topk: list[list[list[int]]]  # the teacher's top-K ids at each position
+
+    @property
+    def replaced_fraction(self) -> float:
+        flags = [f for row in self.replaced for f in row]
+        return sum(flags) / max(len(flags), 1)
+
+
+@torch.no_grad()
+def speculative_completions(
+    student,
+    teacher,
+    prompts: list[list[int]],
+    *,
+    top_k: int,
+    pad_id: int,
+    eos_id: int | None,
+    vocab_size: int,
+    max_new_tokens: int,
+    temperature: float,
+) -> SpeculativeOutput:
+    """Speculative KD generation (Xu et al. 2024, "Speculative Knowledge Distillation").
+
+    At every position the student proposes a token (sampled at ``temperature``). If the proposal
+    is among the teacher's ``top_k`` tokens at that position it is kept; otherwise it is replaced
+    by a token sampled from the teacher's distribution truncated to its top-K (so a corrected
+    sequence never holds a token outside the teacher's top-K, and with ``top_k == 1`` every token
+    is the teacher's argmax). Generation continues from the corrected prefix, in both models.
+    With ``top_k >= vocab_size`` nothing is ever replaced: it is plain student sampling.
+    """
+    device = next(student.parameters()).device
+    ids, mask = left_pad(prompts, pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    k = min(top_k, vocab_size)
+    was_training = student.training
+    student.eval()
+    try:
+        s_state = _Stepper(student, ids, mask, vocab_size)
+        t_state = _Stepper(teacher, ids, mask, vocab_size)
+        B = len(prompts)
+        out = SpeculativeOutput(
+            [[] for _ in range(B)], [[] for _ in range(B)], [[] for _ in range(B)], [[] for _ in range(B)]
+        )
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        for _ in range(max_new_tokens):
+            proposal = pick(s_state.logits, temperature)  # (B,)
+            t_logits = t_state.logits.float()  # (B, V)
+            topk = t_logits.topk(k, dim=-1).indices  # (B, K)
+            accepted = (topk == proposal[:, None]).any(dim=-1)  # (B,)
+            truncated = torch.full_like(t_logits, float("-inf")).scatter(1, topk, t_logits.gather(1, topk))
+            replacement = pick(truncated, temperature)  # (B,) always inside the top-K
+            tokens = torch.where(accepted, proposal, replacement)
+            for i in range(B):
+                if not done[i]:
+                    out.completions[i].append(int(tokens[i]))
+                    out.proposals[i].append(int(proposal[i]))
+                    out.replaced[i].append(not bool(accepted[i]))
+                    out.teacher_topk[i].append(topk[i].tolist())
+            if eos_id is not None:
+                done |= tokens == eos_id
+            if done.all():
+                break
+            fed = torch.where(done, torch.full_like(tokens, pad_id), tokens)
+            s_state.feed(fed)
+            t_state.feed(fed)
+    finally:
+        student.train(was_training)
+    return out
+
+
+def _append(completions: list[list[int]], tokens: torch.Tensor, done: torch.Tensor) -> None:
+    for i, tok in enumerate(tokens.tolist()):
+        if not done[i]:
+            completions[i].append(tok)

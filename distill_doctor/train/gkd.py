@@ -1,0 +1,68 @@
+"""On-policy generalized KD (Agarwal et al. 2024), with the semantics of TRL's GKDTrainer.
+
+For each micro-batch, with probability ``gkd.lmbda`` the completions are sampled from the
+current student (``gkd.temperature``, ``gkd.max_new_tokens``); otherwise they are the dataset's
+responses, or the teacher's own samples with ``gkd.seq_kd: true``. The teacher then scores the
+prompt + completion, and the loss is the generalized JSD(``gkd.beta``) between the two next-token
+distributions on completion tokens only (``loss.temperature`` scales both; beta 0 = forward KL,
+1 = reverse KL). The coin flip uses python's ``random`` and sampling uses torch's global RNG: both
+are part of every checkpoint, so a resumed run draws the same coins and samples.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from distill_doctor.train.config import TrainConfig
+from distill_doctor.train.data import collate, completion_rows, prompt_ids
+from distill_doctor.train.engine import Run
+from distill_doctor.train.generation import sample_completions
+from distill_doctor.train.kd_loss import dense_kd_loss
+
+
+def with_completions(run: Run, batch: dict) -> dict:
+    """Replace a micro-batch's responses by student (on-policy) or teacher (seq_kd) samples, or keep them."""
+    g = run.cfg.gkd
+    on_policy = random.random() < g.lmbda
+    if not on_policy and not g.seq_kd:
+        return {**batch, "on_policy": False}
+    rows = [run.rows[i] for i in batch["index"]]
+    prompts = [prompt_ids(r) for r in rows]
+    sampler = run.unwrapped_student if on_policy else run.teacher
+    completions = sample_completions(
+        sampler,
+        prompts,
+        pad_id=run.tokenizer.pad_token_id,
+        eos_id=run.tokenizer.eos_token_id,
+        vocab_size=len(run.tokenizer),
+        max_new_tokens=g.max_new_tokens,
+        temperature=g.temperature,
+    )
+    new_rows = completion_rows(prompts, completions, [r.id for r in rows], run.cfg.max_len)
+    new = run.to_device(collate(new_rows, run.tokenizer.pad_token_id))
+    return {**new, "index": batch["index"], "micro_index": batch["micro_index"], "on_policy": on_policy}
+
+
+def train_gkd(cfg: TrainConfig) -> Path:
+    run = Run.start(cfg, needs_teacher=True)
+    share = 1.0 / (cfg.grad_accum * run.accelerator.num_processes)
+    for micro_batches in run:
+        micro_batches = [with_completions(run, b) for b in micro_batches]  # sample before counting tokens
+        num_tokens = run.count_loss_tokens(micro_batches)
+        for batch in run.accumulate(micro_batches):
+            parts = dense_kd_loss(
+                run.student,
+                run.teacher,
+                batch,
+                divergence_name="jsd",
+                beta=cfg.gkd.beta,
+                alpha=cfg.loss.alpha,
+                temperature=cfg.loss.temperature,
+                hard_weight=0.0,
+                num_tokens=num_tokens,
+            )
+            parts.extra["on_policy_fraction"] = share * batch["on_policy"]
+            run.backward(parts, batch)
+        run.optimizer_step()
+    return run.finish()

@@ -1,0 +1,70 @@
+"""Speculative knowledge distillation (Xu et al. 2024, "Speculative Knowledge Distillation").
+
+For each micro-batch the student generates a completion token by token; at every position a
+proposal outside the teacher's top-K (``skd.top_k``) is replaced by a sample from the teacher's
+top-K distribution, and generation continues from the corrected prefix (see
+``generation.speculative_completions``). The student is then trained on the corrected
+sequence's completion tokens with the configured divergence (``loss.divergence``, teacher as
+the target). Small K keeps the text close to what the teacher would write; K = vocabulary size
+is plain on-policy distillation. The dataset's responses are never used, only its prompts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill_doctor.train.config import TrainConfig
+from distill_doctor.train.data import collate, completion_rows, prompt_ids
+from distill_doctor.train.engine import Run
+from distill_doctor.train.generation import speculative_completions
+from distill_doctor.train.kd_loss import dense_kd_loss
+
+
+def speculative_batch(run: Run, batch: dict) -> dict:
+    """Replace a micro-batch's responses by teacher-corrected student completions."""
+    s = run.cfg.skd
+    rows = [run.rows[i] for i in batch["index"]]
+    prompts = [prompt_ids(r) for r in rows]
+    out = speculative_completions(
+        run.unwrapped_student,
+        run.teacher,
+        prompts,
+        top_k=s.top_k,
+        pad_id=run.tokenizer.pad_token_id,
+        eos_id=run.tokenizer.eos_token_id,
+        vocab_size=len(run.tokenizer),
+        max_new_tokens=s.max_new_tokens,
+        temperature=s.temperature,
+    )
+    new_rows = completion_rows(prompts, out.completions, [r.id for r in rows], run.cfg.max_len)
+    new = run.to_device(collate(new_rows, run.tokenizer.pad_token_id))
+    return {
+        **new,
+        "index": batch["index"],
+        "micro_index": batch["micro_index"],
+        "replaced": out.replaced_fraction,
+    }
+
+
+def train_skd(cfg: TrainConfig) -> Path:
+    run = Run.start(cfg, needs_teacher=True)
+    share = 1.0 / (cfg.grad_accum * run.accelerator.num_processes)
+    for micro_batches in run:
+        micro_batches = [speculative_batch(run, b) for b in micro_batches]  # generate before counting tokens
+        num_tokens = run.count_loss_tokens(micro_batches)
+        for batch in run.accumulate(micro_batches):
+            parts = dense_kd_loss(
+                run.student,
+                run.teacher,
+                batch,
+                divergence_name=cfg.loss.divergence,
+                beta=cfg.loss.beta,
+                alpha=cfg.loss.alpha,
+                temperature=cfg.loss.temperature,
+                hard_weight=0.0,
+                num_tokens=num_tokens,
+            )
+            parts.extra["replaced_fraction"] = share * batch["replaced"]
+            run.backward(parts, batch)
+        run.optimizer_step()
+    return run.finish()

@@ -1,0 +1,164 @@
+"""The diagnose command end to end through the real CLI entry point (no models needed)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from distill_doctor.cli import main
+from distill_doctor.probes.base import MODES, STAGE_OF_MODE
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def arithmetic_run(tmp_path: Path, n: int = 120, seed: int = 0) -> dict[str, Path]:
+    """A clean run: teacher right ~90%, student right ~85%, independent wrong answers."""
+    rng = random.Random(seed)
+    items, teacher, student = [], [], []
+    for i in range(n):
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        items.append(
+            {
+                "id": f"q{i}",
+                "prompt": f"What is {a}+{b}?",
+                "reference": a + b,
+                "tags": {"domain": "math", "difficulty": 1 + i % 3},
+            }
+        )
+        t_ans = a + b if rng.random() < 0.9 else a + b + rng.randint(1, 50)
+        s_ans = a + b if rng.random() < 0.85 else a + b - rng.randint(1, 50)
+        teacher.append({"id": f"q{i}", "output": f"{a}+{b}={t_ans}\n#### {t_ans}"})
+        student.append({"id": f"q{i}", "output": f"{a}+{b}={s_ans}\n#### {s_ans}"})
+    return {
+        "items": write_jsonl(tmp_path / "items.jsonl", items),
+        "teacher": write_jsonl(tmp_path / "teacher.jsonl", teacher),
+        "student": write_jsonl(tmp_path / "student.jsonl", student),
+    }
+
+
+def test_diagnose_writes_three_reports_in_spec_shape(tmp_path):
+    paths = arithmetic_run(tmp_path)
+    out = tmp_path / "report"
+    code = main(
+        [
+            "diagnose",
+            "--items",
+            str(paths["items"]),
+            "--teacher",
+            str(paths["teacher"]),
+            "--student",
+            str(paths["student"]),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "report.md").read_text().strip()
+    assert "<html" in (out / "report.html").read_text().lower()
+    assert report["schema_version"] == 1
+    assert report["debug_order"] == ["data", "capacity", "mismatch", "provenance"]
+    assert report["accuracy"]["n"] == 120
+    assert 0.7 < report["accuracy"]["teacher"] <= 1.0
+    assert [f["mode"] for f in report["findings"]] == list(MODES)
+    for f in report["findings"]:
+        assert f["stage"] == STAGE_OF_MODE[f["mode"]]
+        assert f["verdict"] in ("pass", "warn", "fail", "skipped")
+    by_mode = {f["mode"]: f for f in report["findings"]}
+    # No --train / --manifest: those probes are skipped and say which flag they need.
+    assert by_mode["data_quality"]["verdict"] == "skipped"
+    assert "--train" in by_mode["data_quality"]["skipped_reason"]
+    assert by_mode["provenance"]["verdict"] == "skipped"
+    assert "--manifest" in by_mode["provenance"]["skipped_reason"]
+    # A clean run comes out clean.
+    assert report["primary_suspect"] is None
+    assert all(f["verdict"] != "fail" for f in report["findings"])
+    counts = report["failure_table"]["counts"]
+    assert sum(counts.values()) == 120
+
+
+def test_student_only_run_skips_teacher_probes(tmp_path):
+    paths = arithmetic_run(tmp_path, n=30)
+    out = tmp_path / "r"
+    assert (
+        main(
+            [
+                "diagnose",
+                "--items",
+                str(paths["items"]),
+                "--student",
+                str(paths["student"]),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["accuracy"]["teacher"] is None
+    assert report["failure_table"] is None
+    skipped = {f["mode"] for f in report["findings"] if f["verdict"] == "skipped"}
+    assert {"teacher_error_transfer", "capacity_gap", "superficial_imitation"} <= skipped
+
+
+@pytest.mark.parametrize(
+    "corrupt, expected",
+    [
+        (lambda p: p["student"].write_text('{"id": "q0", "output": "1"}\n{not json}\n'), "student.jsonl:2"),
+        (lambda p: p["items"].write_text('{"id": "a", "prompt": 3, "reference": 1}\n'), "prompt"),
+        (lambda p: p["student"].write_text('{"id": "nope", "output": "1"}\n'), "nope"),
+    ],
+)
+def test_bad_input_exits_2_with_file_line_field(tmp_path, capsys, corrupt, expected):
+    paths = arithmetic_run(tmp_path, n=10)
+    corrupt(paths)
+    code = main(
+        [
+            "diagnose",
+            "--items",
+            str(paths["items"]),
+            "--teacher",
+            str(paths["teacher"]),
+            "--student",
+            str(paths["student"]),
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_refuses_to_overwrite_an_input(tmp_path, capsys):
+    paths = arithmetic_run(tmp_path, n=10)
+    report_named_input = tmp_path / "report.json"
+    paths["teacher"].rename(report_named_input)
+    before = report_named_input.read_bytes()
+    code = main(
+        [
+            "diagnose",
+            "--items",
+            str(paths["items"]),
+            "--teacher",
+            str(report_named_input),
+            "--student",
+            str(paths["student"]),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
+    assert code == 2
+    assert report_named_input.read_bytes() == before
