@@ -1,0 +1,104 @@
+"""Min-K%++ membership scores (Zhang et al. 2024) and an AUC to compare two groups of texts.
+
+For a text x_1..x_T under a causal LM, at each position t (predicting x_t from x_<t):
+
+    z_t = (log p(x_t | x_<t) - mu_t) / sigma_t,
+    mu_t = E_{v ~ p(.|x_<t)}[log p(v | x_<t)],   sigma_t^2 = Var_{v ~ p(.|x_<t)}[log p(v | x_<t)]
+
+(mean and standard deviation of the log-probability under the model's *own* next-token
+distribution), and the score is the mean of the lowest k% of the z_t (k = 20%). Texts seen in
+training tend to score higher (their tokens sit at local maxima of the likelihood).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill_doctor.errors import InputError
+from distill_doctor.stats import bootstrap_ci
+
+
+def load_model(path: str | Path):
+    """``(model, tokenizer)`` from a ``from_pretrained`` directory, in eval mode on the CPU/GPU at hand."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path))
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot load a causal LM with from_pretrained: {err}", path=path) from err
+    model.eval()
+    if torch.cuda.is_available():
+        model.to("cuda")
+    return model, tok
+
+
+def token_z_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Min-K%++ z_t per position.
+
+    logits: (T, V) next-token logits at positions 0..T-1; targets: (T,) the tokens that followed.
+    Returns (T,) float64 z-scores (0 where the distribution is degenerate, sigma <= 1e-6).
+    """
+    logp = torch.log_softmax(logits.double(), dim=-1)  # (T, V)
+    probs = logp.exp()
+    mu = (probs * logp).sum(-1)  # (T,)
+    var = (probs * logp.square()).sum(-1) - mu.square()
+    sigma = var.clamp_min(0).sqrt()
+    tok_lp = logp.gather(-1, targets[:, None]).squeeze(-1)
+    degenerate = sigma <= 1e-6  # (near-)uniform or one-hot: rounding noise, not signal
+    return torch.where(degenerate, torch.zeros_like(mu), (tok_lp - mu) / sigma.clamp_min(1e-6))
+
+
+def min_k_plus_from_z(z: torch.Tensor | np.ndarray, k: float = 0.2) -> float:
+    """Mean of the lowest ceil(k * T) z-scores; nan for an empty sequence."""
+    z = np.sort(np.asarray(z, dtype=float))
+    if z.size == 0:
+        return float("nan")
+    m = max(1, math.ceil(k * z.size))
+    return float(z[:m].mean())
+
+
+@torch.no_grad()
+def min_k_plus_scores(
+    model, tokenizer, texts: Sequence[str], *, k: float = 0.2, max_tokens: int = 256
+) -> list[float]:
+    """Min-K%++ score of each text (nan for texts with fewer than 2 tokens). One forward pass per text."""
+    device = next(model.parameters()).device
+    out = []
+    for text in texts:
+        ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)["input_ids"]
+        if ids.shape[1] < 2:
+            out.append(float("nan"))
+            continue
+        ids = ids.to(device)
+        logits = model(input_ids=ids).logits[0, :-1]  # (T-1, V)
+        out.append(min_k_plus_from_z(token_z_scores(logits, ids[0, 1:]).cpu().numpy(), k))
+    return out
+
+
+def _auc_rows(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """AUC per replicate: pos (B, n1), neg (B, n2) -> (B,); ties count one half."""
+    gt = (pos[:, :, None] > neg[:, None, :]).mean(axis=(1, 2))
+    eq = (pos[:, :, None] == neg[:, None, :]).mean(axis=(1, 2))
+    return gt + 0.5 * eq
+
+
+def auc(
+    pos: Sequence[float], neg: Sequence[float], *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, tuple[float, float]]:
+    """P(score_pos > score_neg) (Mann-Whitney AUC) with an unpaired percentile bootstrap 95% CI.
+
+    nan scores are dropped; an empty group gives ``(nan, (nan, nan))``.
+    """
+    p = np.asarray([x for x in pos if np.isfinite(x)], dtype=float)
+    q = np.asarray([x for x in neg if np.isfinite(x)], dtype=float)
+    if p.size == 0 or q.size == 0:
+        return float("nan"), (float("nan"), float("nan"))
+    value = float(_auc_rows(p[None], q[None])[0])
+    ci = bootstrap_ci(_auc_rows, p, q, n_boot=n_boot, seed=seed, paired=False)
+    return value, ci

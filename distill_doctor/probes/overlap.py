@@ -1,0 +1,493 @@
+"""Text overlap between an evaluation set and training text: exact n-grams, whole texts, near-duplicates.
+
+The index is built over the EVALUATION side (thousands of items) and training rows (millions)
+stream through :meth:`OverlapIndex.scan`. Four kinds of hit, each reported per training row:
+
+- ``exact``: the row's prompt equals the item's prompt after normalisation (catches short prompts,
+  which have no 13-grams at all; at least ``MIN_WHOLE_WORDS`` words).
+- ``ngram``: word n-grams (13 by default, as GPT-3 and lm-eval's Janitor) shared with the item.
+  The score is the Llama-2 style *coverage*: the share of the item's content tokens inside the
+  n-grams it shares with this row; ``dirty`` when one row reaches ``dirty_coverage`` (0.8).
+- ``contained``: an item shorter than n words (but at least ``min_contained`` words) appears
+  contiguously inside the row.
+- ``near``: MinHash/LSH near-duplicates of the prompt (word shingles), the LSH queried at a lower
+  threshold than the decision threshold and every candidate confirmed with the exact Jaccard.
+
+Template text (an n-gram or shingle shared by ``template_min_items`` or more eval items, e.g. a
+prompt template or boilerplate such as "Write a function that ... returns") is removed before
+matching, and covered template tokens count neither for nor against an item.
+
+Normalisation follows lm-eval's Janitor by default (``punctuation="delete"``: lowercase, delete ASCII
+punctuation, split on whitespace), which suits decontamination (removing too much is safe). The
+diagnosis uses ``punctuation="keep"``: each punctuation character is a token, because deleting it
+makes ``What is 12+5?`` equal ``What is 12-5?`` and HumanEval/56 (``"<"``/``">"`` brackets) equal
+HumanEval/61 (``"("``/``")"``): false alarms on arithmetic and code.
+
+Speed: a row costs one tokenisation (``str.translate`` + ``split``, or one regular expression in
+``keep`` mode) and a C-level vocabulary lookup; all window hashing is vectorised with numpy over
+batches of rows (:mod:`window_hash`: 64-bit polynomial hashes of eval-vocabulary ids via prefix
+sums). N-gram and containment hits are confirmed by exact comparison of the id tuples. Shingles
+are represented by their 64-bit window hashes (the exact Jaccard is computed on those hash sets:
+a collision needs about 2**64 pairs) and fed to MinHash folded to 32 bits.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+
+from distill_doctor.probes.window_hash import WindowHasher, bitmap, items_per_hash, member
+
+_DELETE_PUNCT = str.maketrans("", "", string.punctuation)
+_PUNCT = re.escape(string.punctuation)
+_KEEP_RE = re.compile(rf"[^\s{_PUNCT}]+|[{_PUNCT}]")
+_SENTENCE_END = frozenset(".?!")
+MINHASH_SCHEME = "affine32"  # datasketch >= 2.0 default, stated explicitly (1.x sketches are "legacy")
+_OOV_SALT = np.uint64(0x9E3779B97F4A7C15)
+MIN_WHOLE_WORDS = 3  # whole-text matches need at least this many normalised words
+
+
+def tokens(text: str, punctuation: str = "delete") -> list[str]:
+    """Normalised words. ``"delete"``: lm-eval Janitor (lowercase, delete ASCII punctuation, split on
+    whitespace). ``"keep"``: the same, but each punctuation character is a token of its own, so
+    ``2+2`` and ``2*2`` (or ``"<"`` and ``"("`` in code) stay different."""
+    if punctuation == "delete":
+        return text.lower().translate(_DELETE_PUNCT).split()
+    if punctuation == "keep":
+        return _KEEP_RE.findall(text.lower())
+    raise ValueError("punctuation must be 'delete' or 'keep'")
+
+
+def normalize(text: str, punctuation: str = "delete") -> str:
+    """Normalised text: :func:`tokens` joined by single spaces."""
+    return " ".join(tokens(text, punctuation))
+
+
+def whole_key(words: list[str]) -> str:
+    """Whole-text key of normalised words: trailing sentence punctuation tokens dropped."""
+    end = len(words)
+    while end and words[end - 1] in _SENTENCE_END:
+        end -= 1
+    return " ".join(words[:end])
+
+
+def word_ngrams(text: str, n: int = 13, punctuation: str = "delete") -> list[tuple[str, ...]]:
+    """Word n-grams of the normalised text, in order (empty when the text has fewer than n words)."""
+    words = tokens(text, punctuation)
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def _low32(value: int) -> int:
+    """MinHash input hash: a 64-bit window hash folded to 32 bits (the affine32 scheme's range)."""
+    return (value ^ (value >> 32)) & 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One training row matching one eval item.
+
+    ``score``: 1.0 for ``exact``/``contained``; the covered share of the item's content tokens for
+    ``ngram``; the exact Jaccard of the prompt shingle sets for ``near``. ``dirty``: the hit alone
+    meets the index's decision threshold. ``positions``: for ``ngram``, the start positions (in the
+    item's normalised words) of the matching n-grams.
+    """
+
+    eval_id: str
+    kind: str
+    score: float
+    row: int
+    dirty: bool
+    positions: tuple[int, ...] = ()
+
+
+@dataclass
+class _Batch:
+    ids: list[int] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)  # row start offsets into ids
+    prompt_ends: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    whole_keys: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Windows:
+    """Every window of one length over the concatenated eval items: global start, item, local start, hash."""
+
+    start: np.ndarray
+    item: np.ndarray
+    local: np.ndarray
+    hash: np.ndarray
+
+
+class OverlapIndex:
+    """Index over eval texts; training texts stream through :meth:`scan` / :meth:`match`.
+
+    >>> idx = OverlapIndex({"q1": "What is the capital of France?"}, punctuation="keep")
+    >>> [(h.eval_id, h.kind, h.dirty) for h in idx.match("what is the capital of France")]
+    [('q1', 'exact', True)]
+    """
+
+    def __init__(
+        self,
+        eval_texts: dict[str, str],
+        *,
+        ngram: int = 13,
+        minhash_threshold: float = 0.7,
+        num_perm: int = 128,
+        shingle: int = 5,
+        dirty_coverage: float = 0.8,
+        min_contained: int = 8,
+        template_min_items: int | None = None,
+        lsh_margin: float = 0.2,
+        punctuation: str = "delete",
+        batch_rows: int = 20_000,
+        seed: int = 0,
+    ) -> None:
+        if punctuation not in ("delete", "keep"):
+            raise ValueError("punctuation must be 'delete' or 'keep'")
+        if ngram < 2 or shingle < 1:
+            raise ValueError("ngram must be >= 2 and shingle >= 1")
+        if not 0.0 < minhash_threshold <= 1.0 or not 0.0 < dirty_coverage <= 1.0:
+            raise ValueError("minhash_threshold and dirty_coverage must be in (0, 1]")
+        self.punctuation = punctuation
+        self.ngram, self.shingle, self.num_perm = ngram, shingle, num_perm
+        self.minhash_threshold, self.dirty_coverage = minhash_threshold, dirty_coverage
+        self.lsh_threshold = round(max(0.3, minhash_threshold - lsh_margin), 6)
+        self.min_contained = min(min_contained, ngram - 1)
+        self.batch_rows = batch_rows
+        self.eval_ids = list(eval_texts)
+        # Template: shared by at least 10 items or 1% of them, whichever is more (so variant groups
+        # of one problem, a handful of items, keep their shared text).
+        self.template_min_items = template_min_items or max(10, math.ceil(0.01 * len(self.eval_ids)))
+
+        words = [tokens(eval_texts[i], punctuation) for i in self.eval_ids]
+        self.vocab: dict[str, int] = {}
+        for ws in words:
+            for w in ws:
+                self.vocab.setdefault(w, len(self.vocab) + 1)  # 0 = out of the eval vocabulary
+        self.hasher = WindowHasher(len(self.vocab), seed)
+        self.eval_tokens = [tuple(self.vocab[w] for w in ws) for ws in words]
+        lengths = np.fromiter((len(t) for t in self.eval_tokens), dtype=np.int64, count=len(words))
+        self._offsets = np.concatenate(([0], np.cumsum(lengths)))
+        flat = np.fromiter(
+            (i for t in self.eval_tokens for i in t), dtype=np.int64, count=int(self._offsets[-1])
+        )
+        self._item_of = np.repeat(np.arange(len(words)), lengths)
+        self._eval_prefix = self.hasher.prefix(flat)
+        self._build_ngrams()
+        self._build_contained()
+        self.whole: dict[str, list[int]] = defaultdict(list)
+        for e, ws in enumerate(words):
+            key = whole_key(ws)
+            if key.count(" ") + 1 >= MIN_WHOLE_WORDS:  # "Solve." or "Continue." alone proves nothing
+                self.whole[key].append(e)
+        self.whole = dict(self.whole)
+        self._build_near()
+
+    # ---- build ---------------------------------------------------------------------------------
+    def _eval_windows(self, length: int) -> _Windows:
+        h = self.hasher.windows(self._eval_prefix, length)
+        start = np.arange(len(h))
+        ok = start + length <= self._offsets[1:][self._item_of[: len(h)]] if len(h) else start.astype(bool)
+        start = start[ok]
+        item = self._item_of[start]
+        return _Windows(start, item, start - self._offsets[item], h[ok])
+
+    def _template(self, w: _Windows) -> np.ndarray:
+        """Sorted hashes of windows that occur in at least ``template_min_items`` eval items."""
+        hashes, counts = items_per_hash(w.hash, w.item)
+        return hashes[counts >= self.template_min_items]
+
+    def _build_ngrams(self) -> None:
+        n = self.ngram
+        w = self._eval_windows(n)
+        self._template_ngrams = self._template(w)
+        is_tmpl = member(w.hash, self._template_ngrams)
+        # Content = positions not inside any template n-gram (template starts cover [p, p + n)).
+        marks = np.zeros(len(self._item_of) + 1, dtype=np.int64)
+        np.add.at(marks, w.start[is_tmpl], 1)
+        np.add.at(marks, w.start[is_tmpl] + n, -1)
+        covered = np.cumsum(marks)[:-1] > 0
+        self.content = np.split(~covered, self._offsets[1:-1]) if len(self.eval_ids) else []
+        keep = ~is_tmpl
+        self.postings: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for hv, e, p in zip(w.hash[keep].tolist(), w.item[keep].tolist(), w.local[keep].tolist()):
+            self.postings[hv].append((e, p))
+        self.postings = dict(self.postings)
+        self._ngram_hashes = np.unique(w.hash[keep])
+        self._ngram_bitmap = bitmap(self._ngram_hashes)
+
+    def _build_contained(self) -> None:
+        self.short_items: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for e, toks in enumerate(self.eval_tokens):
+            if self.min_contained <= len(toks) < self.ngram:
+                self.short_items[toks].append(e)
+        self.short_items = dict(self.short_items)
+        self._short_by_len: dict[int, np.ndarray] = {}
+        for length in sorted({len(t) for t in self.short_items}):
+            keys = [t for t in self.short_items if len(t) == length]
+            self._short_by_len[length] = np.unique(self.hasher.of_tuples(keys))
+
+    def _build_near(self) -> None:
+        w = self._eval_windows(self.shingle)
+        self._template_shingles = self._template(w)
+        keep = ~member(w.hash, self._template_shingles)
+        self._shingle_hashes = np.unique(w.hash[keep])
+        self._shingle_bitmap = bitmap(self._shingle_hashes)
+        self.eval_shingles: list[set[int]] = [set() for _ in self.eval_ids]
+        for e, hv in zip(w.item[keep].tolist(), w.hash[keep].tolist()):
+            self.eval_shingles[e].add(hv)
+        self.lsh = MinHashLSH(threshold=self.lsh_threshold, num_perm=self.num_perm)
+        keyed = [e for e, st in enumerate(self.eval_shingles) if st]
+        sketches = self._minhash([self.eval_shingles[e] for e in keyed])
+        with self.lsh.insertion_session() as session:
+            for e, m in zip(keyed, sketches):
+                session.insert(e, m)
+
+    def _minhash(self, sets: list[set[int]]) -> list[MinHash]:
+        return MinHash.bulk(sets, num_perm=self.num_perm, scheme=MINHASH_SCHEME, hashfunc=_low32)
+
+    # ---- scan ----------------------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        """Everything needed to reproduce or compare the matching (recorded in reports)."""
+        return {
+            "normalization": (
+                "lowercase, delete ASCII punctuation, split on whitespace (lm-eval Janitor)"
+                if self.punctuation == "delete"
+                else "lowercase, ASCII punctuation characters as tokens of their own, split on whitespace"
+            ),
+            "punctuation": self.punctuation,
+            "whole_text": "normalised words equal (trailing . ? ! ignored)",
+            "ngram": self.ngram,
+            "dirty_coverage": self.dirty_coverage,
+            "min_contained": self.min_contained,
+            "template_min_items": self.template_min_items,
+            "template_ngrams": len(self._template_ngrams),
+            "template_shingles": len(self._template_shingles),
+            "hash": "64-bit polynomial window hash over eval-vocabulary word ids; n-gram hits confirmed by exact tuple comparison",
+            "minhash": {
+                "library": "datasketch",
+                "scheme": MINHASH_SCHEME,
+                "hashfunc": "64-bit shingle window hash folded to 32 bits",
+                "num_perm": self.num_perm,
+                "shingle": f"{self.shingle} words",
+                "threshold": self.minhash_threshold,
+                "lsh_threshold": self.lsh_threshold,
+                "lsh_bands": self.lsh.b,
+                "lsh_rows": self.lsh.r,
+                "confirm": "exact Jaccard of the shingle sets (template shingles removed)",
+            },
+            "n_eval": len(self.eval_ids),
+        }
+
+    def dirty_rows(self, texts: Iterable[str | tuple[str, str]]) -> set[int]:
+        """Rows to drop when decontaminating: any hit that alone meets its decision threshold."""
+        return {h.row for h in self.scan(texts) if h.dirty}
+
+    def manifest_record(self, benchmarks: list[str], removed: int) -> dict[str, Any]:
+        """The manifest's ``decontamination`` block (SPEC) describing a decontamination done with this index."""
+        method = (
+            f"{self.ngram}-gram coverage >= {self.dirty_coverage} + whole-text + MinHash "
+            f"(num_perm {self.num_perm}, {self.shingle}-word shingles, Jaccard >= {self.minhash_threshold}), "
+            f"punctuation {self.punctuation}"
+        )
+        return {
+            "benchmarks": list(benchmarks),
+            "method": method,
+            "ngram": self.ngram,
+            "threshold": self.minhash_threshold,
+            "removed": int(removed),
+        }
+
+    def match(self, text: str | tuple[str, str]) -> list[Hit]:
+        """Hits of one training text (a string, or a ``(prompt, response)`` pair)."""
+        return list(self.scan([text]))
+
+    def scan(self, texts: Iterable[str | tuple[str, str]]) -> Iterator[Hit]:
+        """Stream training rows (strings, or ``(prompt, response)`` pairs) and yield their hits.
+
+        ``row`` in each hit is the 0-based position of the text in ``texts``. Exact and near
+        matches look at the prompt only; n-gram and containment matches at prompt + response.
+        Hits come in row order.
+        """
+        batch = _Batch()
+        vocab_get, punct = self.vocab.get, self.punctuation
+        for row, text in enumerate(texts):
+            prompt, response = (text or "", "") if text is None or isinstance(text, str) else text
+            pw = tokens(prompt or "", punct)
+            response = response or ""
+            batch.starts.append(len(batch.ids))
+            batch.ids.extend(map(vocab_get, pw, repeat(0)))
+            batch.prompt_ends.append(len(batch.ids))
+            if response:
+                batch.ids.extend(map(vocab_get, tokens(response, punct), repeat(0)))
+            batch.ends.append(len(batch.ids))
+            batch.rows.append(row)
+            batch.whole_keys.append(whole_key(pw))
+            if len(batch.rows) >= self.batch_rows:
+                yield from self._scan_batch(batch)
+                batch = _Batch()
+        if batch.rows:
+            yield from self._scan_batch(batch)
+
+    def _scan_batch(self, b: _Batch) -> Iterator[Hit]:
+        hits: list[Hit] = []
+        for r, key in enumerate(b.whole_keys):
+            for e in self.whole.get(key, ()) if key else ():
+                hits.append(Hit(self.eval_ids[e], "exact", 1.0, b.rows[r], True))
+        ids = np.asarray(b.ids, dtype=np.int64)
+        if len(ids):
+            s = self.hasher.prefix(ids)
+            oov = np.concatenate(([0], np.cumsum(ids == 0)))
+            lengths = np.diff(np.asarray(b.starts + [len(ids)], dtype=np.int64))
+            row_of = np.repeat(np.arange(len(b.rows)), lengths)
+            ends = np.asarray(b.ends, dtype=np.int64)[row_of]
+            pends = np.asarray(b.prompt_ends, dtype=np.int64)[row_of]
+            hits.extend(self._ngram_hits(ids, s, oov, ends, row_of, b))
+            hits.extend(self._contained_hits(ids, s, oov, ends, row_of, b))
+            hits.extend(self._near_hits(s, oov, pends, row_of, b))
+        hits.sort(key=lambda h: h.row)
+        yield from hits
+
+    @staticmethod
+    def _valid(oov: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
+        """Windows inside one row (``ends``: per position, its row's end) with no out-of-vocabulary word."""
+        n = len(ends) - length + 1
+        if n <= 0:
+            return np.zeros(0, dtype=bool)
+        return (np.arange(n) + length <= ends[:n]) & (oov[length : length + n] == oov[:n])
+
+    def _ngram_hits(self, ids, s, oov, ends, row_of, b: _Batch) -> list[Hit]:
+        n = self.ngram
+        h = self.hasher.windows(s, n)
+        if not len(h) or not len(self._ngram_hashes):
+            return []
+        pos = np.flatnonzero(self._valid(oov, ends, n) & member(h, self._ngram_hashes, self._ngram_bitmap))
+        matched: dict[tuple[int, int], set[int]] = defaultdict(set)
+        for i in pos.tolist():
+            window = tuple(ids[i : i + n].tolist())
+            for e, p in self.postings.get(int(h[i]), ()):
+                if self.eval_tokens[e][p : p + n] == window:
+                    matched[(int(row_of[i]), e)].add(p)
+        out = []
+        for (r, e), starts in matched.items():
+            cover = self.coverage(e, starts)
+            out.append(
+                Hit(
+                    self.eval_ids[e],
+                    "ngram",
+                    cover,
+                    b.rows[r],
+                    cover >= self.dirty_coverage,
+                    tuple(sorted(starts)),
+                )
+            )
+        return out
+
+    def coverage(self, e: int, starts: Iterable[int]) -> float:
+        """Share of eval item ``e``'s content (non-template) tokens inside the n-grams starting at ``starts``."""
+        content = self.content[e]
+        total = int(content.sum())
+        if total == 0:
+            return 0.0
+        covered = np.zeros(len(content), dtype=bool)
+        for p in starts:
+            covered[p : p + self.ngram] = True
+        return float((covered & content).sum() / total)
+
+    def _contained_hits(self, ids, s, oov, ends, row_of, b: _Batch) -> list[Hit]:
+        out = []
+        seen: set[tuple[int, int]] = set()
+        for length, hashes in self._short_by_len.items():
+            h = self.hasher.windows(s, length)
+            if not len(h):
+                continue
+            for i in np.flatnonzero(self._valid(oov, ends, length) & member(h, hashes)).tolist():
+                r = int(row_of[i])
+                for e in self.short_items.get(tuple(ids[i : i + length].tolist()), ()):
+                    if (r, e) not in seen:
+                        seen.add((r, e))
+                        out.append(Hit(self.eval_ids[e], "contained", 1.0, b.rows[r], True))
+        return out
+
+    def _near_hits(self, s, oov, pends, row_of, b: _Batch) -> list[Hit]:
+        k = self.shingle
+        h = self.hasher.windows(s, k)
+        if not len(h) or not len(self._shingle_hashes):
+            return []
+        n = len(h)
+        idx = np.arange(n)
+        in_prompt = idx + k <= pends[:n]
+        in_vocab = oov[k : k + n] == oov[:n]
+        counted = in_prompt & ~(in_vocab & member(h, self._template_shingles))
+        shared = counted & in_vocab & member(h, self._shingle_hashes, self._shingle_bitmap)
+        rows = row_of[:n]
+        total = np.bincount(rows[counted], minlength=len(b.rows))
+        hit = np.bincount(rows[shared], minlength=len(b.rows))
+        # Necessary condition for Jaccard >= t with one item: at least t of the row's distinct
+        # shingles are eval shingles; a factor 2 of slack covers repeated shingles (counted per position).
+        cand = np.flatnonzero((hit > 0) & (2 * hit >= self.lsh_threshold * total))
+        if not len(cand):
+            return []
+        # A shingle with an out-of-vocabulary word matches nothing; salt it so that distinct ones stay distinct.
+        with np.errstate(over="ignore"):
+            salted = np.where(in_vocab, h, h ^ (idx.astype(np.uint64) * _OOV_SALT))
+        sel = np.isin(rows, cand) & counted
+        sets: dict[int, set[int]] = {int(r): set() for r in cand.tolist()}
+        for r, hv in zip(rows[sel].tolist(), salted[sel].tolist()):
+            sets[r].add(hv)
+        order = [r for r in cand.tolist() if sets[r]]
+        sketches = self._minhash([sets[r] for r in order])
+        out = []
+        for r, m in zip(order, sketches):
+            st = sets[r]
+            for e in self.lsh.query(m):
+                other = self.eval_shingles[e]
+                inter = len(st & other)
+                jac = inter / (len(st) + len(other) - inter)
+                if jac >= self.minhash_threshold:
+                    out.append(Hit(self.eval_ids[e], "near", jac, b.rows[r], True))
+        return out
+
+
+def summarize_hits(index: OverlapIndex, hits: Iterable[Hit]) -> dict[str, dict[str, Any]]:
+    """Per eval item: the strongest hit, best score per kind, rows involved, coverage, dirty flag.
+
+    Returns ``{eval_id: {"dirty", "best", "kinds": {kind: best score}, "rows": [...],
+    "row_coverage", "coverage"}}`` for items with at least one hit. ``dirty``: some single
+    training row meets a decision threshold (an exact, contained or near hit, or n-gram coverage of
+    at least ``index.dirty_coverage`` by that row alone). ``coverage`` is the union over all rows
+    (Llama-2 style), reported but not decisive: prompts that embed few-shot exemplars drawn from a
+    train split would otherwise be "covered" piecewise by many unrelated rows.
+    """
+    pos_of = {eid: e for e, eid in enumerate(index.eval_ids)}
+    starts: dict[str, set[int]] = defaultdict(set)
+    out: dict[str, dict[str, Any]] = {}
+    for h in hits:
+        rec = out.setdefault(
+            h.eval_id,
+            {"dirty": False, "best": None, "kinds": {}, "rows": [], "row_coverage": 0.0, "coverage": 0.0},
+        )
+        if h.kind == "ngram":
+            starts[h.eval_id].update(h.positions)
+            rec["row_coverage"] = max(rec["row_coverage"], h.score)
+        rec["dirty"] = rec["dirty"] or h.dirty
+        if h.score > rec["kinds"].get(h.kind, -1.0):
+            rec["kinds"][h.kind] = h.score
+        if len(rec["rows"]) < 5 and h.row not in rec["rows"]:
+            rec["rows"].append(h.row)
+        if rec["best"] is None or (h.dirty, h.score) > (rec["best"].dirty, rec["best"].score):
+            rec["best"] = h
+    for eid, st in starts.items():
+        out[eid]["coverage"] = index.coverage(pos_of[eid], st)
+    return out

@@ -1,0 +1,184 @@
+"""The overlap index: exact n-grams with coverage, whole texts, containment, MinHash near-duplicates."""
+
+from __future__ import annotations
+
+import random
+import string
+
+import pytest
+
+from distill_doctor.probes.overlap import OverlapIndex, normalize, summarize_hits, tokens, word_ngrams
+
+WORDS = [
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "seven",
+    "market",
+    "yellow",
+    "garden",
+    "window",
+    "pencil",
+    "bridge",
+    "silver",
+    "forest",
+    "engine",
+    "planet",
+    "candle",
+    "mirror",
+    "rocket",
+    "tiger",
+    "violin",
+    "winter",
+    "harbor",
+    "basket",
+    "copper",
+    "desert",
+    "feather",
+    "island",
+    "jacket",
+    "ladder",
+    "meadow",
+    "needle",
+    "orange",
+]
+
+
+def sentence(rng: random.Random, k: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(k)).capitalize() + "."
+
+
+def test_normalisation_matches_lm_eval_janitor():
+    from lm_eval.decontamination.janitor import Janitor
+    from lm_eval.decontamination.janitor import word_ngrams as janitor_ngrams
+
+    jan = Janitor(ngram_n=3)
+    text = "  Hello, World!  It's 2+2=4; isn't it?\n\tYES. "
+    assert normalize(text) == " ".join(jan.normalize_string(text).split())
+    assert [" ".join(g) for g in word_ngrams(text, 3)] == list(janitor_ngrams(jan.normalize_string(text), 3))
+    assert tokens("What is 2+2?", "keep") == ["what", "is", "2", "+", "2", "?"]
+    assert word_ngrams("too short", 13) == []
+
+
+def test_exact_short_prompt_and_case_punctuation():
+    idx = OverlapIndex({"q1": "What is 2+2?", "q2": "Name the capital of France."}, punctuation="keep")
+    hits = idx.match("  what IS 2 + 2 ")
+    assert [(h.eval_id, h.kind, h.dirty) for h in hits] == [("q1", "exact", True)]
+    assert idx.match("What is 2*2?") == []  # operators are content
+    assert idx.match("What is 22?") == []
+    assert idx.match("") == []
+    assert (
+        OverlapIndex({"a": "Solve."}, punctuation="keep").match("solve!") == []
+    )  # too short to mean anything
+    # Janitor semantics delete the operator: a known source of false hits on arithmetic.
+    janitor_like = OverlapIndex({"q1": "What is 12+5?"})
+    assert [h.kind for h in janitor_like.match("what is 12-5")] == ["exact"]
+
+
+def test_ngram_coverage_rule():
+    rng = random.Random(0)
+    item = " ".join(sentence(rng, 10) for _ in range(4))  # 40 words
+    idx = OverlapIndex({"e": item, "other": sentence(rng, 30)})
+    words = normalize(item).split()
+    full = idx.match(("Please solve: " + item, "Sure."))
+    assert any(h.kind == "ngram" and h.dirty and h.score == 1.0 for h in full)
+    half = idx.match(" ".join(words[:20]))
+    (h,) = [h for h in half if h.kind == "ngram"]
+    assert h.score == pytest.approx(20 / 40) and not h.dirty
+    # Two rows that each cover half cover it all in the union, which is reported, but no single
+    # row reproduces the item (few-shot exemplars from a train split look like this): not dirty.
+    hits = list(idx.scan([" ".join(words[:21]), " ".join(words[19:])]))
+    summary = summarize_hits(idx, hits)
+    assert summary["e"]["coverage"] == 1.0 and not summary["e"]["dirty"]
+    assert summary["e"]["row_coverage"] == pytest.approx(21 / 40)
+    assert summary["e"]["rows"] == [0, 1]
+
+
+def test_contained_short_item_and_response_side():
+    idx = OverlapIndex({"s": "Find the sum of the first ten odd numbers please", "x": "unrelated words here"})
+    hits = idx.match(("Homework", "Q: find the sum of the first ten odd numbers, please! A: 100"))
+    assert [(h.eval_id, h.kind) for h in hits] == [("s", "contained")]
+
+
+def test_near_duplicates_are_confirmed_by_exact_jaccard():
+    rng = random.Random(1)
+    items = {f"e{i}": " ".join(sentence(rng, 12) for _ in range(5)) for i in range(30)}
+    idx = OverlapIndex(items, minhash_threshold=0.7)
+    words = normalize(items["e3"]).split()
+    words[30] = "zebra"  # one substitution in 60 words: 5 of ~56 shingles change
+    hits = [h for h in idx.match(" ".join(words)) if h.kind == "near"]
+    assert [h.eval_id for h in hits] == ["e3"]
+    assert 0.7 <= hits[0].score < 1.0
+    heavy = normalize(items["e4"]).split()
+    for j in range(0, 60, 6):
+        heavy[j] = "zebra"
+    assert not [h for h in idx.match(" ".join(heavy)) if h.kind == "near"]
+    p = idx.params()
+    assert p["minhash"]["num_perm"] == 128 and p["minhash"]["scheme"] == "affine32"
+    assert p["minhash"]["lsh_threshold"] < p["minhash"]["threshold"]
+
+
+def test_template_text_shared_by_eval_items_never_matches():
+    rng = random.Random(2)
+    template = (
+        "You are a careful assistant. Read the question below, think step by step, "
+        "and write the final answer on its own line after the words The answer is."
+    )
+    items = {f"e{i}": template + " " + sentence(rng, 8) for i in range(40)}
+    idx = OverlapIndex(items)
+    assert idx.params()["template_ngrams"] > 0
+    train = [template + " " + sentence(rng, 8) for _ in range(200)]
+    hits = list(idx.scan(train))
+    assert not [h for h in hits if h.dirty]
+    # The real item behind the template is still found.
+    assert any(h.dirty and h.eval_id == "e7" for h in idx.match(items["e7"]))
+
+
+def test_scan_streams_in_batches_with_global_row_numbers():
+    rng = random.Random(3)
+    items = {f"e{i}": " ".join(sentence(rng, 10) for _ in range(3)) for i in range(20)}
+    idx = OverlapIndex(items, batch_rows=7)
+    rows = [sentence(rng, 20) for _ in range(50)]
+    rows[33] = items["e5"]
+    rows[48] = ("intro", items["e9"])
+    dirty = {(h.row, h.eval_id) for h in idx.scan(iter(rows)) if h.dirty}
+    assert dirty == {(33, "e5"), (48, "e9")}
+    assert idx.dirty_rows(rows) == {33, 48}
+    record = idx.manifest_record(["toy"], removed=2)
+    assert record["removed"] == 2 and record["ngram"] == 13 and "MinHash" in record["method"]
+
+
+def test_random_texts_have_no_false_hits():
+    rng = random.Random(4)
+    letters = string.ascii_lowercase
+    vocab = ["".join(rng.choice(letters) for _ in range(5)) for _ in range(3000)]
+    items = {f"e{i}": " ".join(rng.choice(vocab) for _ in range(40)) for i in range(200)}
+    idx = OverlapIndex(items)
+    train = [" ".join(rng.choice(vocab) for _ in range(60)) for _ in range(2000)]
+    assert list(idx.scan(train)) == []
+
+
+def test_invalid_parameters():
+    with pytest.raises(ValueError):
+        OverlapIndex({"a": "b"}, ngram=1)
+    with pytest.raises(ValueError):
+        OverlapIndex({"a": "b"}, minhash_threshold=0)
+    empty = OverlapIndex({})
+    assert empty.match("anything at all") == []
+
+
+def test_window_hashes_agree_with_tuple_hashes_and_count_items():
+    import numpy as np
+
+    from distill_doctor.probes.window_hash import WindowHasher, items_per_hash, member
+
+    wh = WindowHasher(50, seed=3)
+    ids = np.array([1, 2, 3, 4, 1, 2, 3, 9], dtype=np.int64)
+    h = wh.windows(wh.prefix(ids), 3)
+    assert len(h) == 6 and h[0] == h[4]  # (1, 2, 3) twice
+    assert h.tolist() == wh.of_tuples([tuple(ids[i : i + 3]) for i in range(6)]).tolist()
+    assert len(set(h.tolist())) == 5
+    hashes, counts = items_per_hash(h, np.array([0, 0, 0, 0, 1, 1]))
+    assert dict(zip(hashes.tolist(), counts.tolist()))[int(h[0])] == 2
+    assert member(h, np.unique(h[:2])).tolist() == [True, True, False, False, True, False]
