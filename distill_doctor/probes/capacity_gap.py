@@ -1,0 +1,357 @@
+"""Capacity gap: the student keeps up on easy items and collapses on hard ones.
+
+A student that is a bit worse everywhere is not this failure; the signature is a gap to
+the teacher that *grows* from easy to hard. Per item, d = teacher_ok - student_ok (paired
+on the same item). For a split into easy and hard items the effect is the
+difference-in-differences DiD = mean(d | hard) - mean(d | easy) =
+(T_hard - S_hard) - (T_easy - S_easy).
+
+Candidate splits (each one test; Holm across all of them, so picking the most extreme
+split is not fishing):
+- every numeric tag (SPEC: higher = harder, e.g. ``difficulty``): each cut point "value > c"
+  over its distinct values (quartiles when it has more than 10), so a collapse confined to
+  the top level is not diluted by a median split;
+- every categorical tag value v (2-20 values): v against the rest;
+- prompt length in words, above the median is hard. Output length is not a split: a failed
+  output's own length is an effect of the failure, and errors that grow with the length of
+  the generated text are exposure bias's signature (the next stage of the debug order).
+
+Test per split: one-sided permutation test of the hard/easy labels on d (1,000
+permutations; Welch's t-test above 5,000 items). DiD CI: bootstrap resampling items
+within the easy and the hard side separately (2,000 replicates), at the simultaneous
+(Bonferroni) level 1 - alpha / (number of splits), so the CI that clears the margin was
+not picked as the luckiest of many.
+
+Fail needs, for one split: Holm-adjusted p < alpha; DiD CI lower bound > 0.15; at least 30
+items on each side; and the student keeping up on the easy side (S_easy >= 0.75 T_easy).
+A DiD point estimate above 0.15 with Holm-adjusted p < alpha and a simultaneous CI lower
+bound above 0.05 that misses one of these gives ``warn``. (A uniformly weaker student, one
+logit behind everywhere, still shows a small positive DiD on the probability scale where the
+teacher nears its ceiling; these bounds keep that from reading as a collapse.)
+Gap closure per slice is reported as S / T (no base-model accuracy is known).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats as st
+
+from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
+from distill_doctor.stats import bootstrap_distribution, clopper_pearson, holm, json_float, percentile_ci
+
+MODE = "capacity_gap"
+MARGIN = 0.15
+WARN_BOUND = 0.05
+MIN_SIDE = 30
+EASY_RETENTION = 0.75
+MAX_CATEGORIES = 20
+PERMUTATION_MAX_N = 5000
+GUARDRAIL = (
+    "Close the gap before distilling harder material: use a larger student or distil through a "
+    "mid-size teacher assistant, and train on-policy on the hard slice "
+    "(`distill-doctor train gkd --config gkd.yaml` with lambda 0.5 and the hard items oversampled)."
+)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _acc_block(key: str, value: str, t: np.ndarray, s: np.ndarray) -> dict:
+    n = int(t.size)
+    kt, ks = int(t.sum()), int(s.sum())
+    ta, sa = (kt / n, ks / n) if n else (None, None)
+    return {
+        "key": key,
+        "value": value,
+        "n": n,
+        "teacher": json_float(ta),
+        "student": json_float(sa),
+        "teacher_ci": list(clopper_pearson(kt, n)),
+        "student_ci": list(clopper_pearson(ks, n)),
+        "gap_closure": json_float(sa / ta) if n and ta else None,
+    }
+
+
+def _splits(inputs: DiagnosisInputs, ids: list[str]) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(key, description, mask of items having the key, hard mask) for every candidate split."""
+    items = {it.id: it for it in inputs.items}
+    out = []
+    keys = sorted({k for i in ids for k in items[i].tags})
+    for key in keys:
+        vals = [items[i].tags.get(key) for i in ids]
+        has = np.array([v is not None for v in vals])
+        present = [v for v in vals if v is not None]
+        if len(set(map(str, present))) < 2:
+            continue
+        if all(_is_number(v) for v in present):
+            x = np.array([float(v) if v is not None else np.nan for v in vals])
+            levels = np.unique(x[has])
+            cuts = levels[:-1] if levels.size <= 10 else np.unique(np.quantile(x[has], [0.25, 0.5, 0.75]))
+            for c in cuts:
+                with np.errstate(invalid="ignore"):
+                    hard = has & (x > c)
+                if hard.any() and (has & ~hard).any():
+                    out.append((key, f"{key} > {c:g}", has, hard))
+        else:
+            distinct = sorted(set(map(str, present)))
+            if len(distinct) > MAX_CATEGORIES:
+                continue
+            for v in distinct:
+                hard = np.array([str(x) == v if x is not None else False for x in vals])
+                out.append((key, f"{key} = {v}", has, hard))
+    # Output length is left out on purpose: errors that grow with the length of what the model
+    # writes are exposure bias's signature (the next stage), not a capacity verdict.
+    lengths = {
+        "prompt_length": (np.array([len(items[i].prompt.split()) for i in ids], dtype=float), "prompt words"),
+    }
+    for key, (x, label) in lengths.items():
+        if len(ids) and len(set(x.tolist())) >= 2:
+            med = float(np.median(x))
+            hard = x > med
+            if not hard.any():
+                hard = x >= med
+            out.append(
+                (
+                    key,
+                    f"{label} > {med:g}" if (x > med).any() else f"{label} >= {med:g}",
+                    np.ones(len(ids), bool),
+                    hard,
+                )
+            )
+    return out
+
+
+def _values(items: dict, key: str, ids: np.ndarray) -> list[str]:
+    """Distinct tag values of ``key`` on ``ids`` (empty for the prompt-length split)."""
+    if key == "prompt_length":
+        return []
+    return sorted({str(items[i].tags.get(key, "")) for i in ids})
+
+
+def _did_test(d: np.ndarray, hard: np.ndarray, seed: int) -> float:
+    """One-sided p-value for mean(d | hard) > mean(d | easy)."""
+    dh, de = d[hard], d[~hard]
+    if dh.size == 0 or de.size == 0:
+        return 1.0
+    if d.size > PERMUTATION_MAX_N:
+        if dh.var() == 0 and de.var() == 0:
+            return 0.0 if dh.mean() > de.mean() else 1.0
+        return float(st.ttest_ind(dh, de, equal_var=False, alternative="greater").pvalue)
+    rng = np.random.default_rng(seed)
+    n_perm = 1000
+    observed = dh.mean() - de.mean()
+    perm = rng.permuted(np.tile(hard, (n_perm, 1)), axis=1)
+    nh = hard.sum()
+    sum_h = (perm * d).sum(axis=1)
+    null = sum_h / nh - (d.sum() - sum_h) / (d.size - nh)
+    return float((1 + np.sum(null >= observed - 1e-12)) / (1 + n_perm))
+
+
+def _length_buckets(inputs: DiagnosisInputs, ids: list[str], t: np.ndarray, s: np.ndarray) -> list[dict]:
+    items = {it.id: it for it in inputs.items}
+    lengths = np.array([len(items[i].prompt.split()) for i in ids])
+    if lengths.size == 0:
+        return []
+    edges = np.unique(np.quantile(lengths, [0, 0.25, 0.5, 0.75, 1.0]).round())
+    out = []
+    lo = -1
+    for hi in edges if edges.size > 1 else [lengths.max()]:
+        mask = (lengths > lo) & (lengths <= hi)
+        if mask.any():
+            out.append(
+                {
+                    "bucket": f"{int(max(lo + 1, lengths[mask].min()))}-{int(hi)}",
+                    "by": "prompt_words",
+                    "n": int(mask.sum()),
+                    "teacher": json_float(t[mask].mean()),
+                    "student": json_float(s[mask].mean()),
+                    "teacher_ci": list(clopper_pearson(int(t[mask].sum()), int(mask.sum()))),
+                    "student_ci": list(clopper_pearson(int(s[mask].sum()), int(mask.sum()))),
+                }
+            )
+        lo = hi
+    return out
+
+
+def run(inputs: DiagnosisInputs) -> Finding:
+    ids = inputs.scored_ids()
+    items = {it.id: it for it in inputs.items}
+    tv, sv = inputs.teacher_verdicts or {}, inputs.student_verdicts
+    t = np.array([tv[i].passed for i in ids], dtype=float)
+    s = np.array([sv[i].passed for i in ids], dtype=float)
+    n = len(ids)
+    d = t - s
+
+    slices = [_acc_block("all", "all", t, s)] if n else []
+    for key in sorted({k for i in ids for k in items[i].tags}):
+        vals = [items[i].tags.get(key) for i in ids]
+        distinct = sorted(
+            {v for v in vals if v is not None},
+            key=lambda v: (not _is_number(v), v if _is_number(v) else str(v)),
+        )
+        if len(distinct) > MAX_CATEGORIES:
+            if not all(_is_number(v) for v in distinct):
+                continue
+            x = np.array([float(v) if v is not None else np.nan for v in vals])
+            edges = np.unique(np.nanquantile(x, [0, 0.25, 0.5, 0.75, 1.0]))
+            lo = -np.inf
+            for hi in edges[1:]:
+                mask = (x > lo) & (x <= hi) if np.isfinite(lo) else (x <= hi)
+                slices.append(_acc_block(key, f"{np.nanmin(x[mask]):g}-{hi:g}", t[mask], s[mask]))
+                lo = hi
+            continue
+        for v in distinct:
+            mask = np.array([x == v for x in vals])
+            slices.append(_acc_block(key, str(v), t[mask], s[mask]))
+
+    candidates = []
+    id_arr = np.array(ids, dtype=object)
+    for idx, (key, desc, has, hard) in enumerate(_splits(inputs, ids)):
+        dd, hh = d[has], hard[has]
+        if hh.all() or not hh.any():
+            continue
+        p = _did_test(dd, hh, inputs.seed + idx)
+        reps = bootstrap_distribution(
+            lambda x: x.mean(-1), dd[hh], n_boot=2000, seed=inputs.seed + 2 * idx + 1
+        )
+        reps -= bootstrap_distribution(
+            lambda x: x.mean(-1), dd[~hh], n_boot=2000, seed=inputs.seed + 2 * idx + 2
+        )
+        tt, ss = t[has], s[has]
+        candidates.append(
+            {
+                "slice_key": key,
+                "split": desc,
+                "estimate": float(dd[hh].mean() - dd[~hh].mean()),
+                "_reps": reps,
+                "p_value": p,
+                "n_easy": int((~hh).sum()),
+                "n_hard": int(hh.sum()),
+                "teacher_easy": float(tt[~hh].mean()),
+                "student_easy": float(ss[~hh].mean()),
+                "teacher_hard": float(tt[hh].mean()),
+                "student_hard": float(ss[hh].mean()),
+                "easy_values": _values(items, key, id_arr[has][~hh]),
+                "hard_values": _values(items, key, id_arr[has][hh]),
+            }
+        )
+    adjusted = holm([c["p_value"] for c in candidates])
+    level = 1 - inputs.alpha / max(1, len(candidates))  # simultaneous (Bonferroni) intervals
+    for c, a in zip(candidates, adjusted):
+        c["p_adjusted"] = a
+        c["ci"] = percentile_ci(c.pop("_reps"), level)
+        keeps_up = c["teacher_easy"] > 0 and c["student_easy"] >= EASY_RETENTION * c["teacher_easy"]
+        big = c["ci"][0] > MARGIN
+        enough = min(c["n_easy"], c["n_hard"]) >= MIN_SIDE
+        if a < inputs.alpha and big and enough and keeps_up:
+            c["verdict"] = "fail"
+        elif a < inputs.alpha and c["estimate"] > MARGIN and c["ci"][0] > WARN_BOUND:
+            c["verdict"] = "warn"
+        else:
+            c["verdict"] = "pass"
+
+    rank = {"fail": 0, "warn": 1, "pass": 2}
+    chosen = (
+        min(candidates, key=lambda c: (rank[c["verdict"]], c["p_adjusted"], -c["estimate"]))
+        if candidates
+        else None
+    )
+    verdict = chosen["verdict"] if chosen else "pass"
+
+    tests = [
+        StatTest(
+            name=f"DiD {c['split']}: permutation test (one-sided), Holm over {len(candidates)} splits",
+            n=c["n_easy"] + c["n_hard"],
+            p_value=c["p_adjusted"],
+            effect=json_float(c["estimate"]),
+            effect_name="(T_hard - S_hard) - (T_easy - S_easy)",
+            ci=tuple(json_float(x) for x in c["ci"]),
+            ci_level=level,
+        )
+        for c in sorted(candidates, key=lambda c: c["p_adjusted"])[:8]
+    ]
+    did = None
+    evidence = []
+    if chosen:
+        did = {
+            "estimate": json_float(chosen["estimate"]),
+            "ci": [json_float(x) for x in chosen["ci"]],
+            "ci_level": json_float(level),
+            "slice_key": chosen["slice_key"],
+            "split": chosen["split"],
+            "easy": chosen["easy_values"],
+            "hard": chosen["hard_values"],
+            "n_easy": chosen["n_easy"],
+            "n_hard": chosen["n_hard"],
+            "p_value": json_float(chosen["p_value"], 8),
+            "p_adjusted": json_float(chosen["p_adjusted"], 8),
+            **{
+                k: json_float(chosen[k])
+                for k in ("teacher_easy", "student_easy", "teacher_hard", "student_hard")
+            },
+        }
+        _, desc, has, hard = next(x for x in _splits(inputs, ids) if x[1] == chosen["split"])
+        hard_ids = [i for i, h in zip(ids, hard & has) if h]
+        evidence = [
+            {"id": i, "why": f"hard item ({chosen['split']}): teacher right, student wrong"}
+            for i in hard_ids
+            if tv[i].passed and not sv[i].passed
+        ][:10]
+
+    if verdict == "fail":
+        c = chosen
+        summary = (
+            f"The student keeps up on easy items ({c['student_easy']:.0%} vs teacher {c['teacher_easy']:.0%}) "
+            f"but collapses where {c['split']} ({c['student_hard']:.0%} vs {c['teacher_hard']:.0%}): "
+            "it lacks the capacity for the hard slice."
+        )
+    elif verdict == "warn":
+        summary = (
+            f"The student's gap to the teacher grows where {chosen['split']} "
+            f"(DiD {chosen['estimate']:+.2f}), but not clearly enough for a fail; watch the hard slice."
+        )
+    elif n == 0:
+        summary = "No items scored for both models; no capacity gap can be measured."
+    else:
+        gap = float(d.mean())
+        summary = (
+            f"No capacity collapse: the student's gap to the teacher ({gap:+.0%} overall) "
+            "does not grow significantly from easy to hard items."
+        )
+
+    metrics = {
+        "n": n,
+        "teacher": json_float(t.mean()) if n else None,
+        "student": json_float(s.mean()) if n else None,
+        "slices": slices,
+        "length_buckets": _length_buckets(inputs, ids, t, s),
+        "did": did,
+        "splits_tested": len(candidates),
+        "fail_rule": {
+            "margin": MARGIN,
+            "warn_bound": WARN_BOUND,
+            "min_side": MIN_SIDE,
+            "easy_retention": EASY_RETENTION,
+            "alpha": inputs.alpha,
+        },
+    }
+    return Finding(
+        mode=MODE,
+        verdict=verdict,
+        summary=summary,
+        metrics=metrics,
+        evidence=evidence,
+        guardrail=GUARDRAIL if verdict != "pass" else "",
+        tests=tests,
+        p_value=chosen["p_adjusted"] if chosen else None,
+        n=n,
+    )
+
+
+PROBE = Probe(
+    mode=MODE,
+    needs=("teacher",),
+    run=run,
+    describe="Does the student's gap to the teacher grow from easy to hard items (difference-in-differences)?",
+)

@@ -1,0 +1,82 @@
+"""Near-duplicate detection with MinHash LSH (datasketch 2.0), confirmed by exact Jaccard.
+
+Texts are normalised (lower-case words, see ``text_features.words``) and shingled into word
+n-grams (5 by default; a text shorter than that is one shingle). MinHash sketches are built
+with ``MinHash.bulk`` under the explicit ``affine32`` scheme (datasketch 2.0's default;
+sketches from 1.x used the ``legacy`` scheme and are not comparable). The LSH index is
+queried at a *lower* threshold than the one reported (LSH recall near its own threshold is
+poor) and every candidate pair is confirmed with the exact Jaccard of the shingle sets.
+
+Template shingles are dropped first: a shingle found in more than ``max_df`` of the texts
+(and in more than ``min_df_count`` texts) is boilerplate (a shared instruction, a fixed
+solution format), not content. Without this, templated training sets put every row in the
+same LSH buckets (quadratic work) and make unrelated problems look alike. Exact duplicates
+should be counted before calling this (a text repeated thousands of times would have its
+own shingles dropped as boilerplate).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+from distill_doctor.probes.text_features import jaccard, ngrams, words
+
+SCHEME = "affine32"
+HASHFUNC = "sha1_hash32"
+
+
+@dataclass(frozen=True)
+class NearDupConfig:
+    num_perm: int = 128
+    shingle_words: int = 5
+    lsh_threshold: float = 0.5  # candidate generation
+    jaccard_threshold: float = 0.7  # confirmed pairs
+    max_candidates: int = 50  # per query, bounds the work on huge buckets
+    max_df: float = 0.01  # shingles in more than this share of texts are boilerplate
+    min_df_count: int = 50  # ... and in more than this many texts
+    seed: int = 1
+
+    def record(self) -> dict:
+        """What a report must state to make the result reproducible."""
+        return {**asdict(self), "scheme": SCHEME, "hashfunc": HASHFUNC, "library": "datasketch"}
+
+
+def shingles(text: str, n: int) -> set[tuple[str, ...]]:
+    return ngrams(words(text), n)
+
+
+def near_duplicate_pairs(
+    texts: list[str], config: NearDupConfig | None = None
+) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, jaccard) with i < j whose shingle Jaccard is >= ``config.jaccard_threshold``.
+
+    Empty texts are skipped. Identical texts are found too; callers that count exact
+    duplicates separately should drop those first.
+    """
+    from datasketch import MinHash, MinHashLSH
+
+    cfg = config or NearDupConfig()
+    sets = [shingles(t, cfg.shingle_words) for t in texts]
+    df = Counter(g for s in sets for g in s)
+    cutoff = max(cfg.min_df_count, cfg.max_df * len(sets))
+    boilerplate = {g for g, c in df.items() if c > cutoff}
+    if boilerplate:
+        sets = [s - boilerplate for s in sets]
+    keep = [i for i, s in enumerate(sets) if s]
+    if len(keep) < 2:
+        return []
+    encoded = [[" ".join(g).encode("utf-8") for g in sets[i]] for i in keep]
+    sketches = MinHash.bulk(encoded, num_perm=cfg.num_perm, seed=cfg.seed, scheme=SCHEME)
+    lsh = MinHashLSH(threshold=cfg.lsh_threshold, num_perm=cfg.num_perm)
+    with lsh.insertion_session() as session:
+        for i, mh in zip(keep, sketches):
+            session.insert(i, mh, check_duplication=False)
+    pairs = []
+    for i, mh in zip(keep, sketches):
+        cands = [j for j in lsh.query(mh) if j > i]
+        for j in sorted(cands)[: cfg.max_candidates]:
+            jac = jaccard(sets[i], sets[j])
+            if jac >= cfg.jaccard_threshold:
+                pairs.append((i, j, jac))
+    return pairs

@@ -1,0 +1,341 @@
+"""Superficial imitation: the student copies the teacher's style but not its competence.
+
+Two kinds of evidence are set against each other.
+
+Style (per item, student output vs teacher output on the same item, averaged): length
+similarity min/max of word counts, line-count similarity, Jaccard of style markers
+(``Step``, ``####``, ``\\boxed``, "the answer is", ...; see ``text_features``), same
+answer format; their mean is the style score in [0, 1]. Word-bigram Jaccard is reported
+too (it also reflects shared content). A cross-item baseline (teacher output of another
+item) shows how much of the similarity is template rather than item.
+
+Substance under perturbation (items with ``group``/``variant``): every perturbed variant is
+paired with its group's original, for items both models were scored on. Drop rate =
+1 - acc_perturbed / acc_original (GSM-Plus), for both models on the same pairs. Tests:
+exact McNemar on the student's original-vs-perturbed pass/fail pairs (two-sided; the
+direction must be a drop); a one-sided sign-flip test (4,000 flips) on the per-group sums of
+D = (S_orig - S_pert) - (T_orig - T_pert), which asks whether the student loses more than the
+teacher on the same pairs; and a cluster bootstrap (by group, 2,000 replicates) CI for
+student_drop - teacher_drop. The primary p-value is the larger of the McNemar and sign-flip
+p-values (an intersection-union test: a fail needs both).
+
+Fail needs >= 20 pairs, both p-values < alpha with more breaks than repairs, the
+drop-difference CI lower bound > 0.15, teacher-like style (style score >= 0.5) and a student
+that looks competent on the originals (accuracy >= 50%); otherwise the drop is reported as
+``warn`` (a student that does not imitate, or fails the originals too, has another problem). Without perturbation pairs the probe is at most ``warn`` (a capacity-limited
+student also looks like its teacher and fails): warn when the style score >= 0.6, the
+teacher is at least 50% accurate, the student reaches at most half the teacher's accuracy
+on >= 20 items, and its failing outputs are as teacher-like as its passing ones.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from distill_doctor.probes import text_features as tf
+from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
+from distill_doctor.stats import cluster_bootstrap_means, exact_mcnemar, json_float, percentile_ci
+
+MODE = "superficial_imitation"
+MIN_PAIRS = 20
+MARGIN = 0.15
+STYLE_FAIL = 0.5
+STYLE_WARN = 0.6
+MIN_ORIGINAL = 0.5  # the student must look competent on the familiar form
+GUARDRAIL = (
+    "Train on substance, not surface: add verified perturbed variants of the training prompts and "
+    "reject targets that fail the verifier (`distill-doctor generate --reject-with verifier ...`), "
+    "then distil on-policy (`distill-doctor train gkd --config gkd.yaml`, lambda 0.5) and re-check "
+    "the perturbation drop."
+)
+
+
+def _sim(a: float, b: float) -> float:
+    return 1.0 if max(a, b) == 0 else min(a, b) / max(a, b)
+
+
+def _style_pair(s: str, t: str) -> dict[str, float]:
+    ls, lt = tf.word_count(s), tf.word_count(t)
+    parts = {
+        "length_similarity": _sim(ls, lt),
+        "line_similarity": _sim(tf.step_lines(s), tf.step_lines(t)),
+        "marker_jaccard": tf.jaccard(set(tf.markers(s)), set(tf.markers(t))),
+        "format_match": float(tf.explicit_answer_format(s) == tf.explicit_answer_format(t)),
+    }
+    parts["style_score"] = float(np.mean(list(parts.values())))
+    parts["bigram_jaccard"] = tf.ngram_jaccard(s, t, 2)
+    parts["length_ratio"] = ls / lt if lt else float("nan")
+    return parts
+
+
+def _style(inputs: DiagnosisInputs, ids: list[str]) -> tuple[dict, np.ndarray]:
+    """Mean style similarity over ``ids`` and the per-item style scores, shape (len(ids),)."""
+    t_out, s_out = inputs.teacher or {}, inputs.student
+    rows = [
+        _style_pair(s_out[i].output if i in s_out else "", t_out[i].output if i in t_out else "") for i in ids
+    ]
+    if not rows:
+        return {"n": 0}, np.zeros(0)
+    out = {"n": len(rows)}
+    for key in rows[0]:
+        vals = np.array([r[key] for r in rows], dtype=float)
+        vals = vals[np.isfinite(vals)]
+        out[key] = (
+            json_float(float(np.median(vals) if key == "length_ratio" else vals.mean()))
+            if vals.size
+            else None
+        )
+    rng = np.random.default_rng(inputs.seed)
+    if len(ids) >= 2:
+        sample = rng.permutation(len(ids))[: min(len(ids), 500)]
+        cross = [
+            _style_pair(
+                s_out[ids[j]].output if ids[j] in s_out else "",
+                t_out[ids[(j + 1) % len(ids)]].output if ids[(j + 1) % len(ids)] in t_out else "",
+            )
+            for j in sample
+        ]
+        out["cross_item_style_score"] = json_float(float(np.mean([c["style_score"] for c in cross])))
+        out["cross_item_bigram_jaccard"] = json_float(float(np.mean([c["bigram_jaccard"] for c in cross])))
+    return out, np.array([r["style_score"] for r in rows])
+
+
+def _pairs(inputs: DiagnosisInputs, scored: set[str]) -> list[tuple[str, str, str, str]]:
+    """(group, original id, perturbed id, variant) for every perturbed item with a scored original."""
+    by_group: dict[str, list] = defaultdict(list)
+    for it in inputs.items:
+        if it.group is not None and it.id in scored:
+            by_group[it.group].append(it)
+    pairs = []
+    for g, members in by_group.items():
+        originals = [it for it in members if it.is_original]
+        if not originals:
+            continue
+        for it in members:
+            if not it.is_original:
+                pairs.append((g, originals[0].id, it.id, str(it.variant)))
+    return pairs
+
+
+def _drop(orig: np.ndarray, pert: np.ndarray) -> float:
+    o = orig.mean() if orig.size else 0.0
+    return float(1 - pert.mean() / o) if o > 0 else float("nan")
+
+
+def _perturbation(inputs: DiagnosisInputs, pairs: list) -> dict:
+    tv, sv = inputs.teacher_verdicts or {}, inputs.student_verdicts
+    groups = np.array([p[0] for p in pairs], dtype=object)
+    to = np.array([tv[p[1]].passed for p in pairs], dtype=float)
+    tp = np.array([tv[p[2]].passed for p in pairs], dtype=float)
+    so = np.array([sv[p[1]].passed for p in pairs], dtype=float)
+    sp = np.array([sv[p[2]].passed for p in pairs], dtype=float)
+    m_to, m_tp, m_so, m_sp = cluster_bootstrap_means(groups, to, tp, so, sp, n_boot=2000, seed=inputs.seed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_drop_b = 1 - m_tp / m_to
+        s_drop_b = 1 - m_sp / m_so
+    diff_ci = percentile_ci(s_drop_b - t_drop_b)
+    # Differential test: D = (So - Sp) - (To - Tp) per pair, summed per group (pairs of a group
+    # share an original); one-sided sign-flip test on the group sums (mean 0 when the two
+    # models are equally robust).
+    d = (so - sp) - (to - tp)
+    _, inv = np.unique(groups.astype(str), return_inverse=True)
+    sums = np.bincount(inv, weights=d)
+    rng = np.random.default_rng(inputs.seed + 1)
+    flips = rng.choice(np.array([-1.0, 1.0]), size=(4000, sums.size))
+    null = (flips * sums).mean(axis=1)
+    p_diff = float((1 + np.sum(null >= sums.mean() - 1e-12)) / (1 + null.size))
+    b = int(((so == 1) & (sp == 0)).sum())  # student breaks under perturbation
+    c = int(((so == 0) & (sp == 1)).sum())  # student repaired by perturbation
+    by_variant = []
+    variants = np.array([p[3] for p in pairs], dtype=object)
+    for v in sorted(set(variants.tolist())):
+        m = variants == v
+        by_variant.append(
+            {
+                "variant": v,
+                "n_pairs": int(m.sum()),
+                "teacher_drop": json_float(_drop(to[m], tp[m])),
+                "student_drop": json_float(_drop(so[m], sp[m])),
+            }
+        )
+    t_drop, s_drop = _drop(to, tp), _drop(so, sp)
+    return {
+        "n_pairs": len(pairs),
+        "n_groups": int(len(set(groups.tolist()))),
+        "teacher_original": json_float(to.mean()),
+        "teacher_perturbed": json_float(tp.mean()),
+        "student_original": json_float(so.mean()),
+        "student_perturbed": json_float(sp.mean()),
+        "teacher_drop": json_float(t_drop),
+        "student_drop": json_float(s_drop),
+        "diff": json_float(s_drop - t_drop),
+        "diff_ci": [json_float(x) for x in diff_ci],
+        "student_breaks": b,
+        "student_repairs": c,
+        "mcnemar_p": exact_mcnemar(b, c),
+        "diff_sign_flip_p": p_diff,
+        "by_variant": by_variant,
+        "_broken_ids": [p[2] for p, o_, p_ in zip(pairs, so, sp) if o_ == 1 and p_ == 0],
+        "_teacher_ok": [bool(x) for x in tp],
+    }
+
+
+def run(inputs: DiagnosisInputs) -> Finding:
+    ids = inputs.scored_ids()
+    tv, sv = inputs.teacher_verdicts or {}, inputs.student_verdicts
+    n = len(ids)
+    style, per_item = _style(inputs, ids)
+    style_score = style.get("style_score")
+    t_acc = float(np.mean([tv[i].passed for i in ids])) if n else float("nan")
+    s_acc = float(np.mean([sv[i].passed for i in ids])) if n else float("nan")
+    s_ok = np.array([sv[i].passed for i in ids], dtype=bool)
+    style["style_of_failing"] = json_float(per_item[~s_ok].mean()) if (~s_ok).any() else None
+    style["style_of_passing"] = json_float(per_item[s_ok].mean()) if s_ok.any() else None
+
+    pairs = _pairs(inputs, set(ids))
+    tests: list[StatTest] = []
+    evidence: list[dict] = []
+    pert = None
+    p_value = None
+    if pairs:
+        pert = _perturbation(inputs, pairs)
+        broken = pert.pop("_broken_ids")
+        teacher_ok = dict(zip([p[2] for p in pairs], pert.pop("_teacher_ok")))
+        # Intersection-union test: a fail needs both tests, so its p-value is the larger one.
+        p_value = max(pert["mcnemar_p"], pert["diff_sign_flip_p"])
+        tests.append(
+            StatTest(
+                name="exact McNemar, student original vs perturbed (two-sided)",
+                n=pert["n_pairs"],
+                p_value=pert["mcnemar_p"],
+                effect=pert["student_drop"],
+                effect_name="student drop rate",
+                statistic=float(pert["student_breaks"] - pert["student_repairs"]),
+            )
+        )
+        tests.append(
+            StatTest(
+                name="student drop - teacher drop: cluster bootstrap CI; sign-flip test by group (one-sided)",
+                n=pert["n_pairs"],
+                p_value=pert["diff_sign_flip_p"],
+                effect=pert["diff"],
+                effect_name="difference of drop rates",
+                ci=tuple(pert["diff_ci"]) if None not in pert["diff_ci"] else None,
+            )
+        )
+        broken.sort(key=lambda i: not teacher_ok.get(i, False))
+        evidence = [
+            {
+                "id": i,
+                "why": "student passes the original but fails this perturbed variant"
+                + (" (the teacher passes it)" if teacher_ok.get(i) else ""),
+            }
+            for i in broken[:10]
+        ]
+
+    lo = pert["diff_ci"][0] if pert else None
+    drops = (
+        pert is not None
+        and pert["n_pairs"] >= MIN_PAIRS
+        and p_value is not None
+        and p_value < inputs.alpha
+        and pert["student_breaks"] > pert["student_repairs"]
+        and lo is not None
+        and lo > MARGIN
+    )
+    imitates = (
+        style_score is not None
+        and style_score >= STYLE_FAIL
+        and pert is not None
+        and (pert["student_original"] or 0) >= MIN_ORIGINAL
+    )
+    if drops and imitates:
+        verdict = "fail"
+    elif drops or (
+        pert is not None
+        and p_value is not None
+        and p_value < inputs.alpha
+        and (pert["diff"] or 0) > MARGIN
+        and pert["student_breaks"] > pert["student_repairs"]
+    ):
+        verdict = "warn"
+    elif (
+        pert is None
+        and n >= MIN_PAIRS
+        and style_score is not None
+        and style_score >= STYLE_WARN
+        and t_acc >= 0.5
+        and s_acc <= 0.5 * t_acc
+        and (style["style_of_failing"] or 0) >= (style["style_of_passing"] or 0) - 0.05
+    ):
+        verdict = "warn"
+    else:
+        verdict = "pass"
+
+    if not evidence and verdict == "warn":
+        evidence = [
+            {"id": i, "why": "teacher-like output that fails the verifier while the teacher passes"}
+            for i, ok in zip(ids, s_ok)
+            if not ok and tv[i].passed
+        ][:10]
+
+    if verdict == "fail":
+        summary = (
+            f"The student writes like the teacher (style {style_score:.2f}) but its accuracy drops "
+            f"{pert['student_drop']:.0%} under perturbation vs the teacher's {pert['teacher_drop']:.0%}: "
+            "it imitates the form, not the reasoning."
+        )
+    elif verdict == "warn" and pert is not None:
+        summary = (
+            f"The student's accuracy drops more than the teacher's under perturbation "
+            f"({pert['student_drop']:.0%} vs {pert['teacher_drop']:.0%}), short of a fail; check the listed variants."
+        )
+    elif verdict == "warn":
+        summary = (
+            f"The student looks like the teacher (style {style_score:.2f}) but reaches {s_acc:.0%} vs {t_acc:.0%}; "
+            "without perturbation pairs this cannot be told from a capacity gap: add group/variant items."
+        )
+    elif pert is not None:
+        summary = (
+            f"No superficial imitation: the student's accuracy change under perturbation "
+            f"({-(pert['student_drop'] or 0):+.0%}) is in line with the teacher's ({-(pert['teacher_drop'] or 0):+.0%})."
+        )
+    else:
+        summary = "No sign of superficial imitation (no perturbation pairs: add group/variant items for a real test)."
+
+    metrics = {
+        "n": n,
+        "teacher": json_float(t_acc),
+        "student": json_float(s_acc),
+        "style": style,
+        "perturbation": pert,
+        "fail_rule": {
+            "min_pairs": MIN_PAIRS,
+            "margin": MARGIN,
+            "style_fail": STYLE_FAIL,
+            "style_warn": STYLE_WARN,
+            "min_student_original": MIN_ORIGINAL,
+            "alpha": inputs.alpha,
+        },
+    }
+    return Finding(
+        mode=MODE,
+        verdict=verdict,
+        summary=summary,
+        metrics=metrics,
+        evidence=evidence,
+        guardrail=GUARDRAIL if verdict != "pass" else "",
+        tests=tests,
+        p_value=p_value,
+        n=pert["n_pairs"] if pert else n,
+    )
+
+
+PROBE = Probe(
+    mode=MODE,
+    needs=("teacher",),
+    run=run,
+    describe="Does the student copy the teacher's style while its accuracy collapses under perturbation?",
+)

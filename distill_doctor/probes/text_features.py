@@ -1,0 +1,229 @@
+"""Output-level text features the probes share: structure, markers, loops, truncation, overlap.
+
+All functions take untrusted model text and never raise on odd input. They are cheap
+(regular expressions and word sets; no tokenizer), so they run on a million rows.
+
+- ``words`` / ``word_count``: whitespace-and-punctuation word split (lower-cased).
+- ``has_final_answer(text, kind)``: an answer the verifier could extract.
+- ``explicit_answer_format(text)``: which answer convention the text uses (``boxed``,
+  ``hashes``, ``answer_is``, or ``None``).
+- ``markers(text)``: the set of style marker phrases present (``Step``, ``####``, ...).
+- ``step_lines(text)``: number of non-empty lines; ``numbered_steps``: lines that open a step.
+- ``repetition_loop(text)``: the text ends in (or is dominated by) a repeated span.
+- ``truncated(text)``: an unbalanced code fence or brace, or an ending mid-sentence.
+- ``scripts(text)`` / ``mixed_script(text)``: letters per writing system; more than one.
+- ``ngram_jaccard(a, b, n)``: Jaccard similarity of word n-gram sets.
+- ``normalised_code(text)``: the code of an output with comments and blank space removed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_BOXED = re.compile(r"\\boxed\s*\{")
+_HASHES = re.compile(r"(?m)^\s*####\s*\S")
+_ANSWER_IS = re.compile(r"(?i)\b(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*\S")
+_FENCE = "```"
+_CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.S)
+_STEP_LINE = re.compile(r"(?im)^\s*(?:step\s*\d+|\d+[.)]\s|[-*]\s)")
+
+MARKER_PATTERNS: dict[str, re.Pattern[str]] = {
+    "step": re.compile(r"(?i)\bstep\s*\d*\s*[:.]"),
+    "hashes": _HASHES,
+    "boxed": _BOXED,
+    "answer_is": re.compile(r"(?i)\banswer\s+is\b"),
+    "answer_colon": re.compile(r"(?i)\banswer\s*:"),
+    "therefore": re.compile(r"(?i)\b(?:therefore|thus|so the)\b"),
+    "let_us": re.compile(r"(?i)\blet(?:'s| us)\b"),
+    "code_fence": re.compile(r"```"),
+    "numbered": re.compile(r"(?m)^\s*\d+[.)]\s"),
+    "bullet": re.compile(r"(?m)^\s*[-*]\s"),
+    "equation": re.compile(r"\d\s*[-+*/x×]\s*\d+\s*="),
+}
+
+# Letters by writing system. Greek is left out on purpose: math text uses it freely.
+_SCRIPT_RANGES = {
+    "latin": r"A-Za-z\u00C0-\u024F",
+    "cyrillic": r"\u0400-\u04FF",
+    "cjk": r"\u3040-\u30FF\u3400-\u4DBF\u4E00-\u9FFF\uAC00-\uD7AF",
+    "arabic": r"\u0600-\u06FF",
+    "hebrew": r"\u0590-\u05FF",
+    "devanagari": r"\u0900-\u097F",
+    "thai": r"\u0E00-\u0E7F",
+}
+_SCRIPT_RE = {name: re.compile(f"[{rng}]") for name, rng in _SCRIPT_RANGES.items()}
+
+# Words a finished sentence practically never ends on ("and so on", "log in", "I think so"
+# do end on other function words, so those are not listed).
+_DANGLING_WORDS = frozenset("the an and or of to with by because which from into".split())
+# Characters that leave an expression open. Not "*" (markdown bold), "-" (a rule), "/" (a URL).
+_DANGLING_CHARS = set(",;:([{=+\\")
+
+
+def words(text: str | None) -> list[str]:
+    """Lower-cased words (letters/digits runs) of ``text``."""
+    if not text:
+        return []
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def word_count(text: str | None) -> int:
+    return len(words(text))
+
+
+def explicit_answer_format(text: str | None) -> str | None:
+    """The answer convention used: ``boxed``, ``hashes`` (``#### X``), ``answer_is``, or ``None``."""
+    if not text:
+        return None
+    if _BOXED.search(text):
+        return "boxed"
+    if _HASHES.search(text):
+        return "hashes"
+    if _ANSWER_IS.search(text):
+        return "answer_is"
+    return None
+
+
+def has_final_answer(text: str | None, kind: str = "numeric") -> bool:
+    """Whether the verifier's answer extraction finds a final answer of ``kind`` in ``text``."""
+    if not text or not text.strip():
+        return False
+    from distill_doctor.verify import extract_answer  # local: verify is a sibling package
+
+    try:
+        return extract_answer(text, kind) is not None
+    except Exception:  # untrusted text must never crash a probe
+        return False
+
+
+def markers(text: str | None) -> frozenset[str]:
+    """Names of the style markers (see ``MARKER_PATTERNS``) present in ``text``."""
+    if not text:
+        return frozenset()
+    return frozenset(name for name, pat in MARKER_PATTERNS.items() if pat.search(text))
+
+
+def step_lines(text: str | None) -> int:
+    """Number of non-empty lines."""
+    if not text:
+        return 0
+    return sum(1 for line in text.splitlines() if line.strip())
+
+
+def numbered_steps(text: str | None) -> int:
+    """Lines that open a step: ``Step 3``, ``2.``/``2)``, or a bullet."""
+    if not text:
+        return 0
+    return len(_STEP_LINE.findall(text))
+
+
+def repetition_loop(text: str | None, *, n: int = 4, min_words: int = 24) -> bool:
+    """True when the text is stuck in a loop.
+
+    Either (a) the same line (6+ characters) occurs 4+ times in a row, or (b) on texts of at
+    least ``min_words`` words, fewer than 40% of the word ``n``-grams are distinct and the
+    most frequent one occurs 4+ times (ordinary prose keeps ~90% distinct).
+    """
+    if not text:
+        return False
+    run, prev = 1, None
+    for line in text.splitlines():
+        s = line.strip()
+        if not s:
+            continue
+        run = run + 1 if s == prev else 1
+        if run >= 4 and len(s) >= 6:
+            return True
+        prev = s
+    w = words(text)
+    if len(w) < min_words:
+        return False
+    grams = list(zip(*(w[i:] for i in range(n))))
+    counts = Counter(grams)
+    return counts.most_common(1)[0][1] >= 4 and len(counts) / len(grams) < 0.4
+
+
+def truncated(text: str | None) -> bool:
+    """True when the text looks cut off.
+
+    An odd number of code fences, more ``{`` than ``}`` after a ``\\boxed{``, or an ending
+    on a dangling character (``,;:([{=+\\``) or a function word (``the``, ``and``, ...).
+    Endings on a digit, a letter of a content word or punctuation that closes a sentence
+    are not flagged.
+    """
+    if text is None:
+        return False
+    s = text.rstrip()
+    if not s:
+        return False
+    if s.count(_FENCE) % 2 == 1:
+        return True
+    box = _BOXED.search(s)
+    if box and s[box.start() :].count("{") > s[box.start() :].count("}"):
+        return True
+    if s[-1] in _DANGLING_CHARS:
+        return True
+    last = _WORD.findall(s[-40:])
+    return bool(last) and s[-1].isalpha() and last[-1].lower() in _DANGLING_WORDS and len(words(s)) > 3
+
+
+def scripts(text: str | None) -> dict[str, int]:
+    """Letters per writing system (only systems present), e.g. ``{"latin": 120, "cjk": 4}``."""
+    if not text:
+        return {}
+    out = {}
+    for name, pat in _SCRIPT_RE.items():
+        k = len(pat.findall(text))
+        if k:
+            out[name] = k
+    return out
+
+
+def dominant_script(text: str | None) -> str | None:
+    counts = scripts(text)
+    return max(counts, key=counts.__getitem__) if counts else None
+
+
+def mixed_script(text: str | None, *, min_letters: int = 5, min_share: float = 0.1) -> bool:
+    """True when a second writing system holds at least ``min_letters`` letters and ``min_share`` of them."""
+    counts = scripts(text)
+    if len(counts) < 2:
+        return False
+    total = sum(counts.values())
+    second = sorted(counts.values(), reverse=True)[1]
+    return second >= min_letters and second / total >= min_share
+
+
+def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
+    """Set of word n-grams; a text shorter than n gives its whole token tuple (if any)."""
+    if len(tokens) < n:
+        return {tuple(tokens)} if tokens else set()
+    return set(zip(*(tokens[i:] for i in range(n))))
+
+
+def jaccard(a: set, b: set) -> float:
+    """|a & b| / |a | b|; two empty sets are identical (1.0)."""
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def ngram_jaccard(a: str | None, b: str | None, n: int = 2) -> float:
+    """Jaccard similarity of the word n-gram sets of two texts."""
+    return jaccard(ngrams(words(a), n), ngrams(words(b), n))
+
+
+def normalised_code(text: str | None) -> str:
+    """The last fenced code block (or the whole text), without comments and blank space."""
+    if not text:
+        return ""
+    blocks = _CODE_BLOCK.findall(text)
+    code = blocks[-1] if blocks else text
+    lines = []
+    for line in code.splitlines():
+        stripped = line.split("#", 1)[0].strip()
+        if stripped:
+            lines.append(" ".join(stripped.split()))
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""Chance baselines for "the student gave the teacher's same wrong answer".
+
+Two independent models that are both wrong on an item still agree on the wrong answer
+sometimes: the answer space may be small (a choice among four, yes/no), both may fall back
+on one default ("0", an empty stub), or an item may have an attractive slip. Each function
+here estimates one of these chance rates from items *other* than the one compared, so that
+genuine copying on the same item is not part of the baseline.
+
+Code outputs are compared as programs: :func:`code_completion` removes the prompt's lines
+from the normalised code, and :func:`same_code` calls two completions the same program when
+both are non-trivial and nearly identical.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import numpy as np
+
+from distill_doctor.data.records import Item, Verdict
+from distill_doctor.probes import text_features as tf
+
+CODE_SIMILARITY = 0.9  # word 3-gram Jaccard of two completions
+MIN_CODE_WORDS = 8  # shorter completions are stubs ("pass", "return None") that coincide by chance
+
+
+def code_completion(item: Item, text: str) -> str:
+    """The normalised code an output adds to its item's prompt (prompt lines removed)."""
+    prompt_lines = set(tf.normalised_code(item.prompt).splitlines())
+    return "\n".join(line for line in tf.normalised_code(text).splitlines() if line not in prompt_lines)
+
+
+def same_code(a: str, b: str) -> bool:
+    """Two completions are "the same program": both non-trivial and nearly identical."""
+    if min(tf.word_count(a), tf.word_count(b)) < MIN_CODE_WORDS:
+        return False  # stubs ("pass", "return None", empty) coincide by chance
+    return tf.ngram_jaccard(a, b, 3) >= CODE_SIMILARITY
+
+
+def global_chance(t_ans: list[str], s_ans: list[str]) -> float:
+    """Share of (student answer of i, teacher answer of j), over all i != j, that match.
+
+    High when both models fall back on the same default wrong answer ("0", "none")."""
+    m = len(t_ans)
+    if m < 2:
+        return 0.0
+    ct, cs = Counter(t_ans), Counter(s_ans)
+    same_item = sum(1 for a, b in zip(t_ans, s_ans) if a == b)
+    return (sum(c * ct.get(a, 0) for a, c in cs.items()) - same_item) / (m * (m - 1))
+
+
+def code_chance(pairs: list[tuple[str, str, str, str]], seed: int, max_pairs: int = 2000) -> float:
+    """Chance that a student completion matches the teacher's completion of a *different* item.
+
+    ``pairs``: (teacher completion, student completion, teacher signature, student signature)."""
+    m = len(pairs)
+    if m < 2:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, m, size=min(max_pairs, m * (m - 1)))
+    j = (i + rng.integers(1, m, size=i.size)) % m  # j != i
+    hits = sum(
+        pairs[a][3] == pairs[b][2] and same_code(pairs[a][1], pairs[b][0])
+        for a, b in zip(i.tolist(), j.tolist())
+    )
+    return hits / i.size
+
+
+def cross_item_chance(ref_of: list[str], t_ans: list[str], s_ans: list[str]) -> tuple[float, int]:
+    """Share of (student answer of i, teacher answer of j), i != j with the same reference, that match."""
+    by_ref: dict[str, list[int]] = defaultdict(list)
+    for pos, r in enumerate(ref_of):
+        by_ref[r].append(pos)
+    matches, pairs = 0, 0
+    for positions in by_ref.values():
+        m = len(positions)
+        if m < 2:
+            continue
+        ct = Counter(t_ans[p] for p in positions)
+        cs = Counter(s_ans[p] for p in positions)
+        same_item = sum(1 for p in positions if t_ans[p] == s_ans[p])
+        matches += sum(cs[a] * ct.get(a, 0) for a in cs) - same_item
+        pairs += m * (m - 1)
+    return (matches / pairs if pairs else 0.0), pairs
+
+
+def choice_chance(items: list[Item], verdicts: list[dict[str, Verdict]]) -> float:
+    letters = {
+        v[it.id].answer
+        for it in items
+        if it.verifier_kind == "choice"
+        for v in verdicts
+        if it.id in v and v[it.id].answer is not None
+    }
+    letters |= {str(it.reference).strip().upper() for it in items if it.verifier_kind == "choice"}
+    k = len(letters)
+    return 1.0 / (k - 1) if k >= 2 else 0.0

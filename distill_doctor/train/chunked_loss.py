@@ -1,0 +1,292 @@
+"""Distillation and cross-entropy losses with the output head folded in, computed chunk by chunk.
+
+The dense path materialises (N, V) float32 logits for both models, plus several same-sized
+intermediates of the softmax math and of its backward. Here only the loss tokens are gathered,
+and they are processed ``chunk_size`` at a time: for one chunk both models' logits are computed,
+the loss and its gradient with respect to the chunk's student logits are taken (in closed form and
+in place for forward/reverse KL and cross-entropy, see ``chunk_math.py``; with autograd on the chunk,
+reusing the per-token functions of ``losses.py``, for the others), the gradient is pushed through
+the head into the chunk's hidden states and into an accumulated head-weight gradient, and the
+chunk's logits are freed. This is Liger's fused-linear approach: the forward pass stores only
+``grad_hidden`` (n, H) and ``grad_weight`` (V, H) and the backward pass multiplies them by the
+incoming gradient, so the backward is chunked too and peak memory is O(chunk_size * V).
+
+Numerics: logits are computed in the head's dtype (bf16 on tensor cores) and the softmax math runs
+in float32; the head-weight gradient accumulates in float32. The result equals the dense
+``divergence``/``cross_entropy`` on ``align_vocab``-ed logits (tests check both value and gradients).
+
+Limits: no final-logit soft-capping (Gemma 2), no tensor-parallel heads. If the loss is needed
+without gradients (torch.no_grad, or nothing requires grad) only the values are computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from distill_doctor.train.chunk_math import cross_entropy_value_and_grad, kl_value_and_grad_, log_softmax_
+from distill_doctor.train.losses import _check_unit, log_probs, token_divergence
+
+HeadLike = torch.Tensor | torch.nn.Module | tuple
+
+
+class ChunkedLossOutput(NamedTuple):
+    """``loss`` = (1 - hard_weight) * soft_loss + hard_weight * hard_loss (differentiable);
+    ``soft_loss`` and ``hard_loss`` are detached values (``hard_loss`` is None without labels)."""
+
+    loss: torch.Tensor
+    soft_loss: torch.Tensor | None
+    hard_loss: torch.Tensor | None
+
+
+def _head(head: HeadLike) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An output head as (weight (V, H), bias (V,) or None): a tensor, an nn.Linear-like module or a pair."""
+    if isinstance(head, torch.Tensor):
+        return head, None
+    if isinstance(head, tuple):
+        weight, bias = head
+        return weight, bias
+    if hasattr(head, "weight"):
+        return head.weight, getattr(head, "bias", None)
+    raise TypeError(f"expected a weight tensor, an nn.Linear-like module or (weight, bias), got {type(head)}")
+
+
+ChunkLoss = Callable[[torch.Tensor, slice, bool], tuple]
+
+
+def _with_autograd(fn: Callable[[torch.Tensor, slice], tuple]) -> ChunkLoss:
+    """Turn ``fn(logits, rows) -> (loss, *values)`` into a chunk loss whose logit gradient comes from autograd."""
+
+    def chunk_loss(logits: torch.Tensor, rows: slice, need_grad: bool):
+        if not need_grad:
+            out = fn(logits, rows)
+            return out[0], None, out[1:]
+        with torch.enable_grad():
+            logits.requires_grad_(True)
+            out = fn(logits, rows)
+            (grad,) = torch.autograd.grad(out[0], logits)  # (c, V) float32
+        return out[0].detach(), grad, tuple(v.detach() for v in out[1:])
+
+    return chunk_loss
+
+
+class _ChunkedLinearLoss(torch.autograd.Function):
+    """loss = sum over chunks of the chunk loss of logits = hidden @ W.T + b.
+
+    ``chunk_loss(logits (c, V) float32, rows: slice, need_grad) -> (loss 0-d, grad_logits (c, V) or
+    None, (value 0-d, ...))``; the logits tensor is the chunk's own and may be overwritten.
+    Outputs: the loss, then the sums of the values (not differentiable).
+    """
+
+    @staticmethod
+    def forward(
+        ctx, hidden, weight, bias, chunk_loss: Callable, chunk_size: int, n_values: int, grad_on: bool
+    ):
+        n = hidden.shape[0]
+        wants = [grad_on and bool(x) for x in ctx.needs_input_grad[:3]]
+        need_grad = any(wants)
+        grad_hidden = torch.zeros_like(hidden) if wants[0] else None  # (n, H)
+        # (V, H) and (V,), accumulated in float32 whatever the head dtype
+        grad_weight = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if wants[1] else None
+        )
+        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if wants[2] else None
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        values = [torch.zeros((), dtype=torch.float32, device=hidden.device) for _ in range(n_values)]
+        for start in range(0, n, chunk_size):
+            rows = slice(start, min(start + chunk_size, n))
+            h = hidden[rows].to(weight.dtype)  # (c, H)
+            # (c, V): matmul in the head dtype, loss math in float32
+            chunk_value, grad_logits, chunk_values = chunk_loss(
+                F.linear(h, weight, bias).float(), rows, need_grad
+            )
+            loss += chunk_value
+            for acc, value in zip(values, chunk_values):
+                acc += value
+            if need_grad:
+                g = grad_logits.to(weight.dtype)
+                if grad_hidden is not None:
+                    grad_hidden[rows] = g @ weight  # (c, H)
+                if grad_weight is not None:
+                    grad_weight += (g.t() @ h).float()  # (V, H)
+                if grad_bias is not None:
+                    grad_bias += grad_logits.sum(dim=0)
+            del grad_logits
+        ctx.save_for_backward(
+            grad_hidden,
+            None if grad_weight is None else grad_weight.to(weight.dtype),
+            None if grad_bias is None else grad_bias.to(bias.dtype),
+        )
+        ctx.mark_non_differentiable(*values)
+        return (loss, *values)
+
+    @staticmethod
+    def backward(ctx, grad_loss, *_grad_values):
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        scale = grad_loss  # 0-d: d(outer) / d(loss)
+        return (
+            None if grad_hidden is None else grad_hidden * scale.to(grad_hidden.dtype),
+            None if grad_weight is None else grad_weight * scale.to(grad_weight.dtype),
+            None if grad_bias is None else grad_bias * scale.to(grad_bias.dtype),
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def _gather(x: torch.Tensor, mask: torch.Tensor | None, *, features: bool) -> torch.Tensor:
+    """Hidden states (B, T, H) / (N, H) -> (n, H), or labels (B, T) / (N,) -> (n,): the rows where mask is True."""
+    flat = x.reshape(-1, x.shape[-1]) if features else x.reshape(-1)
+    if mask is None:
+        return flat
+    mask = mask.reshape(-1).to(torch.bool)
+    if mask.shape[0] != flat.shape[0]:
+        raise ValueError(f"mask has {mask.shape[0]} tokens, the tensor {flat.shape[0]}")
+    return flat[mask]
+
+
+def _grad_on(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _count(num_tokens, default: int) -> float:
+    n = default if num_tokens is None else num_tokens
+    return max(float(n), 1.0)
+
+
+def chunked_distill_loss(
+    student_hidden: torch.Tensor,
+    student_head: HeadLike,
+    teacher_hidden: torch.Tensor,
+    teacher_head: HeadLike,
+    *,
+    mask: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    divergence: str = "jsd",
+    beta: float = 0.5,
+    alpha: float = 0.1,
+    temperature: float = 1.0,
+    hard_weight: float = 0.0,
+    num_tokens: int | None = None,
+    chunk_size: int = 1024,
+    scale_by_t2: bool = False,
+    ignore_index: int = -100,
+) -> ChunkedLossOutput:
+    """The dense KD loss of ``kd_loss``, from final hidden states, without full logits.
+
+    student_hidden (B, T, H_s) or (N, H_s), differentiable; student_head: its lm_head (weight
+    (V_s, H_s) tensor, nn.Linear, or (weight, bias)); teacher_hidden (B, T, H_t) / (N, H_t) and
+    teacher_head (V_t, H_t) get no gradient. mask (B, T) / (N,) bool or None; labels (B, T) / (N,)
+    aligned with the hidden states (the caller shifts), needed when hard_weight > 0.
+
+    ``loss = (1 - hard_weight) * divergence(student || teacher) + hard_weight * CE(labels)``, each
+    summed over tokens and divided by ``num_tokens`` (default: mask.sum() for the divergence, the
+    unmasked tokens with a label != ignore_index for the CE, like ``cross_entropy``). Padded
+    vocabularies are aligned as ``align_vocab`` does: rows beyond min(V_s, V_t) are ignored.
+    Temperature: p = softmax(z / tau) for the divergence only; times tau**2 if ``scale_by_t2``.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    _check_unit("hard_weight", hard_weight)
+    if hard_weight > 0 and labels is None:
+        raise ValueError("hard_weight > 0 needs labels")
+    s_weight, s_bias = _head(student_head)
+    t_weight, t_bias = _head(teacher_head)
+    v = min(s_weight.shape[0], t_weight.shape[0])  # padded rows of either head carry no probability
+    whole = v == s_weight.shape[0]  # slice only when needed: a slice's backward allocates a (V_s, H) copy
+    s_w = s_weight if whole else s_weight[:v]
+    s_b = s_bias if s_bias is None or whole else s_bias[:v]
+    t_w = t_weight.detach()[:v]
+    t_b = None if t_bias is None else t_bias.detach()[:v]
+
+    hidden = _gather(student_hidden, mask, features=True)  # (n, H_s)
+    t_hidden = _gather(teacher_hidden.detach(), mask, features=True).to(t_w.dtype)  # (n, H_t)
+    if t_hidden.shape[0] != hidden.shape[0]:
+        raise ValueError(f"student has {hidden.shape[0]} tokens, teacher {t_hidden.shape[0]}")
+    sel_labels = None if labels is None else _gather(labels, mask, features=False)  # (n,)
+    n = hidden.shape[0]
+    soft_den = _count(num_tokens, n)
+    n_hard = 0 if sel_labels is None else int((sel_labels != ignore_index).sum())
+    hard_den = _count(num_tokens, n_hard)
+    t2 = temperature**2 if scale_by_t2 else 1.0
+    kw = {"beta": beta} if divergence == "jsd" else {"alpha": alpha} if divergence.startswith("skew_") else {}
+
+    def teacher_log_probs(rows: slice) -> torch.Tensor:
+        with torch.no_grad():
+            return log_softmax_(F.linear(t_hidden[rows], t_w, t_b).float(), temperature)  # (c, V)
+
+    def general_loss(logits: torch.Tensor, rows: slice):
+        t_logp = teacher_log_probs(rows)
+        soft = token_divergence(divergence, log_probs(logits, temperature), t_logp, **kw).sum() * (
+            t2 / soft_den
+        )
+        total = (1.0 - hard_weight) * soft
+        if sel_labels is None:
+            return total, soft
+        hard = (
+            F.cross_entropy(logits, sel_labels[rows], ignore_index=ignore_index, reduction="sum") / hard_den
+        )
+        return total + hard_weight * hard, soft, hard
+
+    def kl_loss(logits: torch.Tensor, rows: slice, need_grad: bool):
+        """forward/reverse KL (+ CE) in closed form, in place: about half the memory of autograd."""
+        hard = ce_grad = None
+        if sel_labels is not None:  # before the logits buffer is overwritten
+            hard, ce_grad = cross_entropy_value_and_grad(
+                logits, sel_labels[rows], ignore_index=ignore_index, scale=hard_weight / hard_den,
+                need_grad=need_grad and hard_weight > 0,
+            )  # fmt: skip
+            hard = hard / hard_den
+        soft, grad = kl_value_and_grad_(
+            logits, teacher_log_probs(rows), reverse=divergence == "reverse_kl", temperature=temperature,
+            scale=(1.0 - hard_weight) * t2 / soft_den, need_grad=need_grad,
+        )  # fmt: skip
+        soft = soft * (t2 / soft_den)
+        if ce_grad is not None:
+            grad = grad.add_(ce_grad)
+        total = (1.0 - hard_weight) * soft
+        if hard is None:
+            return total, grad, (soft,)
+        return total + hard_weight * hard, grad, (soft, hard)
+
+    n_values = 1 if sel_labels is None else 2
+    chunk_loss = kl_loss if divergence in ("forward_kl", "reverse_kl") else _with_autograd(general_loss)
+    grad_on = _grad_on(hidden, s_w, s_b)
+    out = _ChunkedLinearLoss.apply(hidden, s_w, s_b, chunk_loss, chunk_size, n_values, grad_on)
+    return ChunkedLossOutput(out[0], out[1], out[2] if n_values == 2 else None)
+
+
+def chunked_cross_entropy(
+    hidden: torch.Tensor,
+    head: HeadLike,
+    labels: torch.Tensor,
+    *,
+    num_tokens: int | None = None,
+    chunk_size: int = 1024,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """``cross_entropy(hidden @ W.T + b, labels)`` without full logits (SFT on large vocabularies).
+
+    hidden (B, T, H) or (N, H); labels (B, T) / (N,) aligned with it (the caller shifts), tokens
+    with ``ignore_index`` skipped; divided by ``num_tokens`` (default: the labelled token count).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    weight, bias = _head(head)
+    keep = labels.reshape(-1) != ignore_index
+    sel_hidden = _gather(hidden, keep, features=True)  # (n, H)
+    sel_labels = labels.reshape(-1)[keep]  # (n,)
+    den = _count(num_tokens, sel_labels.shape[0])
+
+    def chunk_loss(logits: torch.Tensor, rows: slice, need_grad: bool):
+        value, grad = cross_entropy_value_and_grad(
+            logits, sel_labels[rows], ignore_index=ignore_index, scale=1.0 / den, need_grad=need_grad
+        )
+        return value / den, grad, ()
+
+    grad_on = _grad_on(sel_hidden, weight, bias)
+    return _ChunkedLinearLoss.apply(sel_hidden, weight, bias, chunk_loss, chunk_size, 0, grad_on)[0]

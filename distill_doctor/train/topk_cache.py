@@ -1,0 +1,287 @@
+"""A top-k teacher cache: run the teacher once over the training set, train many students from disk.
+
+For every response token (the positions whose labels are not -100 after the shift, i.e. the
+response and its closing EOS) the cache stores the teacher's k most likely ids, their
+log-probabilities and the log of the remaining tail mass, ``log(1 - sum of the top-k probs)``,
+computed as ``logsumexp(non-top-k logits) - logsumexp(all logits)`` so it is exact even when the
+top-k hold almost all the mass.
+
+On disk (one directory)::
+
+    index.json     format, version, k, vocab_size, teacher, tokenizer, max_len, temperature,
+                   dtypes, num_rows, num_tokens, example_ids   (written last: its presence = complete)
+    offsets.npy    int64 (num_rows + 1,): row r owns tokens offsets[r]:offsets[r + 1]
+    ids.bin        (num_tokens, k) uint16 when vocab_size <= 65,536, else int32
+    logprobs.bin   (num_tokens, k) float16 (or float32 with dtype="float32")
+    tail.bin       (num_tokens,)   same dtype as logprobs
+
+read back as numpy memmaps. With k = 32 and float16 that is 32 * (2 + 2) + 2 = 130 bytes/token.
+
+Rows are the examples that ``data.tokenize_all`` keeps for the same tokenizer and ``max_len``
+(examples whose prompt alone is too long are skipped there and here), in the same order, so the
+cache's row i is the trainer's row i; ``example_ids`` lets a reader check that.
+
+Temperature: the cached log-probs are the teacher's at the temperature the cache was built with
+(``build_topk_cache(..., temperature=tau)``, recorded in index.json, default 1). Re-tempering
+top-k log-probs afterwards is ill-defined for the tail (its mass at another temperature depends on
+logits that were not kept), so ``sparse_kd_loss(temperature=...)`` applies the temperature to the
+student only: build the cache at the temperature you train with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill_doctor.atomic import atomic_write_text
+from distill_doctor.errors import InputError
+from distill_doctor.train.data import Example, collate, tokenize_example
+from distill_doctor.train.losses import DIVERGENCES, _flat, _reduce, log_probs, token_divergence
+
+FORMAT = "distill-doctor-topk-cache"
+VERSION = 1
+FLOAT16_MIN = -65504.0
+
+
+@dataclass(frozen=True)
+class TopKTargets:
+    """The cached teacher targets of one row's response tokens (T_r of them)."""
+
+    ids: torch.Tensor  # (T_r, k) long
+    logprobs: torch.Tensor  # (T_r, k) float32
+    tail_logprob: torch.Tensor  # (T_r,) float32, log of the probability outside the top-k
+
+
+def topk_targets(logits: torch.Tensor, k: int, temperature: float = 1.0):
+    """Top-k ids, log-probs and tail log-prob of softmax(logits / tau): (..., V) -> (..., k), (..., k), (...)."""
+    z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    if temperature != 1.0:
+        z = z / temperature
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)  # (..., 1)
+    k = min(k, z.shape[-1])
+    values, ids = z.topk(k, dim=-1)  # (..., k)
+    rest = z.scatter(-1, ids, float("-inf"))
+    tail = torch.logsumexp(rest, dim=-1) - lse.squeeze(-1)  # (...,)  -inf when k = V
+    return ids, values - lse, tail
+
+
+def _example(row, i: int) -> Example:
+    if isinstance(row, Example):
+        return row
+    try:
+        return Example(id=str(row.get("id", f"row-{i}")), prompt=row["prompt"], response=row["response"])
+    except (KeyError, AttributeError):
+        raise InputError("needs 'prompt' and 'response'", line=i + 1, field="prompt/response") from None
+
+
+@torch.no_grad()
+def build_topk_cache(
+    teacher_model,
+    tokenizer,
+    dataset_rows: Iterable[dict],
+    out_dir: str | Path,
+    *,
+    k: int = 32,
+    max_len: int = 512,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    temperature: float = 1.0,
+    dtype: str = "float16",
+    vocab_size: int | None = None,
+) -> Path:
+    """Run ``teacher_model`` over ``dataset_rows`` ({prompt, response[, id]}) and write the cache to ``out_dir``.
+
+    Tokenisation is the trainer's (``data.tokenize_example``: prompt with special tokens, response,
+    EOS; truncated to ``max_len``). ``vocab_size``: keep only the first ``vocab_size`` output slots
+    (pass the student's when the teacher's head is padded larger, as ``align_vocab`` does).
+    Returns ``out_dir``.
+    """
+    from tqdm.auto import tqdm
+
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
+    if k < 1 or temperature <= 0:
+        raise ValueError(f"need k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    teacher_model.eval().to(device)
+    v = vocab_size or teacher_model.get_output_embeddings().weight.shape[0]
+    k = min(k, v)
+    id_dtype = np.uint16 if v <= 2**16 else np.int32
+    lp_dtype = np.float16 if dtype == "float16" else np.float32
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    tokenized = (tokenize_example(tokenizer, _example(r, i), max_len) for i, r in enumerate(dataset_rows))
+    rows = [t for t in tokenized if t is not None]  # the rows data.tokenize_all keeps, in order
+    if not rows:
+        raise InputError(f"no rows to cache (every prompt is longer than max_len={max_len})", field="max_len")
+    files = {name: out_dir / f".{name}.bin.partial" for name in ("ids", "logprobs", "tail")}
+    handles = {name: open(path, "wb") for name, path in files.items()}  # noqa: SIM115 (closed below)
+    offsets = [0]
+    try:
+        for start in tqdm(range(0, len(rows), batch_size), disable=not progress, desc="top-k cache"):
+            chunk = rows[start : start + batch_size]
+            batch = collate(chunk, pad_id)
+            inputs = {key: batch[key].to(device) for key in ("input_ids", "attention_mask", "position_ids")}
+            logits = teacher_model(**inputs).logits[..., :v]  # (B, T, V)
+            for row, tok in enumerate(chunk):
+                # position t predicts token t + 1: the response tokens are predicted by prompt_len-1 .. len-2
+                positions = logits[row, tok.prompt_len - 1 : len(tok.input_ids) - 1]  # (T_r, V)
+                ids, logprobs, tail = topk_targets(positions, k, temperature)
+                handles["ids"].write(ids.cpu().numpy().astype(id_dtype).tobytes())
+                handles["logprobs"].write(_store(logprobs, lp_dtype).tobytes())
+                handles["tail"].write(_store(tail, lp_dtype).tobytes())
+                offsets.append(offsets[-1] + positions.shape[0])
+    finally:
+        for handle in handles.values():
+            handle.close()
+    for name, path in files.items():
+        os.replace(path, out_dir / f"{name}.bin")
+    np.save(out_dir / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "k": k,
+        "vocab_size": v,
+        "teacher": str(getattr(teacher_model.config, "name_or_path", "") or type(teacher_model).__name__),
+        "tokenizer": str(getattr(tokenizer, "name_or_path", "")),
+        "max_len": max_len,
+        "temperature": temperature,
+        "ids_dtype": np.dtype(id_dtype).name,
+        "logprob_dtype": np.dtype(lp_dtype).name,
+        "num_rows": len(rows),
+        "num_tokens": offsets[-1],
+        "example_ids": [r.id for r in rows],
+    }
+    atomic_write_text(out_dir / "index.json", json.dumps(meta, indent=1))
+    return out_dir
+
+
+def _store(x: torch.Tensor, dtype) -> np.ndarray:
+    """Finite values clamped into float16's range (-inf, i.e. probability 0, stays -inf)."""
+    x = x.float().cpu()
+    if dtype == np.float16:
+        x = torch.where(torch.isfinite(x), x.clamp_min(FLOAT16_MIN), x)
+    return x.numpy().astype(dtype)
+
+
+class TopKCache:
+    """Read a cache written by :func:`build_topk_cache` (memory-mapped; rows load on demand)."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.path = Path(out_dir)
+        index = self.path / "index.json"
+        if not index.exists():
+            raise InputError("not a top-k cache (no index.json; was the build interrupted?)", path=self.path)
+        try:
+            meta = json.loads(index.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise InputError(f"index.json is not valid JSON: {err.msg}", path=index) from None
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise InputError(f"expected {FORMAT} version {VERSION}", path=index, field="format")
+        self.meta = meta
+        self.k, self.vocab_size = int(meta["k"]), int(meta["vocab_size"])
+        self.temperature = float(meta["temperature"])
+        self.example_ids: list[str] = list(meta["example_ids"])
+        n = int(meta["num_tokens"])
+        self._offsets = np.load(self.path / "offsets.npy")
+        self._ids = self._map("ids", meta["ids_dtype"], (n, self.k))
+        self._logprobs = self._map("logprobs", meta["logprob_dtype"], (n, self.k))
+        self._tail = self._map("tail", meta["logprob_dtype"], (n,))
+
+    def _map(self, name: str, dtype: str, shape: tuple) -> np.ndarray:
+        path = self.path / f"{name}.bin"
+        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if not path.exists() or path.stat().st_size != expected:
+            raise InputError(f"missing or truncated (expected {expected} bytes)", path=path)
+        if expected == 0:
+            return np.zeros(shape, dtype=dtype)
+        return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Stored bytes per response token (ids, log-probs and tail)."""
+        return self._ids.dtype.itemsize * self.k + self._logprobs.dtype.itemsize * (self.k + 1)
+
+    def get(self, row_index) -> TopKTargets:
+        i = int(row_index)
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} out of range for a cache of {len(self)} rows")
+        a, b = int(self._offsets[i]), int(self._offsets[i + 1])
+        return TopKTargets(
+            ids=torch.from_numpy(self._ids[a:b].astype(np.int64)),
+            logprobs=torch.from_numpy(self._logprobs[a:b].astype(np.float32)),
+            tail_logprob=torch.from_numpy(self._tail[a:b].astype(np.float32)),
+        )
+
+
+def bucket_log_probs(logits: torch.Tensor, topk_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """A model's distribution collapsed to (its probs at topk_ids, the rest): (n, V), (n, k) -> (n, k + 1) log-probs."""
+    logp = log_probs(logits, temperature)  # (n, V)
+    top = logp.gather(-1, topk_ids)  # (n, k)
+    rest = logp.scatter(-1, topk_ids, float("-inf"))  # (n, V)
+    empty = torch.isneginf(rest).all(dim=-1)  # (n,) nothing outside the top-k
+    # logsumexp over an all -inf row has a NaN gradient: compute those rows on zeros, then overwrite
+    rest = torch.where(empty[:, None], torch.zeros_like(rest), rest)
+    tail = torch.where(
+        empty, torch.full_like(empty, float("-inf"), dtype=logp.dtype), torch.logsumexp(rest, -1)
+    )
+    return torch.cat([top, tail[:, None]], dim=-1)
+
+
+def sparse_kd_loss(
+    student_logits: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_logprobs: torch.Tensor,
+    tail_logprob: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    divergence: str = "forward_kl",
+    num_tokens=None,
+    beta: float | None = None,
+    alpha: float | None = None,
+) -> torch.Tensor:
+    """Divergence between teacher and student on k + 1 buckets: the teacher's top-k ids, and the rest.
+
+    student_logits (B, T, V) / (N, V); topk_ids, topk_logprobs (B, T, k) / (N, k); tail_logprob
+    (B, T) / (N,); mask (B, T) / (N,) or None. The teacher side is (cached top-k, tail), renormalised
+    (float16 storage leaves its sum a little off 1); the student side is its probabilities at the
+    same ids plus everything else. The divergence is then exact for these bucketed distributions and,
+    by the data-processing inequality, at most the full-vocabulary divergence. Any name of
+    ``losses.DIVERGENCES`` works (jsd needs ``beta``, the skew KLs ``alpha``); forward and reverse KL
+    are the usual choices (top-k reverse KL on student samples has been reported unstable).
+    ``temperature`` applies to the student; the teacher's is the cache's (see the module docstring).
+    Returns the sum over unmasked tokens / num_tokens (default: their count).
+    """
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"unknown divergence {divergence!r}; expected one of {', '.join(DIVERGENCES)}")
+    k = topk_ids.shape[-1]
+    s = _flat(student_logits, mask)  # (n, V)
+    flat_mask = None if mask is None else mask.reshape(-1).to(torch.bool)
+    ids = topk_ids.reshape(-1, k)
+    t_top = topk_logprobs.reshape(-1, k)
+    t_tail = tail_logprob.reshape(-1)
+    if flat_mask is not None:
+        ids, t_top, t_tail = ids[flat_mask], t_top[flat_mask], t_tail[flat_mask]
+    ids = ids.long()
+    if ids.numel() and int(ids.max()) >= s.shape[-1]:
+        raise ValueError(
+            f"cached ids reach {int(ids.max())} but the student has {s.shape[-1]} vocabulary slots; "
+            "build the cache with vocab_size=<student vocabulary>"
+        )
+    teacher = torch.cat([t_top.to(s.dtype), t_tail.to(s.dtype)[:, None]], dim=-1).detach()  # (n, k + 1)
+    teacher = teacher - torch.logsumexp(teacher, dim=-1, keepdim=True)
+    student = bucket_log_probs(s, ids, temperature)  # (n, k + 1)
+    per_token = token_divergence(divergence, student, teacher, beta=beta, alpha=alpha)  # (n,)
+    return _reduce(per_token, num_tokens)

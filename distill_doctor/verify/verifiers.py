@@ -1,0 +1,145 @@
+"""Verifiers: did an output get an item right? One function per verifier kind, one dispatcher.
+
+- ``numeric``: the extracted number equals the reference's (exact rational comparison of
+  canonical values, plus a relative tolerance of 1e-6 for non-integers written with
+  different precision, e.g. ``3.14159265`` vs ``3.1415926``).
+- ``exact``: canonical strings equal (trimmed, quotes/backticks/trailing period stripped, case-folded).
+- ``choice``: the extracted option letter equals the reference letter, case-insensitively.
+- ``regex:<pattern>``: ``re.search(pattern, final answer)`` where the final answer is the
+  marked answer (boxed / ``####`` / ``answer is``) or else the last non-empty line; when
+  that does not match, ``re.search(pattern, whole output)``. ``Verdict.reason`` says which
+  one matched. ``Verdict.answer`` is the final answer in exact-canonical form.
+- ``code``: the HumanEval program runs in the sandbox (``code.py``); ``Verdict.answer`` is
+  the failure signature (``"pass"``, ``"AssertionError"``, ``"timeout"`` ...).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from fractions import Fraction
+
+from distill_doctor.data.records import Item, ModelOutput, Verdict
+from distill_doctor.verify.code import verify_code
+from distill_doctor.verify.extract import (
+    canonical_exact,
+    extract_answer,
+    parse_choice,
+    parse_number,
+    raw_final_answer,
+)
+
+_REL_TOL = 1e-6
+
+
+def reference_answer(item: Item) -> str | None:
+    """The item's reference in the canonical form of its verifier kind (None if it has none)."""
+    ref = item.reference
+    if ref is None:
+        return None
+    kind = item.verifier_kind
+    if kind == "numeric":
+        if isinstance(ref, (int, float)) and not isinstance(ref, bool):
+            return parse_number(ref)
+        return extract_answer(str(ref), "numeric")
+    if kind == "choice":
+        return parse_choice(str(ref))
+    return canonical_exact(str(ref))
+
+
+def _as_fraction(canon: str) -> Fraction | None:
+    try:
+        return Fraction(canon)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def numbers_equal(answer: str, reference: str) -> bool:
+    """Canonical numeric strings equal, or within a relative 1e-6 when either is not an integer."""
+    if answer == reference:
+        return True
+    a, b = _as_fraction(answer), _as_fraction(reference)
+    if a is None or b is None or (a.denominator == 1 and b.denominator == 1):
+        return False
+    return abs(a - b) <= _REL_TOL * max(abs(a), abs(b))
+
+
+def _verify_regex(item: Item, text: str) -> Verdict:
+    pattern = re.compile(item.verifier.split(":", 1)[1])
+    final = raw_final_answer(text)
+    answer = extract_answer(text, "exact")
+    if final is not None and pattern.search(final):
+        return Verdict(True, answer, "pattern matched the final answer")
+    if pattern.search(text):
+        return Verdict(True, answer, "pattern matched the output (not the final answer)")
+    return Verdict(False, answer, "pattern matched neither the final answer nor the output")
+
+
+def verify(item: Item, text: str, *, timeout_s: float = 10.0) -> Verdict:
+    """Judge one output ``text`` for ``item``. Code items run in the sandbox (see ``code.py``)."""
+    kind = item.verifier_kind
+    text = text if isinstance(text, str) else ""
+    if kind == "code":
+        return verify_code(item, text, timeout_s=timeout_s)
+    if kind == "regex":
+        return _verify_regex(item, text)
+    if kind not in ("numeric", "exact", "choice"):
+        raise ValueError(f"item {item.id!r}: unknown verifier {item.verifier!r}")
+    answer = extract_answer(text, kind)
+    ref = reference_answer(item)
+    if ref is None:
+        raise ValueError(f"item {item.id!r}: the reference {item.reference!r} has no {kind} answer")
+    if answer is None:
+        return Verdict(False, None, f"no {kind} final answer found")
+    passed = numbers_equal(answer, ref) if kind == "numeric" else answer == ref
+    return Verdict(passed, answer, "matches the reference" if passed else f"{answer!r} != reference {ref!r}")
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def verify_outputs(
+    items: list[Item],
+    outputs: Mapping[str, ModelOutput],
+    *,
+    workers: int | None = None,
+    timeout_s: float = 10.0,
+    progress: bool = False,
+) -> dict[str, Verdict]:
+    """Verdicts for every item that has an output (keyed by item id, in item order).
+
+    Non-code items are verified inline; code items run in the sandbox, ``workers`` at a
+    time (default ``min(4, cpu_count)``), each with a wall-clock ``timeout_s``.
+    """
+    verdicts: dict[str, Verdict] = {}
+    code_items: list[Item] = []
+    for item in items:
+        out = outputs.get(item.id)
+        if out is None:
+            continue
+        if item.verifier_kind == "code":
+            code_items.append(item)
+        else:
+            verdicts[item.id] = verify(item, out.output)
+    if code_items:
+        n_workers = workers if workers and workers > 0 else default_workers()
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(code_items), desc="running code", unit="item", leave=False)
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            futures = {
+                pool.submit(verify_code, item, outputs[item.id].output, timeout_s=timeout_s): item.id
+                for item in code_items
+            }
+            for fut in as_completed(futures):
+                verdicts[futures[fut]] = fut.result()
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+    return {item.id: verdicts[item.id] for item in items if item.id in verdicts}

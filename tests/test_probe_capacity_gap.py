@@ -1,0 +1,73 @@
+"""capacity_gap on planted, clean, tiny and degenerate runs, and its chart contract."""
+
+import pytest
+from synthetic_runs import EDGE_KINDS, check_finding, false_fail_sweep, make_edge, make_run
+
+from distill_doctor.probes import capacity_gap as probe
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_planted_capacity_gap_fails(seed):
+    f = probe.run(make_run("capacity_gap", 300, seed))
+    d = check_finding(f)
+    assert f.verdict == "fail"
+    did = d["metrics"]["did"]
+    assert did["slice_key"] == "difficulty"
+    assert did["ci"][0] > probe.MARGIN and did["estimate"] > 0.3
+    assert set(did["hard"]) <= {"3", "4", "5"} and "5" in did["hard"]
+
+
+@pytest.mark.parametrize("kind", ["clean_high", "clean_low", "error_transfer", "superficial"])
+def test_other_runs_pass(kind):
+    f = probe.run(make_run(kind, 300, 5))
+    check_finding(f)
+    # clean runs pass; another mode's planted failure must not be blamed on this one
+    assert f.verdict == "pass" if kind.startswith("clean") else f.verdict != "fail"
+
+
+def test_uniform_gap_passes():
+    # Student 25 points worse on every difficulty: a weaker student, not a collapse.
+    inputs = make_run("clean_high", 400, 6, teacher_acc=0.95, student_acc=0.7)
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for it in inputs.items:
+        t = inputs.teacher_verdicts[it.id]
+        s = inputs.student_verdicts[it.id]
+        ok = t.passed and rng.random() < 0.74
+        inputs.student_verdicts[it.id] = type(s)(ok, str(it.reference) if ok else "1")
+    f = probe.run(inputs)
+    assert f.verdict == "pass"
+
+
+def test_chart_contract():
+    d = check_finding(probe.run(make_run("clean_high", 200, 7)))
+    m = d["metrics"]
+    keys = {"key", "value", "n", "teacher", "student", "teacher_ci", "student_ci", "gap_closure"}
+    assert m["slices"] and all(keys <= set(s) for s in m["slices"])
+    assert {s["key"] for s in m["slices"]} >= {"all", "difficulty", "domain"}
+    assert m["length_buckets"] and all(
+        {"bucket", "n", "teacher", "student"} <= set(b) for b in m["length_buckets"]
+    )
+    assert sum(b["n"] for b in m["length_buckets"]) == 200
+    assert {"estimate", "ci", "slice_key", "easy", "hard"} <= set(m["did"])
+
+
+@pytest.mark.parametrize("n,seed", [(8, 0), (12, 1), (20, 2)])
+def test_tiny_at_most_warn(n, seed):
+    f = probe.run(make_run("capacity_gap", n, seed))
+    check_finding(f)
+    assert f.verdict in ("pass", "warn")
+
+
+@pytest.mark.parametrize("kind", EDGE_KINDS)
+def test_edge_cases(kind):
+    f = probe.run(make_edge(kind))
+    check_finding(f)
+    if kind in ("student_all_wrong", "both_all_wrong", "no_answers", "single_slice", "empty", "no_tags"):
+        assert f.verdict == "pass"
+
+
+def test_false_fail_rate_on_clean_runs():
+    counts = false_fail_sweep(probe.run)
+    assert counts.get("fail", 0) <= 5, counts
