@@ -52,7 +52,9 @@ def _reference(obj: dict[str, Any], path: str, line: int) -> str | int | float |
     if isinstance(ref, float) and (ref != ref or ref in (float("inf"), float("-inf"))):
         raise InputError("must be a finite number", path=path, line=line, field="reference")
     if isinstance(ref, str) and not ref.strip():
-        raise InputError("must not be empty (leave it out for code items)", path=path, line=line, field="reference")
+        raise InputError(
+            "must not be empty (leave it out for code items)", path=path, line=line, field="reference"
+        )
     return ref
 
 
