@@ -147,6 +147,20 @@ def test_near_duplicates_found_and_confirmed():
     assert len(pairs) <= 32
 
 
+def test_sampled_near_duplicate_rate_is_corrected(monkeypatch):
+    rng = np.random.default_rng(1)
+    vocab = [f"w{i}" for i in range(5000)]
+    rows = [{"prompt": f"Task {i}", "response": " ".join(rng.choice(vocab, 40))} for i in range(800)]
+    for k in range(200):  # 200 near-duplicate partners: a true redundant share of 0.2
+        words = rows[k]["response"].split()
+        words[int(rng.integers(40))] = "zz"
+        rows.append({"prompt": rows[k]["prompt"], "response": " ".join(words)})
+    monkeypatch.setattr(probe, "NEAR_DUP_SAMPLE", 500)
+    nd = probe.run(_inputs(rows)).metrics["near_duplicates"]
+    assert nd["rows_checked"] == 500 and nd["sample_share"] == 0.5
+    assert nd["rate_in_sample"] < 0.15 and 0.12 < nd["rate"] < 0.28
+
+
 def test_false_fail_rate_on_clean_training_sets():
     # 200 clean, reference-verified training sets of 20-120 rows
     fails = 0

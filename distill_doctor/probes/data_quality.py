@@ -15,7 +15,9 @@ Checks on the training set (columns prompt, response, id, source, reference):
    mixing), and, on verified rows, no extractable final answer. Fail: >= 50 rows, rate
    >= 15% and binomial test against 5%; warn: rate > 5% with at least 3 rows.
 3. Duplicates: exact duplicates of the normalised prompt+response (all rows), and near
-   duplicates (MinHash LSH, see ``near_duplicates``; in a sample beyond 100k rows).
+   duplicates (MinHash LSH, see ``near_duplicates``; on a sample of 50k distinct rows beyond
+   that size, where a row's partner is sampled with probability f = sample share, so the
+   in-sample share of rows with a partner is divided by f to estimate the full-set share).
    Fail: >= 100 rows, redundant share >= 30% and binomial test against 10%; warn: > 10%.
 4. Length outliers: robust z of log(1 + words) beyond 4 (scale floored at 0.25, about a
    28% length change, so near-constant lengths do not explode); reported, warn above 10%.
@@ -53,7 +55,7 @@ from distill_doctor.stats import (
 
 MODE = "data_quality"
 TEXT_SAMPLE = 100_000
-NEAR_DUP_SAMPLE = 100_000
+NEAR_DUP_SAMPLE = 50_000
 RULES = {
     # check: (min rows, tolerance tested against, practical fail rate, warn rate, min count for warn)
     "verified_error": (30, 0.05, 0.10, 0.05, 2),
@@ -270,7 +272,9 @@ def run(inputs: DiagnosisInputs) -> Finding:
     texts = (df["prompt"].to_numpy()[nd_pos] + "\n" + df["response"].to_numpy()[nd_pos]).tolist()
     pairs = near_duplicate_pairs(texts, cfg)
     near_rows = {int(nd_pos[j]) for _, j, _ in pairs}  # the later row of each pair is redundant
-    near_rate = len(near_rows) / len(nd_pos) if len(nd_pos) else 0.0
+    in_sample = len(near_rows) / len(nd_pos) if len(nd_pos) else 0.0
+    share = len(nd_pos) / unique_pos.size if unique_pos.size else 1.0
+    near_rate = min(1.0, in_sample / share) if share > 0 else 0.0  # partner-inclusion correction
     redundant = int(exact.sum()) + int(round(near_rate * unique_pos.size))
     v_dup, t_dup = _rule("duplicate", redundant, n, inputs.alpha)
 
@@ -353,6 +357,8 @@ def run(inputs: DiagnosisInputs) -> Finding:
         "near_duplicates": {
             "rows": len(near_rows),
             "rate": json_float(near_rate),
+            "rate_in_sample": json_float(in_sample),
+            "sample_share": json_float(share),
             "rows_checked": int(len(nd_pos)),
             "pairs": len(pairs),
             **cfg.record(),
