@@ -71,3 +71,26 @@ def test_edge_cases(kind):
 def test_false_fail_rate_on_clean_runs():
     counts = false_fail_sweep(probe.run)
     assert counts.get("fail", 0) <= 5, counts
+
+
+def test_collapse_made_of_degenerate_outputs_points_to_exposure_bias():
+    """The same planted collapse, but the hard-side failures are loops without a final answer."""
+    import dataclasses
+
+    from distill_doctor.data.records import ModelOutput, Verdict
+
+    inputs = make_run("capacity_gap", n=400, seed=0)
+    assert probe.run(inputs).verdict == "fail"
+    loop = "carry the one and add the tens again " * 12
+    student = dict(inputs.student)
+    verdicts = dict(inputs.student_verdicts)
+    for item_id, v in inputs.student_verdicts.items():
+        if not v.passed and inputs.teacher_verdicts[item_id].passed:
+            student[item_id] = ModelOutput(id=item_id, output=loop)
+            verdicts[item_id] = Verdict(passed=False, answer=None, reason="no answer")
+    derailing = dataclasses.replace(inputs, student=student, student_verdicts=verdicts)
+    finding = probe.run(derailing)
+    check_finding(finding)
+    assert finding.verdict == "warn"
+    assert "exposure_bias" in finding.summary
+    assert finding.metrics["hard_failures_degenerate"]["share"] == 1.0

@@ -29,9 +29,19 @@ bound above 0.05 that misses one of these gives ``warn``. (A uniformly weaker st
 logit behind everywhere, still shows a small positive DiD on the probability scale where the
 teacher nears its ceiling; these bounds keep that from reading as a collapse.)
 Gap closure per slice is reported as S / T (no base-model accuracy is known).
+
+Capacity, not derailment: when most of the student's extra failures on the hard side
+(teacher right, student wrong) are degenerate outputs (a repetition loop, no final answer,
+a truncated or script-switching ending; :func:`exposure_bias.degeneration`), the student is
+not missing the skill so much as losing the thread of its own long generations: that is
+exposure bias's signature, so a ``fail`` here is lowered to ``warn`` and the summary points
+there. Needs at least ``MIN_DEGENERATE_BASE`` such items and a degenerate share of at least
+``DEGENERATE_SHARE``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from scipy import stats as st
@@ -45,6 +55,8 @@ WARN_BOUND = 0.05
 MIN_SIDE = 30
 EASY_RETENTION = 0.75
 MAX_CATEGORIES = 20
+DEGENERATE_SHARE = 0.5
+MIN_DEGENERATE_BASE = 10
 PERMUTATION_MAX_N = 5000
 GUARDRAIL = (
     "Close the gap before distilling harder material: use a larger student or distil through a "
@@ -273,6 +285,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
     ]
     did = None
     evidence = []
+    hard_ids: list[str] = []
     if chosen:
         did = {
             "estimate": json_float(chosen["estimate"]),
@@ -299,7 +312,21 @@ def run(inputs: DiagnosisInputs) -> Finding:
             if tv[i].passed and not sv[i].passed
         ][:10]
 
-    if verdict == "fail":
+    derail = None
+    if chosen:
+        derail = _degenerate_share(inputs, [i for i in hard_ids if tv[i].passed and not sv[i].passed])
+    degenerate_collapse = (
+        derail is not None and derail["n"] >= MIN_DEGENERATE_BASE and derail["share"] >= DEGENERATE_SHARE
+    )
+    if verdict == "fail" and degenerate_collapse:
+        verdict = "warn"
+        summary = (
+            f"The student's gap to the teacher grows where {chosen['split']} "
+            f"(DiD {chosen['estimate']:+.2f}), but {derail['k']} of its {derail['n']} extra failures there "
+            "are degenerate outputs (loops, no final answer, cut-off endings): the student derails on "
+            "long generations rather than lacking the skill; see exposure_bias first."
+        )
+    elif verdict == "fail":
         c = chosen
         summary = (
             f"The student keeps up on easy items ({c['student_easy']:.0%} vs teacher {c['teacher_easy']:.0%}) "
@@ -328,11 +355,13 @@ def run(inputs: DiagnosisInputs) -> Finding:
         "length_buckets": _length_buckets(inputs, ids, t, s),
         "did": did,
         "splits_tested": len(candidates),
+        "hard_failures_degenerate": derail,
         "fail_rule": {
             "margin": MARGIN,
             "warn_bound": WARN_BOUND,
             "min_side": MIN_SIDE,
             "easy_retention": EASY_RETENTION,
+            "degenerate_share_to_downgrade": DEGENERATE_SHARE,
             "alpha": inputs.alpha,
         },
     }
@@ -347,6 +376,21 @@ def run(inputs: DiagnosisInputs) -> Finding:
         p_value=chosen["p_adjusted"] if chosen else None,
         n=n,
     )
+
+
+def _degenerate_share(inputs: DiagnosisInputs, failed_ids: list[str]) -> dict[str, Any]:
+    """How many of the student's hard-side failures (teacher right) are degenerate outputs."""
+    from distill_doctor.probes.exposure_bias import degeneration
+
+    items = {it.id: it for it in inputs.items}
+    k = 0
+    for i in failed_ids:
+        is_code = items[i].verifier_kind == "code"
+        answer_missing = inputs.student_verdicts[i].answer is None
+        if degeneration(inputs.student[i].output, answer_missing, is_code=is_code):
+            k += 1
+    n = len(failed_ids)
+    return {"k": k, "n": n, "share": json_float(k / n) if n else None}
 
 
 PROBE = Probe(
