@@ -125,3 +125,10 @@ def test_shipped_example_configs_are_valid(method):
     path = Path(__file__).resolve().parents[1] / "configs" / f"{method}.yaml"
     cfg = load_config(path)
     assert cfg.method == method
+
+
+def test_dashed_method_name_is_accepted_on_the_command_line():
+    from distill_doctor.cli import build_parser
+
+    args = build_parser().parse_args(["train", "logit-kd", "--config", "cfg.yaml"])
+    assert args.method == "logit_kd"

@@ -48,7 +48,10 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "method", choices=METHODS, help="sft (sequence KD), logit_kd, gkd (on-policy), skd (speculative)"
+        "method",
+        type=_method_name,
+        choices=METHODS,
+        help="sft (sequence KD), logit_kd (also spelled logit-kd), gkd (on-policy), skd (speculative)",
     )
     p.add_argument("--config", type=Path, help="YAML config file (fields listed below)")
     p.add_argument(
@@ -64,6 +67,11 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
     p.set_defaults(func=run)
+
+
+def _method_name(text: str) -> str:
+    """Accept the dashed spelling too (``logit-kd``), as the command line usually writes it."""
+    return text.replace("-", "_")
 
 
 def run(args: argparse.Namespace) -> int:
