@@ -245,3 +245,13 @@ def test_closed_form_kl_gradient_equals_autograd(reverse, temperature):
     assert float(value) == pytest.approx(float(want.detach()), rel=1e-12)
     assert not torch.isnan(grad).any()
     assert torch.allclose(grad, want_grad, atol=1e-12)
+
+
+def test_no_loss_tokens_give_zero_and_zero_gradients():
+    s_hidden, s_head, t_hidden, t_head, mask, labels = make_batch(seed=10)
+    s_hidden.requires_grad_(True)
+    none = torch.zeros_like(mask)
+    out = chunked_distill_loss(s_hidden, s_head, t_hidden, t_head, mask=none, labels=labels, hard_weight=0.5)
+    out.loss.backward()
+    assert float(out.loss) == 0.0 and float(s_hidden.grad.abs().sum()) == 0.0
+    assert float(chunked_cross_entropy(s_hidden, s_head, torch.full_like(labels, -100))) == 0.0
