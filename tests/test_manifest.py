@@ -63,7 +63,7 @@ def test_numeric_revision_is_kept_as_text(tmp_path):
         ("filters: [{name: f, kept: 1.5}]", "filters[0].kept"),
         ("decontamination: {benchmarks: gsm8k}", "decontamination.benchmarks"),
         ("decontamination: {benchmarks: [[x]]}", "decontamination.benchmarks[0]"),
-        ("decontamination: {ngram: 0}", "decontamination.ngram"),
+        ("decontamination: {ngram: -1}", "decontamination.ngram"),
         ("dataset_sha256: abc", "dataset_sha256"),
     ],
 )

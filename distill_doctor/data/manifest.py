@@ -39,7 +39,7 @@ _SCHEMA: dict[str, Any] = {
     "decontamination": {
         "benchmarks": ["str"],
         "method": "str",
-        "ngram": "posint",
+        "ngram": "count",  # 0: whole-text (exact) matching, no n-grams
         "threshold": "number",
         "removed": "count",
     },
