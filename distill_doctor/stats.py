@@ -34,6 +34,13 @@ def json_float(x: float | None, digits: int = 6) -> float | None:
     return round(x, digits)
 
 
+def json_interval(ci) -> list[float | None] | None:
+    """An interval ``(lo, hi)`` as a report's ``[lo, hi]`` (each through :func:`json_float`); None when missing."""
+    if not ci:
+        return None
+    return [json_float(x) for x in ci]
+
+
 # --- binomial proportions -------------------------------------------------------------
 
 

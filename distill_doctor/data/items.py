@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from distill_doctor.data.jsonl import get_id, get_str, iter_jsonl, type_name
+from distill_doctor.data.jsonl import get_id, get_str, get_str_or_number, iter_jsonl, type_name
 from distill_doctor.data.records import Item
 from distill_doctor.errors import InputError
 
@@ -42,13 +42,9 @@ def lm_doc_hash(doc: Any) -> str:
 
 
 def _reference(obj: dict[str, Any], path: str, line: int) -> str | int | float | None:
-    ref = obj.get("reference")
+    ref = get_str_or_number(obj, "reference", path=path, line=line)
     if ref is None:
         return None
-    if isinstance(ref, bool) or not isinstance(ref, (str, int, float)):
-        raise InputError(
-            f"must be a string or a number, found {type_name(ref)}", path=path, line=line, field="reference"
-        )
     if isinstance(ref, float) and (ref != ref or ref in (float("inf"), float("-inf"))):
         raise InputError("must be a finite number", path=path, line=line, field="reference")
     if isinstance(ref, str) and not ref.strip():
@@ -131,7 +127,8 @@ def _check_reference(verifier: str, ref: Any, path: str, line: int) -> None:
         )
 
 
-def _parse_item(obj: dict[str, Any], path: str, line: int) -> Item:
+def parse_item(obj: dict[str, Any], path: str, line: int) -> Item:
+    """One validated item from a parsed JSONL row (``path``/``line`` name it in errors)."""
     item_id = get_id(obj, path=path, line=line)
     prompt = get_str(obj, "prompt", path=path, line=line)
     ref = _reference(obj, path, line)
@@ -160,6 +157,18 @@ def _parse_item(obj: dict[str, Any], path: str, line: int) -> Item:
     )
 
 
+def check_new_id(item_id: str, first_line: dict[str, int], path: str, line: int) -> None:
+    """Refuse an id already seen (``first_line``: id -> line of its first row), else record it."""
+    if item_id in first_line:
+        raise InputError(
+            f"duplicate id {item_id!r} (first on line {first_line[item_id]})",
+            path=path,
+            line=line,
+            field="id",
+        )
+    first_line[item_id] = line
+
+
 def load_items(path: str | Path) -> ItemList:
     """Read and validate an items JSONL file (``.jsonl`` or ``.jsonl.gz``).
 
@@ -174,15 +183,8 @@ def load_items(path: str | Path) -> ItemList:
     rows: list[dict[str, Any]] = []
     first_line: dict[str, int] = {}
     for line, obj in iter_jsonl(path):
-        item = _parse_item(obj, spath, line)
-        if item.id in first_line:
-            raise InputError(
-                f"duplicate id {item.id!r} (first on line {first_line[item.id]})",
-                path=spath,
-                line=line,
-                field="id",
-            )
-        first_line[item.id] = line
+        item = parse_item(obj, spath, line)
+        check_new_id(item.id, first_line, spath, line)
         items.append(item)
         rows.append(obj)
     if not items:

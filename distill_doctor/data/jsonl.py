@@ -165,6 +165,20 @@ def get_id(obj: dict[str, Any], name: str = "id", *, path: str | Path, line: int
     return text
 
 
+def get_str_or_number(
+    obj: dict[str, Any], name: str, *, path: str | Path, line: int
+) -> str | int | float | None:
+    """An optional ``obj[name]`` that is a string or a number (not a boolean); missing/null -> ``None``."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise InputError(
+            f"must be a string or a number, found {_type_name(value)}", path=path, line=line, field=name
+        )
+    return value
+
+
 def type_name(value: Any) -> str:
     """A short, human name of a JSON value's type ("a string", "null", ...) for error messages."""
     return _type_name(value)

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from distill_doctor.data.jsonl import get_id, get_str, iter_jsonl, type_name
+from distill_doctor.data.jsonl import get_id, get_str, get_str_or_number, iter_jsonl, type_name
 from distill_doctor.errors import InputError
 
 COLUMNS = ("prompt", "response", "id", "source", "reference")
@@ -73,13 +73,9 @@ def _from_messages(messages: Any, path: str, line: int) -> tuple[str, str]:
 
 
 def _reference(obj: dict[str, Any], path: str, line: int) -> str | None:
-    ref = obj.get("reference")
+    ref = get_str_or_number(obj, "reference", path=path, line=line)
     if ref is None:
         return None
-    if isinstance(ref, bool) or not isinstance(ref, (str, int, float)):
-        raise InputError(
-            f"must be a string or a number, found {type_name(ref)}", path=path, line=line, field="reference"
-        )
     return ref if isinstance(ref, str) else json.dumps(ref)
 
 

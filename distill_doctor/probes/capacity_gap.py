@@ -47,7 +47,14 @@ import numpy as np
 from scipy import stats as st
 
 from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
-from distill_doctor.stats import bootstrap_distribution, clopper_pearson, holm, json_float, percentile_ci
+from distill_doctor.stats import (
+    bootstrap_distribution,
+    clopper_pearson,
+    holm,
+    json_float,
+    json_interval,
+    percentile_ci,
+)
 
 MODE = "capacity_gap"
 MARGIN = 0.15
@@ -289,7 +296,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
     if chosen:
         did = {
             "estimate": json_float(chosen["estimate"]),
-            "ci": [json_float(x) for x in chosen["ci"]],
+            "ci": json_interval(chosen["ci"]),
             "ci_level": json_float(level),
             "slice_key": chosen["slice_key"],
             "split": chosen["split"],

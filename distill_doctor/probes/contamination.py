@@ -32,7 +32,7 @@ from typing import Any
 
 from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
 from distill_doctor.probes.overlap import OverlapIndex, summarize_hits, tokens
-from distill_doctor.stats import clopper_pearson, fisher_exact, json_float
+from distill_doctor.stats import clopper_pearson, fisher_exact, json_float, json_interval
 
 MODE = "contamination"
 MIN_DIRTY = 3
@@ -264,7 +264,7 @@ def _membership(inputs: DiagnosisInputs, dirty: set[str]) -> dict[str, Any]:
         "n_dirty": len(s_dirty),
         "n_clean": len(s_clean),
         "auc_dirty_vs_clean": json_float(value),
-        "auc_ci": [json_float(ci[0]), json_float(ci[1])],
+        "auc_ci": json_interval(ci),
         "note": "AUC > 0.5: dirty prompts look more like training members to the student (supporting only)",
     }
 

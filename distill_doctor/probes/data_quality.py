@@ -49,6 +49,7 @@ from distill_doctor.stats import (
     binom_test_greater,
     clopper_pearson,
     json_float,
+    json_interval,
     robust_z,
     two_proportion_diff_ci,
 )
@@ -247,7 +248,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
         attribution[name] = {
             "teacher_rate": json_float(rate_t[0] / rate_t[1]) if rate_t and rate_t[1] else None,
             "teacher_n": rate_t[1] if rate_t else None,
-            "diff_ci": [json_float(x) for x in diff_ci] if diff_ci else None,
+            "diff_ci": json_interval(diff_ci),
             "beyond_teacher": beyond,
         }
     if v_err == "fail" and not attribution["verified_error"]["beyond_teacher"]:

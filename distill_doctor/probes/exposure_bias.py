@@ -57,6 +57,7 @@ from distill_doctor.stats import (
     bootstrap_distribution,
     fisher_exact,
     json_float,
+    json_interval,
     percentile_ci,
     permutation_test,
 )
@@ -310,7 +311,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
         "student_signs": _sign_counts(s_signs),
         "teacher_signs": _sign_counts(t_signs),
         "did_degeneration": json_float(did),
-        "did_ci": [json_float(did_ci[0]), json_float(did_ci[1])] if did_ci else None,
+        "did_ci": json_interval(did_ci),
         "excess_long": json_float(excess_long),
         "excess_all": json_float(excess_all),
         "did_accuracy_gap": json_float(acc_did),

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from distill_doctor.causal_lm import encode_left_padded, generate_new_tokens, load_causal_lm
 from distill_doctor.data.records import Item
 from distill_doctor.errors import InputError
-from distill_doctor.probes.min_k_plus import load_model
-from distill_doctor.stats import bootstrap_ci, json_float
+from distill_doctor.stats import bootstrap_ci, json_float, json_interval
 
 LENGTHS = (16, 32, 64)
 MAX_PROMPTS = 64
@@ -51,27 +51,21 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
-@torch.no_grad()
 def _generate(
     model, ids: torch.Tensor, mask: torch.Tensor, steps: int, pad_id: int, do_sample: bool = False
 ) -> torch.Tensor:
     """Continuation of exactly ``steps`` tokens per row (greedy, or sampled at temperature 1): (B, P) -> (B, steps)."""
     if steps <= 0:
         return ids[:, :0]
-    extra = (
-        {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
-        if do_sample
-        else {"do_sample": False}
-    )
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=mask,
+    return generate_new_tokens(
+        model,
+        ids,
+        mask,
         max_new_tokens=steps,
         min_new_tokens=steps,
-        pad_token_id=pad_id,
-        **extra,
+        pad_id=pad_id,
+        temperature=1.0 if do_sample else 0.0,
     )
-    return out[:, ids.shape[1] : ids.shape[1] + steps]
 
 
 @torch.no_grad()
@@ -108,7 +102,7 @@ def _ratio_block(fr: np.ndarray, tf: np.ndarray, seed: int) -> dict[str, Any]:
         "L_TF": json_float(tf_mean),
         "L_FR": json_float(fr_mean),
         "ratio": json_float(ratio),
-        "ci": [json_float(ci[0]), json_float(ci[1])] if ci else None,
+        "ci": json_interval(ci),
         "exacc_err_pct": json_float((ratio - 1) * 100) if ratio is not None else None,
         "exacc_err_ci": [json_float((ci[0] - 1) * 100), json_float((ci[1] - 1) * 100)] if ci else None,
     }
@@ -128,8 +122,8 @@ def measure_exposure_bias(
     batch_size: int = 16,
 ) -> dict[str, Any]:
     """R_l at each length and the injected-error recovery, on up to ``max_prompts`` item prompts."""
-    teacher, t_tok = load_model(teacher_dir)
-    student, s_tok = load_model(student_dir)
+    teacher, t_tok = load_causal_lm(teacher_dir)
+    student, s_tok = load_causal_lm(student_dir)
     _same_tokenizer(t_tok, s_tok, teacher_dir, student_dir)
     return measure_with_models(
         teacher,
@@ -185,19 +179,13 @@ def measure_with_models(
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     special = set(tok.all_special_ids)
     normal = np.array([i for i in range(vocab) if i not in special])
-    tok.padding_side, tok.truncation_side = "left", "left"
     device = next(student.parameters()).device
     tf_rows, fr_rows, clean_rows, bad_rows, answers = [], [], [], [], {"clean": [], "corrupt": []}
     for start in range(0, len(chosen), batch_size):
         chunk = chosen[start : start + batch_size]
-        enc = tok(
-            [it.prompt for it in chunk],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=MAX_PROMPT_TOKENS,
-        )
-        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        ids, mask = encode_left_padded(
+            tok, [it.prompt for it in chunk], device, max_length=MAX_PROMPT_TOKENS
+        )  # (B, P) each
         t_cont = _generate(teacher, ids, mask, total, pad_id, do_sample)
         s_cont = _generate(student, ids, mask, total, pad_id, do_sample)
         tf_rows.append(step_kl(teacher, student, ids, mask, t_cont, vocab).cpu().numpy())

@@ -19,23 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill_doctor.errors import InputError
+from distill_doctor.causal_lm import load_causal_lm
 from distill_doctor.stats import bootstrap_ci
 
 
 def load_model(path: str | Path):
     """``(model, tokenizer)`` from a ``from_pretrained`` directory, in eval mode on the CPU/GPU at hand."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path))
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot load a causal LM with from_pretrained: {err}", path=path) from err
-    model.eval()
-    if torch.cuda.is_available():
-        model.to("cuda")
-    return model, tok
+    return load_causal_lm(path)
 
 
 def token_z_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

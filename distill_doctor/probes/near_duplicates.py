@@ -20,9 +20,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-from distill_doctor.probes.text_features import jaccard, ngrams, words
+from distill_doctor.probes import minhash
+from distill_doctor.probes.text_features import words
 
-SCHEME = "affine32"
+SCHEME = minhash.SCHEME
 HASHFUNC = "sha1_hash32"
 
 
@@ -39,11 +40,12 @@ class NearDupConfig:
 
     def record(self) -> dict:
         """What a report must state to make the result reproducible."""
-        return {**asdict(self), "scheme": SCHEME, "hashfunc": HASHFUNC, "library": "datasketch"}
+        return minhash.record(**asdict(self), hashfunc=HASHFUNC)
 
 
-def shingles(text: str, n: int) -> set[tuple[str, ...]]:
-    return ngrams(words(text), n)
+def shingles(text: str, n: int) -> set[str]:
+    """Word ``n``-gram shingles (joined by spaces) of the normalised text."""
+    return minhash.word_shingles(words(text), n)
 
 
 def near_duplicate_pairs(
@@ -54,7 +56,7 @@ def near_duplicate_pairs(
     Empty texts are skipped. Identical texts are found too; callers that count exact
     duplicates separately should drop those first.
     """
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHashLSH
 
     cfg = config or NearDupConfig()
     sets = [shingles(t, cfg.shingle_words) for t in texts]
@@ -66,17 +68,14 @@ def near_duplicate_pairs(
     keep = [i for i, s in enumerate(sets) if s]
     if len(keep) < 2:
         return []
-    encoded = [[" ".join(g).encode("utf-8") for g in sets[i]] for i in keep]
-    sketches = MinHash.bulk(encoded, num_perm=cfg.num_perm, seed=cfg.seed, scheme=SCHEME)
+    encoded = [[g.encode("utf-8") for g in sets[i]] for i in keep]
+    sketches = minhash.sketches(encoded, num_perm=cfg.num_perm, seed=cfg.seed)
     lsh = MinHashLSH(threshold=cfg.lsh_threshold, num_perm=cfg.num_perm)
     with lsh.insertion_session() as session:
         for i, mh in zip(keep, sketches):
             session.insert(i, mh, check_duplication=False)
     pairs = []
     for i, mh in zip(keep, sketches):
-        cands = [j for j in lsh.query(mh) if j > i]
-        for j in sorted(cands)[: cfg.max_candidates]:
-            jac = jaccard(sets[i], sets[j])
-            if jac >= cfg.jaccard_threshold:
-                pairs.append((i, j, jac))
+        cands = sorted(j for j in lsh.query(mh) if j > i)[: cfg.max_candidates]
+        pairs.extend((i, j, jac) for j, jac in minhash.confirmed(cands, sets[i], sets, cfg.jaccard_threshold))
     return pairs

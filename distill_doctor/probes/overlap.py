@@ -45,13 +45,14 @@ from typing import Any
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
+from distill_doctor.probes import minhash
 from distill_doctor.probes.window_hash import WindowHasher, bitmap, items_per_hash, member
 
 _DELETE_PUNCT = str.maketrans("", "", string.punctuation)
 _PUNCT = re.escape(string.punctuation)
 _KEEP_RE = re.compile(rf"[^\s{_PUNCT}]+|[{_PUNCT}]")
 _SENTENCE_END = frozenset(".?!")
-MINHASH_SCHEME = "affine32"  # datasketch >= 2.0 default, stated explicitly (1.x sketches are "legacy")
+MINHASH_SCHEME = minhash.SCHEME
 _OOV_SALT = np.uint64(0x9E3779B97F4A7C15)
 MIN_WHOLE_WORDS = 3  # whole-text matches need at least this many normalised words
 
@@ -162,7 +163,7 @@ class OverlapIndex:
         self.punctuation = punctuation
         self.ngram, self.shingle, self.num_perm = ngram, shingle, num_perm
         self.minhash_threshold, self.dirty_coverage = minhash_threshold, dirty_coverage
-        self.lsh_threshold = round(max(0.3, minhash_threshold - lsh_margin), 6)
+        self.lsh_threshold = minhash.lsh_threshold(minhash_threshold, lsh_margin)
         self.min_contained = min(min_contained, ngram - 1)
         self.batch_rows = batch_rows
         self.eval_ids = list(eval_texts)
@@ -255,7 +256,7 @@ class OverlapIndex:
                 session.insert(e, m)
 
     def _minhash(self, sets: list[set[int]]) -> list[MinHash]:
-        return MinHash.bulk(sets, num_perm=self.num_perm, scheme=MINHASH_SCHEME, hashfunc=_low32)
+        return minhash.sketches(sets, num_perm=self.num_perm, hashfunc=_low32)
 
     # ---- scan ----------------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -275,18 +276,16 @@ class OverlapIndex:
             "template_ngrams": len(self._template_ngrams),
             "template_shingles": len(self._template_shingles),
             "hash": "64-bit polynomial window hash over eval-vocabulary word ids; n-gram hits confirmed by exact tuple comparison",
-            "minhash": {
-                "library": "datasketch",
-                "scheme": MINHASH_SCHEME,
-                "hashfunc": "64-bit shingle window hash folded to 32 bits",
-                "num_perm": self.num_perm,
-                "shingle": f"{self.shingle} words",
-                "threshold": self.minhash_threshold,
-                "lsh_threshold": self.lsh_threshold,
-                "lsh_bands": self.lsh.b,
-                "lsh_rows": self.lsh.r,
-                "confirm": "exact Jaccard of the shingle sets (template shingles removed)",
-            },
+            "minhash": minhash.record(
+                num_perm=self.num_perm,
+                hashfunc="64-bit shingle window hash folded to 32 bits",
+                shingle=f"{self.shingle} words",
+                threshold=self.minhash_threshold,
+                lsh_threshold=self.lsh_threshold,
+                lsh_bands=self.lsh.b,
+                lsh_rows=self.lsh.r,
+                confirm="exact Jaccard of the shingle sets (template shingles removed)",
+            ),
             "n_eval": len(self.eval_ids),
         }
 
@@ -450,13 +449,10 @@ class OverlapIndex:
         sketches = self._minhash([sets[r] for r in order])
         out = []
         for r, m in zip(order, sketches):
-            st = sets[r]
-            for e in self.lsh.query(m):
-                other = self.eval_shingles[e]
-                inter = len(st & other)
-                jac = inter / (len(st) + len(other) - inter)
-                if jac >= self.minhash_threshold:
-                    out.append(Hit(self.eval_ids[e], "near", jac, b.rows[r], True))
+            for e, jac in minhash.confirmed(
+                self.lsh.query(m), sets[r], self.eval_shingles, self.minhash_threshold
+            ):
+                out.append(Hit(self.eval_ids[e], "near", jac, b.rows[r], True))
         return out
 
 

@@ -36,7 +36,13 @@ import numpy as np
 
 from distill_doctor.probes import text_features as tf
 from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
-from distill_doctor.stats import cluster_bootstrap_means, exact_mcnemar, json_float, percentile_ci
+from distill_doctor.stats import (
+    cluster_bootstrap_means,
+    exact_mcnemar,
+    json_float,
+    json_interval,
+    percentile_ci,
+)
 
 MODE = "superficial_imitation"
 MIN_PAIRS = 20
@@ -171,7 +177,7 @@ def _perturbation(inputs: DiagnosisInputs, pairs: list) -> dict:
         "teacher_drop": json_float(t_drop),
         "student_drop": json_float(s_drop),
         "diff": json_float(s_drop - t_drop),
-        "diff_ci": [json_float(x) for x in diff_ci],
+        "diff_ci": json_interval(diff_ci),
         "student_breaks": b,
         "student_repairs": c,
         "mcnemar_p": exact_mcnemar(b, c),

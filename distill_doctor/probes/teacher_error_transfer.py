@@ -57,6 +57,7 @@ from distill_doctor.stats import (
     cohen_kappa,
     fisher_exact,
     json_float,
+    json_interval,
     kappa_statistic,
 )
 
@@ -335,7 +336,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
             "alpha": inputs.alpha,
         },
         "kappa": json_float(kappa),
-        "kappa_ci": [json_float(x) for x in kappa_ci] if kappa_ci else None,
+        "kappa_ci": json_interval(kappa_ci),
         "student_acc_when_teacher_wrong": json_float(float(s_ok[~t_ok].mean())) if (~t_ok).any() else None,
         "student_acc_when_teacher_right": json_float(float(s_ok[t_ok].mean())) if t_ok.any() else None,
         "format_faults": fmt,

@@ -9,7 +9,9 @@ All functions take untrusted model text and never raise on odd input. They are c
   ``hashes``, ``answer_is``, or ``None``).
 - ``markers(text)``: the set of style marker phrases present (``Step``, ``####``, ...).
 - ``step_lines(text)``: number of non-empty lines; ``numbered_steps``: lines that open a step.
-- ``repetition_loop(text)``: the text ends in (or is dominated by) a repeated span.
+- ``repetition_loop(text)``: the text ends in (or is dominated by) a repeated span (lines, word
+  n-grams); ``periodic_loop(text)``: a unit of characters repeated back to back (the ``generate``
+  filter's rule, which also catches loops inside one line or without words, e.g. ``"?????"``).
 - ``truncated(text)``: an unbalanced code fence or brace, or an ending mid-sentence.
 - ``scripts(text)`` / ``mixed_script(text)``: letters per writing system; more than one.
 - ``ngram_jaccard(a, b, n)``: Jaccard similarity of word n-gram sets.
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+
+import numpy as np
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _BOXED = re.compile(r"\\boxed\s*\{")
@@ -143,6 +147,62 @@ def repetition_loop(text: str | None, *, n: int = 4, min_words: int = 24) -> boo
     grams = list(zip(*(w[i:] for i in range(n))))
     counts = Counter(grams)
     return counts.most_common(1)[0][1] >= 4 and len(counts) / len(grams) < 0.4
+
+
+def periodic_runs(codes: np.ndarray, max_period: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """For each period ``p = 1..max_period``: the longest run of positions with
+    ``codes[i] == codes[i + p]``, and where it starts. Returns ``(length, start)``, each ``(max_period,)``.
+
+    All periods at once: rows of ``E[i, p - 1] = codes[i] == codes[i + p]`` are processed in blocks
+    of ``block`` positions (memory ``block * max_period``), the run ending at each position is
+    ``i - (last position <= i where E is False)``, via a running maximum carried across blocks.
+    """
+    n = len(codes)
+    # Pad with values no character has (and that differ from each other): comparisons past the end fail.
+    pad = np.arange(0x110000, 0x110000 + max_period, dtype=np.uint32)
+    windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([codes, pad]), max_period + 1)
+    best_len = np.zeros(max_period, dtype=np.int64)
+    best_end = np.zeros(max_period, dtype=np.int64)
+    last_break = np.full(max_period, -1, dtype=np.int64)  # carried from the previous block
+    for s in range(0, n, block):
+        w = windows[s : min(s + block, n)]  # (b, P + 1)
+        equal = w[:, 1:] == w[:, :1]  # (b, P)
+        idx = np.arange(s, s + len(w), dtype=np.int64)[:, None]  # (b, 1)
+        breaks = np.where(equal, -1, idx)  # (b, P)
+        breaks[0] = np.maximum(breaks[0], last_break)
+        breaks = np.maximum.accumulate(breaks, axis=0)
+        run = idx - breaks  # (b, P): length of the run of equal comparisons ending at each position
+        end = run.argmax(axis=0)  # (P,)
+        length = run[end, np.arange(max_period)]
+        better = length > best_len
+        best_len[better], best_end[better] = length[better], end[better] + s
+        last_break = breaks[-1]
+    return best_len, best_end - best_len + 1
+
+
+def periodic_loop(
+    text: str | None, *, min_repeats: int = 4, min_chars: int = 40, max_period: int = 200
+) -> tuple[int, int, int] | None:
+    """``(start, period, length)`` of a back-to-back loop in ``text``, else None.
+
+    A loop: some unit of ``p`` characters (``p <= max_period``) repeated back to back over a
+    stretch of at least ``max(min_chars, min_repeats * p)`` characters. A run of ``r`` positions
+    with ``text[i] == text[i + p]`` means the stretch ``text[i : i + r + p]`` repeats its first
+    ``p`` characters; the smallest period that qualifies is reported.
+    """
+    if not text or len(text) < min_chars:
+        return None
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # one code point per entry
+    periods = min(max_period, len(codes) // min_repeats)
+    if periods < 1:
+        return None
+    run, start = periodic_runs(codes, periods)
+    p = np.arange(1, periods + 1)
+    ok = (run > 0) & (run + p >= np.maximum(min_chars, min_repeats * p))
+    if not ok.any():
+        return None
+    k = int(np.flatnonzero(ok)[0])
+    return int(start[k]), k + 1, int(run[k]) + k + 1
 
 
 def truncated(text: str | None) -> bool:

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
 
-from datasketch import MinHash, MinHashLSH
+from datasketch import MinHashLSH
 
+from distill_doctor.probes import minhash
 from distill_doctor.probes.overlap import tokens
 
-MINHASH_SCHEME = "affine32"  # datasketch >= 2.0 default, stated explicitly
+MINHASH_SCHEME = minhash.SCHEME
 
 
 def exact_key(prompt: str, response: str) -> str:
@@ -43,11 +44,7 @@ def exact_duplicates(rows: Sequence[tuple[str, str]]) -> dict[int, int]:
 
 
 def _shingles(text: str, size: int) -> set[bytes]:
-    words = tokens(text, "keep")
-    if len(words) < size:
-        grams = [" ".join(words)] if words else []
-    else:
-        grams = [" ".join(words[i : i + size]) for i in range(len(words) - size + 1)]
+    grams = minhash.word_shingles(tokens(text, "keep"), size)
     return {blake2b(g.encode("utf-8"), digest_size=8).digest() for g in grams}
 
 
@@ -71,19 +68,18 @@ class NearDedup:
 
     @property
     def lsh_threshold(self) -> float:
-        return round(max(0.3, self.threshold - 0.2), 6)
+        return minhash.lsh_threshold(self.threshold)
 
     def params(self) -> dict[str, Any]:
-        return {
-            "similarity": "Jaccard of token shingles of prompt + response (exact, after MinHash/LSH candidates)",
-            "tokens": "lowercase words, each ASCII punctuation character a token",
-            "shingle": self.shingle,
-            "threshold": self.threshold,
-            "num_perm": self.num_perm,
-            "lsh_threshold": self.lsh_threshold,
-            "library": "datasketch",
-            "scheme": MINHASH_SCHEME,
-        }
+        return minhash.record(
+            similarity="Jaccard of token shingles of prompt + response (exact, after MinHash/LSH candidates)",
+            tokens="lowercase words, each ASCII punctuation character a token",
+            shingle=self.shingle,
+            threshold=self.threshold,
+            lsh_threshold=self.lsh_threshold,
+            num_perm=self.num_perm,
+            hashfunc="first 4 bytes (little-endian) of the shingle's 8-byte blake2b",
+        )
 
     def duplicates(self, rows: Sequence[tuple[str, str]]) -> dict[int, tuple[int, float]]:
         """``{row: (earlier kept row, Jaccard)}`` for rows near-duplicating an earlier kept row.
@@ -92,19 +88,14 @@ class NearDedup:
         (a ~ b ~ c with a !~ c) keep a and c.
         """
         sets = [_shingles(f"{p}\n{r}", self.shingle) for p, r in rows]
-        sketches = MinHash.bulk(
-            [list(s) for s in sets], num_perm=self.num_perm, scheme=MINHASH_SCHEME, hashfunc=_hash32
-        )
+        sketches = minhash.sketches(sets, num_perm=self.num_perm, hashfunc=_hash32)
         lsh = MinHashLSH(threshold=self.lsh_threshold, num_perm=self.num_perm)
         dupes: dict[int, tuple[int, float]] = {}
         for i, (st, sketch) in enumerate(zip(sets, sketches)):
             best: tuple[int, float] | None = None
             if st:
-                for j in lsh.query(sketch):
-                    other = sets[j]
-                    inter = len(st & other)
-                    jac = inter / (len(st) + len(other) - inter)
-                    if jac >= self.threshold and (best is None or (jac, -j) > (best[1], -best[0])):
+                for j, jac in minhash.confirmed(lsh.query(sketch), st, sets, self.threshold):
+                    if best is None or (jac, -j) > (best[1], -best[0]):
                         best = (j, jac)
             if best is not None:
                 dupes[i] = best

@@ -19,9 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from distill_doctor.data.records import Item
+from distill_doctor.probes.text_features import has_final_answer, periodic_loop
 
 
 @dataclass(frozen=True)
@@ -39,68 +38,24 @@ def is_truncated(item: Item, text: str) -> str | None:
     return "stopped at max_new_tokens before EOS" if getattr(text, "truncated", False) else None
 
 
-def periodic_runs(codes: np.ndarray, max_period: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """For each period ``p = 1..max_period``: the longest run of positions with
-    ``codes[i] == codes[i + p]``, and where it starts. Returns ``(length, start)``, each ``(max_period,)``.
-
-    All periods at once: rows of ``E[i, p - 1] = codes[i] == codes[i + p]`` are processed in blocks
-    of ``block`` positions (memory ``block * max_period``), the run ending at each position is
-    ``i - (last position <= i where E is False)``, via a running maximum carried across blocks.
-    """
-    n = len(codes)
-    # Pad with values no character has (and that differ from each other): comparisons past the end fail.
-    pad = np.arange(0x110000, 0x110000 + max_period, dtype=np.uint32)
-    windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([codes, pad]), max_period + 1)
-    best_len = np.zeros(max_period, dtype=np.int64)
-    best_end = np.zeros(max_period, dtype=np.int64)
-    last_break = np.full(max_period, -1, dtype=np.int64)  # carried from the previous block
-    for s in range(0, n, block):
-        w = windows[s : min(s + block, n)]  # (b, P + 1)
-        equal = w[:, 1:] == w[:, :1]  # (b, P)
-        idx = np.arange(s, s + len(w), dtype=np.int64)[:, None]  # (b, 1)
-        breaks = np.where(equal, -1, idx)  # (b, P)
-        breaks[0] = np.maximum(breaks[0], last_break)
-        breaks = np.maximum.accumulate(breaks, axis=0)
-        run = idx - breaks  # (b, P): length of the run of equal comparisons ending at each position
-        end = run.argmax(axis=0)  # (P,)
-        length = run[end, np.arange(max_period)]
-        better = length > best_len
-        best_len[better], best_end[better] = length[better], end[better] + s
-        last_break = breaks[-1]
-    return best_len, best_end - best_len + 1
-
-
 def repetition_loop(
     item: Item, text: str, *, min_repeats: int = 4, min_chars: int = 40, max_period: int = 200
 ) -> str | None:
-    """A reason when ``text`` holds a back-to-back loop (see the module docstring), else None.
-
-    A run of ``r`` positions with ``text[i] == text[i + p]`` means the stretch ``text[i : i + r + p]``
-    repeats its first ``p`` characters; the smallest period that qualifies is reported.
-    """
-    if len(text) < min_chars:
+    """A reason when ``text`` holds a back-to-back loop (see the module docstring), else None."""
+    loop = periodic_loop(text, min_repeats=min_repeats, min_chars=min_chars, max_period=max_period)
+    if loop is None:
         return None
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # one code point per entry
-    periods = min(max_period, len(codes) // min_repeats)
-    if periods < 1:
-        return None
-    run, start = periodic_runs(codes, periods)
-    p = np.arange(1, periods + 1)
-    ok = (run > 0) & (run + p >= np.maximum(min_chars, min_repeats * p))
-    if not ok.any():
-        return None
-    k = int(np.flatnonzero(ok)[0])
-    first, period = int(start[k]), k + 1
-    return f"loop of {text[first : first + period][:40]!r} over {int(run[k]) + period} characters"
+    first, period, length = loop
+    return f"loop of {text[first : first + period][:40]!r} over {length} characters"
 
 
 def no_final_answer(item: Item, text: str) -> str | None:
-    from distill_doctor.verify.extract import KINDS, extract_answer
+    from distill_doctor.verify.extract import KINDS
 
     kind = item.verifier_kind
     if kind not in KINDS:
         return None
-    return f"no {kind} final answer found" if extract_answer(text, kind) is None else None
+    return None if has_final_answer(text, kind) else f"no {kind} final answer found"
 
 
 def default_filters(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill_doctor.data.items import _parse_item  # the items loader's per-row validation
+from distill_doctor.data.items import check_new_id, parse_item
 from distill_doctor.data.jsonl import get_id, get_str, iter_jsonl
 from distill_doctor.data.records import VERIFIER_KINDS, Item
 from distill_doctor.errors import InputError
@@ -47,15 +47,8 @@ def load_prompts(path: str | Path) -> list[Item]:
         has_check = obj.get("reference") is not None or (
             isinstance(verifier, str) and verifier.strip() == "code"
         )
-        item = _parse_item(obj, spath, line) if has_check else _bare_prompt(obj, spath, line)
-        if item.id in first_line:
-            raise InputError(
-                f"duplicate id {item.id!r} (first on line {first_line[item.id]})",
-                path=spath,
-                line=line,
-                field="id",
-            )
-        first_line[item.id] = line
+        item = parse_item(obj, spath, line) if has_check else _bare_prompt(obj, spath, line)
+        check_new_id(item.id, first_line, spath, line)
         prompts.append(item)
     if not prompts:
         raise InputError("no prompts: the file is empty", path=spath)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from distill_doctor.causal_lm import encode_left_padded, generate_new_tokens, load_causal_lm
 from distill_doctor.errors import InputError
 
 Sampler = Callable[[list[str], int], list[list[str]]]
@@ -64,15 +65,7 @@ class SamplingParams:
 
 def load_model(model_dir: str | Path, *, device: str = "cpu", dtype: str | torch.dtype = "auto"):
     """Load a causal LM and its tokenizer from a local directory (no hub), in eval mode on ``device``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise InputError("not a model directory (no config.json)", path=model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True, dtype=dtype)
-    model.to(device).eval()
-    return model, tokenizer
+    return load_causal_lm(model_dir, device=device, dtype=dtype, local_only=True)
 
 
 class HFSampler:
@@ -117,15 +110,8 @@ class HFSampler:
     @torch.no_grad()
     def _generate(self, prompts: list[str], per_prompt: int) -> list[Completion]:
         tok, p = self.tokenizer, self.params
-        old_side = tok.padding_side
-        tok.padding_side = "left"
-        try:
-            enc = tok(prompts, return_tensors="pt", padding=True)
-        finally:
-            tok.padding_side = old_side
         device = next(self.model.parameters()).device
-        input_ids = enc["input_ids"].to(device)  # (B, T)
-        attention_mask = enc["attention_mask"].to(device)  # (B, T)
+        input_ids, attention_mask = encode_left_padded(tok, prompts, device)  # (B, T) each
         max_new = p.max_new_tokens
         if self.max_positions is not None:
             max_new = min(max_new, self.max_positions - input_ids.shape[1])
@@ -137,22 +123,19 @@ class HFSampler:
                 )
         seed = p.seed + self._batch_index
         self._batch_index += 1
-        sample = p.temperature > 0
-        kwargs = {"do_sample": sample, "num_return_sequences": per_prompt}
-        if sample:
-            kwargs.update(temperature=p.temperature, top_p=p.top_p, top_k=0)
         # A private RNG stream: sampling neither depends on nor disturbs the caller's RNG state.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            generated = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                max_new_tokens=max_new,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-                **kwargs,
-            )
-        new = generated[:, input_ids.shape[1] :]  # (B * per_prompt, <= max_new)
+        new = generate_new_tokens(
+            self.model,
+            input_ids,
+            attention_mask,
+            max_new_tokens=max_new,
+            pad_id=tok.pad_token_id,
+            eos_id=tok.eos_token_id,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            num_return_sequences=per_prompt,
+            seed=seed,
+        )  # (B * per_prompt, <= max_new)
         return [self._completion(row) for row in new]
 
     def _completion(self, row: torch.Tensor) -> Completion:
