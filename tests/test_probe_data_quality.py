@@ -64,6 +64,9 @@ def test_clean_training_sets_pass(kind):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_teacher_errors_in_targets_are_left_to_error_transfer(seed):
+    """Alone the probe fails; when the student demonstrably repeats teacher errors, the diagnosis
+    reports the wrong targets under teacher_error_transfer and lowers this fail to warn."""
+    from distill_doctor.diagnose.run import attribute_teacher_errors
     from distill_doctor.probes import teacher_error_transfer
 
     inputs = make_run("error_transfer", 300, seed, train=True)
@@ -71,8 +74,24 @@ def test_teacher_errors_in_targets_are_left_to_error_transfer(seed):
     d = check_finding(f)
     assert d["metrics"]["verified_error_rate"] > 0.1
     assert d["metrics"]["teacher_attribution"]["verified_error"]["beyond_teacher"] is False
+    assert f.verdict == "fail"
+    assert d["metrics"]["teacher_explained_checks"] == ["verified_error"]
+    transfer = teacher_error_transfer.run(inputs)
+    assert transfer.verdict == "fail"
+    attribute_teacher_errors([f, transfer])
     assert f.verdict == "warn" and "teacher_error_transfer" in f.summary
-    assert teacher_error_transfer.run(inputs).verdict == "fail"
+
+
+def test_wrong_targets_fail_when_the_student_does_not_repeat_teacher_errors():
+    from distill_doctor.diagnose.run import attribute_teacher_errors
+    from distill_doctor.probes import teacher_error_transfer
+
+    inputs = make_run("error_transfer", 300, 0, train=True)
+    f = probe.run(inputs)
+    transfer = teacher_error_transfer.run(make_run("clean_high", 300, 0))
+    assert transfer.verdict == "pass"
+    attribute_teacher_errors([f, transfer])
+    assert f.verdict == "fail"
 
 
 def test_few_wrong_targets_at_most_warn():

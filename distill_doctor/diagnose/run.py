@@ -139,6 +139,27 @@ def run_probes(inputs: DiagnosisInputs, probes: tuple[Probe, ...] = PROBES) -> l
     return findings
 
 
+def attribute_teacher_errors(findings: list[Finding]) -> None:
+    """Wrong training targets the teacher's own error rate explains, in a run where the student
+    demonstrably repeats the teacher's errors, are teacher error transfer, not a separate data fault.
+
+    ``data_quality`` lists such checks in ``metrics["teacher_explained_checks"]``; when every one of
+    its failing checks is among them and ``teacher_error_transfer`` fails, its fail becomes ``warn``.
+    """
+    by_mode = {f.mode: f for f in findings}
+    data, transfer = by_mode.get("data_quality"), by_mode.get("teacher_error_transfer")
+    if data is None or transfer is None or data.verdict != "fail" or transfer.verdict != "fail":
+        return
+    failing = {name for name, v in (data.metrics.get("checks") or {}).items() if v == "fail"}
+    explained = set(data.metrics.get("teacher_explained_checks") or ())
+    if failing and failing <= explained:
+        data.verdict = "warn"
+        data.summary += (
+            " These wrong targets occur at about the teacher's own error rate and the student repeats "
+            "the teacher's errors: fix them as teacher_error_transfer (lowered from fail)."
+        )
+
+
 def control_false_alarms(findings: list[Finding], alpha: float) -> list[float | None]:
     """Holm-adjust the probes' primary p-values; a ``fail`` that loses significance becomes ``warn``.
 
@@ -228,6 +249,7 @@ def diagnose(req: DiagnosisRequest) -> dict[str, Any]:
     findings = run_probes(inputs)
     req.timings["probes_s"] = time.perf_counter() - t0
     adjusted = control_false_alarms(findings, req.alpha)
+    attribute_teacher_errors(findings)
     return build_report(inputs, findings, adjusted, meta, timings=req.timings)
 
 

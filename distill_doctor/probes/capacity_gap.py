@@ -22,13 +22,15 @@ within the easy and the hard side separately (2,000 replicates), at the simultan
 (Bonferroni) level 1 - alpha / (number of splits), so the CI that clears the margin was
 not picked as the luckiest of many.
 
-Fail needs, for one split: Holm-adjusted p < alpha; DiD CI lower bound > 0.15; at least 30
-items on each side; and the student keeping up on the easy side (S_easy >= 0.75 T_easy).
+Fail needs, for one split: Holm-adjusted p < alpha; DiD CI lower bound > 0.15; at least 20
+items on each side; and the student keeping up on the easy side (S_easy >= 0.6 T_easy).
 A DiD point estimate above 0.15 with Holm-adjusted p < alpha and a simultaneous CI lower
 bound above 0.05 that misses one of these gives ``warn``. (A uniformly weaker student, one
 logit behind everywhere, still shows a small positive DiD on the probability scale where the
 teacher nears its ceiling; these bounds keep that from reading as a collapse.)
 Gap closure per slice is reported as S / T (no base-model accuracy is known).
+Only unperturbed items count (``variant`` absent or ``original``): perturbed variants measure
+robustness, which is superficial_imitation's question.
 
 Capacity, not derailment: when most of the student's extra failures on the hard side
 (teacher right, student wrong) are degenerate outputs (a repetition loop, no final answer,
@@ -59,8 +61,8 @@ from distill_doctor.stats import (
 MODE = "capacity_gap"
 MARGIN = 0.15
 WARN_BOUND = 0.05
-MIN_SIDE = 30
-EASY_RETENTION = 0.75
+MIN_SIDE = 20
+EASY_RETENTION = 0.6
 MAX_CATEGORIES = 20
 DEGENERATE_SHARE = 0.5
 MIN_DEGENERATE_BASE = 10
@@ -194,8 +196,10 @@ def _length_buckets(inputs: DiagnosisInputs, ids: list[str], t: np.ndarray, s: n
 
 
 def run(inputs: DiagnosisInputs) -> Finding:
-    ids = inputs.scored_ids()
     items = {it.id: it for it in inputs.items}
+    # Perturbed variants measure robustness (superficial_imitation's question), not capacity:
+    # a slice made mostly of perturbed items would show a robustness drop as a "collapse".
+    ids = [i for i in inputs.scored_ids() if items[i].is_original]
     tv, sv = inputs.teacher_verdicts or {}, inputs.student_verdicts
     t = np.array([tv[i].passed for i in ids], dtype=float)
     s = np.array([sv[i].passed for i in ids], dtype=float)

@@ -25,10 +25,11 @@ Checks on the training set (columns prompt, response, id, source, reference):
 Teacher attribution (when teacher outputs are given): wrong or malformed targets that
 occur at about the teacher's own rate on the evaluation items are the teacher's errors, and
 whether the student learned them is ``teacher_error_transfer``'s question (it comes right
-after this probe in the debug order). So a verified-error or format fail also needs the
-training rate to exceed the teacher's evaluation rate: Newcombe 95% CI of the difference
-above 0.05; otherwise that check is reported as ``warn``. Without teacher outputs the
-rules above apply unchanged.
+after this probe in the debug order). A failing verified-error or format check whose training
+rate does not exceed the teacher's evaluation rate (Newcombe 95% CI of the difference above
+0.05) is listed in ``metrics["teacher_explained_checks"]``; when ``teacher_error_transfer``
+fails too, the diagnosis reports such a fail as ``warn`` (the errors are the teacher's, and the
+student demonstrably learned them). Otherwise wrong targets fail here whatever their source.
 
 Text checks and verification run on a random sample of at most 100,000 rows beyond that
 size (the sample size is in the metrics); exact duplicates always use every row.
@@ -251,10 +252,15 @@ def run(inputs: DiagnosisInputs) -> Finding:
             "diff_ci": json_interval(diff_ci),
             "beyond_teacher": beyond,
         }
-    if v_err == "fail" and not attribution["verified_error"]["beyond_teacher"]:
-        v_err = "warn"
-    if v_fmt == "fail" and not attribution["format_violation"]["beyond_teacher"]:
-        v_fmt = "warn"
+    # Which failing checks the teacher's own error rate explains; the diagnosis lowers such a
+    # fail to warn only when teacher_error_transfer confirms the student learned teacher errors.
+    teacher_explained = [
+        name
+        for name, v in (("verified_error", v_err), ("format_violation", v_fmt))
+        if v == "fail"
+        and attribution[name]["teacher_rate"] is not None
+        and not attribution[name]["beyond_teacher"]
+    ]
 
     # 3. duplicates
     norm = (
@@ -374,6 +380,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
         },
         "checks": parts,
         "teacher_attribution": attribution,
+        "teacher_explained_checks": teacher_explained,
         "rules": {
             k: dict(zip(("min_n", "tolerance", "fail_rate", "warn_rate", "warn_count"), v))
             for k, v in RULES.items()

@@ -21,7 +21,7 @@ p-values (an intersection-union test: a fail needs both).
 
 Fail needs >= 20 pairs, both p-values < alpha with more breaks than repairs, the
 drop-difference CI lower bound > 0.15, teacher-like style (style score >= 0.5) and a student
-that looks competent on the originals (accuracy >= 50%); otherwise the drop is reported as
+that looks competent on the originals (accuracy >= 50%, or >= 75% of a weaker teacher's); otherwise the drop is reported as
 ``warn`` (a student that does not imitate, or fails the originals too, has another problem). Without perturbation pairs the probe is at most ``warn`` (a capacity-limited
 student also looks like its teacher and fails): warn when the style score >= 0.6, the
 teacher is at least 50% accurate, the student reaches at most half the teacher's accuracy
@@ -49,7 +49,8 @@ MIN_PAIRS = 20
 MARGIN = 0.15
 STYLE_FAIL = 0.5
 STYLE_WARN = 0.6
-MIN_ORIGINAL = 0.5  # the student must look competent on the familiar form
+MIN_ORIGINAL = 0.5  # the student must look competent on the familiar form ...
+ORIGINAL_RETENTION = 0.75  # ... or, with a weak teacher, keep 75% of the teacher's accuracy there
 GUARDRAIL = (
     "Train on substance, not surface: add verified perturbed variants of the training prompts and "
     "reject targets that fail the verifier (`distill-doctor generate --reject-with verifier ...`), "
@@ -141,7 +142,8 @@ def _perturbation(inputs: DiagnosisInputs, pairs: list) -> dict:
     with np.errstate(divide="ignore", invalid="ignore"):
         t_drop_b = 1 - m_tp / m_to
         s_drop_b = 1 - m_sp / m_so
-    diff_ci = percentile_ci(s_drop_b - t_drop_b)
+        diff_b = s_drop_b - t_drop_b  # resamples with an undefined drop are dropped by percentile_ci
+    diff_ci = percentile_ci(diff_b)
     # Differential test: D = (So - Sp) - (To - Tp) per pair, summed per group (pairs of a group
     # share an original); one-sided sign-flip test on the group sums (mean 0 when the two
     # models are equally robust).
@@ -255,7 +257,8 @@ def run(inputs: DiagnosisInputs) -> Finding:
         style_score is not None
         and style_score >= STYLE_FAIL
         and pert is not None
-        and (pert["student_original"] or 0) >= MIN_ORIGINAL
+        and (pert["student_original"] or 0)
+        >= min(MIN_ORIGINAL, ORIGINAL_RETENTION * (pert["teacher_original"] or 0))
     )
     if drops and imitates:
         verdict = "fail"
@@ -323,6 +326,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
             "style_fail": STYLE_FAIL,
             "style_warn": STYLE_WARN,
             "min_student_original": MIN_ORIGINAL,
+            "or_share_of_teacher_original": ORIGINAL_RETENTION,
             "alpha": inputs.alpha,
         },
     }

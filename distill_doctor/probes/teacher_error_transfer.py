@@ -189,9 +189,12 @@ def run(inputs: DiagnosisInputs) -> Finding:
         inputs.seed,
     )
     cross, cross_pairs = cross_item_chance(
-        [str(items[i].reference) for i in plain], [tv[i].answer for i in plain], [sv[i].answer for i in plain]
+        [str(items[i].reference) for i in plain],
+        [tv[i].answer for i in plain],
+        [sv[i].answer for i in plain],
+        [items[i].group or f"#{i}" for i in plain],
     )
-    choice = choice_chance([items[i] for i in both_wrong], [tv, sv]) if both_wrong else 0.0
+    choice = choice_chance([items[i] for i in both_wrong], CHANCE_FLOOR) if both_wrong else 0.0
     p0 = max(cross, p_global, p_code, choice, CHANCE_FLOOR)
     rate = k / n_bw if n_bw else float("nan")
     p_primary = binom_test_greater(k, n_bw, p0) if n_bw else None

@@ -13,11 +13,12 @@ both are non-trivial and nearly identical.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 
 import numpy as np
 
-from distill_doctor.data.records import Item, Verdict
+from distill_doctor.data.records import Item
 from distill_doctor.probes import text_features as tf
 
 CODE_SIMILARITY = 0.9  # word 3-gram Jaccard of two completions
@@ -66,8 +67,21 @@ def code_chance(pairs: list[tuple[str, str, str, str]], seed: int, max_pairs: in
     return hits / i.size
 
 
-def cross_item_chance(ref_of: list[str], t_ans: list[str], s_ans: list[str]) -> tuple[float, int]:
-    """Share of (student answer of i, teacher answer of j), i != j with the same reference, that match."""
+MIN_CROSS_PAIRS = 30  # fewer comparable pairs estimate nothing
+
+
+def cross_item_chance(
+    ref_of: list[str], t_ans: list[str], s_ans: list[str], groups: list[str] | None = None
+) -> tuple[float, int]:
+    """Share of (student answer of i, teacher answer of j) that match, over pairs i != j with the
+    same reference from *different* problems.
+
+    ``groups``: the problem each position belongs to (SPEC ``group``; variants of one problem share
+    it). Variants of one problem (an original and its distractor version) are the same problem, so
+    a shared wrong answer between them is no evidence of chance. Returns ``(rate, pairs)``; with
+    fewer than ``MIN_CROSS_PAIRS`` comparable pairs the rate is 0 (no estimate).
+    """
+    groups = groups if groups is not None else [f"#{p}" for p in range(len(ref_of))]
     by_ref: dict[str, list[int]] = defaultdict(list)
     for pos, r in enumerate(ref_of):
         by_ref[r].append(pos)
@@ -78,20 +92,45 @@ def cross_item_chance(ref_of: list[str], t_ans: list[str], s_ans: list[str]) -> 
             continue
         ct = Counter(t_ans[p] for p in positions)
         cs = Counter(s_ans[p] for p in positions)
-        same_item = sum(1 for p in positions if t_ans[p] == s_ans[p])
-        matches += sum(cs[a] * ct.get(a, 0) for a in cs) - same_item
-        pairs += m * (m - 1)
-    return (matches / pairs if pairs else 0.0), pairs
+        by_group: dict[str, list[int]] = defaultdict(list)
+        for p in positions:
+            by_group[groups[p]].append(p)
+        same_group_matches, same_group_pairs = 0, 0
+        for members in by_group.values():
+            gt = Counter(t_ans[p] for p in members)
+            gs = Counter(s_ans[p] for p in members)
+            same_group_matches += sum(c * gt.get(a, 0) for a, c in gs.items())
+            same_group_pairs += len(members) ** 2
+        matches += sum(c * ct.get(a, 0) for a, c in cs.items()) - same_group_matches
+        pairs += m * m - same_group_pairs
+    if pairs < MIN_CROSS_PAIRS:
+        return 0.0, pairs
+    return matches / pairs, pairs
 
 
-def choice_chance(items: list[Item], verdicts: list[dict[str, Verdict]]) -> float:
-    letters = {
-        v[it.id].answer
-        for it in items
+_OPTION = re.compile(r"^\s*\(?([A-Ja-j])[.):]\s", re.M)
+DEFAULT_OPTIONS = 4
+
+
+def options_in_prompt(prompt: str) -> int:
+    """How many lettered options (``A.``, ``(B)``, ``C)``, ``D:`` at a line start) a prompt lists."""
+    return len({m.upper() for m in _OPTION.findall(prompt)})
+
+
+def choice_chance(items: list[Item], floor: float) -> float:
+    """Mean per-item chance of a shared wrong answer over ``items`` (the both-wrong items).
+
+    A choice item with K options gives 1 / (K - 1) (two independent wrong picks among the K - 1
+    wrong options; K counted in the prompt, ``DEFAULT_OPTIONS`` when none is found); any other
+    item gives ``floor``. Counting the letters seen across items instead would make two letters
+    look like a two-option question and the chance 1.0.
+    """
+    if not items:
+        return 0.0
+    per = [
+        1.0 / max(1, (options_in_prompt(it.prompt) or DEFAULT_OPTIONS) - 1)
         if it.verifier_kind == "choice"
-        for v in verdicts
-        if it.id in v and v[it.id].answer is not None
-    }
-    letters |= {str(it.reference).strip().upper() for it in items if it.verifier_kind == "choice"}
-    k = len(letters)
-    return 1.0 / (k - 1) if k >= 2 else 0.0
+        else floor
+        for it in items
+    ]
+    return sum(per) / len(per)

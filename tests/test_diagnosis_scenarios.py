@@ -1,0 +1,133 @@
+"""The real ``distill-doctor diagnose`` on independently generated, labelled scenarios.
+
+Scenarios come from ``tests/scenarios.py`` (not ``synthetic_runs.py``): clean runs at high and
+low accuracy and tiny size must show no ``fail``; each planted mode must fail, and the primary
+suspect must be the first failing mode in debug order. The full sweep with detection and
+false-alarm rates is ``bench/validate_diagnosis.py``; a reduced sweep runs here under ``slow``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from scenarios import MODES, STATISTICAL, ScenarioSpec, build_scenario
+
+from distill_doctor.cli import main
+from distill_doctor.reports.schema import validate_report
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_DOCTOR_CACHE", str(tmp_path / "cache"))
+
+
+def diagnose(spec: ScenarioSpec, tmp_path: Path) -> tuple[dict, dict[str, str]]:
+    scen = build_scenario(spec, tmp_path / spec.name)
+    out = tmp_path / spec.name / "out"
+    assert main(scen.cli_args(out)) == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    validate_report(report)
+    for name in ("report.md", "report.html"):
+        assert (out / name).stat().st_size > 0
+    verdicts = {f["mode"]: f["verdict"] for f in report["findings"]}
+    assert set(verdicts) == set(MODES)
+    failing = [m for m in MODES if verdicts[m] == "fail"]  # MODES is in debug order
+    assert report["primary_suspect"] == (failing[0] if failing else None)
+    return report, verdicts
+
+
+def fails(verdicts: dict[str, str]) -> list[str]:
+    return [m for m, v in verdicts.items() if v == "fail"]
+
+
+CLEAN = [
+    ScenarioSpec("clean", 11, 200, teacher_acc=0.95, student_gap=0.08),
+    ScenarioSpec("clean", 12, 200, teacher_acc=0.35, student_gap=0.05),  # low accuracy
+    ScenarioSpec("clean", 13, 600, teacher_acc=0.6, student_gap=0.12, train_chat=True),
+    ScenarioSpec("clean", 14, 600, teacher_acc=0.95, student_gap=0.12, student_scale="logit"),
+    ScenarioSpec("clean", 15, 60, teacher_acc=0.6, with_manifest=False, train_reference=False),
+    ScenarioSpec("clean", 16, 12, teacher_acc=0.95),  # tiny
+    ScenarioSpec("clean", 17, 12, teacher_acc=0.35),  # tiny and low accuracy
+]
+
+
+@pytest.mark.parametrize("spec", CLEAN, ids=lambda s: s.name)
+def test_clean_run_has_no_fail(spec, tmp_path):
+    report, verdicts = diagnose(spec, tmp_path)
+    assert fails(verdicts) == [], {
+        m: f["summary"] for m, f in _by_mode(report).items() if m in fails(verdicts)
+    }
+    assert report["primary_suspect"] is None
+    assert report["accuracy"]["n"] == spec.n
+
+
+PLANTED = [
+    ScenarioSpec("teacher_error_transfer", 1, 600, teacher_acc=0.95),
+    ScenarioSpec("capacity_gap", 1, 600, teacher_acc=0.95),
+    ScenarioSpec("superficial_imitation", 1, 600, teacher_acc=0.6),
+    ScenarioSpec("exposure_bias", 1, 200, teacher_acc=0.6),
+    ScenarioSpec("contamination", 1, 200, teacher_acc=0.95),
+    ScenarioSpec("provenance", 3, 60, provenance_fault="license"),
+    ScenarioSpec("provenance", 4, 60, provenance_fault="decontamination"),
+    ScenarioSpec("provenance", 5, 60, provenance_fault="sha"),
+]
+
+
+@pytest.mark.parametrize(
+    "spec", PLANTED, ids=lambda s: s.name + (f"-{s.provenance_fault}" if s.provenance_fault else "")
+)
+def test_planted_mode_fails(spec, tmp_path):
+    report, verdicts = diagnose(spec, tmp_path)
+    assert verdicts[spec.label] == "fail", _by_mode(report)[spec.label]["summary"]
+    if fails(verdicts) == [spec.label]:
+        assert report["primary_suspect"] == spec.label
+
+
+def test_planted_wrong_targets_fail_data_quality(tmp_path):
+    report, verdicts = diagnose(ScenarioSpec("data_quality", 1, 600, teacher_acc=0.95), tmp_path)
+    assert verdicts["data_quality"] == "fail", _by_mode(report)["data_quality"]["summary"]
+
+
+@pytest.mark.parametrize(
+    "label", ["teacher_error_transfer", "capacity_gap", "exposure_bias", "contamination"]
+)
+def test_tiny_planted_run_gives_at_most_warn(label, tmp_path):
+    spec = ScenarioSpec(label, 2, 12, teacher_acc=0.95)
+    assert spec.tiny
+    _, verdicts = diagnose(spec, tmp_path)
+    assert [m for m in fails(verdicts) if m in STATISTICAL] == []
+
+
+def test_scenario_files_follow_the_spec_formats(tmp_path):
+    scen = build_scenario(ScenarioSpec("contamination", 7, 60), tmp_path / "s")
+    items = [json.loads(line) for line in scen.paths["items"].read_text().splitlines()]
+    assert len(items) == 60 and len({it["id"] for it in items}) == 60
+    code = [it for it in items if it.get("verifier") == "code"]
+    assert code and all("tests" in it and "entry_point" in it and "reference" not in it for it in code)
+    assert {it["variant"] for it in items if "group" in it} <= {"original", "numbers", "distractor"}
+    outputs = [json.loads(line) for line in scen.paths["student"].read_text().splitlines()]
+    assert {o["id"] for o in outputs} == {it["id"] for it in items}
+    train = [json.loads(line) for line in scen.paths["train"].read_text().splitlines()]
+    leaked = {r["prompt"] for r in train} & {it["prompt"] for it in items}
+    assert len(leaked) == len(scen.planted["contaminated"]) == 6
+
+
+def _by_mode(report: dict) -> dict[str, dict]:
+    return {f["mode"]: f for f in report["findings"]}
+
+
+@pytest.mark.slow
+def test_quick_sweep_has_no_false_fail_on_clean_or_tiny_runs(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from validate_diagnosis import run_one, summarise, sweep_specs
+
+    rows = [run_one(spec, tmp_path) for spec in sweep_specs(quick=True)]
+    summary = summarise(rows)
+    assert summary["clean"]["with_fail"] == 0
+    assert all(m["tiny_fails"] == 0 for mode, m in summary["per_mode"].items() if mode in STATISTICAL)
+    for mode in ("exposure_bias", "contamination", "provenance"):
+        assert summary["per_mode"][mode]["rate"] == 1.0, mode
