@@ -50,6 +50,13 @@ def register(subparsers) -> None:
         action="store_true",
         help="diagnose the committed outputs instead of re-evaluating the models with lm-eval",
     )
+    p.add_argument(
+        "--closed-loop",
+        metavar="ORGANISM",
+        default=None,
+        help="instead: diagnose ORGANISM, apply its guardrail (regenerate the data with verifier "
+        "rejection, retrain), re-diagnose and show the verdict change (e.g. teacher_error_transfer)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for evaluation and the diagnosis (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress output; only the final table")
     p.set_defaults(func=run)
@@ -117,6 +124,11 @@ def run(args: argparse.Namespace) -> int:
     from distill_doctor.reports.save import save_report
 
     fixtures: Path = args.fixtures
+    if args.closed_loop:
+        from distill_doctor.closed_loop import run_closed_loop
+
+        out = args.out if args.out != Path("out/demo") else Path("out/closed-loop")
+        return run_closed_loop(fixtures, args.closed_loop, out, seed=args.seed, quiet=args.quiet)
     organisms = discover(fixtures, args.organisms)
     items_path = fixtures / "items.jsonl"
     out: Path = args.out
