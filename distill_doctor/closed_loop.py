@@ -68,6 +68,8 @@ def _student_init(fixtures: Path, folder: Path, out_dir: Path) -> Path:
 
 
 def run_closed_loop(fixtures: Path, organism: str, out: Path, *, seed: int = 0, quiet: bool = False) -> int:
+    from transformers.utils import logging as hf_logging
+
     from distill_doctor.data import load_items, load_manifest
     from distill_doctor.demo import discover
     from distill_doctor.produce.generate import GenerateOptions
@@ -77,8 +79,6 @@ def run_closed_loop(fixtures: Path, organism: str, out: Path, *, seed: int = 0, 
     from distill_doctor.produce.sampling import SamplingParams
     from distill_doctor.reports.save import save_report
     from distill_doctor.train import load_config, run_training
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our five steps are the progress report
     start = time.perf_counter()
@@ -106,6 +106,7 @@ def run_closed_loop(fixtures: Path, organism: str, out: Path, *, seed: int = 0, 
     say("2/5 regenerate the training data with verifier-based rejection (same teacher, prompts, decoding)")
     recorded = load_manifest(org.folder / "provenance.yaml").get("generation") or {}
     prompts_path = _prompts_from_training(org.folder / "train.jsonl", out / "prompts.jsonl")
+    init = _student_init(fixtures, org.folder, out / "init_student")
     gen = generate_files(
         load_prompts(prompts_path),
         prompts_path=prompts_path,
@@ -125,6 +126,8 @@ def run_closed_loop(fixtures: Path, organism: str, out: Path, *, seed: int = 0, 
         benchmarks={str(items_path): load_items(items_path)},
         teacher_license="Apache-2.0",
         prompts_license="Apache-2.0",
+        student_base=init,
+        student_license="Apache-2.0",
         quiet=True,
     )
     kept = sum(1 for _ in open(out / "train.jsonl", encoding="utf-8"))
@@ -132,7 +135,6 @@ def run_closed_loop(fixtures: Path, organism: str, out: Path, *, seed: int = 0, 
     del gen
 
     say("3/5 retrain the student with the organism's own recipe on the filtered data")
-    init = _student_init(fixtures, org.folder, out / "init_student")
     cfg = load_config(
         org.folder / "model_config.yaml",
         [f"data={(out / 'train.jsonl').resolve()}", f"student={init.resolve()}"],
