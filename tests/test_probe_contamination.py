@@ -60,8 +60,11 @@ def text_run(
             row = {"prompt": "Here is a question from a test. " + it.prompt, "response": "ok"}
         elif how == 2:
             row = {"prompt": "Repeat after me.", "response": it.prompt + " The answer is 7."}
-        else:
-            words[len(words) // 2] = "banana"
+        else:  # a light edit of a word (not a number: other numbers make another problem)
+            mid = next(
+                k for k in range(len(words) // 2, len(words)) if not any(c.isdigit() for c in words[k])
+            )
+            words[mid] = "banana"
             row = {"prompt": " ".join(words), "response": "The answer is 1."}
         rows.insert(rng.randrange(len(rows)), {"id": f"p{j}", **row})
     student, sv = {}, {}
@@ -206,3 +209,29 @@ def test_few_shot_exemplars_from_the_train_split_are_not_contamination():
     f = run(DiagnosisInputs(items=items, student=student, student_verdicts=sv, train=train))
     assert f.verdict == "pass", f.evidence[:2]
     assert f.metrics["partial"] > 100  # the union coverage is still reported
+
+
+def test_same_story_with_other_numbers_is_not_contamination():
+    """A training row that re-tells an eval problem with other numbers is another problem."""
+    story = (
+        "Vera has {a} oranges in a big basket at the market. Next the number of oranges becomes "
+        "{b} times as large because her brother brings more from the farm near the river. "
+        "How many oranges does Vera have now?"
+    )
+    items = [
+        Item(id=f"v{i}", prompt=story.format(a=50 + i, b=2 + i % 3), reference=0, verifier="numeric")
+        for i in range(40)
+    ]
+    retold = [
+        {"id": f"t{i}", "prompt": story.format(a=150 + i, b=7), "response": "The answer is 1."}
+        for i in range(40)
+    ]
+    copied = [{"id": "c0", "prompt": items[0].prompt, "response": "The answer is 2."}]
+    student = {it.id: ModelOutput(it.id, "The answer is 0.") for it in items}
+    sv = {it.id: Verdict(True, "0") for it in items}
+    f = run(
+        DiagnosisInputs(
+            items=items, student=student, student_verdicts=sv, train=Dataset.from_list(retold + copied)
+        )
+    )
+    assert f.metrics["dirty"] == 1, f.summary

@@ -7,10 +7,11 @@ stream through :meth:`OverlapIndex.scan`. Four kinds of hit, each reported per t
   which have no 13-grams at all; at least ``MIN_WHOLE_WORDS`` words).
 - ``ngram``: word n-grams (13 by default, as GPT-3 and lm-eval's Janitor) shared with the item.
   The score is the Llama-2 style *coverage*: the share of the item's content tokens inside the
-  n-grams it shares with this row; ``dirty`` when one row reaches ``dirty_coverage`` (0.8).
+  n-grams it shares with this row; ``dirty`` when one row reaches ``dirty_coverage`` (0.8) and covers every number of the item (a re-told problem with other numbers is another problem).
 - ``contained``: an item shorter than n words (but at least ``min_contained`` words) appears
   contiguously inside the row.
-- ``near``: MinHash/LSH near-duplicates of the prompt (word shingles), the LSH queried at a lower
+- ``near``: MinHash/LSH near-duplicates of the prompt (word shingles; dirty only when the row holds
+  every number of the item), the LSH queried at a lower
   threshold than the decision threshold and every candidate confirmed with the exact Jaccard.
 
 Template text (an n-gram or shingle shared by ``template_min_items`` or more eval items, e.g. a
@@ -178,6 +179,8 @@ class OverlapIndex:
                 self.vocab.setdefault(w, len(self.vocab) + 1)  # 0 = out of the eval vocabulary
         self.hasher = WindowHasher(len(self.vocab), seed)
         self.eval_tokens = [tuple(self.vocab[w] for w in ws) for ws in words]
+        # Number tokens: a problem re-told with other numbers is another problem, not a copy.
+        self.numbers = [np.array([any(c.isdigit() for c in w) for w in ws], dtype=bool) for ws in words]
         lengths = np.fromiter((len(t) for t in self.eval_tokens), dtype=np.int64, count=len(words))
         self._offsets = np.concatenate(([0], np.cumsum(lengths)))
         flat = np.fromiter(
@@ -354,7 +357,7 @@ class OverlapIndex:
             pends = np.asarray(b.prompt_ends, dtype=np.int64)[row_of]
             hits.extend(self._ngram_hits(ids, s, oov, ends, row_of, b))
             hits.extend(self._contained_hits(ids, s, oov, ends, row_of, b))
-            hits.extend(self._near_hits(s, oov, pends, row_of, b))
+            hits.extend(self._near_hits(ids, s, oov, pends, row_of, b))
         hits.sort(key=lambda h: h.row)
         yield from hits
 
@@ -381,17 +384,22 @@ class OverlapIndex:
         out = []
         for (r, e), starts in matched.items():
             cover = self.coverage(e, starts)
-            out.append(
-                Hit(
-                    self.eval_ids[e],
-                    "ngram",
-                    cover,
-                    b.rows[r],
-                    cover >= self.dirty_coverage,
-                    tuple(sorted(starts)),
-                )
-            )
+            dirty = cover >= self.dirty_coverage and self.numbers_covered(e, starts)
+            out.append(Hit(self.eval_ids[e], "ngram", cover, b.rows[r], dirty, tuple(sorted(starts))))
         return out
+
+    def numbers_covered(self, e: int, starts: Iterable[int]) -> bool:
+        """Whether every number token of eval item ``e`` lies inside a matched n-gram.
+
+        A training row that tells the same story with other numbers covers most words of the item
+        but is a different problem; a copy keeps the numbers too."""
+        numbers = self.numbers[e]
+        if not numbers.any():
+            return True
+        covered = np.zeros(len(numbers), dtype=bool)
+        for p in starts:
+            covered[p : p + self.ngram] = True
+        return bool(covered[numbers].all())
 
     def coverage(self, e: int, starts: Iterable[int]) -> float:
         """Share of eval item ``e``'s content (non-template) tokens inside the n-grams starting at ``starts``."""
@@ -419,7 +427,7 @@ class OverlapIndex:
                         out.append(Hit(self.eval_ids[e], "contained", 1.0, b.rows[r], True))
         return out
 
-    def _near_hits(self, s, oov, pends, row_of, b: _Batch) -> list[Hit]:
+    def _near_hits(self, ids, s, oov, pends, row_of, b: _Batch) -> list[Hit]:
         k = self.shingle
         h = self.hasher.windows(s, k)
         if not len(h) or not len(self._shingle_hashes):
@@ -449,11 +457,18 @@ class OverlapIndex:
         sketches = self._minhash([sets[r] for r in order])
         out = []
         for r, m in zip(order, sketches):
+            row_words: set[int] | None = None
             for e, jac in minhash.confirmed(
                 self.lsh.query(m), sets[r], self.eval_shingles, self.minhash_threshold
             ):
-                out.append(Hit(self.eval_ids[e], "near", jac, b.rows[r], True))
+                if row_words is None:
+                    row_words = set(ids[row_of == r].tolist())
+                out.append(Hit(self.eval_ids[e], "near", jac, b.rows[r], self._numbers_in(e, row_words)))
         return out
+
+    def _numbers_in(self, e: int, row_words: set[int]) -> bool:
+        """Whether every number of eval item ``e`` occurs in the training row (same problem, not a re-told one)."""
+        return all(t in row_words for t, is_num in zip(self.eval_tokens[e], self.numbers[e]) if is_num)
 
 
 def summarize_hits(index: OverlapIndex, hits: Iterable[Hit]) -> dict[str, dict[str, Any]]:
