@@ -23,8 +23,7 @@ from transformers import (
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 DEFAULT_ALPHABET = (
-    "0123456789+-*/=()[]{}.,:;!?#$%&'\"<>_^|\\~`@ \n"
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "0123456789+-*/=()[]{}.,:;!?#$%&'\"<>_^|\\~`@ \nabcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
 
 
