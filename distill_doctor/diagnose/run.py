@@ -154,6 +154,7 @@ def attribute_teacher_errors(findings: list[Finding]) -> None:
     explained = set(data.metrics.get("teacher_explained_checks") or ())
     if failing and failing <= explained:
         data.verdict = "warn"
+        data.summary = data.summary.replace("; fix the data before anything else.", ".")
         data.summary += (
             " These wrong targets occur at about the teacher's own error rate and the student repeats "
             "the teacher's errors: fix them as teacher_error_transfer (lowered from fail)."
