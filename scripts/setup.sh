@@ -18,6 +18,6 @@ if ! python -c "import torch" >/dev/null 2>&1; then
     python -m pip install --quiet "torch==2.13.0"
   fi
 fi
-TORCH_PIN="torch==$(python -c 'import torch; print(torch.__version__.split("+")[0])')"
+TORCH_PIN="torch==$(python -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null)"
 python -m pip install --quiet -e ".[dev]" "$TORCH_PIN"
 echo "setup: $(python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)')"
