@@ -22,7 +22,9 @@ within the easy and the hard side separately (2,000 replicates), at the simultan
 (Bonferroni) level 1 - alpha / (number of splits), so the CI that clears the margin was
 not picked as the luckiest of many.
 
-Fail needs, for one split: Holm-adjusted p < alpha; DiD CI lower bound > 0.15; at least 20
+Fail needs, for one split: Holm-adjusted p < alpha; a large DiD: its CI lower bound > 0.15, or
+a point estimate >= 0.15 with the CI above 0 where the student collapses (its hard-side share
+of the teacher's accuracy, S_hard / T_hard, is at most 0.6 of its easy-side share); at least 20
 items on each side; and the student keeping up on the easy side (S_easy >= 0.6 T_easy).
 A DiD point estimate above 0.15 with Holm-adjusted p < alpha and a simultaneous CI lower
 bound above 0.05 that misses one of these gives ``warn``. (A uniformly weaker student, one
@@ -64,6 +66,7 @@ WARN_BOUND = 0.05
 MIN_SIDE = 20
 EASY_RETENTION = 0.6
 MAX_CATEGORIES = 20
+COLLAPSE_RATIO = 0.6
 DEGENERATE_SHARE = 0.5
 MIN_DEGENERATE_BASE = 10
 PERMUTATION_MAX_N = 5000
@@ -265,7 +268,13 @@ def run(inputs: DiagnosisInputs) -> Finding:
         c["p_adjusted"] = a
         c["ci"] = percentile_ci(c.pop("_reps"), level)
         keeps_up = c["teacher_easy"] > 0 and c["student_easy"] >= EASY_RETENTION * c["teacher_easy"]
-        big = c["ci"][0] > MARGIN
+        # Clearly large (the CI clears the margin), or large and a real collapse: the student keeps
+        # less than COLLAPSE_RATIO of its easy-side retention of the teacher on the hard side.
+        retention_easy = c["student_easy"] / c["teacher_easy"] if c["teacher_easy"] > 0 else 0.0
+        retention_hard = c["student_hard"] / c["teacher_hard"] if c["teacher_hard"] > 0 else 1.0
+        c["retention"] = {"easy": json_float(retention_easy), "hard": json_float(retention_hard)}
+        collapse = retention_hard <= COLLAPSE_RATIO * retention_easy
+        big = c["ci"][0] > MARGIN or (c["estimate"] >= MARGIN and c["ci"][0] > 0 and collapse)
         enough = min(c["n_easy"], c["n_hard"]) >= MIN_SIDE
         if a < inputs.alpha and big and enough and keeps_up:
             c["verdict"] = "fail"
@@ -310,6 +319,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
             "n_hard": chosen["n_hard"],
             "p_value": json_float(chosen["p_value"], 8),
             "p_adjusted": json_float(chosen["p_adjusted"], 8),
+            "retention": chosen["retention"],
             **{
                 k: json_float(chosen[k])
                 for k in ("teacher_easy", "student_easy", "teacher_hard", "student_hard")
@@ -372,6 +382,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
             "warn_bound": WARN_BOUND,
             "min_side": MIN_SIDE,
             "easy_retention": EASY_RETENTION,
+            "collapse_ratio": COLLAPSE_RATIO,
             "degenerate_share_to_downgrade": DEGENERATE_SHARE,
             "alpha": inputs.alpha,
         },
