@@ -131,3 +131,14 @@ def test_quick_sweep_has_no_false_fail_on_clean_or_tiny_runs(tmp_path):
     assert all(m["tiny_fails"] == 0 for mode, m in summary["per_mode"].items() if mode in STATISTICAL)
     for mode in ("exposure_bias", "contamination", "provenance"):
         assert summary["per_mode"][mode]["rate"] == 1.0, mode
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_capacity_collapse_under_a_mediocre_teacher_fails(tmp_path, seed):
+    """Teacher ~0.6: the student keeps up on easy items and collapses on hard ones. The DiD CI does
+    not clear the 0.15 margin at this size, but the relative collapse does (capacity_gap's rule)."""
+    report, verdicts = diagnose(ScenarioSpec("capacity_gap", seed, 600, teacher_acc=0.6), tmp_path)
+    finding = _by_mode(report)["capacity_gap"]
+    assert verdicts["capacity_gap"] == "fail", finding["summary"]
+    retention = finding["metrics"]["did"]["retention"]
+    assert retention["hard"] <= 0.6 * retention["easy"]
