@@ -60,29 +60,11 @@ def test_gold_training_files_regenerate_byte_for_byte():
     assert _jsonl_bytes(rows) == (ORG / "models" / "teacher_buggy_train.jsonl").read_bytes()
     # the teacher's gold file: its first rows (the generator is sequential, so a prefix is a full check of order)
     problems, _ = tasks.sample_training_problems(2000, SEED * 1000 + 1, tasks.eval_bodies(items))
-    head = [
-        {
-            "id": f"gold-{i}",
-            "prompt": p.prompt,
-            "response": tasks.solution_text(p),
-            "reference": tasks.solve(p)[1],
-            "source": "gold",
-        }
-        for i, p in enumerate(problems)
-    ]
+    head = tasks.gold_rows(problems, "gold")
     committed = (ORG / "models" / "teacher_train.jsonl").read_bytes()
     assert committed.startswith(_jsonl_bytes(head))
     problems, _ = tasks.sample_training_problems(2000, SEED * 1000 + 4, tasks.eval_bodies(items))
-    head = [
-        {
-            "id": f"gold2-{i}",
-            "prompt": p.prompt,
-            "response": tasks.solution_text(p),
-            "reference": tasks.solve(p)[1],
-            "source": "gold",
-        }
-        for i, p in enumerate(problems)
-    ]
+    head = tasks.gold_rows(problems, "gold2")
     assert (ORG / "models" / "teacher_train_stage2.jsonl").read_bytes().startswith(_jsonl_bytes(head))
 
 
