@@ -162,3 +162,40 @@ def test_refuses_to_overwrite_an_input(tmp_path, capsys):
     )
     assert code == 2
     assert report_named_input.read_bytes() == before
+
+
+def test_a_crashing_probe_is_reported_not_fatal(tmp_path, monkeypatch, capsys):
+    from distill_doctor.diagnose import run as diagnosis
+    from distill_doctor.probes.base import Probe
+
+    def broken(inputs):
+        raise ZeroDivisionError("division by zero")
+
+    probes = tuple(
+        Probe(mode=p.mode, needs=p.needs, run=broken) if p.mode == "capacity_gap" else p
+        for p in diagnosis.PROBES
+    )
+    monkeypatch.setattr(diagnosis, "PROBES", probes)
+    monkeypatch.setattr(diagnosis.run_probes, "__defaults__", (probes,))
+    paths = arithmetic_run(tmp_path, n=40)
+    out = tmp_path / "r"
+    code = main(
+        [
+            "diagnose",
+            "--items",
+            str(paths["items"]),
+            "--teacher",
+            str(paths["teacher"]),
+            "--student",
+            str(paths["student"]),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    capacity = next(f for f in report["findings"] if f["mode"] == "capacity_gap")
+    assert capacity["verdict"] == "skipped" and "ZeroDivisionError" in capacity["skipped_reason"]
+    assert "capacity_gap probe error" in capsys.readouterr().err
+    assert next(f for f in report["findings"] if f["mode"] == "exposure_bias")["verdict"] == "pass"

@@ -9,6 +9,7 @@ whose Holm-adjusted p-value is not below alpha is reported as ``warn``.
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +128,11 @@ def load_inputs(req: DiagnosisRequest) -> tuple[DiagnosisInputs, dict[str, Any]]
 
 
 def run_probes(inputs: DiagnosisInputs, probes: tuple[Probe, ...] = PROBES) -> list[Finding]:
-    """Run each probe whose inputs are present; the rest are ``skipped`` with the missing flags named."""
+    """Run each probe whose inputs are present; the rest are ``skipped`` with the missing flags named.
+
+    A probe that crashes on unexpected input is reported as ``skipped`` with the error (and a
+    warning on stderr) instead of losing every other probe's result.
+    """
     findings = []
     for probe in probes:
         missing = probe.missing(inputs)
@@ -135,7 +140,14 @@ def run_probes(inputs: DiagnosisInputs, probes: tuple[Probe, ...] = PROBES) -> l
             flags = ", ".join(NEED_FLAGS.get(name, name) for name in missing)
             findings.append(skipped(probe.mode, f"needs {flags}"))
             continue
-        findings.append(probe.run(inputs))
+        try:
+            findings.append(probe.run(inputs))
+        except InputError:
+            raise
+        except Exception as err:  # one probe's bug must not cost the user the whole report
+            reason = f"probe error ({type(err).__name__}: {err}); please report it with this report.json"
+            print(f"distill-doctor: warning: {probe.mode} {reason}", file=sys.stderr)
+            findings.append(skipped(probe.mode, reason))
     return findings
 
 
