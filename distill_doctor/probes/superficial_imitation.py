@@ -306,6 +306,13 @@ def run(inputs: DiagnosisInputs) -> Finding:
             f"The student looks like the teacher (style {style_score:.2f}) but reaches {s_acc:.0%} vs {t_acc:.0%}; "
             "without perturbation pairs this cannot be told from a capacity gap: add group/variant items."
         )
+    elif pert is not None and (pert["diff"] or 0) > MARGIN:
+        summary = (
+            f"No clear superficial imitation: the student's accuracy change under perturbation "
+            f"({-(pert['student_drop'] or 0):+.0%}) is worse than the teacher's "
+            f"({-(pert['teacher_drop'] or 0):+.0%}), but not significantly on {pert['n_pairs']} pairs "
+            f"(p = {p_value if p_value is not None else float('nan'):.2g}); add perturbed variants to decide."
+        )
     elif pert is not None:
         summary = (
             f"No superficial imitation: the student's accuracy change under perturbation "
