@@ -42,23 +42,18 @@ def arithmetic_run(tmp_path: Path, n: int = 120, seed: int = 0) -> dict[str, Pat
     }
 
 
+def diagnose(items: Path, student: Path, out: Path, teacher: Path | None = None) -> int:
+    """Run the real CLI entry point: ``distill-doctor diagnose ... --quiet``; returns its exit code."""
+    args = ["diagnose", "--items", str(items), "--student", str(student), "--out", str(out), "--quiet"]
+    if teacher is not None:
+        args += ["--teacher", str(teacher)]
+    return main(args)
+
+
 def test_diagnose_writes_three_reports_in_spec_shape(tmp_path):
     paths = arithmetic_run(tmp_path)
     out = tmp_path / "report"
-    code = main(
-        [
-            "diagnose",
-            "--items",
-            str(paths["items"]),
-            "--teacher",
-            str(paths["teacher"]),
-            "--student",
-            str(paths["student"]),
-            "--out",
-            str(out),
-            "--quiet",
-        ]
-    )
+    code = diagnose(paths["items"], paths["student"], out, teacher=paths["teacher"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert (out / "report.md").read_text().strip()
@@ -87,21 +82,7 @@ def test_diagnose_writes_three_reports_in_spec_shape(tmp_path):
 def test_student_only_run_skips_teacher_probes(tmp_path):
     paths = arithmetic_run(tmp_path, n=30)
     out = tmp_path / "r"
-    assert (
-        main(
-            [
-                "diagnose",
-                "--items",
-                str(paths["items"]),
-                "--student",
-                str(paths["student"]),
-                "--out",
-                str(out),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert diagnose(paths["items"], paths["student"], out) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["accuracy"]["teacher"] is None
     assert report["failure_table"] is None
@@ -120,20 +101,7 @@ def test_student_only_run_skips_teacher_probes(tmp_path):
 def test_bad_input_exits_2_with_file_line_field(tmp_path, capsys, corrupt, expected):
     paths = arithmetic_run(tmp_path, n=10)
     corrupt(paths)
-    code = main(
-        [
-            "diagnose",
-            "--items",
-            str(paths["items"]),
-            "--teacher",
-            str(paths["teacher"]),
-            "--student",
-            str(paths["student"]),
-            "--out",
-            str(tmp_path / "r"),
-            "--quiet",
-        ]
-    )
+    code = diagnose(paths["items"], paths["student"], tmp_path / "r", teacher=paths["teacher"])
     assert code == 2
     err = capsys.readouterr().err
     assert expected in err
@@ -146,20 +114,7 @@ def test_refuses_to_overwrite_an_input(tmp_path, capsys):
     report_named_input = tmp_path / "report.json"
     paths["teacher"].rename(report_named_input)
     before = report_named_input.read_bytes()
-    code = main(
-        [
-            "diagnose",
-            "--items",
-            str(paths["items"]),
-            "--teacher",
-            str(report_named_input),
-            "--student",
-            str(paths["student"]),
-            "--out",
-            str(tmp_path),
-            "--quiet",
-        ]
-    )
+    code = diagnose(paths["items"], paths["student"], tmp_path, teacher=report_named_input)
     assert code == 2
     assert report_named_input.read_bytes() == before
 
@@ -179,20 +134,7 @@ def test_a_crashing_probe_is_reported_not_fatal(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(diagnosis.run_probes, "__defaults__", (probes,))
     paths = arithmetic_run(tmp_path, n=40)
     out = tmp_path / "r"
-    code = main(
-        [
-            "diagnose",
-            "--items",
-            str(paths["items"]),
-            "--teacher",
-            str(paths["teacher"]),
-            "--student",
-            str(paths["student"]),
-            "--out",
-            str(out),
-            "--quiet",
-        ]
-    )
+    code = diagnose(paths["items"], paths["student"], out, teacher=paths["teacher"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     capacity = next(f for f in report["findings"] if f["mode"] == "capacity_gap")
