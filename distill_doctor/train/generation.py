@@ -10,6 +10,7 @@ no token) are never sampled.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -25,17 +26,30 @@ def pick(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.multinomial(probs, num_samples=1).squeeze(-1)
 
 
+def _cache_argument(model) -> str:
+    """The forward argument that takes the KV cache: ``cache`` in transformers >= 5.2x, before that
+    ``past_key_values`` (deprecated since, and to be removed in 5.40)."""
+    forward = getattr(model, "module", model).forward  # a DDP wrapper's forward takes **kwargs
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def _cache_of(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 class _Stepper:
     """Feeds tokens to one model with a KV cache; ``logits`` is the next-token distribution (B, V)."""
 
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int):
         self.model, self.vocab_size = model, vocab_size
         self.mask = attention_mask
+        self.cache_argument = _cache_argument(model)
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         out = model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True
         )
-        self.past, self.position = out.past_key_values, positions[:, -1:]
+        self.past, self.position = _cache_of(out), positions[:, -1:]
         self.logits = out.logits[:, -1, :vocab_size]
 
     def feed(self, tokens: torch.Tensor) -> None:  # tokens (B,)
@@ -45,10 +59,10 @@ class _Stepper:
             input_ids=tokens[:, None],
             attention_mask=self.mask,
             position_ids=self.position,
-            past_key_values=self.past,
             use_cache=True,
+            **{self.cache_argument: self.past},
         )
-        self.past, self.logits = out.past_key_values, out.logits[:, -1, : self.vocab_size]
+        self.past, self.logits = _cache_of(out), out.logits[:, -1, : self.vocab_size]
 
 
 @torch.no_grad()
