@@ -162,21 +162,37 @@ def run(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - start:.0f} s in all"
     )
     summary = {
-        name: {"primary_suspect": r["primary_suspect"], "fail": f, "warn": w} for name, r, f, w in rows
+        name: {"planted": planted_mode(name), "primary_suspect": r["primary_suspect"], "fail": f, "warn": w}
+        for name, r, f, w in rows
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return 0
 
 
+def planted_mode(name: str) -> str | None:
+    """The failure an organism was planted with, read from its folder name: a mode name, or
+    ``none`` for the control (``clean``); ``None`` for a folder named otherwise."""
+    from distill_doctor.probes.base import MODES
+
+    if name in MODES:
+        return name
+    return "none" if name == "clean" else None
+
+
 def _table(rows) -> str:
-    head = f"{'organism':<24} {'teacher':>8} {'student':>8}  {'primary suspect':<24} other fails / warns"
+    head = (
+        f"{'organism':<24} {'teacher':>8} {'student':>8}  {'planted':<24} {'primary suspect':<24} "
+        f"{'as planted':<10}  other fails / warns"
+    )
     lines = [head, "-" * len(head)]
     for name, report, failing, warning in rows:
         acc = report["accuracy"]
         t = "n/a" if acc.get("teacher") is None else f"{100 * acc['teacher']:.0f}%"
         s = "n/a" if acc.get("student") is None else f"{100 * acc['student']:.0f}%"
         suspect = report["primary_suspect"] or "none"
+        planted = planted_mode(name)
+        found = "-" if planted is None else ("yes" if planted == suspect else "no")
         rest = [m for m in failing if m != report["primary_suspect"]]
         extra = ", ".join(rest + [f"{m} (warn)" for m in warning]) or "-"
-        lines.append(f"{name:<24} {t:>8} {s:>8}  {suspect:<24} {extra}")
+        lines.append(f"{name:<24} {t:>8} {s:>8}  {planted or '-':<24} {suspect:<24} {found:<10}  {extra}")
     return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""The README's main job, ``distill-doctor demo``, on the committed model organisms.
+
+``--no-eval`` diagnoses the committed outputs (no lm-eval run), so this is the diagnosis half of the
+main job exactly as a user runs it: every organism whose planted failure is a valid positive is
+named as the primary suspect, and the control is clean. The lm-eval half is tested on tiny models
+in ``test_eval_command.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distill_doctor.cli import main
+
+ORG = Path(__file__).resolve().parents[1] / "fixtures" / "organisms"
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (ORG / "items.jsonl").exists(), reason="organisms not built"),
+]
+
+# organism -> the mode it was planted with (``clean`` is the control). ``exposure_bias`` is not
+# listed: its on-policy twin does not derail less (fixtures/README.md), so it is no valid positive.
+PLANTED = {
+    "capacity_gap": "capacity_gap",
+    "superficial_imitation": "superficial_imitation",
+    "teacher_error_transfer": "teacher_error_transfer",
+    "contamination": "contamination",
+}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    code = main(["demo", "--no-eval", "--fixtures", str(ORG), "--out", str(out), "--quiet"])
+    return code, out
+
+
+def test_demo_writes_every_organisms_reports(demo_run):
+    code, out = demo_run
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    built = {p.name for p in ORG.iterdir() if (p / "model" / "config.json").is_file()}
+    assert set(summary) == built
+    for name in built:
+        report = json.loads((out / name / "report.json").read_text())
+        assert report["schema_version"] == 1 and report["accuracy"]["n"] == 324
+        assert (out / name / "report.md").read_text().strip()
+        assert "<html" in (out / name / "report.html").read_text().lower()
+
+
+def test_the_control_has_no_fail(demo_run):
+    _, out = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["clean"]["primary_suspect"] is None
+    assert summary["clean"]["fail"] == []
+
+
+@pytest.mark.parametrize("organism", sorted(PLANTED))
+def test_each_planted_failure_is_the_primary_suspect(demo_run, organism):
+    _, out = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary[organism]["primary_suspect"] == PLANTED[organism], summary[organism]
+
+
+def test_the_table_names_the_planted_mode_and_whether_it_was_found(demo_run, capsys):
+    _, out = demo_run
+    code = main(["demo", "--no-eval", "--fixtures", str(ORG), "--out", str(out / "again"), "--quiet"])
+    assert code == 0
+    table = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in table.splitlines() if line and line.split()[0] in PLANTED}
+    assert set(lines) == set(PLANTED)
+    for name, line in lines.items():
+        assert f"{PLANTED[name]:<24}" in line and " yes " in line, line
