@@ -60,9 +60,10 @@ def sweep_specs(quick: bool) -> list[ScenarioSpec]:
                                           train_chat=seed == 2, train_reference=seed != 3,
                                           with_manifest=seed != 4))  # fmt: skip
         for acc in accs:  # clean traps: a logit-uniform weaker student; same-story twins in train
-            specs.append(
-                ScenarioSpec("clean", seed, 600, teacher_acc=acc, student_gap=0.12, student_scale="logit")
-            )
+            for gap in (0.12, 0.3):  # 0.7 and 1.8 logits behind the teacher on every item
+                specs.append(
+                    ScenarioSpec("clean", seed, 600, teacher_acc=acc, student_gap=gap, student_scale="logit")
+                )
             specs.append(ScenarioSpec("clean", seed, 200, teacher_acc=acc, template_twins=True))
     for mode in MODES:
         for seed in seeds:
@@ -168,7 +169,7 @@ def markdown(summary: dict, rows: list[dict], seconds: float) -> str:
     lines += ["", "## Clean runs", ""]
     for key, what in (
         ("clean", "clean runs (absolute-uniform student)"),
-        ("clean_logit", "clean runs with a logit-uniform weaker student"),
+        ("clean_logit", "clean runs with a logit-uniform weaker student (0.7 or 1.8 logits behind)"),
         ("clean_twins", "clean runs whose train set holds same-story/new-number twins of 10% of math items"),
     ):
         c = summary[key]

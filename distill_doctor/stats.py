@@ -180,6 +180,22 @@ def kappa_statistic(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # --- bootstrap and permutation ----------------------------------------------------------
 
 
+def smoothed_log_odds(rate: np.ndarray | float, n: int) -> np.ndarray:
+    """Log odds of success rates (any shape) of ``n`` trials, with 0.5 added to both counts
+    (Haldane-Anscombe), so a rate of 0 or 1 stays finite: log((r n + 0.5) / ((1 - r) n + 0.5))."""
+    k = np.asarray(rate, dtype=float) * n
+    return np.log((k + 0.5) / (n - k + 0.5))
+
+
+def log_odds_gap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(B, n) 0/1 outcomes of two models on the same n items -> (B,) smoothed log odds of a's
+    success rate minus b's: the gap between two models on the logistic scale, where a uniformly
+    weaker model (one fixed number of logits behind on every item) has the same gap everywhere."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    n = a.shape[-1]
+    return smoothed_log_odds(a.mean(-1), n) - smoothed_log_odds(b.mean(-1), n)
+
+
 def bootstrap_distribution(
     statistic_fn: Callable[..., np.ndarray],
     *arrays: np.ndarray,

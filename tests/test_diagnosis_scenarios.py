@@ -47,6 +47,8 @@ CLEAN = [
     ScenarioSpec("clean", 12, 200, teacher_acc=0.35, student_gap=0.05),  # low accuracy
     ScenarioSpec("clean", 13, 600, teacher_acc=0.6, student_gap=0.12, train_chat=True),
     ScenarioSpec("clean", 14, 600, teacher_acc=0.95, student_gap=0.12, student_scale="logit"),
+    # 1.8 logits behind on every item (capacity_gap failed here before its log-odds rule)
+    ScenarioSpec("clean", 5, 600, teacher_acc=0.95, student_gap=0.3, student_scale="logit"),
     ScenarioSpec("clean", 15, 60, teacher_acc=0.6, with_manifest=False, train_reference=False),
     ScenarioSpec("clean", 16, 12, teacher_acc=0.95),  # tiny
     ScenarioSpec("clean", 17, 12, teacher_acc=0.35),  # tiny and low accuracy
@@ -142,3 +144,15 @@ def test_capacity_collapse_under_a_mediocre_teacher_fails(tmp_path, seed):
     assert verdicts["capacity_gap"] == "fail", finding["summary"]
     retention = finding["metrics"]["did"]["retention"]
     assert retention["hard"] <= 0.6 * retention["easy"]
+
+
+def test_a_student_uniformly_behind_in_logits_is_not_a_collapse(tmp_path):
+    """1.8 logits behind the teacher on every item: in accuracy the gap grows where the teacher leaves
+    its ceiling, on the log-odds scale it does not; capacity_gap says so instead of failing."""
+    spec = ScenarioSpec("clean", 5, 600, teacher_acc=0.95, student_gap=0.3, student_scale="logit")
+    report, verdicts = diagnose(spec, tmp_path)
+    finding = _by_mode(report)["capacity_gap"]
+    did = finding["metrics"]["did"]
+    assert verdicts["capacity_gap"] == "warn"
+    assert did["estimate"] >= 0.15 and did["log_odds_did"] < 0.5
+    assert "log-odds" in finding["summary"]

@@ -189,3 +189,31 @@ def test_cluster_bootstrap_means_match_weights():
     fast = stats.cluster_bootstrap_means(groups, x, n_boot=500, seed=9)[0]
     slow = stats.weighted_mean(x, stats.cluster_weights(groups, n_boot=500, seed=9))
     assert fast == pytest.approx(slow)
+
+
+def test_smoothed_log_odds_analytic():
+    # (k + 0.5) / (n - k + 0.5) in logs: finite at 0 and n, 0 at a half, odd around it
+    assert stats.smoothed_log_odds(0.5, 10) == pytest.approx(0.0)
+    assert stats.smoothed_log_odds(0.0, 10) == pytest.approx(math.log(0.5 / 10.5))
+    assert stats.smoothed_log_odds(1.0, 10) == pytest.approx(math.log(10.5 / 0.5))
+    r = np.array([0.1, 0.3, 0.8])
+    assert np.allclose(stats.smoothed_log_odds(r, 50), -stats.smoothed_log_odds(1 - r, 50))
+    assert np.allclose(stats.smoothed_log_odds(r, 10**9), np.log(r / (1 - r)), atol=1e-6)
+
+
+def test_log_odds_gap_is_flat_for_a_fixed_logit_shift():
+    # (B, n) outcomes -> (B,); exact rates that are one fixed number of logits apart give the same
+    # gap at any accuracy level, while their difference in accuracy changes with the level
+    def outcomes(p, n=100_000):
+        k = round(p * n)
+        return np.r_[np.ones(k), np.zeros(n - k)][None, :]
+
+    shift = 1.8
+    gaps, diffs = [], []
+    for p_t in (0.99, 0.9, 0.6):
+        p_s = 1 / (1 + math.exp(-(math.log(p_t / (1 - p_t)) - shift)))
+        gaps.append(stats.log_odds_gap(outcomes(p_t), outcomes(p_s))[0])
+        diffs.append(p_t - p_s)
+    assert np.allclose(gaps, shift, atol=0.01)
+    assert max(diffs) - min(diffs) > 0.2
+    assert stats.log_odds_gap(np.ones((3, 7)), np.ones((3, 7))).shape == (3,)

@@ -26,6 +26,11 @@ Fail needs, for one split: Holm-adjusted p < alpha; a large DiD: its CI lower bo
 a point estimate >= 0.15 with the CI above 0 where the student collapses (its hard-side share
 of the teacher's accuracy, S_hard / T_hard, is at most 0.6 of its easy-side share); at least 20
 items on each side; and the student keeping up on the easy side (S_easy >= 0.6 T_easy).
+A fail also needs the gap to grow on the log-odds scale: the same DiD computed on smoothed log
+odds, (logit T_hard - logit S_hard) - (logit T_easy - logit S_easy), must be at least 0.5 (its
+simultaneous bootstrap CI is reported; near the ceiling it is too wide to require it above 0). A student a fixed number of logits behind the teacher everywhere shows a
+large DiD in accuracy where the teacher is near its ceiling on the easy side (1.8 logits behind:
+a false fail before this rule) and none on the log-odds scale; such a split gives ``warn``.
 A DiD point estimate above 0.15 with Holm-adjusted p < alpha and a simultaneous CI lower
 bound above 0.05 that misses one of these gives ``warn``. (A uniformly weaker student, one
 logit behind everywhere, still shows a small positive DiD on the probability scale where the
@@ -57,6 +62,7 @@ from distill_doctor.stats import (
     holm,
     json_float,
     json_interval,
+    log_odds_gap,
     percentile_ci,
 )
 
@@ -67,6 +73,7 @@ MIN_SIDE = 20
 EASY_RETENTION = 0.6
 MAX_CATEGORIES = 20
 COLLAPSE_RATIO = 0.6
+LOG_ODDS_MARGIN = 0.5  # logits: a collapse widens the log-odds gap by at least this much
 DEGENERATE_SHARE = 0.5
 MIN_DEGENERATE_BASE = 10
 PERMUTATION_MAX_N = 5000
@@ -245,12 +252,23 @@ def run(inputs: DiagnosisInputs) -> Finding:
             lambda x: x.mean(-1), dd[~hh], n_boot=2000, seed=inputs.seed + 2 * idx + 2
         )
         tt, ss = t[has], s[has]
+        # the same DiD on the log-odds scale: near zero for a student uniformly behind in logits
+        log_reps = bootstrap_distribution(
+            log_odds_gap, tt[hh], ss[hh], n_boot=2000, seed=inputs.seed + 7919 + 2 * idx
+        ) - bootstrap_distribution(
+            log_odds_gap, tt[~hh], ss[~hh], n_boot=2000, seed=inputs.seed + 7920 + 2 * idx
+        )
+        log_did = float(
+            log_odds_gap(tt[hh][None], ss[hh][None])[0] - log_odds_gap(tt[~hh][None], ss[~hh][None])[0]
+        )
         candidates.append(
             {
                 "slice_key": key,
                 "split": desc,
                 "estimate": float(dd[hh].mean() - dd[~hh].mean()),
                 "_reps": reps,
+                "log_odds_did": log_did,
+                "_log_reps": log_reps,
                 "p_value": p,
                 "n_easy": int((~hh).sum()),
                 "n_hard": int(hh.sum()),
@@ -267,6 +285,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
     for c, a in zip(candidates, adjusted):
         c["p_adjusted"] = a
         c["ci"] = percentile_ci(c.pop("_reps"), level)
+        c["log_odds_ci"] = percentile_ci(c.pop("_log_reps"), level)
         keeps_up = c["teacher_easy"] > 0 and c["student_easy"] >= EASY_RETENTION * c["teacher_easy"]
         # Clearly large (the CI clears the margin), or large and a real collapse: the student keeps
         # less than COLLAPSE_RATIO of its easy-side retention of the teacher on the hard side.
@@ -276,9 +295,14 @@ def run(inputs: DiagnosisInputs) -> Finding:
         collapse = retention_hard <= COLLAPSE_RATIO * retention_easy
         big = c["ci"][0] > MARGIN or (c["estimate"] >= MARGIN and c["ci"][0] > 0 and collapse)
         enough = min(c["n_easy"], c["n_hard"]) >= MIN_SIDE
-        if a < inputs.alpha and big and enough and keeps_up:
+        # A collapse grows on the log-odds scale too; a student uniformly behind in logits shows a
+        # growing gap in accuracy only because the easy side sits near the teacher's ceiling.
+        c["uniform_on_log_odds"] = not c["log_odds_did"] >= LOG_ODDS_MARGIN
+        if a < inputs.alpha and big and enough and keeps_up and not c["uniform_on_log_odds"]:
             c["verdict"] = "fail"
-        elif a < inputs.alpha and c["estimate"] > MARGIN and c["ci"][0] > WARN_BOUND:
+        elif a < inputs.alpha and (
+            big and enough and keeps_up or c["estimate"] > MARGIN and c["ci"][0] > WARN_BOUND
+        ):
             c["verdict"] = "warn"
         else:
             c["verdict"] = "pass"
@@ -320,6 +344,8 @@ def run(inputs: DiagnosisInputs) -> Finding:
             "p_value": json_float(chosen["p_value"], 8),
             "p_adjusted": json_float(chosen["p_adjusted"], 8),
             "retention": chosen["retention"],
+            "log_odds_did": json_float(chosen["log_odds_did"]),
+            "log_odds_ci": json_interval(chosen["log_odds_ci"]),
             **{
                 k: json_float(chosen[k])
                 for k in ("teacher_easy", "student_easy", "teacher_hard", "student_hard")
@@ -354,6 +380,16 @@ def run(inputs: DiagnosisInputs) -> Finding:
             f"but collapses where {c['split']} ({c['student_hard']:.0%} vs {c['teacher_hard']:.0%}): "
             "it lacks the capacity for the hard slice."
         )
+    elif verdict == "warn" and chosen["uniform_on_log_odds"] and chosen["estimate"] >= MARGIN:
+        lo, hi = chosen["log_odds_ci"]
+        summary = (
+            f"The student's accuracy gap to the teacher grows where {chosen['split']} "
+            f"({chosen['student_hard']:.0%} vs {chosen['teacher_hard']:.0%}, easy side "
+            f"{chosen['student_easy']:.0%} vs {chosen['teacher_easy']:.0%}), but not on the log-odds scale "
+            f"(log-odds DiD {chosen['log_odds_did']:+.2f}, CI [{lo:+.2f}, {hi:+.2f}]): a student uniformly "
+            "behind the teacher looks like this where the easy side is near the ceiling. A weaker student "
+            "overall rather than a collapse on the hard slice; watch it."
+        )
     elif verdict == "warn":
         summary = (
             f"The student's gap to the teacher grows where {chosen['split']} "
@@ -383,6 +419,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
             "min_side": MIN_SIDE,
             "easy_retention": EASY_RETENTION,
             "collapse_ratio": COLLAPSE_RATIO,
+            "log_odds_did_margin": LOG_ODDS_MARGIN,
             "degenerate_share_to_downgrade": DEGENERATE_SHARE,
             "alpha": inputs.alpha,
         },

@@ -21,7 +21,12 @@ p-values (an intersection-union test: a fail needs both).
 
 Fail needs >= 20 pairs, both p-values < alpha with more breaks than repairs, the
 drop-difference CI lower bound > 0.15, teacher-like style (style score >= 0.5) and a student
-that looks competent on the originals (accuracy >= 50%, or >= 75% of a weaker teacher's); otherwise the drop is reported as
+that looks competent on the originals (accuracy >= 50%, or >= 75% of a weaker teacher's), and a
+larger drop on the log-odds scale too: the cluster-bootstrap CI of
+(logit S_orig - logit S_pert) - (logit T_orig - logit T_pert) (smoothed log odds) above 0. A
+student a fixed number of logits behind the teacher on every item loses more accuracy than the
+teacher on variants that are harder for both (1.5 logits behind: a false fail before this rule),
+without being less robust. Otherwise the drop is reported as
 ``warn`` (a student that does not imitate, or fails the originals too, has another problem). Without perturbation pairs the probe is at most ``warn`` (a capacity-limited
 student also looks like its teacher and fails): warn when the style score >= 0.6, the
 teacher is at least 50% accurate, the student reaches at most half the teacher's accuracy
@@ -42,6 +47,7 @@ from distill_doctor.stats import (
     json_float,
     json_interval,
     percentile_ci,
+    smoothed_log_odds,
 )
 
 MODE = "superficial_imitation"
@@ -144,6 +150,15 @@ def _perturbation(inputs: DiagnosisInputs, pairs: list) -> dict:
         s_drop_b = 1 - m_sp / m_so
         diff_b = s_drop_b - t_drop_b  # resamples with an undefined drop are dropped by percentile_ci
     diff_ci = percentile_ci(diff_b)
+    # The same comparison on the log-odds scale: a student uniformly behind the teacher in logits
+    # loses more accuracy on harder variants without being any less robust.
+    n_pairs = len(pairs)
+
+    def log_odds_drop(orig, pert):
+        return smoothed_log_odds(orig, n_pairs) - smoothed_log_odds(pert, n_pairs)
+
+    log_diff = float(log_odds_drop(so.mean(), sp.mean()) - log_odds_drop(to.mean(), tp.mean()))
+    log_diff_ci = percentile_ci(log_odds_drop(m_so, m_sp) - log_odds_drop(m_to, m_tp))
     # Differential test: D = (So - Sp) - (To - Tp) per pair, summed per group (pairs of a group
     # share an original); one-sided sign-flip test on the group sums (mean 0 when the two
     # models are equally robust).
@@ -180,6 +195,8 @@ def _perturbation(inputs: DiagnosisInputs, pairs: list) -> dict:
         "student_drop": json_float(s_drop),
         "diff": json_float(s_drop - t_drop),
         "diff_ci": json_interval(diff_ci),
+        "log_odds_diff": json_float(log_diff),
+        "log_odds_diff_ci": json_interval(log_diff_ci),
         "student_breaks": b,
         "student_repairs": c,
         "mcnemar_p": exact_mcnemar(b, c),
@@ -244,6 +261,8 @@ def run(inputs: DiagnosisInputs) -> Finding:
         ]
 
     lo = pert["diff_ci"][0] if pert else None
+    log_lo = pert["log_odds_diff_ci"][0] if pert else None
+    uniform = log_lo is None or not log_lo > 0  # no larger drop on the log-odds scale
     drops = (
         pert is not None
         and pert["n_pairs"] >= MIN_PAIRS
@@ -260,7 +279,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
         and (pert["student_original"] or 0)
         >= min(MIN_ORIGINAL, ORIGINAL_RETENTION * (pert["teacher_original"] or 0))
     )
-    if drops and imitates:
+    if drops and imitates and not uniform:
         verdict = "fail"
     elif drops or (
         pert is not None
@@ -295,6 +314,14 @@ def run(inputs: DiagnosisInputs) -> Finding:
             f"The student writes like the teacher (style {style_score:.2f}) but its accuracy drops "
             f"{pert['student_drop']:.0%} under perturbation vs the teacher's {pert['teacher_drop']:.0%}: "
             "it imitates the form, not the reasoning."
+        )
+    elif verdict == "warn" and pert is not None and drops and uniform:
+        summary = (
+            f"The student's accuracy drops more than the teacher's under perturbation "
+            f"({pert['student_drop']:.0%} vs {pert['teacher_drop']:.0%}), but not on the log-odds scale "
+            f"(log-odds difference {pert['log_odds_diff']:+.2f}): a student uniformly behind the teacher "
+            "loses more accuracy on variants that are harder for both; a weaker student rather than a "
+            "superficial one. Check the listed variants."
         )
     elif verdict == "warn" and pert is not None:
         summary = (
