@@ -75,3 +75,15 @@ def test_the_table_names_the_planted_mode_and_whether_it_was_found(demo_run, cap
     assert set(lines) == set(PLANTED)
     for name, line in lines.items():
         assert f"{PLANTED[name]:<24}" in line and " yes " in line, line
+
+
+def test_the_exposure_organism_is_reported_as_what_it_is(demo_run):
+    """Its off-policy student is uniformly behind the teacher in logits (math 97% vs 100%, strings
+    25% vs 64%): a capacity warning that says so, no fail, and no exposure bias."""
+    _, out = demo_run
+    report = json.loads((out / "exposure_bias" / "report.json").read_text())
+    verdicts = {f["mode"]: f for f in report["findings"]}
+    assert report["primary_suspect"] is None
+    assert verdicts["capacity_gap"]["verdict"] == "warn"
+    assert "log-odds" in verdicts["capacity_gap"]["summary"]
+    assert verdicts["exposure_bias"]["verdict"] == "pass"
