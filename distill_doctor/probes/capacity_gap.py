@@ -28,9 +28,11 @@ of the teacher's accuracy, S_hard / T_hard, is at most 0.6 of its easy-side shar
 items on each side; and the student keeping up on the easy side (S_easy >= 0.6 T_easy).
 A fail also needs the gap to grow on the log-odds scale: the same DiD computed on smoothed log
 odds, (logit T_hard - logit S_hard) - (logit T_easy - logit S_easy), must be at least 0.5 (its
-simultaneous bootstrap CI is reported; near the ceiling it is too wide to require it above 0). A student a fixed number of logits behind the teacher everywhere shows a
-large DiD in accuracy where the teacher is near its ceiling on the easy side (1.8 logits behind:
-a false fail before this rule) and none on the log-odds scale; such a split gives ``warn``.
+simultaneous bootstrap CI is reported; near the ceiling it is too wide to require it above 0).
+A student a fixed number of logits behind the teacher everywhere shows a large DiD in accuracy
+where the teacher is near its ceiling on the easy side and little on the log-odds scale; such a
+split gives ``warn`` (tests/test_diagnosis_scenarios.py has a run 1.8 logits behind that failed
+before this rule).
 A DiD point estimate above 0.15 with Holm-adjusted p < alpha and a simultaneous CI lower
 bound above 0.05 that misses one of these gives ``warn``. (A uniformly weaker student, one
 logit behind everywhere, still shows a small positive DiD on the probability scale where the
