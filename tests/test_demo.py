@@ -8,6 +8,8 @@ in ``test_eval_command.py``.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -34,13 +36,16 @@ PLANTED = {
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
+    """One run of the main job: (exit code, output folder, the table it printed)."""
     out = tmp_path_factory.mktemp("demo")
-    code = main(["demo", "--no-eval", "--fixtures", str(ORG), "--out", str(out), "--quiet"])
-    return code, out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--no-eval", "--fixtures", str(ORG), "--out", str(out), "--quiet"])
+    return code, out, printed.getvalue()
 
 
 def test_demo_writes_every_organisms_reports(demo_run):
-    code, out = demo_run
+    code, out, _ = demo_run
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     built = {p.name for p in ORG.iterdir() if (p / "model" / "config.json").is_file()}
@@ -53,7 +58,7 @@ def test_demo_writes_every_organisms_reports(demo_run):
 
 
 def test_the_control_has_no_fail(demo_run):
-    _, out = demo_run
+    _, out, _ = demo_run
     summary = json.loads((out / "summary.json").read_text())
     assert summary["clean"]["primary_suspect"] is None
     assert summary["clean"]["fail"] == []
@@ -61,16 +66,13 @@ def test_the_control_has_no_fail(demo_run):
 
 @pytest.mark.parametrize("organism", sorted(PLANTED))
 def test_each_planted_failure_is_the_primary_suspect(demo_run, organism):
-    _, out = demo_run
+    _, out, _ = demo_run
     summary = json.loads((out / "summary.json").read_text())
     assert summary[organism]["primary_suspect"] == PLANTED[organism], summary[organism]
 
 
-def test_the_table_names_the_planted_mode_and_whether_it_was_found(demo_run, capsys):
-    _, out = demo_run
-    code = main(["demo", "--no-eval", "--fixtures", str(ORG), "--out", str(out / "again"), "--quiet"])
-    assert code == 0
-    table = capsys.readouterr().out
+def test_the_table_names_the_planted_mode_and_whether_it_was_found(demo_run):
+    _, _, table = demo_run
     lines = {line.split()[0]: line for line in table.splitlines() if line and line.split()[0] in PLANTED}
     assert set(lines) == set(PLANTED)
     for name, line in lines.items():
@@ -80,7 +82,7 @@ def test_the_table_names_the_planted_mode_and_whether_it_was_found(demo_run, cap
 def test_the_exposure_organism_is_reported_as_what_it_is(demo_run):
     """Its off-policy student is uniformly behind the teacher in logits (math 97% vs 100%, strings
     25% vs 64%): a capacity warning that says so, no fail, and no exposure bias."""
-    _, out = demo_run
+    _, out, _ = demo_run
     report = json.loads((out / "exposure_bias" / "report.json").read_text())
     verdicts = {f["mode"]: f for f in report["findings"]}
     assert report["primary_suspect"] is None
