@@ -83,7 +83,7 @@ def run_closed_loop(fixtures: Path, organism: str, out: Path, *, seed: int = 0, 
     hf_logging.disable_progress_bar()  # our five steps are the progress report
     start = time.perf_counter()
     org = discover(fixtures, [organism])[0]
-    items_path = fixtures / "items.jsonl"
+    items_path = org.items
 
     def say(text: str) -> None:
         if not quiet:

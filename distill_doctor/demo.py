@@ -1,8 +1,8 @@
 """``distill-doctor demo``: the main job on the bundled model organisms.
 
 For every organism (a folder with ``train.jsonl``, ``provenance.yaml`` and a student ``model/``):
-evaluate the teacher and the student with lm-evaluation-harness on the shared items (fresh
-outputs, no committed ones), diagnose, and write the three reports. Prints a one-screen table
+evaluate the teacher and the student with lm-evaluation-harness on the shared items, or on the
+organism's own ``items.jsonl`` where it has one (fresh outputs, no committed ones), diagnose, and write the three reports. Prints a one-screen table
 (organism, planted failure, what the diagnosis found) and where the HTML reports are.
 """
 
@@ -26,6 +26,7 @@ class Organism:
     folder: Path
     teacher_model: Path
     student_model: Path
+    items: Path  # the organism's own items.jsonl, else the shared one
 
 
 def register(subparsers) -> None:
@@ -79,7 +80,8 @@ def discover(fixtures: Path, names: list[str] | None = None) -> list[Organism]:
         teacher_dir = fixtures / "models" / teacher_name.rsplit("/", 1)[-1]
         if not (teacher_dir / "config.json").is_file():
             teacher_dir = fixtures / "models" / "teacher"
-        found.append(Organism(folder.name, folder, teacher_dir, folder / "model"))
+        items = folder / "items.jsonl" if (folder / "items.jsonl").is_file() else fixtures / "items.jsonl"
+        found.append(Organism(folder.name, folder, teacher_dir, folder / "model", items))
     if names:
         unknown = sorted(set(names) - {o.name for o in found})
         if unknown:
@@ -92,25 +94,23 @@ def discover(fixtures: Path, names: list[str] | None = None) -> list[Organism]:
     return found
 
 
-def evaluate_outputs(
-    organisms: list[Organism], items_path: Path, out: Path, *, seed: int, quiet: bool
-) -> None:
-    """Fresh teacher and student outputs for every organism, via lm-eval; each model evaluated once."""
+def evaluate_outputs(organisms: list[Organism], out: Path, *, seed: int, quiet: bool) -> None:
+    """Fresh teacher and student outputs for every organism on its items, via lm-eval; each model
+    evaluated once per items file."""
     from distill_doctor.data import load_items
     from distill_doctor.produce.lm_eval_runner import load_hflm, run_items, write_outputs
 
-    items = load_items(items_path)
-    done: dict[Path, Path] = {}
+    done: dict[tuple[Path, Path], Path] = {}
     for org in organisms:
         for role, model_dir in (("teacher", org.teacher_model), ("student", org.student_model)):
             target = out / org.name / f"{role}.jsonl"
-            key = model_dir.resolve()
+            key = (model_dir.resolve(), org.items.resolve())
             if key in done:
                 atomic_write_text(target, done[key].read_text(encoding="utf-8"))
                 continue
             t0 = time.perf_counter()
             lm = load_hflm(model_dir, batch_size=64, quiet=True)
-            result = run_items(lm, items, items_path=items_path, seed=seed, quiet=True)
+            result = run_items(lm, load_items(org.items), items_path=org.items, seed=seed, quiet=True)
             write_outputs(target, result.outputs)
             done[key] = target
             if not quiet:
@@ -130,18 +130,17 @@ def run(args: argparse.Namespace) -> int:
         out = args.out if args.out != Path("out/demo") else Path("out/closed-loop")
         return run_closed_loop(fixtures, args.closed_loop, out, seed=args.seed, quiet=args.quiet)
     organisms = discover(fixtures, args.organisms)
-    items_path = fixtures / "items.jsonl"
     out: Path = args.out
     start = time.perf_counter()
     if not args.no_eval:
         if not args.quiet:
             print(f"evaluating {len(organisms)} organisms with lm-evaluation-harness ...")
-        evaluate_outputs(organisms, items_path, out, seed=args.seed, quiet=args.quiet)
+        evaluate_outputs(organisms, out, seed=args.seed, quiet=args.quiet)
     rows = []
     for org in organisms:
         source = org.folder if args.no_eval else out / org.name
         req = DiagnosisRequest(
-            items=items_path,
+            items=org.items,
             teacher=source / "teacher.jsonl",
             student=source / "student.jsonl",
             train=org.folder / "train.jsonl",
