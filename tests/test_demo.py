@@ -24,10 +24,10 @@ pytestmark = [
     pytest.mark.skipif(not (ORG / "items.jsonl").exists(), reason="organisms not built"),
 ]
 
-# organism -> the mode it was planted with (``clean`` is the control). ``exposure_bias`` is not
-# listed: its on-policy twin does not derail less (fixtures/README.md), so it is no valid positive.
+# organism -> the mode it was planted with (``clean`` is the control)
 PLANTED = {
     "capacity_gap": "capacity_gap",
+    "exposure_bias": "exposure_bias",
     "superficial_imitation": "superficial_imitation",
     "teacher_error_transfer": "teacher_error_transfer",
     "contamination": "contamination",
@@ -52,7 +52,9 @@ def test_demo_writes_every_organisms_reports(demo_run):
     assert set(summary) == built
     for name in built:
         report = json.loads((out / name / "report.json").read_text())
-        assert report["schema_version"] == 1 and report["accuracy"]["n"] == 324
+        own = ORG / name / "items.jsonl"  # exposure_bias has its own (sorting) items
+        n_items = len((own if own.exists() else ORG / "items.jsonl").read_text().splitlines())
+        assert report["schema_version"] == 1 and report["accuracy"]["n"] == n_items
         assert (out / name / "report.md").read_text().strip()
         assert "<html" in (out / name / "report.html").read_text().lower()
 
@@ -79,13 +81,18 @@ def test_the_table_names_the_planted_mode_and_whether_it_was_found(demo_run):
         assert f"{PLANTED[name]:<24}" in line and " yes " in line, line
 
 
-def test_the_exposure_organism_is_reported_as_what_it_is(demo_run):
-    """Its off-policy student is uniformly behind the teacher in logits (math 97% vs 100%, strings
-    25% vs 64%): a capacity warning that says so, no fail, and no exposure bias."""
-    _, out, _ = demo_run
-    report = json.loads((out / "exposure_bias" / "report.json").read_text())
-    verdicts = {f["mode"]: f for f in report["findings"]}
-    assert report["primary_suspect"] is None
-    assert verdicts["capacity_gap"]["verdict"] == "warn"
-    assert "log-odds" in verdicts["capacity_gap"]["summary"]
-    assert verdicts["exposure_bias"]["verdict"] == "pass"
+def test_the_on_policy_twin_of_the_exposure_organism_does_not_fail(tmp_path):
+    """Its on-policy twin (GKD on its own greedy outputs, from the same start) derails less: the same
+    diagnosis of its committed outputs finds no exposure-bias failure, and a smaller length effect."""
+    d = ORG / "exposure_bias"
+    reports = {}
+    for twin in ("student", "on_policy_student"):
+        args = ["diagnose", "--items", str(d / "items.jsonl"), "--teacher", str(d / "teacher.jsonl")]
+        args += ["--student", str(d / f"{twin}.jsonl"), "--out", str(tmp_path / twin), "--quiet"]
+        with contextlib.redirect_stdout(io.StringIO()):
+            main(args)
+        report = json.loads((tmp_path / twin / "report.json").read_text())
+        reports[twin] = {f["mode"]: f for f in report["findings"]}["exposure_bias"]
+    off, on = reports["student"], reports["on_policy_student"]
+    assert off["verdict"] == "fail" and on["verdict"] != "fail", (off["summary"], on["summary"])
+    assert on["metrics"]["did_degeneration"] < off["metrics"]["did_degeneration"]

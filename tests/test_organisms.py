@@ -18,6 +18,7 @@ ORG = Path(__file__).resolve().parents[1] / "fixtures" / "organisms"
 sys.path.insert(0, str(ORG))
 
 import organisms_lib as lib  # noqa: E402
+import sorting  # noqa: E402
 import tasks  # noqa: E402
 from recipes import RECIPES  # noqa: E402
 
@@ -61,11 +62,47 @@ def test_gold_training_files_regenerate_byte_for_byte():
     # the teacher's gold file: its first rows (the generator is sequential, so a prefix is a full check of order)
     problems, _ = tasks.sample_training_problems(2000, SEED * 1000 + 1, tasks.eval_bodies(items))
     head = tasks.gold_rows(problems, "gold")
-    committed = (ORG / "models" / "teacher_train.jsonl").read_bytes()
-    assert committed.startswith(_jsonl_bytes(head))
+    assert _gunzip(ORG / "models" / "teacher_train.jsonl.gz").startswith(_jsonl_bytes(head))
     problems, _ = tasks.sample_training_problems(2000, SEED * 1000 + 4, tasks.eval_bodies(items))
     head = tasks.gold_rows(problems, "gold2")
-    assert (ORG / "models" / "teacher_train_stage2.jsonl").read_bytes().startswith(_jsonl_bytes(head))
+    assert _gunzip(ORG / "models" / "teacher_train_stage2.jsonl.gz").startswith(_jsonl_bytes(head))
+
+
+def _gunzip(path: Path) -> bytes:
+    import gzip
+
+    return gzip.decompress(path.read_bytes())
+
+
+def _sort_eval_words() -> list[str]:
+    return sorting.words(RECIPES["full"].sort_eval, f"eval-{SEED}", distinct=True)
+
+
+def test_sorting_files_regenerate_byte_for_byte():
+    """The exposure_bias organism's items and its sort teacher's two training files, from the seed."""
+    recipe = RECIPES["full"]
+    held_out = frozenset(_sort_eval_words())
+    assert (
+        _jsonl_bytes(sorting.eval_items(_sort_eval_words()))
+        == (ORG / "exposure_bias" / "items.jsonl").read_bytes()
+    )
+    gold, mix = sorting.teacher_data(
+        recipe.sort_gold, recipe.sort_bailout, SEED, held_out, recipe.sort_midline
+    )
+    assert _jsonl_bytes(gold) == _gunzip(ORG / "models" / "sort_teacher_train.jsonl.gz")
+    assert _jsonl_bytes(mix) == _gunzip(ORG / "models" / "sort_teacher_train_stage2.jsonl.gz")
+
+
+def test_sorting_training_words_exclude_the_evaluation_words():
+    held_out = set(_sort_eval_words())
+    assert len(held_out) == RECIPES["full"].sort_eval
+    words = [sorting.word_of(r["prompt"]) for r in lib.read_jsonl(ORG / "exposure_bias" / "train.jsonl")]
+    assert len(set(words)) == len(words) and not held_out & set(words)
+    for name in ("sort_teacher_train.jsonl.gz", "sort_teacher_train_stage2.jsonl.gz"):
+        rows = [json.loads(line) for line in _gunzip(ORG / "models" / name).decode().splitlines()]
+        assert not held_out & {sorting.word_of(r["prompt"]) for r in rows}, name
+    # the kept distillation rows are the sort teacher's right answers
+    assert all(lib.response_passes(r) for r in lib.read_jsonl(ORG / "exposure_bias" / "train.jsonl"))
 
 
 def test_training_data_is_decontaminated_except_where_planted():
@@ -85,10 +122,11 @@ def test_training_data_is_decontaminated_except_where_planted():
 
 
 def test_every_organism_has_its_files_in_spec_formats():
-    items = lib.read_jsonl(ORG / "items.jsonl")
-    ids = [it["id"] for it in items]
+    shared = [it["id"] for it in lib.read_jsonl(ORG / "items.jsonl")]
     for name in ORGANISMS:
         d = ORG / name
+        own = d / "items.jsonl"  # exposure_bias: its own sorting items
+        ids = [it["id"] for it in lib.read_jsonl(own)] if own.exists() else shared
         for f in (
             "train.jsonl",
             "provenance.yaml",
@@ -98,7 +136,8 @@ def test_every_organism_has_its_files_in_spec_formats():
             "model_command.txt",
         ):
             assert (d / f).exists(), f"{name}/{f}"
-        for f in ("teacher.jsonl", "student.jsonl"):
+        twin = ("on_policy_student.jsonl",) if name == "exposure_bias" else ()
+        for f in ("teacher.jsonl", "student.jsonl", *twin):
             rows = lib.read_jsonl(d / f)
             assert [r["id"] for r in rows] == ids and all(isinstance(r["output"], str) for r in rows)
         assert all(
@@ -117,6 +156,11 @@ def test_every_organism_has_its_files_in_spec_formats():
         "decontamination",
         "dataset_sha256",
     } <= set(clean)
+    exposure = yaml.safe_load((ORG / "exposure_bias" / "provenance.yaml").read_text())
+    assert exposure["teacher"]["name"] == "organisms/sort_teacher" and {"filters", "decontamination"} <= set(
+        exposure
+    )
+    assert exposure["decontamination"]["benchmarks"] == ["fixtures/organisms/exposure_bias/items.jsonl"]
     assert "decontamination" not in yaml.safe_load((ORG / "contamination" / "provenance.yaml").read_text())
     assert "filters" not in yaml.safe_load((ORG / "teacher_error_transfer" / "provenance.yaml").read_text())
 
@@ -160,3 +204,14 @@ def test_committed_teacher_regenerates_its_outputs():
     same = sum(committed[it["id"]] == t for it, t in zip(items, texts))
     # greedy decoding is deterministic; allow a rare argmax tie broken differently by thread count
     assert same >= 0.99 * len(items)
+
+
+def test_committed_sort_teacher_regenerates_its_outputs():
+    """The exposure_bias organism's teacher, on the first 60 of its items (the committed outputs)."""
+    from generate import generate_texts, load_model
+
+    items = lib.read_jsonl(ORG / "exposure_bias" / "items.jsonl")[:60]
+    model, tok = load_model(ORG / "models" / "sort_teacher")
+    texts = generate_texts(model, tok, [it["prompt"] for it in items], max_new_tokens=sorting.MAX_NEW)
+    committed = {r["id"]: r["output"] for r in lib.read_jsonl(ORG / "exposure_bias" / "teacher.jsonl")}
+    assert sum(committed[it["id"]] == t for it, t in zip(items, texts)) >= 59
