@@ -255,3 +255,89 @@ def test_no_loss_tokens_give_zero_and_zero_gradients():
     out.loss.backward()
     assert float(out.loss) == 0.0 and float(s_hidden.grad.abs().sum()) == 0.0
     assert float(chunked_cross_entropy(s_hidden, s_head, torch.full_like(labels, -100))) == 0.0
+
+
+CLOSED_FORM_CASES = [
+    ("forward_kl", {}), ("reverse_kl", {}), ("tv", {}),
+    ("jsd", {"beta": 0.5}), ("jsd", {"beta": 0.1}), ("jsd", {"beta": 0.9}), ("jsd", {"beta": 0.0}),
+    ("jsd", {"beta": 1.0}), ("skew_forward_kl", {"alpha": 0.1}), ("skew_forward_kl", {"alpha": 0.7}),
+    ("skew_reverse_kl", {"alpha": 0.1}), ("skew_reverse_kl", {"alpha": 0.7}),
+    ("skew_forward_kl", {"alpha": 0.0}), ("skew_reverse_kl", {"alpha": 1.0}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,params", CLOSED_FORM_CASES)
+@pytest.mark.parametrize("temperature", [1.0, 0.6, 2.0])
+@pytest.mark.parametrize("ruled_out", [False, True])
+def test_closed_form_gradient_of_every_divergence_equals_autograd_in_float64(
+    name, params, temperature, ruled_out
+):
+    """chunk_math's value and logit gradient = autograd through losses.token_divergence, to 1e-12."""
+    from distill_doctor.train.chunk_math import divergence_value_and_grad_
+    from distill_doctor.train.losses import log_probs, token_divergence
+
+    g = torch.Generator().manual_seed(11)
+    z = torch.randn(6, 40, generator=g, dtype=torch.float64) * 3
+    t = torch.randn(6, 40, generator=g, dtype=torch.float64) * 3
+    if ruled_out:  # a masked vocabulary slot both models rule out, and one only the student rules out
+        z[:, 0] = t[:, 0] = float("-inf")
+        if name in ("reverse_kl", "tv") or name.startswith("skew_") or name == "jsd":
+            z[:, 1] = float("-inf")  # finite for these; forward KL would be +inf there
+        if name == "skew_forward_kl" and params["alpha"] == 0.0 or name == "jsd" and params["beta"] == 0.0:
+            z[:, 1] = 0.0
+    zz = z.clone().requires_grad_(True)
+    want = token_divergence(name, log_probs(zz, temperature), log_probs(t, temperature), **params).sum()
+    (want_grad,) = torch.autograd.grad(want, zz)
+    value, grad = divergence_value_and_grad_(
+        name, z.clone(), log_probs(t, temperature), temperature=temperature, scale=1.0, need_grad=True,
+        **params,
+    )  # fmt: skip
+    assert float(value) == pytest.approx(float(want), rel=1e-12, abs=1e-12)
+    assert not torch.isnan(grad).any()
+    assert torch.allclose(grad, want_grad, atol=1e-12)
+
+
+def test_identical_distributions_give_zero_loss_and_gradient():
+    from distill_doctor.train.chunk_math import divergence_value_and_grad_
+    from distill_doctor.train.losses import log_probs
+
+    z = torch.randn(5, 30, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for name, params in CLOSED_FORM_CASES:
+        value, grad = divergence_value_and_grad_(
+            name, z.clone(), log_probs(z), temperature=1.0, scale=1.0, need_grad=True, **params
+        )
+        assert abs(float(value)) < 1e-12, name
+        if name != "tv":  # TV's subgradient takes the sign of rounding-level differences (as autograd's abs)
+            assert float(grad.abs().max()) < 1e-12, name
+
+
+def test_large_vocabulary_chunks_are_cut_to_the_element_budget():
+    from distill_doctor.train.chunked_loss import MAX_CHUNK_ELEMENTS, _rows_per_chunk
+
+    assert _rows_per_chunk(1024, 32768) == 1024
+    assert _rows_per_chunk(1024, 151936) == MAX_CHUNK_ELEMENTS // 151936 == 441
+    assert _rows_per_chunk(1024, 248320) == 270
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("temperature", [1.0, 0.8])
+def test_equals_trl_generalized_jsd_loss(beta, temperature):
+    """TRL 1.16's GKDTrainer.generalized_jsd_loss on dense logits, with the token count as
+    num_items_in_batch (its per-token mean), gives our chunked loss and gradients."""
+    trl_gkd = pytest.importorskip("trl.experimental.gkd.gkd_trainer")
+    s_hidden, s_head, t_hidden, t_head, mask, labels = make_batch(seed=12, V_s=70, V_t=70)
+    s_hidden.requires_grad_(True)
+    n = int(mask.sum())
+    trl_labels = torch.where(mask, labels.clamp_min(0), torch.full_like(labels, -100))
+    want = trl_gkd.GKDTrainer.generalized_jsd_loss(
+        s_head(s_hidden), t_head(t_hidden).detach(), labels=trl_labels, beta=beta,
+        temperature=temperature, num_items_in_batch=n,
+    )  # fmt: skip
+    got = chunked_distill_loss(
+        s_hidden, s_head, t_hidden, t_head, mask=mask, divergence="jsd", beta=beta,
+        temperature=temperature, num_tokens=n, chunk_size=8,
+    ).loss  # fmt: skip
+    assert float(got) == pytest.approx(float(want), abs=1e-5)
+    params = (s_hidden, s_head.weight)
+    for a, b in zip(grads(got, *params), grads(want, *params)):
+        assert (a - b).abs().max() < 1e-5

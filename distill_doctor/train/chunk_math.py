@@ -9,10 +9,22 @@ closed form that can overwrite the logits buffer, keeping about four:
 * reverse KL(p_S || p_T):  d/dz = p_S * (log p_S - log p_T - KL) / tau
 * cross-entropy at temperature 1:  d/dz = softmax(z) - onehot(label)
 
+and, for any per-token loss L(p_S) with h = dL/dp_S (p_T held fixed), the softmax chain rule
+d/dz = p_S * (h - <p_S, h>) / tau, which covers the rest:
+
+* generalized JSD(beta), M = beta p_T + (1 - beta) p_S:  h = (1 - beta) (log p_S - log M)
+* skew forward KL(p_T || M), M = alpha p_T + (1 - alpha) p_S:  h = -(1 - alpha) p_T / M
+* skew reverse KL(p_S || M), M = alpha p_S + (1 - alpha) p_T:  h = log p_S - log M - alpha p_S / M
+  (+ 1, which the chain rule cancels)
+* total variation 0.5 sum |p_T - p_S|:  h = 0.5 sign(p_S - p_T) (the subgradient 0 where equal,
+  as autograd's abs)
+
 Values agree with ``losses.py`` to float32 rounding (the tests compare with the dense path).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -89,3 +101,121 @@ def kl_value_and_grad_(
     if not need_grad:
         return value, None
     return value, log_ratio.sub_(per_token[:, None]).mul_(p_s).mul_(scale / temperature)
+
+
+def _softmax_chain_(p_s: torch.Tensor, h: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale * p_S * (h - <p_S, h>) in ``h``'s buffer (c, V): the logit gradient from dL/dp_S = h."""
+    return h.sub_(_rowdot(p_s, h)[:, None]).mul_(p_s).mul_(scale)
+
+
+def _log_mixture_(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> torch.Tensor:
+    """log(w a + (1 - w) b) (c, V), a new buffer; -inf only where a = b = 0."""
+    return torch.logaddexp(log_a + math.log(weight_a), log_b + math.log1p(-weight_a))
+
+
+def _zero_where_(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """x with entries where p = 0 set to 0 (they carry no mass; avoids inf * 0 and -inf - -inf)."""
+    return x.masked_fill_(p == 0, 0.0)
+
+
+def jsd_value_and_grad_(
+    s: torch.Tensor, t: torch.Tensor, *, beta: float, scale: float, need_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Generalized JSD(beta) for 0 < beta < 1 from log p_S ``s`` and log p_T ``t`` (c, V), both overwritten.
+
+    Value: sum over rows of beta KL(p_T || M) + (1 - beta) KL(p_S || M); gradient (scale * d/dz, tau
+    folded into ``scale``) in ``s``'s buffer.
+    """
+    log_m = _log_mixture_(t, s, beta)  # (c, V)
+    p_t = t.exp()
+    teacher_part = _rowdot(p_t, _zero_where_(t.sub_(log_m), p_t))  # KL(p_T || M) per row
+    del p_t
+    p_s = s.exp()
+    log_ratio = _zero_where_(s.sub_(log_m), p_s)  # log p_S - log M
+    del log_m
+    student_part = _rowdot(p_s, log_ratio)  # KL(p_S || M) per row
+    value = (beta * teacher_part + (1.0 - beta) * student_part).sum()
+    if not need_grad:
+        return value, None
+    return value, _softmax_chain_(p_s, log_ratio, scale * (1.0 - beta))
+
+
+def skew_value_and_grad_(
+    s: torch.Tensor, t: torch.Tensor, *, reverse: bool, alpha: float, scale: float, need_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Skew KL for 0 < alpha < 1 from log p_S ``s`` and log p_T ``t`` (c, V), both overwritten.
+
+    Forward: KL(p_T || alpha p_T + (1 - alpha) p_S); reverse: KL(p_S || alpha p_S + (1 - alpha) p_T).
+    """
+    p_s = s.exp()
+    if not reverse:
+        log_m = _log_mixture_(t, s, alpha)
+        p_t = t.exp()
+        value = _rowdot(p_t, _zero_where_(t.sub_(log_m), p_t)).sum()
+        if not need_grad:
+            return value, None
+        ratio = _zero_where_(t.exp_(), p_t)  # p_T / M (t holds log p_T - log M)
+        del p_t, log_m
+        return value, _softmax_chain_(p_s, ratio, -scale * (1.0 - alpha))
+    log_m = _log_mixture_(s, t, alpha)
+    log_ratio = _zero_where_(s.sub_(log_m), p_s)  # log p_S - log M
+    del log_m
+    value = _rowdot(p_s, log_ratio).sum()
+    if not need_grad:
+        return value, None
+    h = log_ratio.sub_(torch.exp(log_ratio).mul_(alpha))  # log(p_S / M) - alpha p_S / M
+    return value, _softmax_chain_(p_s, _zero_where_(h, p_s), scale)
+
+
+def tv_value_and_grad_(
+    s: torch.Tensor, t: torch.Tensor, *, scale: float, need_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Total variation 0.5 sum |p_T - p_S| from log-probabilities (c, V), both overwritten."""
+    p_s = s.exp()
+    diff = t.exp_().sub_(p_s).neg_()  # p_S - p_T, in the teacher buffer
+    value = 0.5 * diff.abs().sum()
+    if not need_grad:
+        return value, None
+    return value, _softmax_chain_(p_s, diff.sign_().mul_(0.5), scale)
+
+
+def divergence_value_and_grad_(
+    name: str,
+    student_logits: torch.Tensor,
+    teacher_log_probs: torch.Tensor,
+    *,
+    temperature: float,
+    scale: float,
+    need_grad: bool,
+    beta: float = 0.5,
+    alpha: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sum over rows of divergence ``name`` (as ``losses.token_divergence``) and ``scale`` * its gradient
+    with respect to the student logits (c, V), or None. Both inputs are overwritten.
+
+    The end points follow ``token_divergence``: jsd at beta 0 / 1 is forward / reverse KL, a skew KL at
+    alpha 0 is the plain KL and at alpha 1 is 0.
+    """
+    if name == "jsd" and beta in (0.0, 1.0):
+        name = "forward_kl" if beta == 0.0 else "reverse_kl"
+    if name.startswith("skew_") and alpha == 0.0:
+        name = name.removeprefix("skew_")
+    if name in ("forward_kl", "reverse_kl"):
+        return kl_value_and_grad_(
+            student_logits, teacher_log_probs, reverse=name == "reverse_kl", temperature=temperature,
+            scale=scale, need_grad=need_grad,
+        )  # fmt: skip
+    s = log_softmax_(student_logits, temperature)
+    if name.startswith("skew_") and alpha == 1.0:  # KL(p || p) = 0
+        return s.new_zeros(()), (s.zero_() if need_grad else None)
+    step = scale / temperature
+    if name == "jsd":
+        return jsd_value_and_grad_(s, teacher_log_probs, beta=beta, scale=step, need_grad=need_grad)
+    if name in ("skew_forward_kl", "skew_reverse_kl"):
+        return skew_value_and_grad_(
+            s, teacher_log_probs, reverse=name == "skew_reverse_kl", alpha=alpha, scale=step,
+            need_grad=need_grad,
+        )  # fmt: skip
+    if name == "tv":
+        return tv_value_and_grad_(s, teacher_log_probs, scale=step, need_grad=need_grad)
+    raise ValueError(f"no closed-form gradient for divergence {name!r}")

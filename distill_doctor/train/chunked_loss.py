@@ -3,9 +3,8 @@
 The dense path materialises (N, V) float32 logits for both models, plus several same-sized
 intermediates of the softmax math and of its backward. Here only the loss tokens are gathered,
 and they are processed ``chunk_size`` at a time: for one chunk both models' logits are computed,
-the loss and its gradient with respect to the chunk's student logits are taken (in closed form and
-in place for forward/reverse KL and cross-entropy, see ``chunk_math.py``; with autograd on the chunk,
-reusing the per-token functions of ``losses.py``, for the others), the gradient is pushed through
+the loss and its gradient with respect to the chunk's student logits are taken in closed form and
+in place for every divergence and the cross-entropy (``chunk_math.py``: no chunk runs autograd), the gradient is pushed through
 the head into the chunk's hidden states and into an accumulated head-weight gradient, and the
 chunk's logits are freed. This is Liger's fused-linear approach: the forward pass stores only
 ``grad_hidden`` (n, H) and ``grad_weight`` (V, H) and the backward pass multiplies them by the
@@ -27,8 +26,12 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from distill_doctor.train.chunk_math import cross_entropy_value_and_grad, kl_value_and_grad_, log_softmax_
-from distill_doctor.train.losses import _check_unit, log_probs, token_divergence
+from distill_doctor.train.chunk_math import (
+    cross_entropy_value_and_grad,
+    divergence_value_and_grad_,
+    log_softmax_,
+)
+from distill_doctor.train.losses import DIVERGENCES, _check_unit
 
 HeadLike = torch.Tensor | torch.nn.Module | tuple
 
@@ -57,22 +60,6 @@ def _head(head: HeadLike) -> tuple[torch.Tensor, torch.Tensor | None]:
 ChunkLoss = Callable[[torch.Tensor, slice, bool], tuple]
 
 
-def _with_autograd(fn: Callable[[torch.Tensor, slice], tuple]) -> ChunkLoss:
-    """Turn ``fn(logits, rows) -> (loss, *values)`` into a chunk loss whose logit gradient comes from autograd."""
-
-    def chunk_loss(logits: torch.Tensor, rows: slice, need_grad: bool):
-        if not need_grad:
-            out = fn(logits, rows)
-            return out[0], None, out[1:]
-        with torch.enable_grad():
-            logits.requires_grad_(True)
-            out = fn(logits, rows)
-            (grad,) = torch.autograd.grad(out[0], logits)  # (c, V) float32
-        return out[0].detach(), grad, tuple(v.detach() for v in out[1:])
-
-    return chunk_loss
-
-
 class _ChunkedLinearLoss(torch.autograd.Function):
     """loss = sum over chunks of the chunk loss of logits = hidden @ W.T + b.
 
@@ -83,7 +70,7 @@ class _ChunkedLinearLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, hidden, weight, bias, chunk_loss: Callable, chunk_size: int, n_values: int, grad_on: bool
+        ctx, hidden, weight, bias, chunk_loss: ChunkLoss, chunk_size: int, n_values: int, grad_on: bool
     ):
         n = hidden.shape[0]
         wants = [grad_on and bool(x) for x in ctx.needs_input_grad[:3]]
@@ -149,6 +136,14 @@ def _gather(x: torch.Tensor, mask: torch.Tensor | None, *, features: bool) -> to
     return flat[mask]
 
 
+MAX_CHUNK_ELEMENTS = 2**26  # (c, V) float32 buffers of at most 256 MB each
+
+
+def _rows_per_chunk(chunk_size: int, vocab: int) -> int:
+    """``chunk_size``, lowered so one (c, V) buffer stays under MAX_CHUNK_ELEMENTS at large vocabularies."""
+    return max(1, min(chunk_size, MAX_CHUNK_ELEMENTS // max(vocab, 1)))
+
+
 def _grad_on(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -188,10 +183,18 @@ def chunked_distill_loss(
     unmasked tokens with a label != ignore_index for the CE, like ``cross_entropy``). Padded
     vocabularies are aligned as ``align_vocab`` does: rows beyond min(V_s, V_t) are ignored.
     Temperature: p = softmax(z / tau) for the divergence only; times tau**2 if ``scale_by_t2``.
+    ``chunk_size`` is an upper bound: at large vocabularies a chunk is cut to MAX_CHUNK_ELEMENTS / V
+    tokens (441 at V = 151,936), so the loss memory stays flat as V grows.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"unknown divergence {divergence!r}; expected one of {', '.join(DIVERGENCES)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     _check_unit("hard_weight", hard_weight)
+    _check_unit("beta", beta)
+    _check_unit("alpha", alpha)
     if hard_weight > 0 and labels is None:
         raise ValueError("hard_weight > 0 needs labels")
     s_weight, s_bias = _head(student_head)
@@ -219,21 +222,8 @@ def chunked_distill_loss(
         with torch.no_grad():
             return log_softmax_(F.linear(t_hidden[rows], t_w, t_b).float(), temperature)  # (c, V)
 
-    def general_loss(logits: torch.Tensor, rows: slice):
-        t_logp = teacher_log_probs(rows)
-        soft = token_divergence(divergence, log_probs(logits, temperature), t_logp, **kw).sum() * (
-            t2 / soft_den
-        )
-        total = (1.0 - hard_weight) * soft
-        if sel_labels is None:
-            return total, soft
-        hard = (
-            F.cross_entropy(logits, sel_labels[rows], ignore_index=ignore_index, reduction="sum") / hard_den
-        )
-        return total + hard_weight * hard, soft, hard
-
-    def kl_loss(logits: torch.Tensor, rows: slice, need_grad: bool):
-        """forward/reverse KL (+ CE) in closed form, in place: about half the memory of autograd."""
+    def closed_form_loss(logits: torch.Tensor, rows: slice, need_grad: bool):
+        """The divergence (+ CE) and its logit gradient in closed form, in place (``chunk_math``)."""
         hard = ce_grad = None
         if sel_labels is not None:  # before the logits buffer is overwritten
             hard, ce_grad = cross_entropy_value_and_grad(
@@ -241,9 +231,9 @@ def chunked_distill_loss(
                 need_grad=need_grad and hard_weight > 0,
             )  # fmt: skip
             hard = hard / hard_den
-        soft, grad = kl_value_and_grad_(
-            logits, teacher_log_probs(rows), reverse=divergence == "reverse_kl", temperature=temperature,
-            scale=(1.0 - hard_weight) * t2 / soft_den, need_grad=need_grad,
+        soft, grad = divergence_value_and_grad_(
+            divergence, logits, teacher_log_probs(rows), temperature=temperature,
+            scale=(1.0 - hard_weight) * t2 / soft_den, need_grad=need_grad, **kw,
         )  # fmt: skip
         soft = soft * (t2 / soft_den)
         if ce_grad is not None:
@@ -254,9 +244,9 @@ def chunked_distill_loss(
         return total + hard_weight * hard, grad, (soft, hard)
 
     n_values = 1 if sel_labels is None else 2
-    chunk_loss = kl_loss if divergence in ("forward_kl", "reverse_kl") else _with_autograd(general_loss)
     grad_on = _grad_on(hidden, s_w, s_b)
-    out = _ChunkedLinearLoss.apply(hidden, s_w, s_b, chunk_loss, chunk_size, n_values, grad_on)
+    rows = _rows_per_chunk(chunk_size, v)
+    out = _ChunkedLinearLoss.apply(hidden, s_w, s_b, closed_form_loss, rows, n_values, grad_on)
     return ChunkedLossOutput(out[0], out[1], out[2] if n_values == 2 else None)
 
 
@@ -289,4 +279,5 @@ def chunked_cross_entropy(
         return value / den, grad, ()
 
     grad_on = _grad_on(sel_hidden, weight, bias)
-    return _ChunkedLinearLoss.apply(sel_hidden, weight, bias, chunk_loss, chunk_size, 0, grad_on)[0]
+    rows = _rows_per_chunk(chunk_size, weight.shape[0])
+    return _ChunkedLinearLoss.apply(sel_hidden, weight, bias, chunk_loss, rows, 0, grad_on)[0]

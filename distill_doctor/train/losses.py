@@ -130,7 +130,7 @@ def token_divergence(
         if alpha == 0.0:
             return kl_from_log_probs(p, q)
         if alpha == 1.0:
-            return (p * 0.0).sum(dim=-1)  # KL(p || p) = 0, kept in the graph
+            return (p.exp() * 0.0).sum(dim=-1)  # KL(p || p) = 0, kept in the graph (no -inf * 0)
         return kl_from_log_probs(p, _log_mixture(p, q, alpha))
     if name == "tv":
         return 0.5 * (t.exp() - s.exp()).abs().sum(dim=-1)
