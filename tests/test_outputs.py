@@ -93,7 +93,7 @@ def test_lm_eval_hash_recipe_matches_the_installed_harness():
     assert lm_doc_hash(doc) == expected
 
 
-def test_lm_eval_samples_join_by_doc_id(tmp_path, items):
+def test_lm_eval_samples_join_by_content(tmp_path, items):
     rows = [lm_row(2, "4 #### 4", repeats=3), lm_row(0, "zero"), lm_row(2, "x", filt="strict-match")]
     got = load_outputs(write_lines(tmp_path / "samples_add_2026-01-01T00-00-00.jsonl", rows), items)
     assert set(got.outputs) == {"q0", "q2"}  # the strict-match rows repeat the docs: skipped
@@ -125,8 +125,31 @@ def test_lm_eval_edited_doc_fails_hash(tmp_path, items):
 def test_lm_eval_doc_of_another_items_file(tmp_path, items):
     other = {"id": "other", "prompt": "Something else", "reference": 1}
     with pytest.raises(InputError, match="another items file") as err:
-        load_outputs(write_lines(tmp_path / "s.jsonl", [lm_row(1, "x", doc=other)]), items)
-    assert err.value.line == 1 and err.value.field == "doc.id"
+        load_outputs(write_lines(tmp_path / "s.jsonl", [lm_row(0, "y"), lm_row(1, "x", doc=other)]), items)
+    assert err.value.line == 2 and err.value.field == "doc"
+
+
+def test_lm_eval_doc_id_proves_nothing(tmp_path, items):
+    """A document joins the item with its content, whatever its doc_id (lm-eval's dataset position)."""
+    got = load_outputs(write_lines(tmp_path / "s.jsonl", [lm_row(1, "x", doc=ROWS[3])]), items)
+    assert set(got.outputs) == {"q3"}
+
+
+def test_lm_eval_doc_matching_by_prompt_text(tmp_path, items):
+    """No doc_hash match (the doc has other columns), but the doc's text is an item's prompt."""
+    doc = {"question": ROWS[2]["prompt"], "answer": "#### 4"}
+
+    def row(doc_id, d):
+        r = lm_row(doc_id, "4", doc=d)
+        r["arguments"]["gen_args_0"]["arg_0"] = f"Question: {d['question']}\nAnswer:"
+        return r
+
+    got = load_outputs(write_lines(tmp_path / "s.jsonl", [row(0, doc)]), items)
+    assert set(got.outputs) == {"q2"}
+    twice = [row(0, doc), row(1, dict(doc, answer="#### 5"))]
+    with pytest.raises(InputError, match="is item 'q2' again") as err:
+        load_outputs(write_lines(tmp_path / "s2.jsonl", twice), items)
+    assert err.value.line == 2
 
 
 def test_lm_eval_hash_without_doc_checked_against_item_row(tmp_path, items):
@@ -136,7 +159,7 @@ def test_lm_eval_hash_without_doc_checked_against_item_row(tmp_path, items):
     assert got.outputs["q1"].output == "x"
     bad = lm_row(1, "x", doc={"id": "q1", "prompt": "changed", "reference": 2})
     del bad["doc"]
-    with pytest.raises(InputError, match="doc_hash does not match item 'q1'") as err:
+    with pytest.raises(InputError, match="cannot prove which item") as err:
         load_outputs(write_lines(tmp_path / "s2.jsonl", [bad]), items)
     assert err.value.line == 1
 
@@ -161,12 +184,11 @@ def test_lm_eval_hash_of_datasets_normalised_doc(tmp_path):
 @pytest.mark.parametrize(
     ("change", "field", "message"),
     [
-        ({"doc_id": 99}, "doc_id", "outside the items file"),
         ({"doc_id": "1"}, "doc_id", "integer"),
         (
             {"resps": [[["-1.5", "False"]]], "filtered_resps": [["-1.5", "False"]]},
             "resps",
-            "no generated text",
+            "no generated text|no answer to score",
         ),
         ({"doc_hash": 5}, "doc_hash", "string"),
     ],

@@ -6,6 +6,7 @@ These are plain frozen dataclasses: loaders build them, verifiers and probes rea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 VERIFIER_KINDS = ("numeric", "exact", "choice", "regex", "code")
 
@@ -66,3 +67,4 @@ class OutputSet:
     path: str
     outputs: dict[str, ModelOutput]
     missing: list[str] = field(default_factory=list)  # item ids with no output (reported, not fatal)
+    lm_eval: Any = None  # lm-eval samples files: their own per-item scores (data.lm_eval_logs.LoggedScores)

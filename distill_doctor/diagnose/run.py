@@ -18,6 +18,8 @@ from typing import Any
 from distill_doctor import __version__
 from distill_doctor.data import load_items, load_manifest, load_outputs, load_training
 from distill_doctor.data.fingerprint import file_sha256
+from distill_doctor.data.outputs import items_from_samples
+from distill_doctor.diagnose.agreement import agreement_block
 from distill_doctor.diagnose.failure_table import failure_table
 from distill_doctor.errors import InputError
 from distill_doctor.probes import (
@@ -58,7 +60,7 @@ SAMPLE_TEXT_LIMIT = 4000
 class DiagnosisRequest:
     """What the user asked to diagnose (the ``diagnose`` command's arguments)."""
 
-    items: Path
+    items: Path | None  # None: the items come from the lm-eval samples files themselves
     student: Path
     teacher: Path | None = None
     train: Path | None = None
@@ -69,6 +71,7 @@ class DiagnosisRequest:
     alpha: float = 0.05
     workers: int | None = None
     quiet: bool = True
+    mc_rule: str = "acc"  # multiple-choice lm-eval samples: "acc" or "acc_norm" prediction
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -78,9 +81,12 @@ def load_inputs(req: DiagnosisRequest) -> tuple[DiagnosisInputs, dict[str, Any]]
         if path is not None and not Path(path).is_dir():
             raise InputError(f"{flag} must be a model directory (from_pretrained); not found", path=path)
     t0 = time.perf_counter()
-    items = load_items(req.items)
-    student = load_outputs(req.student, items)
-    teacher = load_outputs(req.teacher, items) if req.teacher is not None else None
+    if req.items is not None:
+        items = load_items(req.items)
+    else:  # lm-eval logs carry their own items: the teacher's (else the student's) documents
+        items = items_from_samples(req.teacher or req.student, mc_rule=req.mc_rule)
+    student = load_outputs(req.student, items, mc_rule=req.mc_rule)
+    teacher = load_outputs(req.teacher, items, mc_rule=req.mc_rule) if req.teacher is not None else None
     train = load_training(req.train) if req.train is not None else None
     manifest = load_manifest(req.manifest) if req.manifest is not None else None
     req.timings["load_s"] = time.perf_counter() - t0
@@ -111,8 +117,19 @@ def load_inputs(req: DiagnosisRequest) -> tuple[DiagnosisInputs, dict[str, Any]]
         alpha=req.alpha,
         quiet=req.quiet,
     )
+    agreement = {
+        role: agreement_block(outs.lm_eval, verdicts, [it.id for it in items])
+        for role, outs, verdicts in (("teacher", teacher, teacher_verdicts), ("student", student, student_verdicts))
+        if outs is not None and verdicts is not None and outs.lm_eval is not None
+    }
+    items_meta = (
+        _file_meta(req.items, n=len(items))
+        if req.items is not None
+        else _file_meta(items.path, n=len(items), derived_from="lm-eval samples")
+    )
     meta = {
-        "items": _file_meta(req.items, n=len(items)),
+        "lm_eval_agreement": agreement or None,
+        "items": items_meta,
         "student": _file_meta(req.student, n=len(student.outputs), missing=len(student.missing)),
         "teacher": (
             _file_meta(req.teacher, n=len(teacher.outputs), missing=len(teacher.missing))
@@ -226,6 +243,8 @@ def build_report(
 ) -> dict[str, Any]:
     """The report.json dict (schema_version 1, SPEC.md), from the findings and the inputs."""
     failing = [f for f in findings if f.verdict == "fail"]
+    meta = dict(meta)
+    agreement = meta.pop("lm_eval_agreement", None)
     entries = []
     for finding, p_adj in zip(findings, adjusted):
         entry = finding.to_dict()
@@ -247,6 +266,7 @@ def build_report(
         "inputs": meta,
         "settings": {"seed": inputs.seed, "alpha": inputs.alpha, "multiplicity": "holm"},
         "findings": entries,
+        "lm_eval_agreement": agreement,
         "failure_table": table,
         "samples": _samples(inputs, entries, example_ids),
     }
