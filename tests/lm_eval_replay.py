@@ -49,6 +49,12 @@ class ReplayLM(LM):
         self.entries: list[dict[str, Any]] = json.loads(Path(answers).read_text(encoding="utf-8"))
         self._asked: dict[str, int] = defaultdict(int)
 
+    max_length = 4096  # what ``distill-doctor eval`` reads to fit the generation budget
+
+    def tok_encode(self, text: str) -> list[int]:
+        """A stand-in tokenizer (one token per word), for the generation budget only."""
+        return list(range(len(text.split())))
+
     def _entry(self, context: str) -> dict[str, Any]:
         best, best_at = None, -1
         for entry in self.entries:

@@ -196,3 +196,29 @@ def test_disagreement_with_lm_eval_is_a_visible_warning(logs, tmp_path, capsys):
     assert block["warning"] and "disagree" in block["warning"]
     assert [d["id"] for d in block["disagreeing"]] == sorted(right, key=lambda i: int(i[1:]))[:10]
     assert "warning: teacher:" in err and "warning: student:" in err
+
+
+def test_eval_tells_one_accuracy_story(tmp_path, capsys, monkeypatch):
+    """``eval`` prints the verifier's accuracy as THE accuracy, and lm-eval's own metric labelled as
+    lm-eval's, with its filter and its per-item agreement (it printed "verifier accuracy 0.833,
+    lm-eval exact_match 0.000" side by side)."""
+    import lm_eval_replay
+
+    from distill_doctor.produce import lm_eval_runner
+
+    rows = [{"id": f"q{i}", "prompt": f"What is {i}+{i + 1}?", "reference": 2 * i + 1} for i in range(6)]
+    items = write_jsonl(tmp_path / "items.jsonl", rows)
+    answers = [
+        {"match": r["prompt"], "outputs": [f"{i}+{i + 1}={r['reference'] + (i == 5)}\n#### {r['reference'] + (i == 5)}"]}
+        for i, r in enumerate(rows)
+    ]
+    table = tmp_path / "answers.json"
+    table.write_text(json.dumps(answers))
+    monkeypatch.setattr(lm_eval_runner, "load_hflm", lambda *a, **k: lm_eval_replay.ReplayLM(answers=str(table)))
+    (tmp_path / "model").mkdir()
+    out = tmp_path / "outputs.jsonl"
+    rc = main(["eval", "--items", str(items), "--model", str(tmp_path / "model"), "--out", str(out)])
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "accuracy 0.833 (5/6 items pass the verifier)" in lines[0] and "lm-eval" not in lines[0]
+    assert lines[1].startswith("  lm-eval's own exact_match (filter none): 0.000; it agrees with the verifier on 1/6")
