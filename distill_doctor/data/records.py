@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-VERIFIER_KINDS = ("numeric", "exact", "choice", "regex", "code")
+VERIFIER_KINDS = ("numeric", "exact", "choice", "math", "regex", "code")
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Item:
     id: str
     prompt: str
     reference: str | int | float | None
-    verifier: str  # resolved: "numeric" | "exact" | "choice" | "regex:<pattern>" | "code"
+    verifier: str  # resolved: "numeric" | "exact" | "choice" | "math" | "regex:<pattern>" | "code"
     tags: dict[str, str | int | float] = field(default_factory=dict)
     group: str | None = None
     variant: str | None = None

@@ -9,8 +9,14 @@
   marked answer (boxed / ``####`` / ``answer is``) or else the last non-empty line; when
   that does not match, ``re.search(pattern, whole output)``. ``Verdict.reason`` says which
   one matched. ``Verdict.answer`` is the final answer in exact-canonical form.
+- ``math``: LaTeX and symbolic equivalence with Hugging Face's math-verify (``math_answers.py``);
+  ``Verdict.answer`` is SymPy's form of the parsed answer.
 - ``code``: the HumanEval program runs in the sandbox (``code.py``); ``Verdict.answer`` is
   the failure signature (``"pass"``, ``"AssertionError"``, ``"timeout"`` ...).
+
+Every verifier reads only the answer part of an output (``extract.answer_text``): what follows
+the last closing reasoning tag (``</think>`` and its variants). An output cut off inside its
+reasoning has no answer: it fails with ``Verdict.answer`` None, whatever its kind.
 """
 
 from __future__ import annotations
@@ -24,14 +30,18 @@ from fractions import Fraction
 from distill_doctor.data.records import Item, ModelOutput, Verdict
 from distill_doctor.verify.code import verify_code
 from distill_doctor.verify.extract import (
+    answer_text,
     canonical_exact,
     extract_answer,
     parse_choice,
     parse_number,
     raw_final_answer,
 )
+from distill_doctor.verify.math_answers import judge_bounded
 
 _REL_TOL = 1e-6
+MATH_TIMEOUT_S = 3  # per math-verify step (parse the reference, parse the answer, compare)
+CUT_OFF = Verdict(False, None, "cut off inside its reasoning block: no answer")
 
 
 def reference_answer(item: Item) -> str | None:
@@ -40,6 +50,8 @@ def reference_answer(item: Item) -> str | None:
     if ref is None:
         return None
     kind = item.verifier_kind
+    if kind == "math":
+        return " ".join(str(ref).split())
     if kind == "numeric":
         if isinstance(ref, (int, float)) and not isinstance(ref, bool):
             return parse_number(ref)
@@ -81,10 +93,17 @@ def verify(item: Item, text: str, *, timeout_s: float = 10.0) -> Verdict:
     """Judge one output ``text`` for ``item``. Code items run in the sandbox (see ``code.py``)."""
     kind = item.verifier_kind
     text = text if isinstance(text, str) else ""
+    body = answer_text(text)
+    if body is None:
+        return CUT_OFF
     if kind == "code":
-        return verify_code(item, text, timeout_s=timeout_s)
+        return verify_code(item, body, timeout_s=timeout_s)
     if kind == "regex":
-        return _verify_regex(item, text)
+        return _verify_regex(item, body)
+    if kind == "math":
+        if item.reference is None:
+            raise ValueError(f"item {item.id!r}: the math verifier needs a reference")
+        return judge_bounded(item.reference, body, timeout_s=MATH_TIMEOUT_S)
     if kind not in ("numeric", "exact", "choice"):
         raise ValueError(f"item {item.id!r}: unknown verifier {item.verifier!r}")
     answer = extract_answer(text, kind)
@@ -133,7 +152,7 @@ def verify_outputs(
             bar = tqdm(total=len(code_items), desc="running code", unit="item", leave=False)
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
             futures = {
-                pool.submit(verify_code, item, outputs[item.id].output, timeout_s=timeout_s): item.id
+                pool.submit(verify, item, outputs[item.id].output, timeout_s=timeout_s): item.id
                 for item in code_items
             }
             for fut in as_completed(futures):
