@@ -165,3 +165,15 @@ def test_code_verifier_reads_after_the_reasoning():
     assert verify(item, f"<think>try\n```python\ndef add(a, b):\n    return a - b\n```\n</think>\n{good}").passed
     cut = verify(item, f"<think>{good}")
     assert not cut.passed and cut.answer is None
+
+
+def test_cut_off_inside_reasoning_is_degenerate():
+    from distill_doctor.probes import text_features as tf
+    from distill_doctor.probes.exposure_bias import degeneration
+
+    cut = "<think>Let me add 2 and 3. That is 5, so the answer is \\boxed{5}. Let me double-check"
+    assert degeneration(cut, True, is_code=False) == ["no final answer", "cut off inside reasoning"]
+    assert tf.truncated(cut) and tf.explicit_answer_format(cut) is None
+    done = "<think>Let me add 2 and 3. Hmm, the answer is</think>\nThe answer is \\boxed{5}."
+    assert degeneration(done, False, is_code=False) == []
+    assert tf.explicit_answer_format("<think>\\boxed{5}</think>\n5") is None
