@@ -162,7 +162,9 @@ def test_code_verifier_reads_after_the_reasoning():
         entry_point="add",
     )
     good = "```python\ndef add(a, b):\n    return a + b\n```"
-    assert verify(item, f"<think>try\n```python\ndef add(a, b):\n    return a - b\n```\n</think>\n{good}").passed
+    assert verify(
+        item, f"<think>try\n```python\ndef add(a, b):\n    return a - b\n```\n</think>\n{good}"
+    ).passed
     cut = verify(item, f"<think>{good}")
     assert not cut.passed and cut.answer is None
 

@@ -57,6 +57,21 @@ class Verdict:
     passed: bool
     answer: str | None
     reason: str = ""
+    # Items with several samples (SPEC "Several samples per item"): ``passed``, ``answer`` and
+    # ``reason`` are the first sample's (the text the probes read); ``samples`` holds every
+    # sample's verdict, in order, and ``score`` the share that passed.
+    samples: tuple[Verdict, ...] = ()
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.samples) or 1
+
+    @property
+    def score(self) -> float:
+        """The item's correctness: the share of its samples that passed (0.0 or 1.0 with one)."""
+        if not self.samples:
+            return float(self.passed)
+        return sum(v.passed for v in self.samples) / len(self.samples)
 
 
 @dataclass

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from distill_doctor import __version__
 from distill_doctor.data import load_items, load_manifest, load_outputs, load_training
 from distill_doctor.data.fingerprint import file_sha256
@@ -30,8 +32,8 @@ from distill_doctor.probes import (
     teacher_error_transfer,
 )
 from distill_doctor.probes.base import DEBUG_ORDER, DiagnosisInputs, Finding, Probe, skipped
-from distill_doctor.stats import clopper_pearson, holm
-from distill_doctor.verify import verify_outputs
+from distill_doctor.stats import bootstrap_ci, clopper_pearson, holm
+from distill_doctor.verify import scoring, verify_outputs
 
 # Explicit, in debug order (data -> capacity -> mismatch -> provenance).
 PROBES: tuple[Probe, ...] = (
@@ -195,16 +197,32 @@ def control_false_alarms(findings: list[Finding], alpha: float) -> list[float | 
 
 
 def accuracy_block(inputs: DiagnosisInputs) -> dict[str, Any]:
-    """SPEC ``accuracy``: items scored (both models, when a teacher is given) and each model's pass share."""
+    """SPEC ``accuracy``: items scored (both models, when a teacher is given) and each model's pass share.
+
+    With several samples per item the share is pass@1 (the mean over items of each item's share
+    of passing samples), its interval an item bootstrap, and ``multi_sample`` adds maj@k and
+    pass@k per model (``verify/scoring.py``).
+    """
     ids = inputs.scored_ids()
     n = len(ids)
     block: dict[str, Any] = {"n": n, "teacher": None, "student": None}
+    multi: dict[str, Any] = {}
     for role, verdicts in (("student", inputs.student_verdicts), ("teacher", inputs.teacher_verdicts)):
         if verdicts is None or n == 0:
+            continue
+        if scoring.is_multi_sample(verdicts, ids):
+            scores = np.array([verdicts[i].score for i in ids])
+            block[role] = float(scores.mean())
+            block[f"{role}_ci"] = list(bootstrap_ci(lambda x: x.mean(-1), scores, seed=inputs.seed))
+            multi[role] = scoring.summarize(verdicts, ids)
             continue
         k = sum(verdicts[i].passed for i in ids)
         block[role] = k / n
         block[f"{role}_ci"] = list(clopper_pearson(k, n))
+    if multi:
+        multi["tie_break"] = scoring.TIE_BREAK
+        multi["tests_use"] = "first sample (binary tests), share of passing samples (tests on means)"
+        block["multi_sample"] = multi
     block["missing"] = {
         "student": sum(1 for it in inputs.items if it.id not in inputs.student),
         "teacher": (

@@ -115,7 +115,9 @@ def judge(reference: object, body: str, timeout_s: int = TIMEOUT_S) -> Verdict:
     try:
         gold = parse_reference(reference, timeout_s)
         if not gold:
-            return Verdict(False, None, f"the reference {str(reference)[:60]!r} is not readable as mathematics")
+            return Verdict(
+                False, None, f"the reference {str(reference)[:60]!r} is not readable as mathematics"
+            )
         for where, text in _candidates(body):
             parsed = _parse(text, timeout_s)
             if parsed:

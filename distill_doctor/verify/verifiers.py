@@ -25,6 +25,7 @@ import os
 import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from fractions import Fraction
 
 from distill_doctor.data.records import Item, ModelOutput, Verdict
@@ -120,6 +121,18 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def sample_texts(out: ModelOutput) -> tuple[str, ...]:
+    """The texts scored for one output: its ``samples`` when there are several, else its ``output``."""
+    return out.samples if len(out.samples) > 1 else (out.output,)
+
+
+def combine_samples(verdicts: list[Verdict]) -> Verdict:
+    """One item's verdict from its samples' (in order): the first sample's, carrying them all."""
+    if len(verdicts) == 1:
+        return verdicts[0]
+    return replace(verdicts[0], samples=tuple(verdicts))
+
+
 def verify_outputs(
     items: list[Item],
     outputs: Mapping[str, ModelOutput],
@@ -130,35 +143,44 @@ def verify_outputs(
 ) -> dict[str, Verdict]:
     """Verdicts for every item that has an output (keyed by item id, in item order).
 
-    Non-code items are verified inline; code items run in the sandbox, ``workers`` at a
-    time (default ``min(4, cpu_count)``), each with a wall-clock ``timeout_s``.
+    Every sample of an output is verified (``sample_texts``) and the item's verdict combines
+    them (``combine_samples``). Non-code items are verified inline; code items run in the
+    sandbox, ``workers`` at a time (default ``min(4, cpu_count)``), each with a wall-clock
+    ``timeout_s``.
     """
-    verdicts: dict[str, Verdict] = {}
-    code_items: list[Item] = []
+    per_sample: dict[str, list[Verdict | None]] = {}
+    code_jobs: list[tuple[Item, int, str]] = []
     for item in items:
         out = outputs.get(item.id)
         if out is None:
             continue
-        if item.verifier_kind == "code":
-            code_items.append(item)
-        else:
-            verdicts[item.id] = verify(item, out.output)
-    if code_items:
+        texts = sample_texts(out)
+        per_sample[item.id] = [None] * len(texts)
+        for k, text in enumerate(texts):
+            if item.verifier_kind == "code":
+                code_jobs.append((item, k, text))
+            else:
+                per_sample[item.id][k] = verify(item, text)
+    if code_jobs:
         n_workers = workers if workers and workers > 0 else default_workers()
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(code_items), desc="running code", unit="item", leave=False)
+            bar = tqdm(total=len(code_jobs), desc="running code", unit="output", leave=False)
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
             futures = {
-                pool.submit(verify, item, outputs[item.id].output, timeout_s=timeout_s): item.id
-                for item in code_items
+                pool.submit(verify, item, text, timeout_s=timeout_s): (item.id, k) for item, k, text in code_jobs
             }
             for fut in as_completed(futures):
-                verdicts[futures[fut]] = fut.result()
+                item_id, k = futures[fut]
+                per_sample[item_id][k] = fut.result()
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
             bar.close()
-    return {item.id: verdicts[item.id] for item in items if item.id in verdicts}
+    return {
+        item.id: combine_samples([v for v in per_sample[item.id] if v is not None])
+        for item in items
+        if item.id in per_sample
+    }
