@@ -122,6 +122,11 @@ def test_diagnose_reports_pass_at_1_and_maj_at_k(tmp_path):
     assert acc["student_ci"][0] < acc["student"] < acc["student_ci"][1]
     for finding in report["findings"]:
         assert "probe error" not in (finding.get("skipped_reason") or ""), finding
+    rows = list(report["samples"].values())
+    assert rows and all(r["student_samples"] == 4 and 0 <= r["student_pass_share"] <= 1 for r in rows)
+    for page in ("report.md", "report.html"):
+        text = (out / page).read_text()
+        assert "maj@k" in text and "accuracy is pass@1" in text
 
 
 def test_probes_take_shares_for_means_and_first_samples_for_exact_tests():

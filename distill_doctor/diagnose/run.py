@@ -314,10 +314,20 @@ def _samples(
         sv = inputs.student_verdicts.get(item_id)
         row["student_answer"] = sv.answer if sv else None
         row["student_passed"] = sv.passed if sv else None
+        _sample_share(row, "student", sv)
         if inputs.teacher is not None and inputs.teacher_verdicts is not None:
             tv = inputs.teacher_verdicts.get(item_id)
             row["teacher"] = _clip(inputs.teacher[item_id].output) if item_id in inputs.teacher else None
             row["teacher_answer"] = tv.answer if tv else None
             row["teacher_passed"] = tv.passed if tv else None
+            _sample_share(row, "teacher", tv)
         samples[item_id] = row
     return samples
+
+
+def _sample_share(row: dict[str, Any], role: str, verdict: Any) -> None:
+    """With several samples the row's text, answer and passed are the first sample's; add how many
+    samples there were and the share that passed."""
+    if verdict is not None and verdict.n_samples > 1:
+        row[f"{role}_samples"] = verdict.n_samples
+        row[f"{role}_pass_share"] = verdict.score

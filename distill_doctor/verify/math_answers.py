@@ -19,6 +19,7 @@ killed when it overruns. A judgement that times out counts as wrong, and says so
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -75,8 +76,15 @@ def _parse(text: str, timeout_s: int) -> list:
 
 
 def parse_reference(reference: object, timeout_s: int = TIMEOUT_S) -> list:
-    """math-verify's parse of the reference (empty when it cannot be read as mathematics)."""
-    return _parse(gold_text(reference), timeout_s)
+    """math-verify's parse of the reference (empty when it cannot be read as mathematics).
+
+    Cached: every sample of every output is judged against the same few references."""
+    return list(_parse_gold(gold_text(reference), timeout_s))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_gold(text: str, timeout_s: int) -> tuple:
+    return tuple(_parse(text, timeout_s))
 
 
 def _candidates(body: str) -> list[tuple[str, str]]:
