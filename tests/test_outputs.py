@@ -48,11 +48,11 @@ def lm_row(doc_id, text, *, doc=None, filt="none", repeats=1, with_hash=True):
 def test_native_outputs_and_missing(tmp_path, items):
     p = write_lines(
         tmp_path / "student.jsonl",
-        [{"id": "q0", "output": "0"}, "", {"id": "q2", "output": "so 4", "samples": ["4", "5"]}],
+        [{"id": "q0", "output": "0"}, "", {"id": "q2", "output": "so 4", "samples": ["so 4", "5"]}],
     )
     got = load_outputs(p, items)
     assert set(got.outputs) == {"q0", "q2"}
-    assert got.outputs["q2"].samples == ("4", "5") and got.outputs["q2"].line == 3
+    assert got.outputs["q2"].samples == ("so 4", "5") and got.outputs["q2"].line == 3
     assert got.missing == ["q1", "q3"]
 
 
@@ -70,6 +70,7 @@ def test_samples_only_uses_first_sample_as_output(tmp_path, items):
         ([{"id": "q0", "output": 5}], 1, "output", "string"),
         ([{"id": "q0", "output": "x", "samples": "x"}], 1, "samples", "list of strings"),
         ([{"id": "q0", "output": "x", "samples": ["a", 1]}], 1, "samples[1]", "string"),
+        ([{"id": "q0", "output": "x", "samples": ["a", "x"]}], 1, "output", "differs from samples"),
         ([{"output": "x"}], 1, "id", "required"),
     ],
 )

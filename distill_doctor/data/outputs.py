@@ -60,6 +60,13 @@ def _native(obj: dict[str, Any], path: str, line: int) -> ModelOutput:
     output = get_str(obj, "output", path=path, line=line, required=not samples)
     if output is None:
         output = samples[0]  # only samples given: the first one is the output
+    elif samples and output != samples[0]:
+        raise InputError(
+            "differs from samples[0]: with samples, output is the first sample (or left out)",
+            path=path,
+            line=line,
+            field="output",
+        )
     return ModelOutput(id=out_id, output=output, samples=samples, line=line)
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from distill_doctor import __version__
 from distill_doctor.data import load_items, load_manifest, load_outputs, load_training
 from distill_doctor.data.fingerprint import file_sha256
@@ -32,8 +34,8 @@ from distill_doctor.probes import (
     teacher_error_transfer,
 )
 from distill_doctor.probes.base import DEBUG_ORDER, DiagnosisInputs, Finding, Probe, skipped
-from distill_doctor.stats import clopper_pearson, holm
-from distill_doctor.verify import verify_outputs
+from distill_doctor.stats import bootstrap_ci, clopper_pearson, holm
+from distill_doctor.verify import scoring, verify_outputs
 
 # Explicit, in debug order (data -> capacity -> mismatch -> provenance).
 PROBES: tuple[Probe, ...] = (
@@ -212,16 +214,32 @@ def control_false_alarms(findings: list[Finding], alpha: float) -> list[float | 
 
 
 def accuracy_block(inputs: DiagnosisInputs) -> dict[str, Any]:
-    """SPEC ``accuracy``: items scored (both models, when a teacher is given) and each model's pass share."""
+    """SPEC ``accuracy``: items scored (both models, when a teacher is given) and each model's pass share.
+
+    With several samples per item the share is pass@1 (the mean over items of each item's share
+    of passing samples), its interval an item bootstrap, and ``multi_sample`` adds maj@k and
+    pass@k per model (``verify/scoring.py``).
+    """
     ids = inputs.scored_ids()
     n = len(ids)
     block: dict[str, Any] = {"n": n, "teacher": None, "student": None}
+    multi: dict[str, Any] = {}
     for role, verdicts in (("student", inputs.student_verdicts), ("teacher", inputs.teacher_verdicts)):
         if verdicts is None or n == 0:
+            continue
+        if scoring.is_multi_sample(verdicts, ids):
+            scores = np.array([verdicts[i].score for i in ids])
+            block[role] = float(scores.mean())
+            block[f"{role}_ci"] = list(bootstrap_ci(lambda x: x.mean(-1), scores, seed=inputs.seed))
+            multi[role] = scoring.summarize(verdicts, ids)
             continue
         k = sum(verdicts[i].passed for i in ids)
         block[role] = k / n
         block[f"{role}_ci"] = list(clopper_pearson(k, n))
+    if multi:
+        multi["tie_break"] = scoring.TIE_BREAK
+        multi["tests_use"] = "first sample (binary tests), share of passing samples (tests on means)"
+        block["multi_sample"] = multi
     block["missing"] = {
         "student": sum(1 for it in inputs.items if it.id not in inputs.student),
         "teacher": (
@@ -316,10 +334,20 @@ def _samples(
         sv = inputs.student_verdicts.get(item_id)
         row["student_answer"] = sv.answer if sv else None
         row["student_passed"] = sv.passed if sv else None
+        _sample_share(row, "student", sv)
         if inputs.teacher is not None and inputs.teacher_verdicts is not None:
             tv = inputs.teacher_verdicts.get(item_id)
             row["teacher"] = _clip(inputs.teacher[item_id].output) if item_id in inputs.teacher else None
             row["teacher_answer"] = tv.answer if tv else None
             row["teacher_passed"] = tv.passed if tv else None
+            _sample_share(row, "teacher", tv)
         samples[item_id] = row
     return samples
+
+
+def _sample_share(row: dict[str, Any], role: str, verdict: Any) -> None:
+    """With several samples the row's text, answer and passed are the first sample's; add how many
+    samples there were and the share that passed."""
+    if verdict is not None and verdict.n_samples > 1:
+        row[f"{role}_samples"] = verdict.n_samples
+        row[f"{role}_pass_share"] = verdict.score

@@ -11,12 +11,14 @@ import re
 from typing import Any
 
 from distill_doctor.reports.text import (
+    MULTI_SAMPLE_HEADER,
     clean,
     fmt_ci,
     fmt_num,
     fmt_p,
     fmt_pct,
     is_number,
+    multi_sample_rows,
     one_line,
     ordered_findings,
     samples_for,
@@ -98,7 +100,11 @@ def _accuracy(report: dict[str, Any]) -> list[str]:
             ]
         )
     header = ["model", "accuracy", "95% CI", "n scored", "outputs missing"]
-    return ["## Accuracy", "", *_table(header, rows), ""]
+    lines = ["## Accuracy", "", *_table(header, rows), ""]
+    multi = multi_sample_rows(report)
+    if multi:  # several samples per item: accuracy is pass@1 (SPEC)
+        lines += ["Several samples per item: accuracy is pass@1.", "", *_table(MULTI_SAMPLE_HEADER, multi), ""]
+    return lines
 
 
 def _suspect(report: dict[str, Any], findings: list[dict[str, Any]]) -> list[str]:
