@@ -222,3 +222,29 @@ def test_eval_tells_one_accuracy_story(tmp_path, capsys, monkeypatch):
     lines = capsys.readouterr().out.splitlines()
     assert "accuracy 0.833 (5/6 items pass the verifier)" in lines[0] and "lm-eval" not in lines[0]
     assert lines[1].startswith("  lm-eval's own exact_match (filter none): 0.000; it agrees with the verifier on 1/6")
+
+
+def test_repeats_score_like_lm_eval_majority_vote(logs, tmp_path, capsys):
+    """The four samples per document, scored by distill-doctor (maj@k), give lm-eval's own maj@4."""
+    t, s = (logs["gsm8k_cot_self_consistency"].samples[r] for r in ("teacher", "student"))
+    rc, report, err = run_diagnose(tmp_path, "--teacher", str(t), "--student", str(s), capsys=capsys)
+    assert rc == 0, err
+    multi = report["accuracy"]["multi_sample"]
+    for role, path in (("teacher", t), ("student", s)):
+        assert multi[role]["samples_min"] == multi[role]["samples_max"] == 4
+        assert multi[role]["maj_at_k"] == pytest.approx(lm_eval_result(path, "exact_match,maj@4"))
+
+
+def test_task_families_pick_their_verifier(logs):
+    from distill_doctor.data.outputs import items_from_samples
+
+    kinds = {task: {it.verifier for it in items_from_samples(b.samples["teacher"])} for task, b in logs.items()}
+    assert kinds == {
+        "gsm8k": {"numeric"},
+        "gsm8k_cot_self_consistency": {"numeric"},
+        "arc_easy": {"choice"},
+        "hendrycks_math_algebra": {"math"},
+        "humaneval": {"code"},
+    }
+    math_items = items_from_samples(logs["hendrycks_math_algebra"].samples["teacher"])
+    assert math_items[2].reference == "\\frac{3}{4}" and math_items[0].tags["difficulty"] == 1
