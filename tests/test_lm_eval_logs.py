@@ -196,6 +196,11 @@ def test_disagreement_with_lm_eval_is_a_visible_warning(logs, tmp_path, capsys):
     assert block["warning"] and "disagree" in block["warning"]
     assert [d["id"] for d in block["disagreeing"]] == sorted(right, key=lambda i: int(i[1:]))[:10]
     assert "warning: teacher:" in err and "warning: student:" in err
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "**Warning:** the verifier and lm-eval's exact" in markdown
+    from distill_doctor.reports.schema import validate_report
+
+    validate_report(report)
 
 
 def test_eval_tells_one_accuracy_story(tmp_path, capsys, monkeypatch):

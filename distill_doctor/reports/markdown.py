@@ -104,7 +104,24 @@ def _accuracy(report: dict[str, Any]) -> list[str]:
     multi = multi_sample_rows(report)
     if multi:  # several samples per item: accuracy is pass@1 (SPEC)
         lines += ["Several samples per item: accuracy is pass@1.", "", *_table(MULTI_SAMPLE_HEADER, multi), ""]
-    return lines
+    return lines + _lm_eval_agreement(report)
+
+
+def _lm_eval_agreement(report: dict[str, Any]) -> list[str]:
+    """lm-eval samples as outputs: lm-eval's own metric, labelled as lm-eval's, and its per-item
+    agreement with the verifier; a disagreement above 1% of items is a warning (SPEC)."""
+    lines = []
+    for role, block in (report.get("lm_eval_agreement") or {}).items():
+        if not block or not block.get("n"):
+            continue
+        label = block["metric"] + (f" ({block['filter']})" if block["filter"] != "none" else "")
+        lines.append(
+            f"- {role}: lm-eval's own {md_code(label)} is {fmt_pct(block.get('lm_eval_accuracy'))}; "
+            f"it agrees with the verifier on {block['agree']} of {block['n']} items."
+        )
+        if block.get("warning"):
+            lines.append(f"  **Warning:** {md_text(block['warning'])}")
+    return ["lm-eval's own scores (the accuracy above is the verifier's):", "", *lines, ""] if lines else []
 
 
 def _suspect(report: dict[str, Any], findings: list[dict[str, Any]]) -> list[str]:
