@@ -32,6 +32,7 @@ responses to one request (``repeats: k``) become the output's ``samples``.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -275,12 +276,25 @@ def render_doc_to_text(config: dict[str, Any] | None, doc: Any) -> str | None:
         return doc[template]
     if "{{" not in template and "{%" not in template:
         return None
+    compiled = _compiled(template)
+    if compiled is None:
+        return None
+    try:
+        return compiled.render(**doc)
+    except Exception:  # a field the template needs is missing, or a filter fails on it
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(template: str) -> Any:
+    """The Jinja template, compiled once per task (None when it does not compile here, e.g. it
+    uses lm-eval's own filters or is a function's source)."""
     try:
         import jinja2
 
         env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-        return env.from_string(template).render(**doc)
-    except Exception:  # a template using lm-eval's own filters, or a function dump: not renderable here
+        return env.from_string(template)
+    except Exception:
         return None
 
 
@@ -362,6 +376,14 @@ def mc_prediction(logliks: list[float], choices: list[str], rule: str) -> int:
 def _mc_logliks(sf: SamplesFile, d: LmEvalDoc) -> tuple[list[str], list[float]]:
     """The choices and their loglikelihoods of one multiple-choice document."""
     choices = _choices(sf, d)
+    if len(set(choices)) == 1 and len({c for c, _ in d.arguments}) > 1:
+        raise InputError(
+            "a multiple-input task (one continuation after several contexts, e.g. winogrande) is not "
+            "supported yet",
+            path=sf.path,
+            line=d.line,
+            field="arguments",
+        )
     if not 2 <= len(choices) <= len(LETTERS) or not isinstance(d.resps, list) or len(d.resps) != len(choices):
         raise InputError(
             f"a multiple-choice document needs one loglikelihood per choice (2..26), found {len(choices)} "

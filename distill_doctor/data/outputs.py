@@ -120,6 +120,10 @@ class ContentIndex:
         doc_id = d.doc.get("id", d.doc.get("task_id")) if isinstance(d.doc, dict) else None
         if len(found) > 1 and doc_id is not None:
             found = {i for i in found if self.items[i].id == str(doc_id)} or found
+        if len(found) > 1 and by_hash:
+            # Identical documents (same doc_hash) in the items: their content is the same, so the
+            # item named by this doc_id (items read from samples are named so) is as good as any.
+            found = {i for i in found if self.items[i].id == str(d.doc_id)} or found
         if len(found) == 1:
             return found.pop()
         where = f"doc_id {d.doc_id}"
