@@ -217,3 +217,27 @@ def test_mixed_formats_rejected(tmp_path, items):
     with pytest.raises(InputError, match="mixes lm-eval and native") as err:
         load_outputs(write_lines(tmp_path / "s2.jsonl", [lm_row(1, "y"), {"id": "q0", "output": "x"}]), items)
     assert err.value.line == 2
+
+
+def test_identical_lm_eval_documents_pair_by_doc_id(tmp_path):
+    """A dataset with the same row twice: the items read from one model's samples and the other
+    model's samples pair the two copies by doc_id (their content is equal, so the join is proven)."""
+    from distill_doctor.data.outputs import items_from_samples
+
+    doc = {"question": "What is 2+2?", "answer": "#### 4"}
+
+    def rows(texts):
+        out = []
+        for k, text in enumerate(texts):
+            r = lm_row(k, text, doc=doc)
+            r["target"] = doc["answer"]
+            r["arguments"]["gen_args_0"]["arg_0"] = f"Question: {doc['question']}\nAnswer:"
+            out.append(r)
+        return out
+
+    teacher = write_lines(tmp_path / "samples_t_2026-01-01T00-00-00.jsonl", rows(["4", "5"]))
+    student = write_lines(tmp_path / "samples_s_2026-01-01T00-00-00.jsonl", rows(["6", "4"]))
+    items = items_from_samples(teacher)
+    assert [it.id for it in items] == ["0", "1"] and {it.reference for it in items} == {"4"}
+    got = load_outputs(student, items)
+    assert {k: v.output for k, v in got.outputs.items()} == {"0": "6", "1": "4"}
