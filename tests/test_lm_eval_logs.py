@@ -250,6 +250,26 @@ def test_task_families_pick_their_verifier(logs):
         "arc_easy": {"choice"},
         "hendrycks_math_algebra": {"math"},
         "humaneval": {"code"},
+        "mbpp": {"code"},
     }
     math_items = items_from_samples(logs["hendrycks_math_algebra"].samples["teacher"])
     assert math_items[2].reference == "\\frac{3}{4}" and math_items[0].tags["difficulty"] == 1
+
+
+def test_mbpp_runs_in_the_sandbox_and_a_real_disagreement_is_flagged(logs, tmp_path, capsys):
+    """mbpp completions run against the doc's test_list. lm-eval's mbpp runs the raw completion, so
+    the teacher's right answers written as fenced blocks fail there and pass the verifier: the
+    agreement warning names exactly those items; the student (no right fenced answer) agrees."""
+    t, s = logs["mbpp"].samples["teacher"], logs["mbpp"].samples["student"]
+    rc, report, err = run_diagnose(tmp_path, "--teacher", str(t), "--student", str(s), capsys=capsys)
+    assert rc == 0, err
+    rows = [json.loads(line) for line in t.read_text().splitlines()]
+    fenced_right = [str(r["doc"]["task_id"]) for r in rows if r["resps"][0][0].startswith("```") and r["doc_id"] in (2, 5)]
+    assert fenced_right == ["603", "606"]
+    assert report["accuracy"]["teacher"] == pytest.approx(lm_eval_result(t, "pass_at_1,none") + 2 / 6)
+    teacher = report["lm_eval_agreement"]["teacher"]
+    assert [d["id"] for d in teacher["disagreeing"]] == fenced_right and teacher["warning"]
+    assert all(d["verifier_passed"] and d["lm_eval"] == 0.0 for d in teacher["disagreeing"])
+    assert report["lm_eval_agreement"]["student"]["rate"] == 1.0
+    assert report["accuracy"]["student"] == pytest.approx(lm_eval_result(s, "pass_at_1,none"))
+    assert "warning: teacher:" in err and "603, 606" in err

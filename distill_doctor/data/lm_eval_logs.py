@@ -16,7 +16,10 @@ into what distill-doctor scores, by task family (:func:`read_doc`):
   choice, as ``numpy.argmax``). The output is that choice's letter (A, B, ... by position) and
   the item a ``choice`` item whose reference is the gold choice's letter.
 - **code** (a ``doc`` with ``test`` and ``entry_point``: humaneval): a ``code`` item run in the
-  sandbox (prompt = the doc's prompt, tests = its ``test``).
+  sandbox (prompt = the doc's prompt, tests = its ``test``). mbpp (a ``doc`` with ``test_list``):
+  the ``test_list`` asserts after ``test_setup_code`` are the tests, the function the first assert
+  calls is the entry point, and the completion (a whole program) is run as a fenced block so
+  that the prose prompt is not prepended.
 - **math** (hendrycks_math / minerva_math, or a doc whose ``solution`` holds ``\\boxed``): the
   reference is the logged target (the boxed answer); verifier ``math`` when installed, else
   ``numeric`` when the answer is a number, else ``exact``.
@@ -429,6 +432,8 @@ def read_output(sf: SamplesFile, d: LmEvalDoc, *, mc_rule: str = "acc") -> tuple
     texts = _texts(d.resps)
     if not texts:
         raise InputError("holds no generated text", path=sf.path, line=d.line, field="resps")
+    if isinstance(d.doc, dict) and "test_list" in d.doc:  # mbpp: a whole program (see _read_mbpp)
+        texts = [_fenced(t) for t in texts]
     return texts[0], tuple(texts) if len(texts) > 1 else (), ()
 
 
@@ -469,13 +474,7 @@ def _read_generated(sf: SamplesFile, d: LmEvalDoc) -> Reading:
             **common,
         )
     if "test_list" in doc:
-        raise InputError(
-            "an mbpp-style code task (test_list) is not supported yet; humaneval-style docs "
-            "(test, entry_point) are",
-            path=sf.path,
-            line=d.line,
-            field="doc",
-        )
+        return _read_mbpp(sf, d, doc, common)
     target = d.target if d.target is not None else ""
     target = str(target[0] if isinstance(target, list) and target else target)
     is_math = task.startswith(("hendrycks_math", "minerva_math")) or "\\boxed" in str(doc.get("solution", ""))
@@ -493,6 +492,46 @@ def _read_generated(sf: SamplesFile, d: LmEvalDoc) -> Reading:
     if not reference:
         raise InputError("logs an empty target: nothing to score against", path=sf.path, line=d.line, field="target")
     return Reading(_prompt(sf, d), reference, _number_or_text(reference), "generic", **common)
+
+
+_ASSERT_CALL = re.compile(r"^\s*assert\s+(?:not\s+)?\(*\s*(?:set\(|math\.isclose\()?\s*([A-Za-z_]\w*)\s*\(")
+
+
+def _fenced(text: str) -> str:
+    """``text`` as a fenced Python block, unless it holds one already."""
+    from distill_doctor.verify.code import last_code_block
+
+    return text if last_code_block(text) is not None else f"```python\n{text}\n```"
+
+
+def _read_mbpp(sf: SamplesFile, d: LmEvalDoc, doc: dict[str, Any], common: dict[str, Any]) -> Reading:
+    """An mbpp document: the completion is a whole program (the prompt is prose), checked by the
+    doc's ``test_list`` asserts after its ``test_setup_code``. The code verifier prepends the prompt
+    unless the output's fenced block defines the function, so the completion is handed over as such
+    a block (it is one already when the model fenced it)."""
+    tests = doc.get("test_list")
+    if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
+        raise InputError("must be a non-empty list of assert strings", path=sf.path, line=d.line, field="doc.test_list")
+    name = _ASSERT_CALL.match(tests[0])
+    if name is None:
+        raise InputError(
+            f"cannot read the function under test from {tests[0][:80]!r}",
+            path=sf.path,
+            line=d.line,
+            field="doc.test_list",
+        )
+    setup = doc.get("test_setup_code") if isinstance(doc.get("test_setup_code"), str) else ""
+    body = "".join(f"    {t.strip()}\n" for t in tests)
+    common = dict(common, output=_fenced(common["output"]), samples=tuple(_fenced(t) for t in common["samples"]))
+    return Reading(
+        prompt=_prompt(sf, d),
+        reference=None,
+        verifier="code",
+        family="code",
+        tests=f"{setup}\n\ndef check(candidate):\n{body}",
+        entry_point=name.group(1),
+        **common,
+    )
 
 
 def read_doc(sf: SamplesFile, d: LmEvalDoc, *, mc_rule: str = "acc") -> Reading:
