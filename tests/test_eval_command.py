@@ -48,7 +48,7 @@ def test_one_model_writes_outputs_in_item_order_and_never_overwrites(tmp_path, c
     ]
     assert main(args + ["--limit", "3"]) == 0
     summary = capsys.readouterr().out
-    assert "verifier accuracy" in summary and "3 items" in summary
+    assert "accuracy" in summary and "/3 items pass the verifier" in summary
     rows = read_jsonl(out)
     assert [r["id"] for r in rows] == ["q0", "q1", "q2"] and all(set(r) == {"id", "output"} for r in rows)
     first = out.read_text()

@@ -48,11 +48,11 @@ def lm_row(doc_id, text, *, doc=None, filt="none", repeats=1, with_hash=True):
 def test_native_outputs_and_missing(tmp_path, items):
     p = write_lines(
         tmp_path / "student.jsonl",
-        [{"id": "q0", "output": "0"}, "", {"id": "q2", "output": "so 4", "samples": ["4", "5"]}],
+        [{"id": "q0", "output": "0"}, "", {"id": "q2", "output": "so 4", "samples": ["so 4", "5"]}],
     )
     got = load_outputs(p, items)
     assert set(got.outputs) == {"q0", "q2"}
-    assert got.outputs["q2"].samples == ("4", "5") and got.outputs["q2"].line == 3
+    assert got.outputs["q2"].samples == ("so 4", "5") and got.outputs["q2"].line == 3
     assert got.missing == ["q1", "q3"]
 
 
@@ -70,6 +70,7 @@ def test_samples_only_uses_first_sample_as_output(tmp_path, items):
         ([{"id": "q0", "output": 5}], 1, "output", "string"),
         ([{"id": "q0", "output": "x", "samples": "x"}], 1, "samples", "list of strings"),
         ([{"id": "q0", "output": "x", "samples": ["a", 1]}], 1, "samples[1]", "string"),
+        ([{"id": "q0", "output": "x", "samples": ["a", "x"]}], 1, "output", "differs from samples"),
         ([{"output": "x"}], 1, "id", "required"),
     ],
 )
@@ -93,7 +94,7 @@ def test_lm_eval_hash_recipe_matches_the_installed_harness():
     assert lm_doc_hash(doc) == expected
 
 
-def test_lm_eval_samples_join_by_doc_id(tmp_path, items):
+def test_lm_eval_samples_join_by_content(tmp_path, items):
     rows = [lm_row(2, "4 #### 4", repeats=3), lm_row(0, "zero"), lm_row(2, "x", filt="strict-match")]
     got = load_outputs(write_lines(tmp_path / "samples_add_2026-01-01T00-00-00.jsonl", rows), items)
     assert set(got.outputs) == {"q0", "q2"}  # the strict-match rows repeat the docs: skipped
@@ -125,8 +126,31 @@ def test_lm_eval_edited_doc_fails_hash(tmp_path, items):
 def test_lm_eval_doc_of_another_items_file(tmp_path, items):
     other = {"id": "other", "prompt": "Something else", "reference": 1}
     with pytest.raises(InputError, match="another items file") as err:
-        load_outputs(write_lines(tmp_path / "s.jsonl", [lm_row(1, "x", doc=other)]), items)
-    assert err.value.line == 1 and err.value.field == "doc.id"
+        load_outputs(write_lines(tmp_path / "s.jsonl", [lm_row(0, "y"), lm_row(1, "x", doc=other)]), items)
+    assert err.value.line == 2 and err.value.field == "doc"
+
+
+def test_lm_eval_doc_id_proves_nothing(tmp_path, items):
+    """A document joins the item with its content, whatever its doc_id (lm-eval's dataset position)."""
+    got = load_outputs(write_lines(tmp_path / "s.jsonl", [lm_row(1, "x", doc=ROWS[3])]), items)
+    assert set(got.outputs) == {"q3"}
+
+
+def test_lm_eval_doc_matching_by_prompt_text(tmp_path, items):
+    """No doc_hash match (the doc has other columns), but the doc's text is an item's prompt."""
+    doc = {"question": ROWS[2]["prompt"], "answer": "#### 4"}
+
+    def row(doc_id, d):
+        r = lm_row(doc_id, "4", doc=d)
+        r["arguments"]["gen_args_0"]["arg_0"] = f"Question: {d['question']}\nAnswer:"
+        return r
+
+    got = load_outputs(write_lines(tmp_path / "s.jsonl", [row(0, doc)]), items)
+    assert set(got.outputs) == {"q2"}
+    twice = [row(0, doc), row(1, dict(doc, answer="#### 5"))]
+    with pytest.raises(InputError, match="is item 'q2' again") as err:
+        load_outputs(write_lines(tmp_path / "s2.jsonl", twice), items)
+    assert err.value.line == 2
 
 
 def test_lm_eval_hash_without_doc_checked_against_item_row(tmp_path, items):
@@ -136,7 +160,7 @@ def test_lm_eval_hash_without_doc_checked_against_item_row(tmp_path, items):
     assert got.outputs["q1"].output == "x"
     bad = lm_row(1, "x", doc={"id": "q1", "prompt": "changed", "reference": 2})
     del bad["doc"]
-    with pytest.raises(InputError, match="doc_hash does not match item 'q1'") as err:
+    with pytest.raises(InputError, match="cannot prove which item") as err:
         load_outputs(write_lines(tmp_path / "s2.jsonl", [bad]), items)
     assert err.value.line == 1
 
@@ -161,12 +185,11 @@ def test_lm_eval_hash_of_datasets_normalised_doc(tmp_path):
 @pytest.mark.parametrize(
     ("change", "field", "message"),
     [
-        ({"doc_id": 99}, "doc_id", "outside the items file"),
         ({"doc_id": "1"}, "doc_id", "integer"),
         (
             {"resps": [[["-1.5", "False"]]], "filtered_resps": [["-1.5", "False"]]},
             "resps",
-            "no generated text",
+            "no generated text|no answer to score",
         ),
         ({"doc_hash": 5}, "doc_hash", "string"),
     ],
@@ -194,3 +217,27 @@ def test_mixed_formats_rejected(tmp_path, items):
     with pytest.raises(InputError, match="mixes lm-eval and native") as err:
         load_outputs(write_lines(tmp_path / "s2.jsonl", [lm_row(1, "y"), {"id": "q0", "output": "x"}]), items)
     assert err.value.line == 2
+
+
+def test_identical_lm_eval_documents_pair_by_doc_id(tmp_path):
+    """A dataset with the same row twice: the items read from one model's samples and the other
+    model's samples pair the two copies by doc_id (their content is equal, so the join is proven)."""
+    from distill_doctor.data.outputs import items_from_samples
+
+    doc = {"question": "What is 2+2?", "answer": "#### 4"}
+
+    def rows(texts):
+        out = []
+        for k, text in enumerate(texts):
+            r = lm_row(k, text, doc=doc)
+            r["target"] = doc["answer"]
+            r["arguments"]["gen_args_0"]["arg_0"] = f"Question: {doc['question']}\nAnswer:"
+            out.append(r)
+        return out
+
+    teacher = write_lines(tmp_path / "samples_t_2026-01-01T00-00-00.jsonl", rows(["4", "5"]))
+    student = write_lines(tmp_path / "samples_s_2026-01-01T00-00-00.jsonl", rows(["6", "4"]))
+    items = items_from_samples(teacher)
+    assert [it.id for it in items] == ["0", "1"] and {it.reference for it in items} == {"4"}
+    got = load_outputs(student, items)
+    assert {k: v.output for k, v in got.outputs.items()} == {"0": "6", "1": "4"}

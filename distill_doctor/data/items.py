@@ -12,7 +12,7 @@ from distill_doctor.data.jsonl import get_id, get_str, get_str_or_number, iter_j
 from distill_doctor.data.records import Item
 from distill_doctor.errors import InputError
 
-_PLAIN_VERIFIERS = ("numeric", "exact", "choice", "code")
+_PLAIN_VERIFIERS = ("numeric", "exact", "choice", "math", "code")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -95,7 +95,7 @@ def _verifier(obj: dict[str, Any], ref: Any, path: str, line: int) -> str:
         return name
     if name not in _PLAIN_VERIFIERS:
         raise InputError(
-            f"unknown verifier {name!r}; expected numeric, exact, choice, code or regex:<pattern>",
+            f"unknown verifier {name!r}; expected numeric, exact, choice, math, code or regex:<pattern>",
             path=path,
             line=line,
             field="verifier",
@@ -117,6 +117,16 @@ def _check_reference(verifier: str, ref: Any, path: str, line: int) -> None:
         if not ok:
             raise InputError(
                 f"numeric verifier, but {ref!r} holds no number", path=path, line=line, field="reference"
+            )
+    elif verifier == "math":
+        from distill_doctor.verify.math_answers import parse_reference
+
+        if not any(not isinstance(form, str) for form in parse_reference(ref)):  # a string is no parse
+            raise InputError(
+                f"math verifier, but math-verify cannot read {str(ref)[:60]!r} as mathematics",
+                path=path,
+                line=line,
+                field="reference",
             )
     elif verifier == "choice" and parse_choice(str(ref)) is None:
         raise InputError(

@@ -2,33 +2,41 @@
 
 The format is detected per file from its first record: a record with ``doc_id`` or
 ``resps`` is an lm-evaluation-harness ``samples_<task>_<timestamp>.jsonl`` line
-(written with ``--log_samples``); anything else is native.
+(written with ``--log_samples``, read by :mod:`distill_doctor.data.lm_eval_logs`); anything
+else is native.
 
-lm-eval rows join to the items by ``doc_id`` = the 0-based index of the item in the
-items file. The output text is the first *raw* response (``resps[0]``, nested lists
-unwrapped), falling back to ``filtered_resps`` when ``resps`` is absent: distill-doctor
-extracts answers itself, and lm-eval's filters replace unparseable answers with
-``"[invalid]"``, which would hide the text. Repeats of one request become ``samples``.
-A task logged with several filters writes one row per doc per filter; the first filter
-seen is used and rows of other filters are skipped. ``doc_hash`` is checked where present:
-against the logged ``doc`` (the file is self-consistent) and, when the row logs no ``doc``,
-against the item row itself (see ``items.lm_doc_hash``). When the logged ``doc`` has an
-``id`` or a ``prompt`` field, it must match the item at ``doc_id``.
+lm-eval documents join to the items **by content, never by position** (SPEC "The join rule"):
+a document belongs to the item whose row has its ``doc_hash`` (the items file written verbatim as
+lm-eval's dataset), or whose prompt equals the logged doc's text or the prompt lm-eval sent (the
+rendered ``doc_to_text``, the whole context, or its last few-shot block), whitespace collapsed.
+A document that matches no item, or several equally, is refused (exit 2, naming its line):
+``doc_id`` is lm-eval's position in *its* dataset and proves nothing about an items file.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill_doctor.data.items import lm_doc_hash
+from distill_doctor.data.items import ItemList
 from distill_doctor.data.jsonl import get_id, get_str, iter_jsonl, type_name
+from distill_doctor.data.lm_eval_logs import (
+    LETTERS,
+    LmEvalDoc,
+    SamplesFile,
+    is_lm_eval_record,
+    logged_metric_names,
+    normalize_text,
+    read_doc,
+    read_output,
+    read_samples_file,
+    render_doc_to_text,
+)
 from distill_doctor.data.records import Item, ModelOutput, OutputSet
 from distill_doctor.errors import InputError
 
-
-def _is_lm_eval(obj: dict[str, Any]) -> bool:
-    return "doc_id" in obj or "resps" in obj
+_is_lm_eval = is_lm_eval_record
 
 
 def _native(obj: dict[str, Any], path: str, line: int) -> ModelOutput:
@@ -52,145 +60,193 @@ def _native(obj: dict[str, Any], path: str, line: int) -> ModelOutput:
     output = get_str(obj, "output", path=path, line=line, required=not samples)
     if output is None:
         output = samples[0]  # only samples given: the first one is the output
+    elif samples and output != samples[0]:
+        raise InputError(
+            "differs from samples[0]: with samples, output is the first sample (or left out)",
+            path=path,
+            line=line,
+            field="output",
+        )
     return ModelOutput(id=out_id, output=output, samples=samples, line=line)
 
 
-def _first_text(value: Any) -> str | None:
-    """The first string in a (possibly nested) list, or None."""
-    for _ in range(8):
-        if isinstance(value, str):
-            return value
-        if not isinstance(value, list) or not value:
-            return None
-        value = value[0]
-    return None
+@dataclass(frozen=True)
+class LoggedScores:
+    """lm-eval's own per-item scores from a samples file, for the agreement check (see
+    ``diagnose.agreement``): ``values[(metric, filter)][item_id]``, in the file's filter order."""
+
+    path: str
+    task: str | None
+    output_type: str
+    results_path: str | None
+    mc_rule: str | None  # multiple choice: "acc" or "acc_norm", the prediction rule used
+    values: dict[tuple[str, str], dict[str, float]]
 
 
-def _all_texts(value: Any) -> list[str]:
-    """All strings of ``resps[0]`` (the repeats of the first request)."""
-    if isinstance(value, list) and value and isinstance(value[0], list):
-        first = value[0]
-        if all(isinstance(s, str) for s in first):
-            return list(first)
-    return []
+class ContentIndex:
+    """Items indexed by content: lm-eval ``doc_hash`` candidates and whitespace-normalised prompts."""
 
+    def __init__(self, items: list[Item]):
+        self.items = items
+        self.by_hash: dict[str, list[int]] = {}
+        self.by_text: dict[str, list[int]] = {}
+        for i, hashes in enumerate(getattr(items, "doc_hashes", None) or []):
+            for h in hashes:
+                self.by_hash.setdefault(h, []).append(i)
+        for i, it in enumerate(items):
+            self.by_text.setdefault(normalize_text(it.prompt), []).append(i)
 
-def _check_doc(
-    obj: dict[str, Any], item: Item, candidates: frozenset[str] | None, path: str, line: int
-) -> None:
-    doc_hash = obj.get("doc_hash")
-    doc = obj.get("doc")
-    if doc_hash is not None and not isinstance(doc_hash, str):
+    def texts(self, sf: SamplesFile, d: LmEvalDoc) -> list[str]:
+        """What the document says it asked: the doc's string fields, the rendered ``doc_to_text``,
+        each context lm-eval sent, and that context's last few-shot block."""
+        out: list[str] = []
+        if isinstance(d.doc, dict):
+            out.extend(v for v in d.doc.values() if isinstance(v, str))
+        rendered = render_doc_to_text(sf.config, d.doc)
+        if rendered:
+            out.append(rendered)
+        delimiter = (sf.config or {}).get("fewshot_delimiter") or "\n\n"
+        for context in dict.fromkeys(c for c, _ in d.arguments):
+            out.append(context)
+            if isinstance(delimiter, str) and delimiter in context:
+                out.append(context.rsplit(delimiter, 1)[-1])
+        return [t for t in (normalize_text(x) for x in out) if t]
+
+    def match(self, sf: SamplesFile, d: LmEvalDoc) -> int:
+        """The index of the one item this document is proven to be; InputError otherwise."""
+        by_hash = set(self.by_hash.get(d.doc_hash, ())) if d.doc_hash else set()
+        by_text = {i for t in self.texts(sf, d) for i in self.by_text.get(t, ())}
+        found = by_hash or by_text
+        doc_id = d.doc.get("id", d.doc.get("task_id")) if isinstance(d.doc, dict) else None
+        if len(found) > 1 and doc_id is not None:
+            found = {i for i in found if self.items[i].id == str(doc_id)} or found
+        if len(found) > 1 and by_hash:
+            # Identical documents (same doc_hash) in the items: their content is the same, so the
+            # item named by this doc_id (items read from samples are named so) is as good as any.
+            found = {i for i in found if self.items[i].id == str(d.doc_id)} or found
+        if len(found) == 1:
+            return found.pop()
+        where = f"doc_id {d.doc_id}"
+        if not found:
+            raise InputError(
+                f"{where}: cannot prove which item this lm-eval document is: its doc_hash matches no "
+                "items row and no item's prompt equals the logged doc's text or the prompt lm-eval sent "
+                "(were these samples made from another items file?)",
+                path=sf.path,
+                line=d.line,
+                field="doc",
+            )
+        names = ", ".join(repr(self.items[i].id) for i in sorted(found)[:3])
         raise InputError(
-            f"must be a string, found {type_name(doc_hash)}", path=path, line=line, field="doc_hash"
-        )
-    if doc_hash is not None and doc is not None and lm_doc_hash(doc) != doc_hash:
-        raise InputError(
-            "doc_hash does not match the logged doc: the file was edited after lm-eval wrote it",
-            path=path,
-            line=line,
-            field="doc_hash",
-        )
-    if isinstance(doc, dict):
-        for key, expected in (("id", item.id), ("prompt", item.prompt)):
-            if key in doc:
-                if str(doc[key]).strip() != str(expected).strip():
-                    raise InputError(
-                        f"doc_id {obj['doc_id']} joins item {item.id!r} (line {item.line} of the items), "
-                        f"but the logged doc has a different {key}: were these samples made from another items file?",
-                        path=path,
-                        line=line,
-                        field=f"doc.{key}",
-                    )
-                break
-    elif doc_hash is not None and candidates and doc_hash not in candidates:
-        raise InputError(
-            f"doc_hash does not match item {item.id!r} at doc_id {obj['doc_id']}: "
-            "were these samples made from another items file?",
-            path=path,
-            line=line,
-            field="doc_hash",
+            f"{where}: matches several items by content ({names}): cannot prove which one it is",
+            path=sf.path,
+            line=d.line,
+            field="doc",
         )
 
 
-def _lm_eval(
-    obj: dict[str, Any], items: list[Item], hashes: list[frozenset[str]] | None, path: str, line: int
-) -> ModelOutput:
-    doc_id = obj.get("doc_id")
-    if isinstance(doc_id, bool) or not isinstance(doc_id, int):
-        raise InputError(
-            f"must be an integer (the 0-based index in the items file), found {type_name(doc_id)}",
-            path=path,
-            line=line,
-            field="doc_id",
-        )
-    if not 0 <= doc_id < len(items):
-        raise InputError(
-            f"doc_id {doc_id} is outside the items file ({len(items)} items, doc_id 0..{len(items) - 1})",
-            path=path,
-            line=line,
-            field="doc_id",
-        )
-    item = items[doc_id]
-    _check_doc(obj, item, hashes[doc_id] if hashes and doc_id < len(hashes) else None, path, line)
-    field = "resps" if obj.get("resps") is not None else "filtered_resps"
-    text = _first_text(obj.get(field))
-    if text is None:
-        raise InputError(
-            "holds no generated text (a loglikelihood / multiple-choice task?); "
-            "log samples of a generate_until task",
-            path=path,
-            line=line,
-            field=field,
-        )
-    samples = _all_texts(obj.get("resps"))
-    return ModelOutput(id=item.id, output=text, samples=tuple(samples) if len(samples) > 1 else (), line=line)
+def _mc_output(output: str, choices: tuple[str, ...], item: Item) -> str:
+    """A multiple-choice prediction as the item's verifier reads it: the letter, or the choice's text."""
+    if item.verifier_kind == "choice" or not choices:
+        return output
+    return choices[LETTERS.index(output.rsplit(" ", 1)[-1])]
 
 
-def load_outputs(path: str | Path, items: list[Item]) -> OutputSet:
-    """Read one model's outputs and join them to ``items`` by id (native) or doc_id (lm-eval).
+def join_samples_file(sf: SamplesFile, items: list[Item], *, mc_rule: str = "acc") -> OutputSet:
+    """Join every document of ``sf`` to its item by content (:class:`ContentIndex`); refuse the rest."""
+    index = ContentIndex(items)
+    outputs: dict[str, ModelOutput] = {}
+    values: dict[tuple[str, str], dict[str, float]] = {k: {} for k in logged_metric_names(sf, mc_rule)}
+    for d in sf.docs:
+        item = items[index.match(sf, d)]
+        if item.id in outputs:
+            raise InputError(
+                f"doc_id {d.doc_id} is item {item.id!r} again (first on line {outputs[item.id].line})",
+                path=sf.path,
+                line=d.line,
+                field="doc",
+            )
+        output, samples, choices = read_output(sf, d, mc_rule=mc_rule)
+        output = _mc_output(output, choices, item)
+        outputs[item.id] = ModelOutput(id=item.id, output=output, samples=samples, line=d.line)
+        for key, per_item in values.items():
+            if key in d.metrics:
+                per_item[item.id] = d.metrics[key]
+    scores = LoggedScores(sf.path, sf.task, sf.output_type, sf.results_path,
+                          mc_rule if sf.output_type == "multiple_choice" else None, values)
+    missing = [it.id for it in items if it.id not in outputs]
+    return OutputSet(path=sf.path, outputs=outputs, missing=missing, lm_eval=scores)
+
+
+def is_lm_eval_file(path: str | Path) -> bool:
+    """Whether the file's first record is an lm-eval samples row."""
+    for _, obj in iter_jsonl(path):
+        return is_lm_eval_record(obj)
+    return False
+
+
+def load_outputs(path: str | Path, items: list[Item], *, mc_rule: str = "acc") -> OutputSet:
+    """Read one model's outputs and join them to ``items``: by id (native) or by content (lm-eval).
 
     Errors (``InputError`` naming file, line, field): an empty file, an id that is not an
-    item, an item given twice, bad types, an lm-eval doc that does not match its item.
-    Items without an output are listed in ``OutputSet.missing`` (reported, not fatal).
+    item, an item given twice, bad types, an lm-eval document that cannot be proven to be one
+    item (see the module docstring). Items without an output are listed in
+    ``OutputSet.missing`` (reported, not fatal). ``mc_rule``: multiple-choice prediction rule.
     """
+    if is_lm_eval_file(path):
+        return join_samples_file(read_samples_file(path), items, mc_rule=mc_rule)
     spath = str(path)
     known = {it.id for it in items}
-    hashes = getattr(items, "doc_hashes", None)
     outputs: dict[str, ModelOutput] = {}
-    lm_format: bool | None = None
-    lm_filter: Any = None
     for line, obj in iter_jsonl(path):
-        if lm_format is None:
-            lm_format = _is_lm_eval(obj)
-            lm_filter = obj.get("filter")
-        if lm_format:
-            if not _is_lm_eval(obj):
-                raise InputError(
-                    "mixes lm-eval and native records; use one format per file", path=spath, line=line
-                )
-            if obj.get("filter") != lm_filter:
-                continue  # the same docs again under another lm-eval filter
-            out = _lm_eval(obj, items, hashes, spath, line)
-        else:
-            if _is_lm_eval(obj):
-                raise InputError(
-                    "mixes native and lm-eval records; use one format per file", path=spath, line=line
-                )
-            out = _native(obj, spath, line)
-            if out.id not in known:
-                raise InputError(
-                    f"unknown id {out.id!r}: not in the items file", path=spath, line=line, field="id"
-                )
+        if _is_lm_eval(obj):
+            raise InputError(
+                "mixes native and lm-eval records; use one format per file", path=spath, line=line
+            )
+        out = _native(obj, spath, line)
+        if out.id not in known:
+            raise InputError(f"unknown id {out.id!r}: not in the items file", path=spath, line=line, field="id")
         if out.id in outputs:
             raise InputError(
                 f"duplicate output for item {out.id!r} (first on line {outputs[out.id].line})",
                 path=spath,
                 line=line,
-                field="doc_id" if lm_format else "id",
+                field="id",
             )
         outputs[out.id] = out
-    if lm_format is None:
+    if not outputs:
         raise InputError("no outputs: the file is empty", path=spath)
     missing = [it.id for it in items if it.id not in outputs]
     return OutputSet(path=spath, outputs=outputs, missing=missing)
+
+
+def items_from_samples(path: str | Path, *, mc_rule: str = "acc") -> ItemList:
+    """The evaluation items an lm-eval samples file carries (no ``--items`` given): one per document,
+    prompt, reference and verifier read by task family (``lm_eval_logs.read_doc``). The items'
+    ``doc_hashes`` are the documents' own, so another model's samples join by content."""
+    from distill_doctor.data.lm_eval_logs import dataset_ids_unique, doc_item_id
+
+    if not is_lm_eval_file(path):
+        raise InputError(
+            "--items is required unless the outputs are lm-eval samples files (samples_<task>_<ts>.jsonl)",
+            path=path,
+        )
+    sf = read_samples_file(path)
+    unique = dataset_ids_unique(sf.docs)
+    items, hashes = [], []
+    for d in sorted(sf.docs, key=lambda d: d.doc_id):
+        r = read_doc(sf, d, mc_rule=mc_rule)
+        items.append(
+            Item(
+                id=doc_item_id(d, unique),
+                prompt=r.prompt,
+                reference=r.reference,
+                verifier=r.verifier,
+                tags=r.tags,
+                tests=r.tests,
+                entry_point=r.entry_point,
+                line=d.line,
+            )
+        )
+        hashes.append(frozenset({d.doc_hash}) if d.doc_hash else frozenset())
+    return ItemList(items, sf.path, hashes)

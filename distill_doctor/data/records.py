@@ -6,8 +6,9 @@ These are plain frozen dataclasses: loaders build them, verifiers and probes rea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-VERIFIER_KINDS = ("numeric", "exact", "choice", "regex", "code")
+VERIFIER_KINDS = ("numeric", "exact", "choice", "math", "regex", "code")
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class Item:
     id: str
     prompt: str
     reference: str | int | float | None
-    verifier: str  # resolved: "numeric" | "exact" | "choice" | "regex:<pattern>" | "code"
+    verifier: str  # resolved: "numeric" | "exact" | "choice" | "math" | "regex:<pattern>" | "code"
     tags: dict[str, str | int | float] = field(default_factory=dict)
     group: str | None = None
     variant: str | None = None
@@ -57,6 +58,21 @@ class Verdict:
     passed: bool
     answer: str | None
     reason: str = ""
+    # Items with several samples (SPEC "Several samples per item"): ``passed``, ``answer`` and
+    # ``reason`` are the first sample's (the text the probes read); ``samples`` holds every
+    # sample's verdict, in order, and ``score`` the share that passed.
+    samples: tuple[Verdict, ...] = ()
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.samples) or 1
+
+    @property
+    def score(self) -> float:
+        """The item's correctness: the share of its samples that passed (0.0 or 1.0 with one)."""
+        if not self.samples:
+            return float(self.passed)
+        return sum(v.passed for v in self.samples) / len(self.samples)
 
 
 @dataclass
@@ -66,3 +82,4 @@ class OutputSet:
     path: str
     outputs: dict[str, ModelOutput]
     missing: list[str] = field(default_factory=list)  # item ids with no output (reported, not fatal)
+    lm_eval: Any = None  # lm-eval samples files: their own per-item scores (data.lm_eval_logs.LoggedScores)

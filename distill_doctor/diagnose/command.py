@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from distill_doctor.errors import InputError
@@ -16,7 +17,12 @@ def register(subparsers) -> None:
         "(data -> capacity -> mismatch -> provenance), and write DIR/report.json, "
         "DIR/report.md and DIR/report.html. Exit 0 when the report was written, 2 on bad input.",
     )
-    p.add_argument("--items", required=True, type=Path, help="evaluation items (JSONL, SPEC 'Items')")
+    p.add_argument(
+        "--items",
+        type=Path,
+        help="evaluation items (JSONL, SPEC 'Items'); optional when --teacher/--student are lm-eval "
+        "samples_<task>_<ts>.jsonl files, which carry their own documents, targets and task config",
+    )
     p.add_argument(
         "--student", required=True, type=Path, help="student outputs (JSONL or lm-eval samples_*.jsonl)"
     )
@@ -31,11 +37,19 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for bootstrap and sampling (default 0)")
     p.add_argument("--alpha", type=float, default=0.05, help="family-wise false-alarm rate (default 0.05)")
     p.add_argument("--workers", type=int, default=None, help="parallel code-execution workers")
+    p.add_argument(
+        "--mc-rule",
+        choices=("acc", "acc_norm"),
+        default="acc",
+        help="multiple-choice lm-eval samples: predict the choice with the highest loglikelihood (acc, "
+        "default) or the highest loglikelihood per character (acc_norm), as lm-eval defines them",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars and no summary (for CI)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from distill_doctor.diagnose.agreement import warning_lines
     from distill_doctor.diagnose.run import DiagnosisRequest, diagnose
     from distill_doctor.diagnose.summary import format_summary
     from distill_doctor.reports.save import save_report
@@ -64,8 +78,11 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         workers=args.workers,
         quiet=args.quiet,
+        mc_rule=args.mc_rule,
     )
     report = diagnose(req)
+    for line in warning_lines(report.get("lm_eval_agreement") or {}):
+        print(line, file=sys.stderr)  # even under --quiet: the accuracy itself is in doubt
     written = save_report(report, out)
     if not args.quiet:
         print(format_summary(report))

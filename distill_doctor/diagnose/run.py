@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from distill_doctor import __version__
 from distill_doctor.data import load_items, load_manifest, load_outputs, load_training
 from distill_doctor.data.fingerprint import file_sha256
+from distill_doctor.data.outputs import items_from_samples
+from distill_doctor.diagnose.agreement import agreement_block
 from distill_doctor.diagnose.failure_table import failure_table
 from distill_doctor.errors import InputError
 from distill_doctor.probes import (
@@ -30,8 +34,8 @@ from distill_doctor.probes import (
     teacher_error_transfer,
 )
 from distill_doctor.probes.base import DEBUG_ORDER, DiagnosisInputs, Finding, Probe, skipped
-from distill_doctor.stats import clopper_pearson, holm
-from distill_doctor.verify import verify_outputs
+from distill_doctor.stats import bootstrap_ci, clopper_pearson, holm
+from distill_doctor.verify import scoring, verify_outputs
 
 # Explicit, in debug order (data -> capacity -> mismatch -> provenance).
 PROBES: tuple[Probe, ...] = (
@@ -58,7 +62,7 @@ SAMPLE_TEXT_LIMIT = 4000
 class DiagnosisRequest:
     """What the user asked to diagnose (the ``diagnose`` command's arguments)."""
 
-    items: Path
+    items: Path | None  # None: the items come from the lm-eval samples files themselves
     student: Path
     teacher: Path | None = None
     train: Path | None = None
@@ -69,6 +73,7 @@ class DiagnosisRequest:
     alpha: float = 0.05
     workers: int | None = None
     quiet: bool = True
+    mc_rule: str = "acc"  # multiple-choice lm-eval samples: "acc" or "acc_norm" prediction
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -78,9 +83,12 @@ def load_inputs(req: DiagnosisRequest) -> tuple[DiagnosisInputs, dict[str, Any]]
         if path is not None and not Path(path).is_dir():
             raise InputError(f"{flag} must be a model directory (from_pretrained); not found", path=path)
     t0 = time.perf_counter()
-    items = load_items(req.items)
-    student = load_outputs(req.student, items)
-    teacher = load_outputs(req.teacher, items) if req.teacher is not None else None
+    if req.items is not None:
+        items = load_items(req.items)
+    else:  # lm-eval logs carry their own items: the teacher's (else the student's) documents
+        items = items_from_samples(req.teacher or req.student, mc_rule=req.mc_rule)
+    student = load_outputs(req.student, items, mc_rule=req.mc_rule)
+    teacher = load_outputs(req.teacher, items, mc_rule=req.mc_rule) if req.teacher is not None else None
     train = load_training(req.train) if req.train is not None else None
     manifest = load_manifest(req.manifest) if req.manifest is not None else None
     req.timings["load_s"] = time.perf_counter() - t0
@@ -111,8 +119,19 @@ def load_inputs(req: DiagnosisRequest) -> tuple[DiagnosisInputs, dict[str, Any]]
         alpha=req.alpha,
         quiet=req.quiet,
     )
+    agreement = {
+        role: agreement_block(outs.lm_eval, verdicts, [it.id for it in items])
+        for role, outs, verdicts in (("teacher", teacher, teacher_verdicts), ("student", student, student_verdicts))
+        if outs is not None and verdicts is not None and outs.lm_eval is not None
+    }
+    items_meta = (
+        _file_meta(req.items, n=len(items))
+        if req.items is not None
+        else _file_meta(items.path, n=len(items), derived_from="lm-eval samples")
+    )
     meta = {
-        "items": _file_meta(req.items, n=len(items)),
+        "lm_eval_agreement": agreement or None,
+        "items": items_meta,
         "student": _file_meta(req.student, n=len(student.outputs), missing=len(student.missing)),
         "teacher": (
             _file_meta(req.teacher, n=len(teacher.outputs), missing=len(teacher.missing))
@@ -195,16 +214,32 @@ def control_false_alarms(findings: list[Finding], alpha: float) -> list[float | 
 
 
 def accuracy_block(inputs: DiagnosisInputs) -> dict[str, Any]:
-    """SPEC ``accuracy``: items scored (both models, when a teacher is given) and each model's pass share."""
+    """SPEC ``accuracy``: items scored (both models, when a teacher is given) and each model's pass share.
+
+    With several samples per item the share is pass@1 (the mean over items of each item's share
+    of passing samples), its interval an item bootstrap, and ``multi_sample`` adds maj@k and
+    pass@k per model (``verify/scoring.py``).
+    """
     ids = inputs.scored_ids()
     n = len(ids)
     block: dict[str, Any] = {"n": n, "teacher": None, "student": None}
+    multi: dict[str, Any] = {}
     for role, verdicts in (("student", inputs.student_verdicts), ("teacher", inputs.teacher_verdicts)):
         if verdicts is None or n == 0:
+            continue
+        if scoring.is_multi_sample(verdicts, ids):
+            scores = np.array([verdicts[i].score for i in ids])
+            block[role] = float(scores.mean())
+            block[f"{role}_ci"] = list(bootstrap_ci(lambda x: x.mean(-1), scores, seed=inputs.seed))
+            multi[role] = scoring.summarize(verdicts, ids)
             continue
         k = sum(verdicts[i].passed for i in ids)
         block[role] = k / n
         block[f"{role}_ci"] = list(clopper_pearson(k, n))
+    if multi:
+        multi["tie_break"] = scoring.TIE_BREAK
+        multi["tests_use"] = "first sample (binary tests), share of passing samples (tests on means)"
+        block["multi_sample"] = multi
     block["missing"] = {
         "student": sum(1 for it in inputs.items if it.id not in inputs.student),
         "teacher": (
@@ -226,6 +261,8 @@ def build_report(
 ) -> dict[str, Any]:
     """The report.json dict (schema_version 1, SPEC.md), from the findings and the inputs."""
     failing = [f for f in findings if f.verdict == "fail"]
+    meta = dict(meta)
+    agreement = meta.pop("lm_eval_agreement", None)
     entries = []
     for finding, p_adj in zip(findings, adjusted):
         entry = finding.to_dict()
@@ -247,6 +284,7 @@ def build_report(
         "inputs": meta,
         "settings": {"seed": inputs.seed, "alpha": inputs.alpha, "multiplicity": "holm"},
         "findings": entries,
+        "lm_eval_agreement": agreement,
         "failure_table": table,
         "samples": _samples(inputs, entries, example_ids),
     }
@@ -296,10 +334,20 @@ def _samples(
         sv = inputs.student_verdicts.get(item_id)
         row["student_answer"] = sv.answer if sv else None
         row["student_passed"] = sv.passed if sv else None
+        _sample_share(row, "student", sv)
         if inputs.teacher is not None and inputs.teacher_verdicts is not None:
             tv = inputs.teacher_verdicts.get(item_id)
             row["teacher"] = _clip(inputs.teacher[item_id].output) if item_id in inputs.teacher else None
             row["teacher_answer"] = tv.answer if tv else None
             row["teacher_passed"] = tv.passed if tv else None
+            _sample_share(row, "teacher", tv)
         samples[item_id] = row
     return samples
+
+
+def _sample_share(row: dict[str, Any], role: str, verdict: Any) -> None:
+    """With several samples the row's text, answer and passed are the first sample's; add how many
+    samples there were and the share that passed."""
+    if verdict is not None and verdict.n_samples > 1:
+        row[f"{role}_samples"] = verdict.n_samples
+        row[f"{role}_pass_share"] = verdict.score

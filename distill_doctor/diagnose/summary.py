@@ -17,6 +17,14 @@ def format_summary(report: dict[str, Any], *, width: int = 100) -> str:
         f"accuracy on {acc.get('n', 0)} items: teacher {_pct(acc.get('teacher'))}, "
         f"student {_pct(acc.get('student'))}",
     ]
+    for role, block in (report.get("lm_eval_agreement") or {}).items():
+        if block and block.get("n"):
+            label = block["metric"] + (f" ({block['filter']})" if block["filter"] != "none" else "")
+            lines.append(
+                f"  {role}: lm-eval's own {label} {_pct(block.get('lm_eval_accuracy'))}, "
+                f"agrees with the verifier on {block['agree']}/{block['n']} items"
+                + ("  <-- WARNING" if block.get("warning") else "")
+            )
     stage = None
     for f in report.get("findings", []):
         if f["stage"] != stage:

@@ -92,8 +92,8 @@ def _is_number(v: object) -> bool:
 
 def _acc_block(key: str, value: str, t: np.ndarray, s: np.ndarray) -> dict:
     n = int(t.size)
-    kt, ks = int(t.sum()), int(s.sum())
-    ta, sa = (kt / n, ks / n) if n else (None, None)
+    kt, ks = round(t.sum()), round(s.sum())  # shares of samples sum to fractions (SPEC: several samples)
+    ta, sa = (float(t.mean()), float(s.mean())) if n else (None, None)
     return {
         "key": key,
         "value": value,
@@ -199,8 +199,8 @@ def _length_buckets(inputs: DiagnosisInputs, ids: list[str], t: np.ndarray, s: n
                     "n": int(mask.sum()),
                     "teacher": json_float(t[mask].mean()),
                     "student": json_float(s[mask].mean()),
-                    "teacher_ci": list(clopper_pearson(int(t[mask].sum()), int(mask.sum()))),
-                    "student_ci": list(clopper_pearson(int(s[mask].sum()), int(mask.sum()))),
+                    "teacher_ci": list(clopper_pearson(round(t[mask].sum()), int(mask.sum()))),
+                    "student_ci": list(clopper_pearson(round(s[mask].sum()), int(mask.sum()))),
                 }
             )
         lo = hi
@@ -213,8 +213,10 @@ def run(inputs: DiagnosisInputs) -> Finding:
     # a slice made mostly of perturbed items would show a robustness drop as a "collapse".
     ids = [i for i in inputs.scored_ids() if items[i].is_original]
     tv, sv = inputs.teacher_verdicts or {}, inputs.student_verdicts
-    t = np.array([tv[i].passed for i in ids], dtype=float)
-    s = np.array([sv[i].passed for i in ids], dtype=float)
+    # Per-item correctness: the share of an item's samples that passed (0/1 with one sample); the
+    # DiD permutation test and bootstraps resample items, so fractions are valid in them.
+    t = np.array([tv[i].score for i in ids], dtype=float)
+    s = np.array([sv[i].score for i in ids], dtype=float)
     n = len(ids)
     d = t - s
 

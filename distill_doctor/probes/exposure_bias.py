@@ -46,6 +46,7 @@ from scipy.stats import ttest_ind
 
 from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
 from distill_doctor.probes.text_features import (
+    cut_off_in_reasoning,
     explicit_answer_format,
     mixed_script,
     repetition_loop,
@@ -133,7 +134,9 @@ def degeneration(text: str | None, answer_missing: bool, *, is_code: bool) -> li
         signs.append("loop")
     if answer_missing and not is_code:
         signs.append("no final answer")
-    if truncated(text):
+    if cut_off_in_reasoning(text):
+        signs.append("cut off inside reasoning")
+    elif truncated(text):
         signs.append("truncated")
     if mixed_script(text):
         signs.append("mixed script")

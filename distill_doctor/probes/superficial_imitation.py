@@ -141,10 +141,14 @@ def _drop(orig: np.ndarray, pert: np.ndarray) -> float:
 def _perturbation(inputs: DiagnosisInputs, pairs: list) -> dict:
     tv, sv = inputs.teacher_verdicts or {}, inputs.student_verdicts
     groups = np.array([p[0] for p in pairs], dtype=object)
-    to = np.array([tv[p[1]].passed for p in pairs], dtype=float)
-    tp = np.array([tv[p[2]].passed for p in pairs], dtype=float)
-    so = np.array([sv[p[1]].passed for p in pairs], dtype=float)
-    sp = np.array([sv[p[2]].passed for p in pairs], dtype=float)
+    # Means and the sign-flip test take each item's share of passing samples (0/1 with one
+    # sample); the exact McNemar test needs binary outcomes: the first sample's (SPEC).
+    to = np.array([tv[p[1]].score for p in pairs], dtype=float)
+    tp = np.array([tv[p[2]].score for p in pairs], dtype=float)
+    so = np.array([sv[p[1]].score for p in pairs], dtype=float)
+    sp = np.array([sv[p[2]].score for p in pairs], dtype=float)
+    so_1 = np.array([sv[p[1]].passed for p in pairs], dtype=float)
+    sp_1 = np.array([sv[p[2]].passed for p in pairs], dtype=float)
     m_to, m_tp, m_so, m_sp = cluster_bootstrap_means(groups, to, tp, so, sp, n_boot=2000, seed=inputs.seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         t_drop_b = 1 - m_tp / m_to
@@ -170,8 +174,8 @@ def _perturbation(inputs: DiagnosisInputs, pairs: list) -> dict:
     flips = rng.choice(np.array([-1.0, 1.0]), size=(4000, sums.size))
     null = (flips * sums).mean(axis=1)
     p_diff = float((1 + np.sum(null >= sums.mean() - 1e-12)) / (1 + null.size))
-    b = int(((so == 1) & (sp == 0)).sum())  # student breaks under perturbation
-    c = int(((so == 0) & (sp == 1)).sum())  # student repaired by perturbation
+    b = int(((so_1 == 1) & (sp_1 == 0)).sum())  # student breaks under perturbation
+    c = int(((so_1 == 0) & (sp_1 == 1)).sum())  # student repaired by perturbation
     by_variant = []
     variants = np.array([p[3] for p in pairs], dtype=object)
     for v in sorted(set(variants.tolist())):
@@ -203,8 +207,8 @@ def _perturbation(inputs: DiagnosisInputs, pairs: list) -> dict:
         "mcnemar_p": exact_mcnemar(b, c),
         "diff_sign_flip_p": p_diff,
         "by_variant": by_variant,
-        "_broken_ids": [p[2] for p, o_, p_ in zip(pairs, so, sp) if o_ == 1 and p_ == 0],
-        "_teacher_ok": [bool(x) for x in tp],
+        "_broken_ids": [p[2] for p, o_, p_ in zip(pairs, so_1, sp_1) if o_ == 1 and p_ == 0],
+        "_teacher_ok": [bool(tv[p[2]].passed) for p in pairs],
     }
 
 
@@ -214,8 +218,8 @@ def run(inputs: DiagnosisInputs) -> Finding:
     n = len(ids)
     style, per_item = _style(inputs, ids)
     style_score = style.get("style_score")
-    t_acc = float(np.mean([tv[i].passed for i in ids])) if n else float("nan")
-    s_acc = float(np.mean([sv[i].passed for i in ids])) if n else float("nan")
+    t_acc = float(np.mean([tv[i].score for i in ids])) if n else float("nan")
+    s_acc = float(np.mean([sv[i].score for i in ids])) if n else float("nan")
     s_ok = np.array([sv[i].passed for i in ids], dtype=bool)
     style["style_of_failing"] = json_float(per_item[~s_ok].mean()) if (~s_ok).any() else None
     style["style_of_passing"] = json_float(per_item[s_ok].mean()) if s_ok.any() else None

@@ -12,7 +12,10 @@ All functions take untrusted model text and never raise on odd input. They are c
 - ``repetition_loop(text)``: the text ends in (or is dominated by) a repeated span (lines, word
   n-grams); ``periodic_loop(text)``: a unit of characters repeated back to back (the ``generate``
   filter's rule, which also catches loops inside one line or without words, e.g. ``"?????"``).
-- ``truncated(text)``: an unbalanced code fence or brace, or an ending mid-sentence.
+- ``truncated(text)``: cut off inside a reasoning block, an unbalanced code fence or brace, or
+  an ending mid-sentence; ``cut_off_in_reasoning(text)``: the first of these alone.
+- Answer conventions and truncation are read in the answer part of an output, after its last
+  reasoning block (``</think>`` and variants, see ``verify.extract.answer_text``).
 - ``scripts(text)`` / ``mixed_script(text)``: letters per writing system; more than one.
 - ``ngram_jaccard(a, b, n)``: Jaccard similarity of word n-gram sets.
 - ``normalised_code(text)``: the code of an output with comments and blank space removed.
@@ -24,6 +27,10 @@ import re
 from collections import Counter
 
 import numpy as np
+
+from distill_doctor.verify.extract import answer_text, cut_off_in_reasoning
+
+__all__ = ["cut_off_in_reasoning"]  # re-exported: probes read the text features from here
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _BOXED = re.compile(r"\\boxed\s*\{")
@@ -79,6 +86,7 @@ def word_count(text: str | None) -> int:
 
 def explicit_answer_format(text: str | None) -> str | None:
     """The answer convention used: ``boxed``, ``hashes`` (``#### X``), ``answer_is``, or ``None``."""
+    text = answer_text(text) if text else None
     if not text:
         return None
     if _BOXED.search(text):
@@ -208,14 +216,17 @@ def periodic_loop(
 def truncated(text: str | None) -> bool:
     """True when the text looks cut off.
 
-    An odd number of code fences, more ``{`` than ``}`` after a ``\\boxed{``, or an ending
+    Cut off inside a reasoning block (opened, never closed); else, in the answer part: an odd number of code fences, more ``{`` than ``}`` after a ``\\boxed{``, or an ending
     on a dangling character (``,;:([{=+\\``) or a function word (``the``, ``and``, ...).
     Endings on a digit, a letter of a content word or punctuation that closes a sentence
     are not flagged.
     """
     if text is None:
         return False
-    s = text.rstrip()
+    body = answer_text(text)
+    if body is None:
+        return True  # cut off inside its reasoning
+    s = body.rstrip()
     if not s:
         return False
     if s.count(_FENCE) % 2 == 1:

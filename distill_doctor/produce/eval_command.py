@@ -142,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(label, model_dir, out, kept, result, items, requested: int) -> None:
+    """One accuracy story: the verifier's accuracy is the accuracy; lm-eval's own metric is shown
+    labelled as lm-eval's, with its filter and how often it agrees with the verifier per item."""
+    from distill_doctor.diagnose.agreement import best_pair
+    from distill_doctor.produce.lm_eval_runner import logged_scores
     from distill_doctor.verify import verify_outputs
 
     scored = items[: len(result.outputs)]
@@ -152,10 +156,19 @@ def _summary(label, model_dir, out, kept, result, items, requested: int) -> None
     if result.max_gen_toks < requested:
         budget += f" (lowered from {requested} to fit the model's maximum length)"
     print(
-        f"{label}: {model_dir} -> {out}: {n} items, verifier accuracy {passed}/{n} = {passed / max(n, 1):.3f}, "
-        f"lm-eval exact_match {result.metrics.get('exact_match,none', float('nan')):.3f}, "
+        f"{label}: {model_dir} -> {out}: accuracy {passed / max(n, 1):.3f} ({passed}/{n} items pass the verifier), "
         f"{budget}, {result.seconds:.1f} s",
         file=sys.stdout,
     )
+    scores = logged_scores(result, scored)
+    if scores.values:
+        best, _ = best_pair(scores, verdicts, [it.id for it in scored])
+        logged = scores.values[(best.metric, best.filter)]
+        mean = sum(logged.values()) / len(logged) if logged else float("nan")
+        print(
+            f"  lm-eval's own {best.metric} (filter {best.filter}): {mean:.3f}; "
+            f"it agrees with the verifier on {best.agree}/{best.n} items"
+            + (" (lm-eval compares the whole generated text with the reference)" if best.filter == "none" else "")
+        )
     if kept is not None:
         print(f"  lm-eval samples: {kept}")

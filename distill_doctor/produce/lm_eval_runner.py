@@ -204,6 +204,24 @@ def join_samples(
     return outputs
 
 
+def logged_scores(run: EvalRun, items: list[Item]):
+    """lm-eval's own per-item scores of a run, keyed like a samples file's (``outputs.LoggedScores``)."""
+    from distill_doctor.data.outputs import LoggedScores
+
+    values: dict[tuple[str, str], dict[str, float]] = {}
+    for s in run.samples:
+        k = int(s["doc_id"])
+        if not 0 <= k < len(items):
+            continue
+        filt = str(s.get("filter", "none"))
+        for metric in s.get("metrics") or []:
+            value = s.get(metric)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                values.setdefault((str(metric), filt), {})[items[k].id] = float(value)
+    return LoggedScores(path=run.task, task=run.task, output_type="generate_until", results_path=None,
+                        mc_rule=None, values=values)
+
+
 def outputs_jsonl(outputs: list[ModelOutput]) -> str:
     """The SPEC outputs format: one ``{"id", "output"}`` (plus ``samples`` when there are several) per line."""
     lines = []

@@ -15,12 +15,14 @@ from typing import Any
 from distill_doctor.reports import charts
 from distill_doctor.reports.charts import STUDENT_COLOR, TEACHER_COLOR, Series
 from distill_doctor.reports.text import (
+    MULTI_SAMPLE_HEADER,
     clean,
     finding_for,
     fmt_ci,
     fmt_num,
     fmt_p,
     fmt_pct,
+    multi_sample_rows,
     ordered_findings,
     samples_for,
     scalar_metrics,
@@ -133,9 +135,17 @@ def _accuracy(report: dict[str, Any]) -> str:
         [Series(r, colors[r], [acc.get(r)], [acc.get(f"{r}_ci")]) for r in roles],
         notes=[f"n={fmt_num(acc.get('n'))}"],
     )
+    multi = multi_sample_rows(report)  # several samples per item: accuracy is pass@1 (SPEC)
+    multi_html = (
+        "<p>Several samples per item: accuracy is pass@1.</p>"
+        + _table(MULTI_SAMPLE_HEADER, [[_e(c) for c in row] for row in multi])
+        if multi
+        else ""
+    )
     return (
         "<h2>Accuracy</h2>"
         + _table(["model", "accuracy", "95% CI", "n scored", "outputs missing"], rows)
+        + multi_html
         + chart
     )
 

@@ -11,12 +11,14 @@ import re
 from typing import Any
 
 from distill_doctor.reports.text import (
+    MULTI_SAMPLE_HEADER,
     clean,
     fmt_ci,
     fmt_num,
     fmt_p,
     fmt_pct,
     is_number,
+    multi_sample_rows,
     one_line,
     ordered_findings,
     samples_for,
@@ -98,7 +100,28 @@ def _accuracy(report: dict[str, Any]) -> list[str]:
             ]
         )
     header = ["model", "accuracy", "95% CI", "n scored", "outputs missing"]
-    return ["## Accuracy", "", *_table(header, rows), ""]
+    lines = ["## Accuracy", "", *_table(header, rows), ""]
+    multi = multi_sample_rows(report)
+    if multi:  # several samples per item: accuracy is pass@1 (SPEC)
+        lines += ["Several samples per item: accuracy is pass@1.", "", *_table(MULTI_SAMPLE_HEADER, multi), ""]
+    return lines + _lm_eval_agreement(report)
+
+
+def _lm_eval_agreement(report: dict[str, Any]) -> list[str]:
+    """lm-eval samples as outputs: lm-eval's own metric, labelled as lm-eval's, and its per-item
+    agreement with the verifier; a disagreement above 1% of items is a warning (SPEC)."""
+    lines = []
+    for role, block in (report.get("lm_eval_agreement") or {}).items():
+        if not block or not block.get("n"):
+            continue
+        label = block["metric"] + (f" ({block['filter']})" if block["filter"] != "none" else "")
+        lines.append(
+            f"- {role}: lm-eval's own {md_code(label)} is {fmt_pct(block.get('lm_eval_accuracy'))}; "
+            f"it agrees with the verifier on {block['agree']} of {block['n']} items."
+        )
+        if block.get("warning"):
+            lines.append(f"  **Warning:** {md_text(block['warning'])}")
+    return ["lm-eval's own scores (the accuracy above is the verifier's):", "", *lines, ""] if lines else []
 
 
 def _suspect(report: dict[str, Any], findings: list[dict[str, Any]]) -> list[str]:

@@ -145,3 +145,27 @@ def samples_for(report: dict[str, Any], item_id: Any) -> dict[str, Any] | None:
         row = samples.get(item_id if isinstance(item_id, str) else str(item_id))
         return row if isinstance(row, dict) else None
     return None
+
+
+MULTI_SAMPLE_HEADER = ["model", "samples per item", "pass@1", "first sample", "maj@k", "pass@k"]
+
+
+def multi_sample_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Rows of the several-samples table (``accuracy.multi_sample``); empty when it is absent."""
+    multi = (report.get("accuracy") or {}).get("multi_sample")
+    if not isinstance(multi, dict):
+        return []
+    rows = []
+    for role in ("teacher", "student"):
+        m = multi.get(role)
+        if not isinstance(m, dict):
+            continue
+        lo, hi = m.get("samples_min"), m.get("samples_max")
+        k = fmt_num(lo) if lo == hi else f"{fmt_num(lo)}-{fmt_num(hi)}"
+        at_k = m.get("pass_at_k") if isinstance(m.get("pass_at_k"), dict) else {}
+        top = max(at_k, key=lambda s: int(s) if str(s).isdigit() else 0) if at_k else None
+        pass_k = f"{fmt_pct(at_k[top])} (k={clean(top)})" if top is not None else "n/a"
+        rows.append(
+            [role, k, fmt_pct(m.get("pass_at_1")), fmt_pct(m.get("first_sample")), fmt_pct(m.get("maj_at_k")), pass_k]
+        )
+    return rows

@@ -1,5 +1,9 @@
 """Final-answer extraction from free model text, and the canonical forms answers are compared in.
 
+Reasoning blocks come first (SPEC "Reasoning blocks"): ``<think>..</think>`` and its variants
+are never the answer. Extraction reads only the text after the last closing tag; an output
+cut off inside its reasoning (an opening tag with no close after it) has no answer at all.
+
 Order (SPEC "Items"): the last ``\\boxed{..}`` (nested braces allowed), then the last
 ``#### X``, then the last ``answer is X`` / ``Answer: X``; when none of these yields an
 answer of the wanted kind, the fallback: numeric -> the last number in the text, exact ->
@@ -11,6 +15,9 @@ Canonical forms (what :func:`extract_answer` returns, and ``Verdict.answer`` hol
   ``1234.0``, ``$1,234``, ``1234 apples``, ``1.234e3``), finite decimals as ``"-3.5"``,
   other fractions as ``"1/3"`` (``\\frac{1}{2}``, ``1/2`` and ``0.5`` all give ``"0.5"``).
   A trailing ``%`` is dropped (``50%`` -> ``"50"``); unicode minus counts as minus.
+  Integer powers are evaluated (``10^{3}`` -> ``"1000"``, ``3 \\times 10^{8}`` -> ``"300000000"``);
+  a power, root or nested fraction that is not a plain number yields no number at all
+  (``x^{2}``, ``\\sqrt{2}``), never the digits inside it.
 - exact: trimmed, surrounding quotes / backticks / ``**`` and one trailing period removed,
   case-folded.
 - choice: the upper-case option letter.
@@ -49,16 +56,95 @@ _CHOICE_START = re.compile(r"^[\s*_$]*(?:\\text\{)?\s*(?:\(([A-Za-z])\)|([A-Z]))
 _CHOICE_ANYWHERE = re.compile(r"\(([A-Za-z])\)|(?m:^[\s*_]*([A-Z])[\s*_]*[.):]?[\s*_]*$)|\b([A-Z])\)")
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019*_"
 
+# Reasoning blocks: (opening, closing) markers, matched case-insensitively. The harmony format
+# (gpt-oss) opens an "analysis" channel and gives the answer in the "final" channel.
+REASONING_TAGS: tuple[tuple[str, str], ...] = (
+    ("<think>", "</think>"),
+    ("<thinking>", "</thinking>"),
+    ("<reasoning>", "</reasoning>"),
+    ("<seed:think>", "</seed:think>"),
+    ("<|begin_of_thought|>", "<|end_of_thought|>"),
+    ("\u25c1think\u25b7", "\u25c1/think\u25b7"),  # Kimi: ◁think▷ .. ◁/think▷
+    ("[THINK]", "[/THINK]"),  # Magistral
+    ("<|channel|>analysis<|message|>", "<|channel|>final<|message|>"),  # harmony (gpt-oss)
+)
+_OPEN_TAG = re.compile("|".join(re.escape(o) for o, _ in REASONING_TAGS), re.IGNORECASE)
+_CLOSE_TAG = re.compile("|".join(re.escape(c) for _, c in REASONING_TAGS), re.IGNORECASE)
+
+# Powers. "3 \times 10^{8}" is scientific notation; "2^{10}" an integer power evaluated when
+# small; anything else raised to a power ("x^{2}", "2^{x}", "10^{1000}") is no plain number.
+_SCIENTIFIC = re.compile(
+    r"(?<![\d.])(\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\u00d7|\*)\s*10\s*\^\s*(?:\{\s*([-+]?\d{1,3})\s*\}|([-+]?\d{1,3})(?!\d))"
+)
+_INT_POWER = re.compile(r"(?<![\w.])(\d{1,6})\s*\^\s*(?:\{\s*([-+]?\d{1,4})\s*\}|([-+]?\d{1,4})(?!\d))")
+_OTHER_POWER = re.compile(r"(?<![\w.])[\w.]*\s*\^\s*(?:\{[^{}]*\}|\\?[\w.]+|\S)")
+_OPAQUE_CMDS = {"sqrt": 1, "frac": 2, "dfrac": 2, "tfrac": 2, "binom": 2}
+_OPAQUE_CMD = re.compile(r"\\(sqrt|d?frac|tfrac|binom)\b")
+_OPAQUE = " \u2047 "  # stands for a non-number; never part of a number match
+_MAX_POWER_DIGITS = 200
+
 
 # ---- numbers ----------------------------------------------------------------------------
 
 
 def _clean_latex(text: str) -> str:
-    """Rewrite the LaTeX that wraps answers (``\\frac``, ``\\text``, ``\\$``, ``{,}``) as plain text."""
+    """Rewrite the LaTeX that wraps answers (``\\frac``, ``\\text``, ``\\$``, ``{,}``, powers) as
+    plain text; constructs that are no plain number (``x^2``, ``\\sqrt{2}``) become an opaque mark."""
     text = text.translate(_MINUS)
     text = _TEXT_CMD.sub(r" \1 ", text)
+    text = _LATEX_NOISE.sub("", text)
+    text = _powers(text)
     text = _FRAC.sub(lambda m: f"{m.group(1) or m.group(3)}/{m.group(2) or m.group(4)}", text)
-    return _LATEX_NOISE.sub("", text)
+    return _opaque_commands(text)
+
+
+def _int_power(m: re.Match[str]) -> str:
+    base, exp = int(m.group(1)), int(m.group(2) or m.group(3))
+    if base == 0 and exp < 0:
+        return _OPAQUE
+    if base > 1 and abs(exp) * len(str(base)) > _MAX_POWER_DIGITS:
+        return _OPAQUE  # too large to write out: no number rather than a wrong one
+    return _canonical_value(Fraction(base) ** exp)
+
+
+def _powers(text: str) -> str:
+    """``3 \\times 10^{8}`` -> ``3e8``; ``2^{10}`` -> ``1024``; any other power -> opaque."""
+    if "^" not in text:
+        return text
+    text = _SCIENTIFIC.sub(lambda m: f"{m.group(1)}e{m.group(2) or m.group(3)}", text)
+    text = _INT_POWER.sub(_int_power, text)
+    return _OTHER_POWER.sub(_OPAQUE, text)
+
+
+def _opaque_commands(text: str) -> str:
+    """Replace each ``\\sqrt{..}`` and each ``\\frac{..}{..}`` left after the plain-fraction rewrite
+    (nested braces) by an opaque mark, so the digits inside are never taken for the answer."""
+    if "\\" not in text or not _OPAQUE_CMD.search(text):
+        return text
+    match = _matching_braces(text)
+    out: list[str] = []
+    pos = 0
+    for m in _OPAQUE_CMD.finditer(text):
+        if m.start() < pos:
+            continue  # inside a group already replaced
+        end = m.end()
+        groups = _OPAQUE_CMDS[m.group(1)]
+        while end < len(text) and text[end] in " \t":
+            end += 1
+        if m.group(1) == "sqrt" and end < len(text) and text[end] == "[":
+            close = text.find("]", end, end + 32)
+            end = close + 1 if close != -1 else end
+        for _ in range(groups):
+            while end < len(text) and text[end] in " \t":
+                end += 1
+            if end < len(text) and text[end] == "{" and end in match:
+                end = match[end] + 1
+            elif end < len(text) and text[end].isalnum():
+                end += 1  # "\\sqrt2", "\\frac12"
+        out.append(text[pos : m.start()] + _OPAQUE)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _canonical_value(value: Fraction) -> str:
@@ -160,6 +246,28 @@ def parse_number(value: object) -> str | None:
     if m is None:
         return None
     return _number_text_to_canonical(m.group(0), negative)
+
+
+# ---- reasoning blocks -------------------------------------------------------------------
+
+
+def answer_text(text: str) -> str | None:
+    """The part of an output that may hold its answer: what follows the last closing reasoning tag
+    (``</think>`` and the variants in ``REASONING_TAGS``), the whole text when there is none, and
+    ``None`` when the output was cut off inside its reasoning (an opening tag not closed after it)."""
+    if not isinstance(text, str):
+        return None
+    start = 0
+    for close in _CLOSE_TAG.finditer(text):
+        start = close.end()
+    if _OPEN_TAG.search(text, start):
+        return None
+    return text[start:]
+
+
+def cut_off_in_reasoning(text: str | None) -> bool:
+    """True when ``text`` opened a reasoning block it never closed (so it has no answer)."""
+    return isinstance(text, str) and answer_text(text) is None
 
 
 # ---- markers ----------------------------------------------------------------------------
@@ -294,7 +402,12 @@ def parse_choice(value: object) -> str | None:
 
 
 def raw_final_answer(text: str) -> str | None:
-    """The final answer as written (not canonicalised): first marked candidate, else the last line."""
+    """The final answer as written (not canonicalised): first marked candidate, else the last line.
+    Reasoning blocks are skipped; an output cut off inside one has none."""
+    body = answer_text(text)
+    if body is None:
+        return None
+    text = body
     marked = marked_answers(text)
     if marked:
         return marked[0][1]
@@ -314,8 +427,12 @@ def extract_answer(text: str, kind: str) -> str | None:
         kind = "exact"  # a regex item's answer is compared in exact form (see verifiers.py)
     if kind not in KINDS:
         raise ValueError(f"unknown answer kind {kind!r}; expected one of {KINDS} (or regex)")
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
         return None
+    body = answer_text(text)
+    if body is None or not body.strip():
+        return None
+    text = body
     if kind == "numeric":
         return _numeric(text)
     if kind == "exact":

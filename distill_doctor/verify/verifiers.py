@@ -9,8 +9,14 @@
   marked answer (boxed / ``####`` / ``answer is``) or else the last non-empty line; when
   that does not match, ``re.search(pattern, whole output)``. ``Verdict.reason`` says which
   one matched. ``Verdict.answer`` is the final answer in exact-canonical form.
+- ``math``: LaTeX and symbolic equivalence with Hugging Face's math-verify (``math_answers.py``);
+  ``Verdict.answer`` is SymPy's form of the parsed answer.
 - ``code``: the HumanEval program runs in the sandbox (``code.py``); ``Verdict.answer`` is
   the failure signature (``"pass"``, ``"AssertionError"``, ``"timeout"`` ...).
+
+Every verifier reads only the answer part of an output (``extract.answer_text``): what follows
+the last closing reasoning tag (``</think>`` and its variants). An output cut off inside its
+reasoning has no answer: it fails with ``Verdict.answer`` None, whatever its kind.
 """
 
 from __future__ import annotations
@@ -19,19 +25,24 @@ import os
 import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from fractions import Fraction
 
 from distill_doctor.data.records import Item, ModelOutput, Verdict
 from distill_doctor.verify.code import verify_code
 from distill_doctor.verify.extract import (
+    answer_text,
     canonical_exact,
     extract_answer,
     parse_choice,
     parse_number,
     raw_final_answer,
 )
+from distill_doctor.verify.math_answers import judge_bounded
 
 _REL_TOL = 1e-6
+MATH_TIMEOUT_S = 3  # per math-verify step (parse the reference, parse the answer, compare)
+CUT_OFF = Verdict(False, None, "cut off inside its reasoning block: no answer")
 
 
 def reference_answer(item: Item) -> str | None:
@@ -40,6 +51,8 @@ def reference_answer(item: Item) -> str | None:
     if ref is None:
         return None
     kind = item.verifier_kind
+    if kind == "math":
+        return " ".join(str(ref).split())
     if kind == "numeric":
         if isinstance(ref, (int, float)) and not isinstance(ref, bool):
             return parse_number(ref)
@@ -81,10 +94,17 @@ def verify(item: Item, text: str, *, timeout_s: float = 10.0) -> Verdict:
     """Judge one output ``text`` for ``item``. Code items run in the sandbox (see ``code.py``)."""
     kind = item.verifier_kind
     text = text if isinstance(text, str) else ""
+    body = answer_text(text)
+    if body is None:
+        return CUT_OFF
     if kind == "code":
-        return verify_code(item, text, timeout_s=timeout_s)
+        return verify_code(item, body, timeout_s=timeout_s)
     if kind == "regex":
-        return _verify_regex(item, text)
+        return _verify_regex(item, body)
+    if kind == "math":
+        if item.reference is None:
+            raise ValueError(f"item {item.id!r}: the math verifier needs a reference")
+        return judge_bounded(item.reference, body, timeout_s=MATH_TIMEOUT_S)
     if kind not in ("numeric", "exact", "choice"):
         raise ValueError(f"item {item.id!r}: unknown verifier {item.verifier!r}")
     answer = extract_answer(text, kind)
@@ -101,6 +121,18 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def sample_texts(out: ModelOutput) -> tuple[str, ...]:
+    """The texts scored for one output: its ``samples`` when there are several, else its ``output``."""
+    return out.samples if len(out.samples) > 1 else (out.output,)
+
+
+def combine_samples(verdicts: list[Verdict]) -> Verdict:
+    """One item's verdict from its samples' (in order): the first sample's, carrying them all."""
+    if len(verdicts) == 1:
+        return verdicts[0]
+    return replace(verdicts[0], samples=tuple(verdicts))
+
+
 def verify_outputs(
     items: list[Item],
     outputs: Mapping[str, ModelOutput],
@@ -111,35 +143,44 @@ def verify_outputs(
 ) -> dict[str, Verdict]:
     """Verdicts for every item that has an output (keyed by item id, in item order).
 
-    Non-code items are verified inline; code items run in the sandbox, ``workers`` at a
-    time (default ``min(4, cpu_count)``), each with a wall-clock ``timeout_s``.
+    Every sample of an output is verified (``sample_texts``) and the item's verdict combines
+    them (``combine_samples``). Non-code items are verified inline; code items run in the
+    sandbox, ``workers`` at a time (default ``min(4, cpu_count)``), each with a wall-clock
+    ``timeout_s``.
     """
-    verdicts: dict[str, Verdict] = {}
-    code_items: list[Item] = []
+    per_sample: dict[str, list[Verdict | None]] = {}
+    code_jobs: list[tuple[Item, int, str]] = []
     for item in items:
         out = outputs.get(item.id)
         if out is None:
             continue
-        if item.verifier_kind == "code":
-            code_items.append(item)
-        else:
-            verdicts[item.id] = verify(item, out.output)
-    if code_items:
+        texts = sample_texts(out)
+        per_sample[item.id] = [None] * len(texts)
+        for k, text in enumerate(texts):
+            if item.verifier_kind == "code":
+                code_jobs.append((item, k, text))
+            else:
+                per_sample[item.id][k] = verify(item, text)
+    if code_jobs:
         n_workers = workers if workers and workers > 0 else default_workers()
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(code_items), desc="running code", unit="item", leave=False)
+            bar = tqdm(total=len(code_jobs), desc="running code", unit="output", leave=False)
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
             futures = {
-                pool.submit(verify_code, item, outputs[item.id].output, timeout_s=timeout_s): item.id
-                for item in code_items
+                pool.submit(verify, item, text, timeout_s=timeout_s): (item.id, k) for item, k, text in code_jobs
             }
             for fut in as_completed(futures):
-                verdicts[futures[fut]] = fut.result()
+                item_id, k = futures[fut]
+                per_sample[item_id][k] = fut.result()
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
             bar.close()
-    return {item.id: verdicts[item.id] for item in items if item.id in verdicts}
+    return {
+        item.id: combine_samples([v for v in per_sample[item.id] if v is not None])
+        for item in items
+        if item.id in per_sample
+    }
