@@ -179,3 +179,25 @@ def test_cut_off_inside_reasoning_is_degenerate():
     done = "<think>Let me add 2 and 3. Hmm, the answer is</think>\nThe answer is \\boxed{5}."
     assert degeneration(done, False, is_code=False) == []
     assert tf.explicit_answer_format("<think>\\boxed{5}</think>\n5") is None
+
+
+def test_training_echo_compares_math_targets_as_mathematics():
+    """teacher_error_transfer's echo check: a training target equal in value is not a wrong target."""
+    from datasets import Dataset
+
+    from distill_doctor.probes.base import DiagnosisInputs
+    from distill_doctor.probes.teacher_error_transfer import _train_overlap
+
+    items = [Item(id=f"m{k}", prompt=f"Problem {k}", reference=r"\frac{1}{2}", verifier="math") for k in range(2)]
+    student = {"m0": verify(items[0], r"\boxed{1/3}"), "m1": verify(items[1], r"\boxed{1/3}")}
+    train = Dataset.from_dict(
+        {
+            "prompt": ["Problem 0", "Problem 1"],
+            "response": [r"so \boxed{0.5}", r"so \boxed{\frac{1}{3}}"],  # right (another form), wrong
+            "reference": [r"\frac{1}{2}", r"\frac{1}{2}"],
+        }
+    )
+    inputs = DiagnosisInputs(items=items, student={}, student_verdicts=student, train=train)
+    seen, echo = _train_overlap(inputs, {it.id: it for it in items})
+    assert seen == {"m0", "m1"}
+    assert echo == {"n": 1, "k": 1, "ids": ["m1"]}  # only the wrong target, which the student repeats
