@@ -37,6 +37,7 @@ def mk(ref, verifier, **kw):
         (r"\boxed{x^{2}}", None),  # not a number: never the exponent
         (r"\boxed{\frac{\sqrt{2}}{2}}", None),  # never the 2 inside the root
         (r"\boxed{10^{1000}}", None),  # too large to write out: refused, not cut
+        (r"\boxed{2^{\frac{1}{2}}}", None),  # a nested exponent is no fraction of its own
     ],
 )
 def test_numeric_boxed_powers(text, answer):
