@@ -11,12 +11,14 @@ import json
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from distill_doctor.data.items import load_items
 from distill_doctor.data.records import Item
 from distill_doctor.errors import InputError
 from distill_doctor.verify import extract_answer, verify
-from distill_doctor.verify.extract import answer_text, cut_off_in_reasoning
+from distill_doctor.verify.extract import REASONING_TAGS, answer_text, cut_off_in_reasoning
 
 
 def mk(ref, verifier, **kw):
@@ -202,3 +204,14 @@ def test_training_echo_compares_math_targets_as_mathematics():
     seen, echo = _train_overlap(inputs, {it.id: it for it in items})
     assert seen == {"m0", "m1"}
     assert echo == {"n": 1, "k": 1, "ids": ["m1"]}  # only the wrong target, which the student repeats
+
+
+_TAG_FREE = st.text(max_size=120).filter(lambda t: answer_text(t) == t)  # holds no reasoning tag
+
+
+@settings(max_examples=200, deadline=None)
+@given(_TAG_FREE, _TAG_FREE, st.sampled_from(REASONING_TAGS), st.sampled_from(["numeric", "exact", "choice"]))
+def test_whatever_is_inside_the_reasoning_never_changes_the_answer(inside, after, tags, kind):
+    opening, closing = tags
+    assert extract_answer(f"{opening}{inside}{closing}{after}", kind) == extract_answer(after, kind)
+    assert extract_answer(f"{opening}{inside}", kind) is None
