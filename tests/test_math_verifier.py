@@ -215,3 +215,26 @@ def test_whatever_is_inside_the_reasoning_never_changes_the_answer(inside, after
     opening, closing = tags
     assert extract_answer(f"{opening}{inside}{closing}{after}", kind) == extract_answer(after, kind)
     assert extract_answer(f"{opening}{inside}", kind) is None
+
+
+def test_data_quality_checks_latex_training_targets_as_mathematics():
+    """A training target \\boxed{0.5} for the reference \\frac{1}{2} is right, not a verified error."""
+    from distill_doctor.probes import data_quality
+
+    refs = [r"\frac{1}{2}", r"\frac{1}{2}", r"2\sqrt{3}", "42"]
+    responses = [r"so \boxed{0.5}", r"so \boxed{\frac{1}{3}}", r"\boxed{\sqrt{12}}", "#### 42"]
+    ids = ["a", "b", "c", "d"]
+    errors, n_ver, n_skip, _ = data_quality._verify_rows(["p"] * 4, responses, refs, ids)
+    assert (n_ver, n_skip) == (4, 0)
+    assert [rid for rid, _ in errors] == ["b"]
+    assert [data_quality.default_verifier(r) for r in refs] == ["math", "math", "math", "numeric"]
+
+
+def test_data_quality_verifies_at_most_math_rows(monkeypatch):
+    from distill_doctor.probes import data_quality
+
+    monkeypatch.setattr(data_quality, "MATH_ROWS", 2)
+    refs = [r"\frac{1}{%d}" % k for k in range(2, 7)]
+    responses = [r"\boxed{\frac{1}{%d}}" % k for k in range(2, 7)]
+    errors, n_ver, n_skip, _ = data_quality._verify_rows(["p"] * 5, responses, refs, list("abcde"), seed=1)
+    assert (n_ver, n_skip, errors) == (2, 3, [])
