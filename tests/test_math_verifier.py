@@ -234,7 +234,7 @@ def test_data_quality_verifies_at_most_math_rows(monkeypatch):
     from distill_doctor.probes import data_quality
 
     monkeypatch.setattr(data_quality, "MATH_ROWS", 2)
-    refs = [r"\frac{1}{%d}" % k for k in range(2, 7)]
-    responses = [r"\boxed{\frac{1}{%d}}" % k for k in range(2, 7)]
+    refs = [rf"\frac{{1}}{{{k}}}" for k in range(2, 7)]
+    responses = [rf"\boxed{{\frac{{1}}{{{k}}}}}" for k in range(2, 7)]
     errors, n_ver, n_skip, _ = data_quality._verify_rows(["p"] * 5, responses, refs, list("abcde"), seed=1)
     assert (n_ver, n_skip, errors) == (2, 3, [])
