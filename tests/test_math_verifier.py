@@ -11,12 +11,14 @@ import json
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from distill_doctor.data.items import load_items
 from distill_doctor.data.records import Item
 from distill_doctor.errors import InputError
 from distill_doctor.verify import extract_answer, verify
-from distill_doctor.verify.extract import answer_text, cut_off_in_reasoning
+from distill_doctor.verify.extract import REASONING_TAGS, answer_text, cut_off_in_reasoning
 
 
 def mk(ref, verifier, **kw):
@@ -37,6 +39,7 @@ def mk(ref, verifier, **kw):
         (r"\boxed{x^{2}}", None),  # not a number: never the exponent
         (r"\boxed{\frac{\sqrt{2}}{2}}", None),  # never the 2 inside the root
         (r"\boxed{10^{1000}}", None),  # too large to write out: refused, not cut
+        (r"\boxed{2^{\frac{1}{2}}}", None),  # a nested exponent is no fraction of its own
     ],
 )
 def test_numeric_boxed_powers(text, answer):
@@ -179,3 +182,59 @@ def test_cut_off_inside_reasoning_is_degenerate():
     done = "<think>Let me add 2 and 3. Hmm, the answer is</think>\nThe answer is \\boxed{5}."
     assert degeneration(done, False, is_code=False) == []
     assert tf.explicit_answer_format("<think>\\boxed{5}</think>\n5") is None
+
+
+def test_training_echo_compares_math_targets_as_mathematics():
+    """teacher_error_transfer's echo check: a training target equal in value is not a wrong target."""
+    from datasets import Dataset
+
+    from distill_doctor.probes.base import DiagnosisInputs
+    from distill_doctor.probes.teacher_error_transfer import _train_overlap
+
+    items = [Item(id=f"m{k}", prompt=f"Problem {k}", reference=r"\frac{1}{2}", verifier="math") for k in range(2)]
+    student = {"m0": verify(items[0], r"\boxed{1/3}"), "m1": verify(items[1], r"\boxed{1/3}")}
+    train = Dataset.from_dict(
+        {
+            "prompt": ["Problem 0", "Problem 1"],
+            "response": [r"so \boxed{0.5}", r"so \boxed{\frac{1}{3}}"],  # right (another form), wrong
+            "reference": [r"\frac{1}{2}", r"\frac{1}{2}"],
+        }
+    )
+    inputs = DiagnosisInputs(items=items, student={}, student_verdicts=student, train=train)
+    seen, echo = _train_overlap(inputs, {it.id: it for it in items})
+    assert seen == {"m0", "m1"}
+    assert echo == {"n": 1, "k": 1, "ids": ["m1"]}  # only the wrong target, which the student repeats
+
+
+_TAG_FREE = st.text(max_size=120).filter(lambda t: answer_text(t) == t)  # holds no reasoning tag
+
+
+@settings(max_examples=200, deadline=None)
+@given(_TAG_FREE, _TAG_FREE, st.sampled_from(REASONING_TAGS), st.sampled_from(["numeric", "exact", "choice"]))
+def test_whatever_is_inside_the_reasoning_never_changes_the_answer(inside, after, tags, kind):
+    opening, closing = tags
+    assert extract_answer(f"{opening}{inside}{closing}{after}", kind) == extract_answer(after, kind)
+    assert extract_answer(f"{opening}{inside}", kind) is None
+
+
+def test_data_quality_checks_latex_training_targets_as_mathematics():
+    """A training target \\boxed{0.5} for the reference \\frac{1}{2} is right, not a verified error."""
+    from distill_doctor.probes import data_quality
+
+    refs = [r"\frac{1}{2}", r"\frac{1}{2}", r"2\sqrt{3}", "42"]
+    responses = [r"so \boxed{0.5}", r"so \boxed{\frac{1}{3}}", r"\boxed{\sqrt{12}}", "#### 42"]
+    ids = ["a", "b", "c", "d"]
+    errors, n_ver, n_skip, _ = data_quality._verify_rows(["p"] * 4, responses, refs, ids)
+    assert (n_ver, n_skip) == (4, 0)
+    assert [rid for rid, _ in errors] == ["b"]
+    assert [data_quality.default_verifier(r) for r in refs] == ["math", "math", "math", "numeric"]
+
+
+def test_data_quality_verifies_at_most_math_rows(monkeypatch):
+    from distill_doctor.probes import data_quality
+
+    monkeypatch.setattr(data_quality, "MATH_ROWS", 2)
+    refs = [rf"\frac{{1}}{{{k}}}" for k in range(2, 7)]
+    responses = [rf"\boxed{{\frac{{1}}{{{k}}}}}" for k in range(2, 7)]
+    errors, n_ver, n_skip, _ = data_quality._verify_rows(["p"] * 5, responses, refs, list("abcde"), seed=1)
+    assert (n_ver, n_skip, errors) == (2, 3, [])

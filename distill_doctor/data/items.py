@@ -119,9 +119,9 @@ def _check_reference(verifier: str, ref: Any, path: str, line: int) -> None:
                 f"numeric verifier, but {ref!r} holds no number", path=path, line=line, field="reference"
             )
     elif verifier == "math":
-        from distill_doctor.verify.math_answers import parse_reference
+        from distill_doctor.verify.math_answers import readable_reference
 
-        if not any(not isinstance(form, str) for form in parse_reference(ref)):  # a string is no parse
+        if not readable_reference(ref):
             raise InputError(
                 f"math verifier, but math-verify cannot read {str(ref)[:60]!r} as mathematics",
                 path=path,

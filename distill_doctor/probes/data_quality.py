@@ -70,6 +70,9 @@ LENGTH_WARN = 0.10
 LENGTH_MIN_SCALE = 0.25  # log-length scale floor: templated data has a MAD near 0
 _NUMBER = re.compile(r"^\s*[-+]?\$?\d[\d,]*(\.\d+)?\s*%?\s*$")
 _CHOICE = re.compile(r"^\s*\(?([A-Ja-j])\)?\s*$")
+# LaTeX mathematics in a reference (a fraction, root, power, constant, set braces, relation ...)
+_LATEX_MATH = re.compile(r"\\(?:[dt]?frac|sqrt|pi|infty|pm|cup|cap|cdot|times|le|ge|neq|\{|left|right)|\^")
+MATH_ROWS = 1_000  # math-verify parses take ~3 ms each: verify at most this many math rows (a random subset)
 GUARDRAIL = (
     "Regenerate or filter the training targets with the verifier and drop broken or duplicated rows: "
     "`distill-doctor generate --reject-with verifier ...` (keeps only targets whose final answer "
@@ -78,12 +81,15 @@ GUARDRAIL = (
 
 
 def default_verifier(reference: object) -> str:
-    """The verifier kind for a training reference: numeric, choice (one letter) or exact."""
+    """The verifier kind for a training reference: numeric, choice (one letter), math (LaTeX that
+    math-verify reads: ``\\frac{1}{2}`` must not be compared with ``0.5`` as text) or exact."""
     s = str(reference)
     if _NUMBER.match(s):
         return "numeric"
     if _CHOICE.match(s):
         return "choice"
+    if _LATEX_MATH.search(s):
+        return "math"
     return "exact"
 
 
@@ -112,16 +118,31 @@ def _ref_ok(ref: object) -> bool:
     return str(ref).strip() != ""
 
 
-def _verify_rows(prompts, responses, refs, ids) -> tuple[list[tuple[str, str]], int, int, list[str]]:
-    """(errors [(id, why)], n verified, n skipped as unverifiable, ids without an answer)."""
-    from distill_doctor.verify import verify
+def _verify_rows(
+    prompts, responses, refs, ids, seed: int = 0
+) -> tuple[list[tuple[str, str]], int, int, list[str]]:
+    """(errors [(id, why)], n verified, n skipped as unverifiable, ids without an answer).
 
+    Rows with a LaTeX reference go to the ``math`` verifier, at most ``MATH_ROWS`` of them (a
+    random subset; the rest count as unverifiable); a reference math-verify cannot read is skipped.
+    """
+    from distill_doctor.verify import verify
+    from distill_doctor.verify.math_answers import readable_reference
+
+    kinds = [default_verifier(ref) if _ref_ok(ref) else None for ref in refs]
+    math_rows = [i for i, k in enumerate(kinds) if k == "math"]
+    if len(math_rows) > MATH_ROWS:
+        keep = set(np.random.default_rng(seed).choice(math_rows, MATH_ROWS, replace=False).tolist())
+        kinds = [None if k == "math" and i not in keep else k for i, k in enumerate(kinds)]
+    n_skip = len(math_rows) - min(len(math_rows), MATH_ROWS)
     errors, no_answer = [], []
-    n_ver = n_skip = 0
-    for prompt, response, ref, rid in zip(prompts, responses, refs, ids):
-        if not _ref_ok(ref):
+    n_ver = 0
+    for prompt, response, ref, rid, kind in zip(prompts, responses, refs, ids, kinds):
+        if kind is None:
             continue
-        kind = default_verifier(ref)
+        if kind == "math" and not readable_reference(str(ref).strip()):
+            n_skip += 1
+            continue
         if kind == "exact" and tf.explicit_answer_format(response) is None and tf.word_count(response) > 10:
             n_skip += 1
             continue
@@ -219,7 +240,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
     ids = df["id"].to_numpy()[sample].tolist()
 
     # 1. verified errors
-    errors, n_ver, n_skip, no_answer = _verify_rows(prompts, responses, refs, ids)
+    errors, n_ver, n_skip, no_answer = _verify_rows(prompts, responses, refs, ids, seed=inputs.seed)
     v_err, t_err = _rule("verified_error", len(errors), n_ver, inputs.alpha)
 
     # 2. format violations

@@ -35,6 +35,7 @@ Also reported: teacher formatting faults (no answer, truncated, looping) the stu
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -113,7 +114,7 @@ def _train_overlap(inputs: DiagnosisInputs, items: dict[str, Item]) -> tuple[set
         wanted[_norm(it.prompt)].append(it)
     has_ref = "reference" in ds.column_names and "response" in ds.column_names
     if has_ref:
-        from distill_doctor.verify import extract_answer
+        from distill_doctor.verify import extract_answer, verify
     seen: set[str] = set()
     hits: dict[str, str] = {}  # item id -> wrong target answer
     # One columnar conversion (iterating a datasets Column row by row is ~30 us a row).
@@ -129,6 +130,11 @@ def _train_overlap(inputs: DiagnosisInputs, items: dict[str, Item]) -> tuple[set
             continue
         for it in matches:
             if it.verifier_kind == "code":
+                continue
+            if it.verifier_kind == "math":  # equal forms differ as strings: compare with math-verify
+                v = verify(replace(it, reference=refs[row]), str(responses[row] or ""))
+                if not v.passed and v.answer is not None:
+                    hits[it.id] = v.answer
                 continue
             try:
                 ans = extract_answer(str(responses[row] or ""), it.verifier_kind)

@@ -77,7 +77,8 @@ _SCIENTIFIC = re.compile(
     r"(?<![\d.])(\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\u00d7|\*)\s*10\s*\^\s*(?:\{\s*([-+]?\d{1,3})\s*\}|([-+]?\d{1,3})(?!\d))"
 )
 _INT_POWER = re.compile(r"(?<![\w.])(\d{1,6})\s*\^\s*(?:\{\s*([-+]?\d{1,4})\s*\}|([-+]?\d{1,4})(?!\d))")
-_OTHER_POWER = re.compile(r"(?<![\w.])[\w.]*\s*\^\s*(?:\{[^{}]*\}|\\?[\w.]+|\S)")
+_OTHER_POWER = re.compile(r"(?<![\w.])[\w.]*\s*\^\s*")  # base and caret; the exponent follows
+_EXPONENT_TOKEN = re.compile(r"\\?[\w.]+|\S")
 _OPAQUE_CMDS = {"sqrt": 1, "frac": 2, "dfrac": 2, "tfrac": 2, "binom": 2}
 _OPAQUE_CMD = re.compile(r"\\(sqrt|d?frac|tfrac|binom)\b")
 _OPAQUE = " \u2047 "  # stands for a non-number; never part of a number match
@@ -113,7 +114,24 @@ def _powers(text: str) -> str:
         return text
     text = _SCIENTIFIC.sub(lambda m: f"{m.group(1)}e{m.group(2) or m.group(3)}", text)
     text = _INT_POWER.sub(_int_power, text)
-    return _OTHER_POWER.sub(_OPAQUE, text)
+    if "^" not in text:
+        return text
+    match = _matching_braces(text)
+    out: list[str] = []
+    pos = 0
+    for m in _OTHER_POWER.finditer(text):
+        if m.start() < pos:
+            continue  # inside an exponent already replaced
+        end = m.end()
+        if end < len(text) and text[end] == "{" and end in match:
+            end = match[end] + 1  # a braced exponent, nested braces included
+        else:
+            token = _EXPONENT_TOKEN.match(text, end)
+            end = token.end() if token else end
+        out.append(text[pos : m.start()] + _OPAQUE)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _opaque_commands(text: str) -> str:

@@ -82,6 +82,11 @@ def parse_reference(reference: object, timeout_s: int = TIMEOUT_S) -> list:
     return list(_parse_gold(gold_text(reference), timeout_s))
 
 
+def readable_reference(reference: object) -> bool:
+    """Whether math-verify reads the reference as mathematics (a bare string fallback is no reading)."""
+    return any(not isinstance(form, str) for form in parse_reference(reference))
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_gold(text: str, timeout_s: int) -> tuple:
     return tuple(_parse(text, timeout_s))
