@@ -5,9 +5,10 @@
   different precision, e.g. ``3.14159265`` vs ``3.1415926``).
 - ``exact``: canonical strings equal (trimmed, quotes/backticks/trailing period stripped, case-folded).
 - ``choice``: the extracted option letter equals the reference letter, case-insensitively.
-- ``regex:<pattern>``: ``re.search(pattern, final answer)`` where the final answer is the
+- ``regex:<pattern>``: ``regex.search(pattern, final answer)`` (``re`` syntax; each search
+  limited to ``REGEX_TIMEOUT_S``, a timeout is a failed match with that reason) where the final answer is the
   marked answer (boxed / ``####`` / ``answer is``) or else the last non-empty line; when
-  that does not match, ``re.search(pattern, whole output)``. ``Verdict.reason`` says which
+  that does not match, ``regex.search(pattern, whole output)``. ``Verdict.reason`` says which
   one matched. ``Verdict.answer`` is the final answer in exact-canonical form.
 - ``code``: the HumanEval program runs in the sandbox (``code.py``); ``Verdict.answer`` is
   the failure signature (``"pass"``, ``"AssertionError"``, ``"timeout"`` ...).
@@ -16,10 +17,11 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from fractions import Fraction
+
+import regex
 
 from distill_doctor.data.records import Item, ModelOutput, Verdict
 from distill_doctor.verify.code import verify_code
@@ -32,6 +34,7 @@ from distill_doctor.verify.extract import (
 )
 
 _REL_TOL = 1e-6
+REGEX_TIMEOUT_S = 1.0  # per search; the regex package checks it periodically, so allow a few s on a busy host
 
 
 def reference_answer(item: Item) -> str | None:
@@ -66,14 +69,23 @@ def numbers_equal(answer: str, reference: str) -> bool:
     return abs(a - b) <= _REL_TOL * max(abs(a), abs(b))
 
 
-def _verify_regex(item: Item, text: str) -> Verdict:
-    pattern = re.compile(item.verifier.split(":", 1)[1])
+def _verify_regex(item: Item, text: str, *, timeout_s: float = REGEX_TIMEOUT_S) -> Verdict:
+    """``regex`` (re-compatible V0 syntax) with a time limit per search: a timeout is a failed match."""
+    try:
+        pattern = regex.compile(item.verifier.split(":", 1)[1])
+    except regex.error as err:  # the loader checked it with re; the two differ only at the edges
+        return Verdict(False, None, f"the pattern does not compile with the regex package: {err}")
     final = raw_final_answer(text)
     answer = extract_answer(text, "exact")
-    if final is not None and pattern.search(final):
-        return Verdict(True, answer, "pattern matched the final answer")
-    if pattern.search(text):
-        return Verdict(True, answer, "pattern matched the output (not the final answer)")
+    try:
+        if final is not None and pattern.search(final, timeout=timeout_s):
+            return Verdict(True, answer, "pattern matched the final answer")
+        if pattern.search(text, timeout=timeout_s):
+            return Verdict(True, answer, "pattern matched the output (not the final answer)")
+    except TimeoutError:
+        return Verdict(
+            False, answer, f"regex timed out after {timeout_s:g} s (catastrophic backtracking?): counted as no match"
+        )
     return Verdict(False, answer, "pattern matched neither the final answer nor the output")
 
 
