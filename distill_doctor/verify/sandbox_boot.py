@@ -1,4 +1,4 @@
-"""Bootstrap of the candidate's process: ``python -S -s -P sandbox_boot.py CONFIG_JSON`` (run by ``sandbox.py``).
+"""Bootstrap of the candidate's process: ``python -S -s -P sandbox_boot.py WIRE_PY CONFIG_JSON`` (``sandbox.py``).
 
 ``-S`` (no site-packages: programs get the standard library only, and start faster),
 ``-s`` (no user site), ``-P`` (the script's folder is not on ``sys.path``).
@@ -31,7 +31,6 @@ This file only uses the standard library and is never imported by distill-doctor
 """
 
 import builtins
-import json
 import os
 import posix
 import resource
@@ -301,11 +300,10 @@ def _drop_privileges(uid: int) -> None:
 
 
 def _load_wire(path: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("dd_wire", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """``wire.py`` as a module, without ``importlib.util`` (start-up time)."""
+    module = type(sys)("dd_wire")
+    with open(path, encoding="utf-8") as fh:
+        exec(compile(fh.read(), path, "exec"), module.__dict__)
     return module
 
 
@@ -388,11 +386,11 @@ def _serve(code, entry: str, wire, requests: int, replies: int) -> None:
 
 
 def main() -> None:
-    cfg = json.loads(sys.argv[1])
+    wire = _load_wire(sys.argv[1])
+    cfg = wire.json_loads(sys.argv[2])
     real_exit = posix._exit
     with open(cfg["prog"], encoding="utf-8", errors="replace") as fh:
         source = fh.read()
-    wire = _load_wire(cfg["wire"]) if cfg["mode"] == "serve" else None
     if cfg.get("drop_uid") is not None:
         _drop_privileges(int(cfg["drop_uid"]))
     work = os.path.realpath(cfg["work"])
