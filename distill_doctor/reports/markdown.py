@@ -98,7 +98,9 @@ def _accuracy(report: dict[str, Any]) -> list[str]:
             ]
         )
     header = ["model", "accuracy", "95% CI", "n scored", "outputs missing"]
-    return ["## Accuracy", "", *_table(header, rows), ""]
+    sandbox = report.get("code_sandbox") or {}
+    note = [f"Code items ran in the sandbox: {clean(sandbox.get('detail', ''))}.", ""] if sandbox else []
+    return ["## Accuracy", "", *_table(header, rows), "", *note]
 
 
 def _suspect(report: dict[str, Any], findings: list[dict[str, Any]]) -> list[str]:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from fractions import Fraction
@@ -141,6 +142,11 @@ def verify_outputs(
         bar = None
         if progress:
             from tqdm.auto import tqdm
+
+            from distill_doctor.verify.sandbox import containment
+
+            detail = containment()["isolation_detail"]
+            print(f"distill-doctor: {len(code_items)} code outputs run in the sandbox: {detail}", file=sys.stderr)
 
             bar = tqdm(total=len(code_items), desc="running code", unit="item", leave=False)
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
