@@ -7,7 +7,10 @@ Every escape must fail to pass and fail to read or write outside, under both iso
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
+import time
 
 import pytest
 
@@ -209,8 +212,6 @@ def test_the_os_layer_holds_without_the_python_guard(tier):
     """bubblewrap alone (no audit hook): no host files, no writes outside /work, no forks, no network."""
     if tier != "bubblewrap":
         pytest.skip("the OS layer is bubblewrap's")
-    import subprocess
-
     from distill_doctor.verify import isolation as iso
 
     probe = (
@@ -224,12 +225,28 @@ def test_the_os_layer_holds_without_the_python_guard(tier):
         "try:\n    os.fork(); out.append('forked')\nexcept OSError:\n    out.append('nofork')\n"
         "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=1); out.append('net')\nexcept OSError:\n    out.append('nonet')\n"
         "out.append(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "out.append((libc.unshare(0x10000000), ctypes.get_errno()))\n"  # a new user namespace
+        "out.append((libc.syscall(250, 0, 0, 0, 0, 0), ctypes.get_errno()))\n"  # keyctl
         "print(out)\n"
     )
     host_file = os.path.abspath(__file__)
-    cmd = [*iso.bwrap_args({}, 1 << 20), iso.python_executable(), "-S", "-c", probe]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env={**iso.child_env("/work"), "DD_HOST_FILE": host_file})
-    assert done.stdout.strip() == "[65534, False, False, False, False, 'ro', 'nofork', 'nonet', ['1', '2']]", done
+    tier_info = iso.isolation()
+    fd = tier_info.seccomp_pipe()
+    cmd = [*iso.bwrap_args({}, 1 << 20, fd), iso.python_executable(), "-S", "-c", probe]
+    env = {**iso.child_env("/work"), "DD_HOST_FILE": host_file}
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env, pass_fds=(fd,) if fd else ())
+    finally:
+        if fd is not None:
+            os.close(fd)
+    expected = [65534, False, False, False, False, "ro", "nofork", "nonet", ["1", "2"]]
+    if tier_info.seccomp:
+        expected += [(-1, 1), (-1, 1)]  # EPERM from the seccomp filter
+    got = done.stdout.strip()
+    assert got.startswith(repr(expected)[:-1]), done
+    if tier_info.seccomp:
+        assert got == repr(expected), done
 
 
 @pytest.mark.parametrize(
@@ -255,3 +272,30 @@ def test_oversized_frame_header_is_refused():
         wire_mod.read_frame(r)
     os.close(r)
     os.close(w)
+
+
+def _wait_for(condition, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_descendants_in_a_new_session_die_with_the_run(tier):
+    """The tiers' own mechanisms, exercised directly (the guard stops the fork before them)."""
+    from distill_doctor.verify import isolation as iso
+
+    spawn = "import subprocess\nsubprocess.Popen(['/bin/sleep', '987.654'], start_new_session=True)\n"
+    if tier == "bubblewrap":  # the PID namespace: killing bwrap ends everything inside
+        prog = spawn + "import time\ntime.sleep(30)\n"
+        cmd = [*iso.bwrap_args({}, 1 << 20), iso.python_executable(), "-S", "-c", prog]
+        proc = subprocess.Popen(cmd, env=iso.child_env("/work"), start_new_session=True)
+        assert _wait_for(lambda: bool(_sleepers()))
+        os.killpg(proc.pid, 9)
+        proc.wait()
+    else:  # no namespace at all: the per-run environment marker finds the orphan
+        marker = iso.new_marker()
+        env = {**iso.child_env("/tmp"), iso.MARKER: marker}
+        subprocess.run([sys.executable, "-S", "-c", spawn], env=env, timeout=30)
+        assert _sleepers() and iso.kill_marked(marker) >= 1
+    assert _wait_for(lambda: not _sleepers())

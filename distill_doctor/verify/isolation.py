@@ -43,6 +43,17 @@ class Isolation:
     detail: str
     unshare: tuple[str, ...] = ()  # python-guard: the unshare prefix, () when none works
     pid_namespace: bool = False
+    seccomp: bool = False  # bubblewrap: the seccomp_filter() is applied
+
+    def seccomp_pipe(self) -> int | None:
+        """A pipe's read end holding the seccomp program (the caller passes it on and closes it)."""
+        program = seccomp_filter() if self.seccomp else None
+        if program is None:
+            return None
+        r, w = os.pipe()
+        os.write(w, program)
+        os.close(w)
+        return r
 
 
 def python_executable() -> str:
@@ -72,8 +83,9 @@ def _ancestors(path: str) -> list[str]:
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def bwrap_args(box_files: dict[str, Path], work_bytes: int) -> list[str]:
-    """bwrap options up to ``--``; ``box_files`` maps a name in ``/box`` to a host file."""
+def bwrap_args(box_files: dict[str, Path], work_bytes: int, seccomp_fd: int | None = None) -> list[str]:
+    """bwrap options up to ``--``; ``box_files`` maps a name in ``/box`` to a host file;
+    ``seccomp_fd`` a readable descriptor holding ``seccomp_filter()`` (passed to the child)."""
     args = [shutil.which("bwrap") or "bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc"]
     args += ["--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
     bound: list[str] = []
@@ -97,6 +109,8 @@ def bwrap_args(box_files: dict[str, Path], work_bytes: int) -> list[str]:
     for name, host in box_files.items():
         args += ["--ro-bind", str(host), f"{BOX}/{name}"]
     args += ["--chdir", WORK, "--remount-ro", "/"]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
     if _is_root():  # the bootstrap drops to NOBODY itself (see module docstring)
         args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
@@ -104,15 +118,71 @@ def bwrap_args(box_files: dict[str, Path], work_bytes: int) -> list[str]:
     return [*args, "--"]
 
 
+# x86_64 system calls a sandboxed program never needs and that widen the kernel surface:
+# debugging others, namespaces and mounts, keyrings, BPF, perf, userfaultfd, io_uring,
+# modules, kexec, raw I/O ports, clock and swap changes, file handles.
+_DENIED_X86_64 = {
+    "ptrace": 101, "syslog": 103, "personality": 135, "adjtimex": 159, "pivot_root": 155, "acct": 163,
+    "settimeofday": 164, "mount": 165, "umount2": 166, "swapon": 167, "swapoff": 168, "reboot": 169,
+    "iopl": 172, "ioperm": 173, "init_module": 175, "delete_module": 176, "quotactl": 179,
+    "lookup_dcookie": 212, "clock_settime": 227, "kexec_load": 246, "add_key": 248, "request_key": 249,
+    "keyctl": 250, "unshare": 272, "perf_event_open": 298, "name_to_handle_at": 303,
+    "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310, "process_vm_writev": 311,
+    "finit_module": 313, "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323, "io_uring_setup": 425,
+    "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430,
+    "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+}  # fmt: skip
+_CLONE, _CLONE3 = 56, 435
+_NEW_NAMESPACES = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+_EPERM, _ENOSYS = 1, 38
+
+
+def seccomp_filter() -> bytes | None:
+    """A classic-BPF seccomp program for ``bwrap --seccomp`` (x86_64 only, else None).
+
+    Denies ``_DENIED_X86_64`` and ``clone`` with namespace flags with EPERM, ``clone3`` with
+    ENOSYS (so libc falls back to ``clone``, which is checked), the x32 ABI entirely, and kills
+    a process of any other architecture. Everything else is allowed: the namespaces, the
+    read-only root, the uid and the rlimits do the rest.
+    """
+    import platform
+    import struct
+
+    if platform.machine() != "x86_64":
+        return None
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, kill = 0x7FFF0000, 0x80000000
+    deny, nosys = 0x00050000 | _EPERM, 0x00050000 | _ENOSYS
+    denied = sorted(_DENIED_X86_64.values())
+    # layout: checks, then [allow, deny, nosys, kill] at the end; jumps are relative (u8)
+    body: list[tuple[int, int, int, int]] = [(ld, 0, 0, 4), (jeq, 1, 0, 0xC000003E)]  # arch == x86_64?
+    body += [("KILL",), (ld, 0, 0, 0), (jge, "DENY", 0, 0x40000000)]  # x32 system calls
+    body += [(jeq, "DENY", 0, nr) for nr in denied]
+    body += [(jeq, "NOSYS", 0, _CLONE3), (jeq, 0, "ALLOW", _CLONE), (ld, 0, 0, 16), (jset, "DENY", "ALLOW", _NEW_NAMESPACES)]
+    n = len(body)
+    targets = {"ALLOW": n, "DENY": n + 1, "NOSYS": n + 2, "KILL": n + 3}
+    out = []
+    for i, ins in enumerate(body):
+        if ins == ("KILL",):
+            ins = (0x05, 0, 0, targets["KILL"] - i - 1)  # BPF_JMP | BPF_JA: unconditional
+        code, jt, jf, k = ins
+        jt = targets[jt] - i - 1 if isinstance(jt, str) else jt
+        jf = targets[jf] - i - 1 if isinstance(jf, str) else jf
+        out.append(struct.pack("=HBBI", code, jt, jf, k))
+    for k in (allow, deny, nosys, kill):
+        out.append(struct.pack("=HBBI", ret, 0, 0, k))
+    return b"".join(out)
+
+
 def drop_uid() -> int | None:
     """The uid the bootstrap must drop to under bubblewrap (root only), else None."""
     return NOBODY if _is_root() else None
 
 
-def _works(cmd: list[str], env: dict[str, str]) -> tuple[bool, str]:
+def _works(cmd: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()) -> tuple[bool, str]:
     try:
         done = subprocess.run(
-            cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=20, env=env, cwd="/"
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=20, env=env, cwd="/", pass_fds=pass_fds
         )
     except (OSError, subprocess.SubprocessError) as err:
         return False, str(err)
@@ -120,15 +190,20 @@ def _works(cmd: list[str], env: dict[str, str]) -> tuple[bool, str]:
     return done.returncode == 0 and done.stdout.strip() == b"ok", last
 
 
-def _probe_bwrap() -> tuple[bool, str]:
+def _probe_bwrap(seccomp: bool) -> tuple[bool, str]:
     if shutil.which("bwrap") is None:
         return False, "bwrap is not installed (Debian: apt-get install bubblewrap)"
     probe = "import os\n"
     if drop_uid() is not None:
         probe += f"os.setgroups([]); os.setresgid({NOBODY}, {NOBODY}, {NOBODY}); os.setresuid({NOBODY}, {NOBODY}, {NOBODY})\n"
     probe += "import json, collections\nopen('/work/x', 'w').write('x')\nprint('ok')\n"
-    cmd = [*bwrap_args({}, 1 << 20), python_executable(), "-S", "-c", probe]
-    return _works(cmd, child_env(WORK))
+    fd = Isolation("bubblewrap", "", seccomp=True).seccomp_pipe() if seccomp else None
+    try:
+        cmd = [*bwrap_args({}, 1 << 20, fd), python_executable(), "-S", "-c", probe]
+        return _works(cmd, child_env(WORK), (fd,) if fd is not None else ())
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _probe_unshare() -> tuple[tuple[str, ...], bool]:
@@ -154,13 +229,19 @@ def isolation() -> Isolation:
     forced = os.environ.get("DISTILL_DOCTOR_SANDBOX", "auto")
     why = "forced by DISTILL_DOCTOR_SANDBOX=guard"
     if forced != "guard":
-        ok, why = _probe_bwrap()
+        seccomp = seccomp_filter() is not None
+        ok, why = _probe_bwrap(seccomp)
+        if not ok and seccomp:
+            seccomp = False
+            ok, why = _probe_bwrap(False)
         if ok:
             who = "uid 65534 (root dropped)" if _is_root() else "uid 65534 in a user namespace"
+            filt = "seccomp filter" if seccomp else "no seccomp filter"
             return Isolation(
                 "bubblewrap",
                 "bubblewrap: new PID/network/IPC namespaces, read-only system root, private tmpfs "
-                f"/work, {who}, die-with-parent; Python audit hook and rlimits inside",
+                f"/work, {who}, die-with-parent, {filt}; Python audit hook and rlimits inside",
+                seccomp=seccomp,
             )
     prefix, has_pid = _probe_unshare()
     spaces = ("network + PID namespaces" if has_pid else "network namespace") if prefix else "no namespaces"

@@ -189,21 +189,25 @@ class _Box:
     def work(self) -> Path:
         return self.root / "work"
 
-    def command(self, cfg: dict, timeout_s: float, memory_mb: int, fsize: int) -> tuple[list[str], str, dict]:
-        """(argv, cwd, env) that start the bootstrap with ``cfg`` in this tier."""
+    def command(
+        self, cfg: dict, timeout_s: float, memory_mb: int, fsize: int
+    ) -> tuple[list[str], str, dict, tuple[int, ...]]:
+        """(argv, cwd, env, fds to pass and then close) that start the bootstrap with ``cfg`` in this tier."""
         cfg = {**cfg, "memory_mb": int(memory_mb), "cpu_s": int(math.ceil(timeout_s)) + 1, "fsize": int(fsize)}
         flags = ["-S", "-s", "-P"]  # no site-packages (stdlib only, faster start), no user site or cwd on path
         if self.tier.name == "bubblewrap":
             files = {"prog.py": self.root / "prog.py", "sandbox_boot.py": BOOTSTRAP, "wire.py": WIRE}
             cfg.update(prog=f"{iso.BOX}/prog.py", work=iso.WORK, drop_uid=iso.drop_uid())
-            argv = [*iso.bwrap_args(files, WORK_TMPFS_BYTES), iso.python_executable(), *flags]
+            seccomp = self.tier.seccomp_pipe()
+            argv = [*iso.bwrap_args(files, WORK_TMPFS_BYTES, seccomp), iso.python_executable(), *flags]
             boot = [f"{iso.BOX}/sandbox_boot.py", f"{iso.BOX}/wire.py", json.dumps(cfg)]
-            return [*argv, *boot], str(self.root), iso.child_env(iso.WORK)
+            fds = (seccomp,) if seccomp is not None else ()
+            return [*argv, *boot], str(self.root), iso.child_env(iso.WORK), fds
         self.work.mkdir(exist_ok=True)
         cfg.update(prog=str(self.root / "prog.py"), work=str(self.work), drop_uid=None)
         env = {**iso.child_env(str(self.work)), iso.MARKER: self.marker}
         argv = [*self.tier.unshare, sys.executable, *flags, str(BOOTSTRAP), str(WIRE), json.dumps(cfg)]
-        return argv, str(self.work), env
+        return argv, str(self.work), env, ()
 
     def exit_status(self, rc: int | None) -> int | None:
         """The program's status: bubblewrap reports a child killed by signal N as 128 + N."""
@@ -268,13 +272,18 @@ def run_python(
     box = _new_box(program)
     try:
         result_r, result_w = os.pipe()
-        argv, cwd, env = box.command({"mode": "run", "result_fd": result_w}, timeout_s, memory_mb, max_output_bytes)
-        with open(box.root / "stdout", "wb") as out, open(box.root / "stderr", "wb") as err:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env,
-                start_new_session=True, pass_fds=(result_w,),
-            )  # fmt: skip
-        os.close(result_w)
+        argv, cwd, env, fds = box.command(
+            {"mode": "run", "result_fd": result_w}, timeout_s, memory_mb, max_output_bytes
+        )
+        try:
+            with open(box.root / "stdout", "wb") as out, open(box.root / "stderr", "wb") as err:
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env,
+                    start_new_session=True, pass_fds=(result_w, *fds),
+                )  # fmt: skip
+        finally:
+            for fd in (result_w, *fds):
+                os.close(fd)
         try:
             rc, timed_out = _wait(proc, timeout_s)
             rc = box.exit_status(rc)
@@ -338,7 +347,9 @@ def run_tests(
     start = time.perf_counter()
     box = _new_box(candidate)
     try:
-        argv, cwd, env = box.command({"mode": "serve", "entry": entry_point}, timeout_s, memory_mb, max_output_bytes)
+        argv, cwd, env, fds = box.command(
+            {"mode": "serve", "entry": entry_point}, timeout_s, memory_mb, max_output_bytes
+        )
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         res_r, res_w = os.pipe()
@@ -352,9 +363,10 @@ def run_tests(
             with open(box.root / "stdout", "wb") as out:
                 procs.append(subprocess.Popen(
                     argv, stdin=req_r, stdout=rep_w, stderr=out, cwd=cwd, env=env, start_new_session=True,
+                    pass_fds=fds,
                 ))  # fmt: skip
-            os.close(req_r)
-            os.close(rep_w)
+            for fd in (req_r, rep_w, *fds):
+                os.close(fd)
             with open(box.root / "stderr", "wb") as err:
                 procs.append(subprocess.Popen(
                     [sys.executable, "-S", "-I", str(HARNESS), str(WIRE), str(box.root / "job.json")],
