@@ -32,7 +32,7 @@ class CandidateError(Exception):
     """The candidate failed: its process ended, its answer was not plain data, or a non-built-in raise."""
 
     def __init__(self, kind: str, message: str):
-        super().__init__(f"{kind}: {message}" if message else kind)
+        super().__init__(message or kind)
         self.kind = kind
 
 

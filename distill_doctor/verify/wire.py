@@ -48,7 +48,7 @@ def encode(value, depth=0):
                 raise NotPlainData(f"a dict key of type {type(key).__name__} is not plain data ({PLAIN})")
             pairs.append([encode(key, depth + 1), encode(v, depth + 1)])
         return {"D": pairs}
-    raise NotPlainData(f"a {kind.__name__} is not plain data ({PLAIN})")
+    raise NotPlainData(f"a value of type {kind.__name__} is not plain data ({PLAIN})")
 
 
 def _tagged(obj: dict):
