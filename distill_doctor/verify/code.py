@@ -1,7 +1,8 @@
 """HumanEval-style code items: assemble the program from prompt, completion and tests; run it.
 
-SPEC: the program is the prompt, then the completion, then ``tests``, then
-``check(<entry_point>)``. The completion is the model output, unless the output holds a
+SPEC: the candidate's program is the prompt, then the completion; ``tests`` and
+``check(<entry_point>)`` run in a separate trusted process against a proxy of it
+(``sandbox.run_tests``; ``build_program`` still gives the whole program in one file). The completion is the model output, unless the output holds a
 fenced code block (```` ```python ... ``` ````): then the last such block is the completion,
 and when that block defines ``entry_point`` itself (``def entry_point(``), the prompt is
 not prepended; only the prompt's top-level ``import`` / ``from ... import`` lines are
