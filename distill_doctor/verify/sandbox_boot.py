@@ -236,8 +236,9 @@ def _make_hook(work: str, readable: tuple, dynload: str):
                 raise refuse(f"sandbox: loading the extension {where!r} is not allowed")
             return
         if event == "object.__setattr__":
-            if args[1:2] and args[1] in function_attrs:
-                raise refuse(f"sandbox: setting {args[1]} is not allowed")
+            name = args[1] if args[1:2] else ""
+            if kind_of(name) is not text or name in function_attrs:  # a str subclass could hash anything
+                raise refuse("sandbox: setting __code__ (or an attribute named by a non-str) is not allowed")
             return
         if event == "open":
             path, mode, flags = (args + (None, None, None))[:3]
