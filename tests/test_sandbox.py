@@ -1,4 +1,4 @@
-"""The code sandbox under attack: each adversarial program fails with a reason; host and tests survive."""
+"""The code sandbox under attack, in both tiers: each adversarial program fails with a reason; host survives."""
 
 from __future__ import annotations
 
@@ -10,6 +10,21 @@ import pytest
 from distill_doctor.verify import containment, run_python
 
 FAST = {"timeout_s": 3.0, "memory_mb": 256}
+
+
+@pytest.fixture(autouse=True, params=["bubblewrap", "python-guard"])
+def tier(request, monkeypatch):
+    """Every test runs under both isolation tiers (bubblewrap skipped where it cannot run)."""
+    from distill_doctor.verify import isolation
+
+    isolation.isolation.cache_clear()
+    if request.param == "python-guard":
+        monkeypatch.setenv("DISTILL_DOCTOR_SANDBOX", "guard")
+    elif isolation.isolation().name != "bubblewrap":
+        pytest.skip(f"bubblewrap cannot run here: {isolation.isolation().detail}")
+    yield request.param
+    monkeypatch.undo()
+    isolation.isolation.cache_clear()
 
 
 def test_a_plain_program_passes_and_its_output_comes_back():
@@ -196,19 +211,23 @@ def test_main_blocks_do_not_run_and_stdin_is_empty():
 
 def test_containment_is_reported():
     info = containment()
-    assert info["process_group_kill"] and "audit" in info["network"] or "namespace" in info["network"]
+    assert info["process_group_kill"] and ("audit" in info["network"] or "namespace" in info["network"])
     assert "RLIMIT_AS" in info["rlimits"]
+    assert info["isolation"] in ("bubblewrap", "python-guard") and info["isolation_detail"]
 
 
 def test_network_still_blocked_without_a_namespace(monkeypatch):
-    from distill_doctor.verify import sandbox
+    from distill_doctor.verify import isolation
 
+    monkeypatch.setenv("DISTILL_DOCTOR_SANDBOX", "guard")
     monkeypatch.setenv("DISTILL_DOCTOR_SANDBOX_NETNS", "0")
-    sandbox._network_prefix.cache_clear()
+    isolation.isolation.cache_clear()
     try:
-        assert containment()["network"].startswith("audit hook only")
+        info = containment()
+        assert info["network"].startswith("audit hook only") and info["isolation"] == "python-guard"
+        assert "no namespaces" in info["isolation_detail"]
         r = run_python("import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)\n", **FAST)
         assert not r.passed and r.signature == "PermissionError"
     finally:
-        monkeypatch.delenv("DISTILL_DOCTOR_SANDBOX_NETNS")
-        sandbox._network_prefix.cache_clear()
+        monkeypatch.undo()
+        isolation.isolation.cache_clear()

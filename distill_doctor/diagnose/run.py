@@ -35,7 +35,7 @@ from distill_doctor.probes import (
 )
 from distill_doctor.probes.base import DEBUG_ORDER, DiagnosisInputs, Finding, Probe, skipped
 from distill_doctor.stats import bootstrap_ci, clopper_pearson, holm
-from distill_doctor.verify import scoring, verify_outputs
+from distill_doctor.verify import containment, scoring, verify_outputs
 
 # Explicit, in debug order (data -> capacity -> mismatch -> provenance).
 PROBES: tuple[Probe, ...] = (
@@ -288,6 +288,9 @@ def build_report(
         "failure_table": table,
         "samples": _samples(inputs, entries, example_ids),
     }
+    if any(it.verifier_kind == "code" for it in inputs.items):
+        info = containment()
+        report["code_sandbox"] = {"isolation": info["isolation"], "detail": info["isolation_detail"]}
     if timings:
         report["timings"] = {k: round(v, 3) for k, v in timings.items()}
     return report

@@ -322,9 +322,11 @@ def _footer(report: dict[str, Any]) -> str:
             rows.append([_e(name), _e(meta), ""])
     settings = report.get("settings") or {}
     tool = report.get("tool") or {}
+    sandbox = report.get("code_sandbox") or {}
     return (
         "<h2>Inputs and settings</h2>"
         + (_table(["input", "path", "details"], rows) if rows else "")
+        + (f"<p>Code items ran in the sandbox: {_e(sandbox.get('detail', ''))}.</p>" if sandbox else "")
         + f"<p class='muted'>{_e(tool.get('name', 'distill-doctor'))} {_e(tool.get('version', ''))}; "
         f"alpha {_e(fmt_num(settings.get('alpha')))}, multiplicity control {_e(settings.get('multiplicity', 'n/a'))}, "
         f"seed {_e(fmt_num(settings.get('seed')))}; created {_e(report.get('created_at', ''))}.</p>"

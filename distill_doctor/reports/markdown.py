@@ -100,7 +100,9 @@ def _accuracy(report: dict[str, Any]) -> list[str]:
             ]
         )
     header = ["model", "accuracy", "95% CI", "n scored", "outputs missing"]
-    lines = ["## Accuracy", "", *_table(header, rows), ""]
+    sandbox = report.get("code_sandbox") or {}
+    note = [f"Code items ran in the sandbox: {clean(sandbox.get('detail', ''))}.", ""] if sandbox else []
+    lines = ["## Accuracy", "", *_table(header, rows), "", *note]
     multi = multi_sample_rows(report)
     if multi:  # several samples per item: accuracy is pass@1 (SPEC)
         lines += ["Several samples per item: accuracy is pass@1.", "", *_table(MULTI_SAMPLE_HEADER, multi), ""]

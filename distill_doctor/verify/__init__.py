@@ -2,7 +2,7 @@
 
 from distill_doctor.verify.code import build_program, last_code_block, verify_code
 from distill_doctor.verify.extract import canonical_exact, extract_answer, parse_number
-from distill_doctor.verify.sandbox import SandboxResult, containment, run_python
+from distill_doctor.verify.sandbox import SandboxResult, containment, run_python, run_tests
 from distill_doctor.verify.verifiers import reference_answer, verify, verify_outputs
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "parse_number",
     "reference_answer",
     "run_python",
+    "run_tests",
     "verify",
     "verify_code",
     "verify_outputs",

@@ -1,7 +1,8 @@
 """HumanEval-style code items: assemble the program from prompt, completion and tests; run it.
 
-SPEC: the program is the prompt, then the completion, then ``tests``, then
-``check(<entry_point>)``. The completion is the model output, unless the output holds a
+SPEC: the candidate's program is the prompt, then the completion; ``tests`` and
+``check(<entry_point>)`` run in a separate trusted process against a proxy of it
+(``sandbox.run_tests``; ``build_program`` still gives the whole program in one file). The completion is the model output, unless the output holds a
 fenced code block (```` ```python ... ``` ````): then the last such block is the completion,
 and when that block defines ``entry_point`` itself (``def entry_point(``), the prompt is
 not prepended; only the prompt's top-level ``import`` / ``from ... import`` lines are
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 
 from distill_doctor.data.records import Item, Verdict
-from distill_doctor.verify.sandbox import SandboxResult, run_python
+from distill_doctor.verify.sandbox import SandboxResult, run_tests
 
 _FENCE_LINE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})(.*)$")
 _IMPORT_LINE = re.compile(r"^(?:import\s+\S|from\s+\S+\s+import\s)")
@@ -56,8 +57,8 @@ def _prompt_imports(prompt: str) -> str:
     return "\n".join(line for line in prompt.splitlines() if _IMPORT_LINE.match(line))
 
 
-def build_program(prompt: str, output: str, tests: str, entry_point: str) -> str:
-    """The program to run for one code item and one model output (see the module docstring)."""
+def build_candidate(prompt: str, output: str, entry_point: str) -> str:
+    """The candidate's program for one code item and one model output: prompt (or its imports) + completion."""
     block = last_code_block(output)
     if block is not None and defines(block, entry_point):
         head, completion = _prompt_imports(prompt), block
@@ -65,7 +66,12 @@ def build_program(prompt: str, output: str, tests: str, entry_point: str) -> str
         head, completion = prompt, block
     else:
         head, completion = prompt, output
-    return f"{head}\n{completion}\n\n{tests}\n\ncheck({entry_point})\n"
+    return f"{head}\n{completion}\n"
+
+
+def build_program(prompt: str, output: str, tests: str, entry_point: str) -> str:
+    """The whole program in one file (see the module docstring); ``verify_code`` runs it split in two."""
+    return f"{build_candidate(prompt, output, entry_point)}\n{tests}\n\ncheck({entry_point})\n"
 
 
 def verdict_from_result(result: SandboxResult) -> Verdict:
@@ -75,11 +81,18 @@ def verdict_from_result(result: SandboxResult) -> Verdict:
 
 
 def verify_code(item: Item, text: str, *, timeout_s: float = 10.0, memory_mb: int = 1024) -> Verdict:
-    """Run ``item``'s tests against the model output ``text`` in the sandbox."""
+    """Run ``item``'s tests against the model output ``text``: tests trusted, candidate sandboxed.
+
+    The tests run in a trusted process; the candidate's program runs in the sandbox and only
+    answers calls of ``entry_point`` with plain data (see ``sandbox.run_tests``).
+    """
     if item.tests is None or item.entry_point is None:
         raise ValueError(f"code item {item.id!r} needs tests and entry_point")
-    program = build_program(item.prompt, text, item.tests, item.entry_point)
-    return verdict_from_result(run_python(program, timeout_s=timeout_s, memory_mb=memory_mb))
+    candidate = build_candidate(item.prompt, text, item.entry_point)
+    result = run_tests(
+        candidate, item.entry_point, item.tests, prelude=item.prompt, timeout_s=timeout_s, memory_mb=memory_mb
+    )
+    return verdict_from_result(result)
 
 
 def humaneval_items(problems: dict[str, dict]) -> list[Item]:

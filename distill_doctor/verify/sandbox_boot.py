@@ -1,23 +1,32 @@
-"""Bootstrap run as ``python -S -s -P sandbox_boot.py ROOT MEMORY_MB CPU_S FSIZE_BYTES`` by ``sandbox.py``.
+"""Bootstrap of the candidate's process: ``python -S -s -P sandbox_boot.py WIRE_PY CONFIG_JSON`` (``sandbox.py``).
 
 ``-S`` (no site-packages: programs get the standard library only, and start faster),
-``-s`` (no user site), ``-P`` (the working folder is not on ``sys.path``).
+``-s`` (no user site), ``-P`` (the script's folder is not on ``sys.path``).
 
 It runs *before* the untrusted program, in the child process, and:
 
-1. sets resource limits (address space, CPU seconds, file size, no core files, no new
-   processes for non-root users, a cap on open files) that the program cannot raise;
-2. installs an audit hook (``sys.addaudithook``; it cannot be removed afterwards) that
-   refuses with ``PermissionError``: process creation (fork, exec, spawn, system,
-   subprocess), sockets and network clients, ctypes, signals to other processes, changing
-   resource limits or the working directory, writing / deleting / renaming outside the
-   work folder, reading files outside the Python installation and the work folder, and more
-   than 256 opened-for-writing files;
-3. runs the program with ``__name__ == "__sandbox__"`` (so ``if __name__ == "__main__":``
-   demo blocks do not run), turns ``sys.exit``/``os._exit`` into failures, and writes one
-   result line to ``ROOT/result``: ``pass`` or ``fail<TAB>ExceptionType<TAB>message``.
+1. reads the program, then (``drop_uid``, under bubblewrap as root) drops to an unprivileged
+   uid, so ``RLIMIT_NPROC`` is enforced and nothing of root's remains;
+2. sets resource limits (address space, CPU seconds, file size, no core files, no new
+   processes, a cap on open files) that the program cannot raise;
+3. installs an audit hook (``sys.addaudithook``; it cannot be removed afterwards) that
+   refuses with ``PermissionError``: process creation, sockets, ctypes, signals to other
+   processes, ``gc`` object walks, trace/profile hooks, symlinks and hard links, changing
+   resource limits or the working directory, writing outside the work folder, reading outside
+   the Python installation and the work folder, opening directories outside the work folder
+   (no ``dir_fd`` tricks), relative paths with ``..``, path objects that are not exact
+   ``str``/``bytes``, blocked C modules under any dotted name, and extension modules from
+   outside the standard library. The hook holds its state in its closure (nothing in this
+   module's globals steers it) and touches only immutable values and C functions;
+4. ``mode == "run"``: runs the program with ``__name__ == "__sandbox__"``, turns
+   ``sys.exit``/``os._exit`` into failures and writes one line to ``result_fd``: ``pass`` or
+   ``fail<TAB>ExceptionType<TAB>message``. That line is the program's own report (used only
+   to name a failure); no test ever runs in this process.
+   ``mode == "serve"``: defines the program, then answers calls of ``entry`` over fds 0 and 1
+   with plain data (``wire.py``): the trusted test process sends ``["C", args, kwargs]``,
+   this side answers ``["R", value]`` or ``["E", type, message]`` (``["ready"]`` first).
+   The program's own prints go to stderr.
 
-The parent counts a run as passed only if the exit status is 0 *and* the result says pass.
 This file only uses the standard library and is never imported by distill-doctor itself.
 """
 
@@ -26,6 +35,7 @@ import os
 import posix
 import resource
 import sys
+from _stat import S_ISDIR, S_ISLNK
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _BLOCKED_EVENTS = frozenset(
@@ -76,6 +86,13 @@ _BLOCKED_EVENTS = frozenset(
         "telnetlib.Telnet.open",
         "webbrowser.open",
         "sys.remote_exec",
+        "sys.settrace",  # trace and profile functions get frames whose locals they can rewrite
+        "sys.setprofile",
+        "gc.get_objects",  # object walks reach the hook's closure
+        "gc.get_referrers",
+        "gc.get_referents",
+        "os.symlink",  # links would make relative and dir_fd paths resolve elsewhere
+        "os.link",
         "cpython.PyInterpreterState_New",  # a subinterpreter would not carry this hook
     }
 )
@@ -91,8 +108,6 @@ _WRITE_PATH_EVENTS = {
     "os.rmdir": (0,),
     "os.mkdir": (0,),
     "os.rename": (0, 1),
-    "os.link": (0, 1),
-    "os.symlink": (0, 1),
     "os.chmod": (0,),
     "os.chflags": (0,),
     "os.truncate": (0,),
@@ -109,6 +124,9 @@ _WRITE_PATH_EVENTS = {
 }
 _READ_PATH_EVENTS = {"os.listdir": (0,), "os.scandir": (0,), "glob.glob": (0,), "os.listxattr": (0,)}
 _MAX_WRITE_OPENS = 256
+
+
+_FUNCTION_ATTRS = frozenset({"__code__"})  # the hook's helpers take every value as an argument
 
 
 def _set_limits(memory_mb: int, cpu_s: int, fsize: int) -> None:
@@ -130,55 +148,140 @@ def _set_limits(memory_mb: int, cpu_s: int, fsize: int) -> None:
             pass
 
 
-def _make_hook(work: str, readable: tuple):
-    realpath = os.path.realpath
-    fspath = os.fspath
-    work_prefix = work.rstrip("/") + "/"
+def _resolve(path, cwd, lstat, readlink, islnk):
+    """Absolute ``path`` with every symlink resolved ('' when it loops).
+
+    Written without builtins or globals (everything comes in as arguments) so that a program
+    that patches ``builtins``, ``os`` or ``posixpath`` cannot make it lie.
+    """
+    if not path.startswith("/"):
+        path = cwd + "/" + path
+    todo = path.split("/")[::-1]
+    out = []
+    hops = 0
+    while todo:
+        name = todo.pop()
+        if name == "" or name == ".":
+            continue
+        if name == "..":
+            if out:
+                out.pop()
+            continue
+        candidate = "/" + "/".join(out + [name])
+        try:
+            mode = lstat(candidate).st_mode
+        except OSError:
+            out.append(name)
+            continue
+        if islnk(mode):
+            hops += 1
+            if hops > 40:
+                return ""
+            target = readlink(candidate)
+            if target.startswith("/"):
+                out = []
+            todo.extend(target.split("/")[::-1])
+        else:
+            out.append(name)
+    return "/" + "/".join(out)
+
+
+def _inside(real, prefixes):
+    """Whether ``real`` is one of ``prefixes`` (a file) or below one ending in ``/`` (a folder)."""
+    for prefix in prefixes:
+        if real == prefix or real + "/" == prefix or (prefix.endswith("/") and real.startswith(prefix)):
+            return True
+    return False
+
+
+def _real_path(path, work, kinds, calls):
+    """The resolved path, or '' when it must not be judged (the caller refuses it).
+
+    ``kinds`` = (type, str, bytes), ``calls`` = (resolve, lstat, readlink, S_ISLNK): passed in,
+    not looked up, so that nothing the program can patch is consulted.
+    """
+    kind_of, text, data = kinds
+    kind = kind_of(path)
+    if kind is data:
+        path = path.decode("utf-8", "surrogateescape")
+    elif kind is not text:
+        return ""  # path-like objects could answer differently when the real call converts them
+    if not path.startswith("/") and ".." in path.split("/"):
+        return ""  # relative paths may be resolved against any dir_fd: no climbing out
+    resolve, lstat, readlink, islnk = calls
+    return resolve(path, work, lstat, readlink, islnk)
+
+
+def _make_hook(work: str, readable: tuple, dynload: str):
+    """The audit hook. Its closure holds immutable values and C functions only."""
+    blocked, blocked_imports = _BLOCKED_EVENTS, _BLOCKED_IMPORTS
+    write_events, read_events, function_attrs = _WRITE_PATH_EVENTS, _READ_PATH_EVENTS, _FUNCTION_ATTRS
+    write_flags, max_writes = _WRITE_FLAGS, _MAX_WRITE_OPENS
+    real_path, inside, stat, isdir = _real_path, _inside, posix.stat, S_ISDIR
+    kinds = (type, str, bytes)
+    calls = (_resolve, posix.lstat, posix.readlink, S_ISLNK)
+    kind_of, text, number, refuse = type, str, int, PermissionError
+    work_prefixes = (work.rstrip("/") + "/",)
     writes = [0]
 
-    def inside(path, prefixes) -> bool:
-        if isinstance(path, int):  # an already-open descriptor
-            return True
-        try:
-            real = realpath(fspath(path) if not isinstance(path, bytes) else os.fsdecode(path))
-        except (TypeError, ValueError, OSError):
-            return False
-        return any(real == p.rstrip("/") or real.startswith(p) for p in prefixes)
-
     def hook(event, args):
-        if event in _BLOCKED_EVENTS:
-            raise PermissionError(f"sandbox: {event} is not allowed")
-        if event == "import" and args and args[0] in _BLOCKED_IMPORTS:
-            raise PermissionError(f"sandbox: importing {args[0]} is not allowed")
+        if event in blocked:
+            raise refuse(f"sandbox: {event} is not allowed")
+        if event == "import":
+            name = args[0] if args[0:1] and kind_of(args[0]) is text else ""
+            if name.rpartition(".")[2] in blocked_imports or name in blocked_imports:
+                raise refuse(f"sandbox: importing {name} is not allowed")
+            where = args[1] if args[1:2] else None
+            if kind_of(where) is text and where.endswith(".so") and not where.startswith(dynload):
+                raise refuse(f"sandbox: loading the extension {where!r} is not allowed")
+            return
+        if event == "object.__setattr__":
+            name = args[1] if args[1:2] else ""
+            if kind_of(name) is not text or name in function_attrs:  # a str subclass could hash anything
+                raise refuse("sandbox: setting __code__ (or an attribute named by a non-str) is not allowed")
+            return
         if event == "open":
-            path, mode, flags = (list(args) + [None, None, None])[:3]
-            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & _WRITE_FLAGS
-            )
-            if path is None:
+            path, mode, flags = (args + (None, None, None))[:3]
+            if path is None or kind_of(path) is number:  # an already-open descriptor
                 return
-            if writing:
-                if not inside(path, (work_prefix,)):
-                    raise PermissionError(
-                        f"sandbox: writing outside the work folder is not allowed: {path!r}"
-                    )
+            if kind_of(flags) is not number:
+                raise refuse("sandbox: open without numeric flags is not allowed")
+            real = real_path(path, work, kinds, calls)
+            if not real:
+                raise refuse("sandbox: only str or bytes paths without '..' are allowed")
+            if flags & write_flags:
+                if not inside(real, work_prefixes):
+                    raise refuse(f"sandbox: writing outside the work folder is not allowed: {path!r}")
                 writes[0] += 1
-                if writes[0] > _MAX_WRITE_OPENS:
-                    raise PermissionError("sandbox: too many files opened for writing")
-            elif not inside(path, readable):
-                raise PermissionError(f"sandbox: reading outside the sandbox is not allowed: {path!r}")
+                if writes[0] > max_writes:
+                    raise refuse("sandbox: too many files opened for writing")
+                return
+            if inside(real, work_prefixes):
+                return
+            if not inside(real, readable):
+                raise refuse(f"sandbox: reading outside the sandbox is not allowed: {path!r}")
+            try:
+                directory = isdir(stat(real).st_mode)
+            except OSError:
+                directory = False
+            if directory:
+                raise refuse(f"sandbox: opening a folder outside the work folder is not allowed: {path!r}")
             return
-        idx = _WRITE_PATH_EVENTS.get(event)
+        idx = write_events.get(event)
         if idx is not None:
             for i in idx:
-                if i < len(args) and args[i] is not None and not inside(args[i], (work_prefix,)):
-                    raise PermissionError(f"sandbox: {event} outside the work folder is not allowed")
+                if args[i : i + 1] and args[i] is not None:
+                    real = real_path(args[i], work, kinds, calls)
+                    if not real or not inside(real, work_prefixes):
+                        raise refuse(f"sandbox: {event} outside the work folder is not allowed")
             return
-        idx = _READ_PATH_EVENTS.get(event)
+        idx = read_events.get(event)
         if idx is not None:
             for i in idx:
-                if i < len(args) and args[i] is not None and not inside(args[i], readable):
-                    raise PermissionError(f"sandbox: {event} outside the sandbox is not allowed")
+                if args[i : i + 1] and args[i] is not None and kind_of(args[i]) is not number:
+                    real = real_path(args[i], work, kinds, calls)
+                    if not real or not inside(real, readable):
+                        raise refuse(f"sandbox: {event} outside the sandbox is not allowed")
 
     return hook
 
@@ -187,44 +290,54 @@ def _blocked_exit(code=0):
     raise SystemExit(code)
 
 
-def main() -> None:
-    root, memory_mb, cpu_s, fsize = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    real_exit = posix._exit
-    work = os.path.realpath(os.path.join(root, "work"))
-    with open(os.path.join(root, "prog.py"), encoding="utf-8", errors="replace") as fh:
-        source = fh.read()
-    result_fd = os.open(os.path.join(root, "result"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    stdlib = os.path.dirname(os.__file__)
+def _drop_privileges(uid: int) -> None:
+    """Become ``uid`` for real (used as root under bubblewrap: then RLIMIT_NPROC holds)."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        real_exit = posix._exit
+        real_exit(111)
+
+
+def _load_wire(path: str):
+    """``wire.py`` as a module, without ``importlib.util`` (start-up time)."""
+    module = type(sys)("dd_wire")
+    with open(path, encoding="utf-8") as fh:
+        exec(compile(fh.read(), path, "exec"), module.__dict__)
+    return module
+
+
+def _readable(work: str) -> tuple:
     readable = {work + "/", "/dev/null", "/dev/urandom", "/dev/zero", "/usr/share/zoneinfo/"}
-    for p in [stdlib, sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]:
+    for p in [os.path.dirname(os.__file__), sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]:
         if p and os.path.isdir(p):
             readable.add(os.path.realpath(p).rstrip("/") + "/")
-    os.chdir(work)
-    _set_limits(memory_mb, cpu_s, fsize)
-    sys.addaudithook(_make_hook(work, tuple(sorted(readable))))
-    os._exit = posix._exit = _blocked_exit
-    builtins.exit = builtins.quit = _blocked_exit  # site (skipped by -S) would have defined them
-    sys.argv = ["program.py"]
+    return tuple(sorted(readable))
 
+
+def _describe(err: BaseException) -> tuple:
+    try:
+        message = " ".join(str(err).split())[:300]
+    except BaseException:  # noqa: BLE001 - a hostile __str__
+        message = ""
+    return type(err).__name__[:60], message
+
+
+def _run(code, result_fd: int) -> str:
+    """Run a whole program; its status line (written to ``result_fd``)."""
     status = "pass"
     try:
-        code = compile(source, "program.py", "exec")
-        del source
-        exec(code, {"__name__": "__sandbox__", "__builtins__": __builtins__})
+        exec(code, {"__name__": "__sandbox__", "__builtins__": builtins})
     except SystemExit as err:
         status = f"fail\tSystemExit\tthe program called exit({err.code!r:.40}) before the tests finished"
     except BaseException as err:  # noqa: BLE001 - any exception of the program is its failure
-        try:
-            message = " ".join(str(err).split())[:300]
-        except BaseException:  # noqa: BLE001 - a hostile __str__
-            message = ""
-        status = f"fail\t{type(err).__name__[:60]}\t{message}"
+        name, message = _describe(err)
+        status = f"fail\t{name}\t{message}"
         try:  # the program's frames only, not this bootstrap's (imported only when needed: startup time)
             import traceback
 
-            traceback.print_exception(
-                type(err), err, err.__traceback__.tb_next if err.__traceback__ else None
-            )
+            traceback.print_exception(type(err), err, err.__traceback__.tb_next if err.__traceback__ else None)
         except BaseException:  # noqa: BLE001
             pass
     for stream in (sys.__stdout__, sys.__stderr__):
@@ -236,6 +349,87 @@ def main() -> None:
         os.write(result_fd, (status + "\n").encode("utf-8", "replace"))
     except OSError:
         pass
+    return status
+
+
+def _serve(code, entry: str, wire, requests: int, replies: int) -> None:
+    """Define the program, then answer calls of ``entry`` until the trusted side hangs up."""
+    namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
+    try:
+        exec(code, namespace)
+        fn = namespace.get(entry)
+        if fn is None:
+            raise NameError(f"the program does not define {entry}()")
+        if not callable(fn):
+            raise TypeError(f"{entry} is not a function")
+        first = ["ready"]
+    except BaseException as err:  # noqa: BLE001
+        first = ["E", *_describe(err)]
+    wire.write_frame(replies, first)
+    if first[0] != "ready":
+        return
+    while True:
+        try:
+            call = wire.read_frame(requests)
+        except EOFError:
+            return
+        try:
+            reply = ["R", wire.encode(fn(*call[1], **call[2]))]
+        except BaseException as err:  # noqa: BLE001 - the candidate's failure, reported by type
+            reply = ["E", *_describe(err)]
+        try:
+            frame = wire.dumps(reply)
+        except BaseException as err:  # noqa: BLE001 - e.g. an int too long for JSON
+            frame = wire.dumps(["E", *_describe(err)])
+        view = memoryview(frame)
+        while view:
+            view = view[os.write(replies, view) :]
+
+
+def main() -> None:
+    wire = _load_wire(sys.argv[1])
+    cfg = wire.json_loads(sys.argv[2])
+    real_exit = posix._exit
+    with open(cfg["prog"], encoding="utf-8", errors="replace") as fh:
+        source = fh.read()
+    if cfg.get("drop_uid") is not None:
+        _drop_privileges(int(cfg["drop_uid"]))
+    work = os.path.realpath(cfg["work"])
+    readable = _readable(work)
+    dynload = os.path.realpath(os.path.join(os.path.dirname(os.__file__), "lib-dynload")) + "/"
+    os.chdir(work)
+    if cfg["mode"] == "serve":  # the channel moves off 0/1; prints go to stderr, input() sees EOF
+        requests, replies = os.dup(0), os.dup(1)
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(2, 1)
+        os.close(null)
+    _set_limits(int(cfg["memory_mb"]), int(cfg["cpu_s"]), int(cfg["fsize"]))
+    sys.addaudithook(_make_hook(work, readable, dynload))
+    os._exit = posix._exit = _blocked_exit
+    builtins.exit = builtins.quit = _blocked_exit  # site (skipped by -S) would have defined them
+    sys.argv = ["program.py"]
+    try:
+        code = compile(source, "program.py", "exec")
+    except BaseException as err:  # noqa: BLE001 - a SyntaxError is the program's failure
+        code, compile_error = None, err
+    del source
+    if cfg["mode"] == "serve":
+        if code is None:
+            wire.write_frame(replies, ["E", *_describe(compile_error)])
+        else:
+            _serve(code, cfg["entry"], wire, requests, replies)
+        for stream in (sys.__stdout__, sys.__stderr__):
+            try:
+                stream.flush()
+            except BaseException:  # noqa: BLE001 - e.g. output over the file-size limit
+                pass
+        real_exit(0)
+    if code is None:
+        name, message = _describe(compile_error)
+        os.write(int(cfg["result_fd"]), f"fail\t{name}\t{message}\n".encode("utf-8", "replace"))
+        real_exit(1)
+    status = _run(code, int(cfg["result_fd"]))
     real_exit(0 if status == "pass" else 1)  # skip atexit handlers the program may have registered
 
 

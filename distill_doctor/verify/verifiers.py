@@ -5,9 +5,10 @@
   different precision, e.g. ``3.14159265`` vs ``3.1415926``).
 - ``exact``: canonical strings equal (trimmed, quotes/backticks/trailing period stripped, case-folded).
 - ``choice``: the extracted option letter equals the reference letter, case-insensitively.
-- ``regex:<pattern>``: ``re.search(pattern, final answer)`` where the final answer is the
+- ``regex:<pattern>``: ``regex.search(pattern, final answer)`` (``re`` syntax; each search
+  limited to ``REGEX_TIMEOUT_S``, a timeout is a failed match with that reason) where the final answer is the
   marked answer (boxed / ``####`` / ``answer is``) or else the last non-empty line; when
-  that does not match, ``re.search(pattern, whole output)``. ``Verdict.reason`` says which
+  that does not match, ``regex.search(pattern, whole output)``. ``Verdict.reason`` says which
   one matched. ``Verdict.answer`` is the final answer in exact-canonical form.
 - ``math``: LaTeX and symbolic equivalence with Hugging Face's math-verify (``math_answers.py``);
   ``Verdict.answer`` is SymPy's form of the parsed answer.
@@ -22,11 +23,13 @@ reasoning has no answer: it fails with ``Verdict.answer`` None, whatever its kin
 from __future__ import annotations
 
 import os
-import re
+import sys
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from fractions import Fraction
+
+import regex
 
 from distill_doctor.data.records import Item, ModelOutput, Verdict
 from distill_doctor.verify.code import verify_code
@@ -43,6 +46,7 @@ from distill_doctor.verify.math_answers import judge_bounded
 _REL_TOL = 1e-6
 MATH_TIMEOUT_S = 3  # per math-verify step (parse the reference, parse the answer, compare)
 CUT_OFF = Verdict(False, None, "cut off inside its reasoning block: no answer")
+REGEX_TIMEOUT_S = 1.0  # per search; the regex package checks it periodically, so allow a few s on a busy host
 
 
 def reference_answer(item: Item) -> str | None:
@@ -79,14 +83,23 @@ def numbers_equal(answer: str, reference: str) -> bool:
     return abs(a - b) <= _REL_TOL * max(abs(a), abs(b))
 
 
-def _verify_regex(item: Item, text: str) -> Verdict:
-    pattern = re.compile(item.verifier.split(":", 1)[1])
+def _verify_regex(item: Item, text: str, *, timeout_s: float = REGEX_TIMEOUT_S) -> Verdict:
+    """``regex`` (re-compatible V0 syntax) with a time limit per search: a timeout is a failed match."""
+    try:
+        pattern = regex.compile(item.verifier.split(":", 1)[1])
+    except regex.error as err:  # the loader checked it with re; the two differ only at the edges
+        return Verdict(False, None, f"the pattern does not compile with the regex package: {err}")
     final = raw_final_answer(text)
     answer = extract_answer(text, "exact")
-    if final is not None and pattern.search(final):
-        return Verdict(True, answer, "pattern matched the final answer")
-    if pattern.search(text):
-        return Verdict(True, answer, "pattern matched the output (not the final answer)")
+    try:
+        if final is not None and pattern.search(final, timeout=timeout_s):
+            return Verdict(True, answer, "pattern matched the final answer")
+        if pattern.search(text, timeout=timeout_s):
+            return Verdict(True, answer, "pattern matched the output (not the final answer)")
+    except TimeoutError:
+        return Verdict(
+            False, answer, f"regex timed out after {timeout_s:g} s (catastrophic backtracking?): counted as no match"
+        )
     return Verdict(False, answer, "pattern matched neither the final answer nor the output")
 
 
@@ -166,6 +179,11 @@ def verify_outputs(
         bar = None
         if progress:
             from tqdm.auto import tqdm
+
+            from distill_doctor.verify.sandbox import containment
+
+            detail = containment()["isolation_detail"]
+            print(f"distill-doctor: {len(code_jobs)} code outputs run in the sandbox: {detail}", file=sys.stderr)
 
             bar = tqdm(total=len(code_jobs), desc="running code", unit="output", leave=False)
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
