@@ -69,6 +69,8 @@ class DiagnosisRequest:
     alpha: float = 0.05
     workers: int | None = None
     quiet: bool = True
+    spec_temperature: float = 1.0  # speculative block: decoding temperature (0 = greedy)
+    draft_cost: float | None = None  # speculative block: draft/teacher cost ratio; None = measured
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -263,7 +265,32 @@ def diagnose(req: DiagnosisRequest) -> dict[str, Any]:
     req.timings["probes_s"] = time.perf_counter() - t0
     adjusted = control_false_alarms(findings, req.alpha)
     attribute_teacher_errors(findings)
-    return build_report(inputs, findings, adjusted, meta, timings=req.timings)
+    speculative = speculative_readiness(inputs, req)
+    report = build_report(inputs, findings, adjusted, meta, timings=req.timings)
+    if speculative is not None:
+        report["speculative"] = speculative
+    return report
+
+
+def speculative_readiness(inputs: DiagnosisInputs, req: DiagnosisRequest) -> dict[str, Any] | None:
+    """The ``speculative`` block (how good a draft the student is) when both models are given."""
+    if inputs.teacher_model is None or inputs.student_model is None:
+        return None
+    from distill_doctor.speculative.report import speculative_block
+
+    t0 = time.perf_counter()
+    block = speculative_block(
+        inputs.teacher_model,
+        inputs.student_model,
+        inputs.items,
+        inputs.student,
+        inputs.teacher,
+        temperature=req.spec_temperature,
+        draft_cost=req.draft_cost,
+        seed=inputs.seed,
+    )
+    req.timings["speculative_s"] = time.perf_counter() - t0
+    return block
 
 
 def _file_meta(path: Path | str, **extra: Any) -> dict[str, Any]:

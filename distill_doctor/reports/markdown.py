@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from distill_doctor.reports import speculative_section
 from distill_doctor.reports.text import (
     clean,
     fmt_ci,
@@ -232,6 +233,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += _suspect(report, findings)
     lines += _verdicts(report, findings)
     lines += _accuracy(report)
+    lines += speculative_section.markdown_section(report)
     lines += _key_numbers(findings)
     lines += _failure_table(report)
     lines += _evidence(report, findings)
