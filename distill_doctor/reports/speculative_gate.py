@@ -87,6 +87,8 @@ def baseline_check(report: dict[str, Any], baseline: dict[str, Any], policy: Pol
         return []
     name = "baseline speculative.acceptance_rate"
     new, old = _block(report), _block(baseline)
+    if new is None and old is None:
+        return []  # neither run measured it: nothing to compare, nothing to report
     if new is None or old is None or not (is_number(new.get("acceptance_rate")) and is_number(old.get("acceptance_rate"))):
         return [CheckResult(name, "baseline", "skipped", "not compared (no speculative block in one of the reports)")]
     alpha = policy.baseline_alpha
