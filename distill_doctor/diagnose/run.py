@@ -279,16 +279,23 @@ def speculative_readiness(inputs: DiagnosisInputs, req: DiagnosisRequest) -> dic
     from distill_doctor.speculative.report import speculative_block
 
     t0 = time.perf_counter()
-    block = speculative_block(
-        inputs.teacher_model,
-        inputs.student_model,
-        inputs.items,
-        inputs.student,
-        inputs.teacher,
-        temperature=req.spec_temperature,
-        draft_cost=req.draft_cost,
-        seed=inputs.seed,
-    )
+    try:
+        block = speculative_block(
+            inputs.teacher_model,
+            inputs.student_model,
+            inputs.items,
+            inputs.student,
+            inputs.teacher,
+            temperature=req.spec_temperature,
+            draft_cost=req.draft_cost,
+            seed=inputs.seed,
+            quiet=inputs.quiet,
+        )
+    except InputError:
+        raise
+    except Exception as err:  # as with a probe: a bug here must not cost the user the report
+        print(f"distill-doctor: warning: speculative block not written ({type(err).__name__}: {err})", file=sys.stderr)
+        return None
     req.timings["speculative_s"] = time.perf_counter() - t0
     return block
 

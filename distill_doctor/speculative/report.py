@@ -167,13 +167,18 @@ def speculative_block(
     draft_cost: float | None = None,
     seed: int = 0,
     max_items: int = MAX_ITEMS,
+    quiet: bool = True,
 ) -> dict[str, Any]:
     """Load both models, measure acceptance along the output files, and build the block.
 
     ``draft_cost`` None: measured (:func:`~distill_doctor.speculative.cost.measure_draft_cost`).
-    At most ``max_items`` items (a seeded sample, in item order) are scored.
+    At most ``max_items`` items (a seeded sample, in item order) are scored. ``quiet``: no
+    model-loading progress bars.
     """
-    teacher, student, tok = load_pair(teacher_dir, student_dir)
+    from distill_doctor.produce.quiet import quiet_output
+
+    with quiet_output(quiet):
+        teacher, student, tok = load_pair(teacher_dir, student_dir)
     chosen = list(items)
     if len(chosen) > max_items:
         keep = np.sort(np.random.default_rng(seed).choice(len(chosen), max_items, replace=False))
