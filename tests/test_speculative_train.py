@@ -21,7 +21,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def test_the_distillspec_recipe_loads_as_on_policy_tv():
     cfg = load_config(CONFIGS / "distillspec.yaml")
-    assert cfg.method == "gkd" and cfg.gkd.divergence == "tv" and cfg.gkd.lmbda == 1.0
+    assert cfg.method == "gkd" and cfg.gkd.divergence == "tv" and 0 < cfg.gkd.lmbda <= 1
     assert yaml.safe_load((CONFIGS / "distillspec.yaml").read_text())["gkd"]["divergence"] == "tv"
 
 
