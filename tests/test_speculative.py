@@ -180,3 +180,13 @@ def test_diagnose_with_both_models_writes_the_block_and_gate_reads_it(tmp_path, 
     assert "speculative.acceptance_rate" in capsys.readouterr().out
     assert main(["diagnose", "--items", str(items), "--student", str(tmp_path / "student.jsonl"),
                  "--draft-cost", "-1", "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_a_run_without_scored_tokens_gives_an_empty_but_valid_block():
+    empty = [TokenAcceptance("q0", np.zeros(0), np.zeros(0, bool))]
+    block = summarize({"student": empty}, _items(1), temperature=0.0, draft_cost=0.3, cost_source="given")
+    assert block["acceptance_rate"] is None and block["n_tokens"] == 0 and block["speedup"] == {}
+    assert schema_errors(sample_report(speculative=block)) == []
+    assert "Speculative decoding readiness" in render_markdown(sample_report(speculative=block))
+    assert "Speculative decoding readiness" in render_html(sample_report(speculative=block))
+    assert summarize({}, {}, temperature=1.0, draft_cost=0.3, cost_source="given")["n_tokens"] == 0

@@ -40,10 +40,17 @@ def _decode_ms(model, prefix: torch.Tensor, repeats: int) -> float:
     times = []
     for _ in range(repeats + 3):  # the first calls warm up
         fresh = copy.deepcopy(cache)  # the same prefix every time (a step appends to its cache)
+        _sync(prefix.device)
         t0 = time.perf_counter()
         model(input_ids=nxt, use_cache=True, **{arg: fresh})
+        _sync(prefix.device)  # GPU kernels run asynchronously: wait for them before reading the clock
         times.append(time.perf_counter() - t0)
     return 1000.0 * statistics.median(times[3:])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def measure_draft_cost(teacher, student, tok, *, repeats: int = REPEATS) -> DraftCost:

@@ -115,7 +115,7 @@ def summarize(
 ) -> dict[str, Any]:
     """The ``speculative`` block from per-token acceptances keyed by source (``teacher``/``student``)."""
     along = "teacher" if sources.get("teacher") else "student"
-    rows = list(sources[along])
+    rows = list(sources.get(along) or [])
     main = _source_block(rows, seed)
     alpha, ci = main["acceptance_rate"], main["acceptance_ci"]
     block: dict[str, Any] = {
