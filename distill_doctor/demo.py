@@ -3,7 +3,8 @@
 For every organism (a folder with ``train.jsonl``, ``provenance.yaml`` and a student ``model/``):
 evaluate the teacher and the student with lm-evaluation-harness on the shared items, or on the
 organism's own ``items.jsonl`` where it has one (fresh outputs, no committed ones), diagnose, and write the three reports. Prints a one-screen table
-(organism, planted failure, what the diagnosis found) and where the HTML reports are.
+(organism, accuracies, the student's draft acceptance rate for speculative decoding, planted
+failure, what the diagnosis found) and where the HTML reports are.
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             quiet=True,
         )
         report = diagnose(req)
+        report["speculative"] = draft_readiness(org, req, seed=args.seed)
         save_report(report, out / org.name)
         failing = [f["mode"] for f in report["findings"] if f["verdict"] == "fail"]
         warning = [f["mode"] for f in report["findings"] if f["verdict"] == "warn"]
@@ -168,6 +170,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def draft_readiness(org: Organism, req, *, seed: int) -> dict:
+    """The report's ``speculative`` block for an organism: how good a draft its student is for its
+    teacher, along the outputs just diagnosed (what ``diagnose --teacher-model --student-model``
+    adds, without rerunning the other model-based probes)."""
+    from distill_doctor.data import load_items, load_outputs
+    from distill_doctor.speculative.report import speculative_block
+
+    items = load_items(req.items)
+    student = load_outputs(req.student, items).outputs
+    teacher = load_outputs(req.teacher, items).outputs
+    return speculative_block(org.teacher_model, org.student_model, items, student, teacher, seed=seed)
+
+
 def planted_mode(name: str) -> str | None:
     """The failure an organism was planted with, read from its folder name: a mode name, or
     ``none`` for the control (``clean``); ``None`` for a folder named otherwise."""
@@ -180,7 +195,7 @@ def planted_mode(name: str) -> str | None:
 
 def _table(rows) -> str:
     head = (
-        f"{'organism':<24} {'teacher':>8} {'student':>8}  {'planted':<24} {'primary suspect':<24} "
+        f"{'organism':<24} {'teacher':>8} {'student':>8} {'accept':>7}  {'planted':<24} {'primary suspect':<24} "
         f"{'as planted':<10}  other fails / warns"
     )
     lines = [head, "-" * len(head)]
@@ -188,10 +203,12 @@ def _table(rows) -> str:
         acc = report["accuracy"]
         t = "n/a" if acc.get("teacher") is None else f"{100 * acc['teacher']:.0f}%"
         s = "n/a" if acc.get("student") is None else f"{100 * acc['student']:.0f}%"
+        rate = (report.get("speculative") or {}).get("acceptance_rate")
+        a = "n/a" if rate is None else f"{100 * rate:.1f}%"
         suspect = report["primary_suspect"] or "none"
         planted = planted_mode(name)
         found = "-" if planted is None else ("yes" if planted == suspect else "no")
         rest = [m for m in failing if m != report["primary_suspect"]]
         extra = ", ".join(rest + [f"{m} (warn)" for m in warning]) or "-"
-        lines.append(f"{name:<24} {t:>8} {s:>8}  {planted or '-':<24} {suspect:<24} {found:<10}  {extra}")
+        lines.append(f"{name:<24} {t:>8} {s:>8} {a:>7}  {planted or '-':<24} {suspect:<24} {found:<10}  {extra}")
     return "\n".join(lines)

@@ -55,6 +55,7 @@ def test_demo_writes_every_organisms_reports(demo_run):
         own = ORG / name / "items.jsonl"  # exposure_bias has its own (sorting) items
         n_items = len((own if own.exists() else ORG / "items.jsonl").read_text().splitlines())
         assert report["schema_version"] == 1 and report["accuracy"]["n"] == n_items
+        assert 0.5 < report["speculative"]["acceptance_rate"] <= 1  # the student as a draft model
         assert (out / name / "report.md").read_text().strip()
         assert "<html" in (out / name / "report.html").read_text().lower()
 
@@ -77,6 +78,7 @@ def test_the_table_names_the_planted_mode_and_whether_it_was_found(demo_run):
     _, _, table = demo_run
     lines = {line.split()[0]: line for line in table.splitlines() if line and line.split()[0] in PLANTED}
     assert set(lines) == set(PLANTED)
+    assert " accept " in table.splitlines()[0]
     for name, line in lines.items():
         assert f"{PLANTED[name]:<24}" in line and " yes " in line, line
 

@@ -32,6 +32,20 @@ def register(subparsers) -> None:
     p.add_argument("--teacher-model", type=Path, help="teacher model directory (enables model-based probes)")
     p.add_argument("--student-model", type=Path, help="student model directory (enables model-based probes)")
     p.add_argument(
+        "--spec-temperature",
+        type=float,
+        default=1.0,
+        help="with both models: decoding temperature of the speculative-decoding acceptance "
+        "(1 - TV of the two next-token distributions); 0 = greedy (argmax agreement). Default 1",
+    )
+    p.add_argument(
+        "--draft-cost",
+        type=float,
+        default=None,
+        help="with both models: draft/teacher cost ratio c for the expected speculative speedup "
+        "(default: measured from one cached decode step of each model on this machine)",
+    )
+    p.add_argument(
         "--out", required=True, type=Path, help="directory for report.json, report.md, report.html"
     )
     p.add_argument("--seed", type=int, default=0, help="seed for bootstrap and sampling (default 0)")
@@ -56,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.alpha < 1:
         raise InputError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    if args.spec_temperature < 0:
+        raise InputError(f"--spec-temperature must be >= 0, got {args.spec_temperature}")
+    if args.draft_cost is not None and not 0 < args.draft_cost < float("inf"):
+        raise InputError(f"--draft-cost must be > 0, got {args.draft_cost}")
     out = args.out
     if out.exists() and not out.is_dir():
         raise InputError("--out must be a directory", path=out)
@@ -79,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         quiet=args.quiet,
         mc_rule=args.mc_rule,
+        spec_temperature=args.spec_temperature,
+        draft_cost=args.draft_cost,
     )
     report = diagnose(req)
     for line in warning_lines(report.get("lm_eval_agreement") or {}):

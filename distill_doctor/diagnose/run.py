@@ -74,6 +74,8 @@ class DiagnosisRequest:
     workers: int | None = None
     quiet: bool = True
     mc_rule: str = "acc"  # multiple-choice lm-eval samples: "acc" or "acc_norm" prediction
+    spec_temperature: float = 1.0  # speculative block: decoding temperature (0 = greedy)
+    draft_cost: float | None = None  # speculative block: draft/teacher cost ratio; None = measured
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -304,7 +306,39 @@ def diagnose(req: DiagnosisRequest) -> dict[str, Any]:
     req.timings["probes_s"] = time.perf_counter() - t0
     adjusted = control_false_alarms(findings, req.alpha)
     attribute_teacher_errors(findings)
-    return build_report(inputs, findings, adjusted, meta, timings=req.timings)
+    speculative = speculative_readiness(inputs, req)
+    report = build_report(inputs, findings, adjusted, meta, timings=req.timings)
+    if speculative is not None:
+        report["speculative"] = speculative
+    return report
+
+
+def speculative_readiness(inputs: DiagnosisInputs, req: DiagnosisRequest) -> dict[str, Any] | None:
+    """The ``speculative`` block (how good a draft the student is) when both models are given."""
+    if inputs.teacher_model is None or inputs.student_model is None:
+        return None
+    from distill_doctor.speculative.report import speculative_block
+
+    t0 = time.perf_counter()
+    try:
+        block = speculative_block(
+            inputs.teacher_model,
+            inputs.student_model,
+            inputs.items,
+            inputs.student,
+            inputs.teacher,
+            temperature=req.spec_temperature,
+            draft_cost=req.draft_cost,
+            seed=inputs.seed,
+            quiet=inputs.quiet,
+        )
+    except InputError:
+        raise
+    except Exception as err:  # as with a probe: a bug here must not cost the user the report
+        print(f"distill-doctor: warning: speculative block not written ({type(err).__name__}: {err})", file=sys.stderr)
+        return None
+    req.timings["speculative_s"] = time.perf_counter() - t0
+    return block
 
 
 def _file_meta(path: Path | str, **extra: Any) -> dict[str, Any]:

@@ -36,7 +36,7 @@ class CheckResult:
     """One evaluated check: ``status`` is ``passed``, ``failed`` or ``skipped`` (not applicable)."""
 
     name: str
-    group: str  # "verdict" | "accuracy" | "rule" | "baseline"
+    group: str  # "verdict" | "accuracy" | "rule" | "baseline" | "speculative"
     status: str
     reason: str
 
@@ -239,7 +239,11 @@ def _metric_drift(report: dict[str, Any], baseline: dict[str, Any], spec: Baseli
 
 def evaluate(report: dict[str, Any], policy: Policy, baseline: dict[str, Any] | None = None) -> GateResult:
     """Every check of ``policy`` on ``report`` (and against ``baseline`` when given). Pure."""
+    from distill_doctor.reports import speculative_gate  # imports this module: load it late
+
     checks = _verdict_checks(report, policy) + _accuracy_checks(report, policy) + _rule_checks(report, policy)
+    checks += speculative_gate.bound_checks(report, policy)
     if baseline is not None:
         checks += _baseline_checks(report, baseline, policy)
+        checks += speculative_gate.baseline_check(report, baseline, policy)
     return GateResult(checks)

@@ -12,7 +12,7 @@ import re
 from html import escape
 from typing import Any
 
-from distill_doctor.reports import charts
+from distill_doctor.reports import charts, speculative_section
 from distill_doctor.reports.charts import STUDENT_COLOR, TEACHER_COLOR, Series
 from distill_doctor.reports.text import (
     MULTI_SAMPLE_HEADER,
@@ -340,6 +340,7 @@ def render_html(report: dict[str, Any]) -> str:
         "<h1>distill-doctor report</h1>",
         _overview(report, findings),
         _accuracy(report),
+        speculative_section.html_section(report),
         *(_finding(report, f) for f in findings),
         _footer(report),
     ]

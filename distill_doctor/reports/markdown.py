@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from distill_doctor.reports import speculative_section
 from distill_doctor.reports.text import (
     MULTI_SAMPLE_HEADER,
     clean,
@@ -257,6 +258,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += _suspect(report, findings)
     lines += _verdicts(report, findings)
     lines += _accuracy(report)
+    lines += speculative_section.markdown_section(report)
     lines += _key_numbers(findings)
     lines += _failure_table(report)
     lines += _evidence(report, findings)

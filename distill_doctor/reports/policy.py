@@ -46,6 +46,15 @@ class BaselineMetric:
 
 
 @dataclass
+class SpeculativeBounds:
+    """``[speculative]``: bounds on the report's top-level ``speculative`` block (draft quality)."""
+
+    min_acceptance: float | None = None  # on acceptance_rate
+    min_greedy_agreement: float | None = None  # on greedy_agreement
+    if_missing: str = "fail"  # when the report has no speculative block
+
+
+@dataclass
 class Policy:
     source: str  # the file it came from, for messages
     default_max_verdict: str = "warn"
@@ -61,6 +70,8 @@ class Policy:
     baseline_accuracy: bool = True
     baseline_alpha: float = 0.05
     baseline_metrics: list[BaselineMetric] = field(default_factory=list)
+    speculative: SpeculativeBounds | None = None
+    baseline_speculative: bool = True  # acceptance must not drop significantly against the baseline
 
     def allowed(self, mode: str) -> str:
         return self.max_verdict.get(mode, self.default_max_verdict)
@@ -183,6 +194,7 @@ def parse_policy(data: dict[str, Any], source: str) -> Policy:
     policy.baseline_verdicts = base.get("verdicts", (bool,), True)
     policy.baseline_accuracy = base.get("accuracy", (bool,), True)
     policy.baseline_alpha = base.get("alpha", (float,), 0.05)
+    policy.baseline_speculative = base.get("speculative", (bool,), True)
     if not 0 < policy.baseline_alpha < 1:
         base.fail("baseline.alpha", f"expected a number between 0 and 1, got {policy.baseline_alpha}")
     for i, table in enumerate(base.get("metrics", (list,), [])):
@@ -202,8 +214,29 @@ def parse_policy(data: dict[str, Any], source: str) -> Policy:
             m.fail(f"{spec.key}.tolerance", "must not be negative")
         policy.baseline_metrics.append(spec)
     base.done()
+    policy.speculative = _speculative_bounds(top.get("speculative", (dict,)), source)
     top.done()
     return policy
+
+
+def _speculative_bounds(table: dict[str, Any] | None, source: str) -> SpeculativeBounds | None:
+    """``[speculative]`` (shares in [0, 1]); None when the policy has no such table."""
+    if table is None:
+        return None
+    r = _Reader(table, "speculative", source)
+    bounds = SpeculativeBounds(
+        min_acceptance=r.get("min_acceptance", (float,)),
+        min_greedy_agreement=r.get("min_greedy_agreement", (float,)),
+        if_missing=r.get("if_missing", (str,), "fail", choices=MISSING_ACTIONS),
+    )
+    r.done()
+    for name in ("min_acceptance", "min_greedy_agreement"):
+        value = getattr(bounds, name)
+        if value is not None and not 0 <= value <= 1:
+            r.fail(r.where(name), f"expected a share between 0 and 1, got {value}")
+    if bounds.min_acceptance is None and bounds.min_greedy_agreement is None:
+        r.fail("speculative", "needs 'min_acceptance', 'min_greedy_agreement' or both")
+    return bounds
 
 
 def load_policy(path: str | Path | None = None) -> Policy:

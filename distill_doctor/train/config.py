@@ -87,8 +87,18 @@ class GKDConfig:
     seq_kd: bool = _f(
         False, "off-policy batches use the teacher's own samples instead of the dataset's responses"
     )
+    divergence: str = _f(
+        "jsd",
+        f"the GKD loss, one of {', '.join(DIVERGENCES)}: jsd uses gkd.beta; tv (total variation) "
+        "targets speculative-decoding acceptance (DistillSpec, configs/distillspec.yaml)",
+    )
 
     def __post_init__(self) -> None:
+        _check(
+            self.divergence in DIVERGENCES,
+            "gkd.divergence",
+            f"must be one of {', '.join(DIVERGENCES)}, got {self.divergence!r}",
+        )
         _check(0.0 <= self.lmbda <= 1.0, "gkd.lmbda", f"must be in [0, 1], got {self.lmbda}")
         _check(0.0 <= self.beta <= 1.0, "gkd.beta", f"must be in [0, 1], got {self.beta}")
         _check(self.temperature >= 0, "gkd.temperature", f"must be >= 0 (0 = greedy), got {self.temperature}")

@@ -5,7 +5,8 @@ current student (``gkd.temperature``, ``gkd.max_new_tokens``); otherwise they ar
 responses, or the teacher's own samples with ``gkd.seq_kd: true``. The teacher then scores the
 prompt + completion, and the loss is the generalized JSD(``gkd.beta``) between the two next-token
 distributions on completion tokens only (``loss.temperature`` scales both; beta 0 = forward KL,
-1 = reverse KL). The coin flip uses python's ``random`` and sampling uses torch's global RNG: both
+1 = reverse KL), or another divergence named by ``gkd.divergence`` (``tv`` for DistillSpec, whose
+target is speculative-decoding acceptance 1 - TV). The coin flip uses python's ``random`` and sampling uses torch's global RNG: both
 are part of every checkpoint, so a resumed run draws the same coins and samples.
 """
 
@@ -55,7 +56,7 @@ def train_gkd(cfg: TrainConfig) -> Path:
                 run.student,
                 run.teacher,
                 batch,
-                divergence_name="jsd",
+                divergence_name=cfg.gkd.divergence,
                 beta=cfg.gkd.beta,
                 alpha=cfg.loss.alpha,
                 temperature=cfg.loss.temperature,
