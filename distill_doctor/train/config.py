@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from distill_doctor.errors import InputError
+from distill_doctor.paths import check_input_file
 
 METHODS = ("sft", "logit_kd", "gkd", "skd")
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tv")
@@ -163,6 +164,7 @@ class TrainConfig:
         _check(bool(self.student), "student", "is required (a model directory)")
         _check(bool(self.data), "data", "is required (a training JSONL file)")
         _check(bool(self.output_dir), "output_dir", "is required")
+        _check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")
         _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         _check(self.epochs is None or self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
@@ -249,16 +251,23 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
         if kind is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(float(value), name)
         if kind is float and isinstance(value, str):  # YAML 1.1 reads 5e-3 (no dot) as a string
             try:
-                return float(value)
-            except ValueError:
+                return _finite(float(value), name)
+            except (ValueError, OverflowError):
                 pass
         if kind is str and isinstance(value, (str, Path)):
             return str(value)
     wanted = " or ".join("null" if k is type(None) else k.__name__ for k in options)
     raise InputError(f"must be {wanted}, got {type(value).__name__} {value!r}", field=name)
+
+
+def _finite(value: float, name: str) -> float:
+    """NaN passes every ``x > 0`` check and ``inf`` breaks ``ceil``: refuse both wherever a number is read."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InputError(f"must be a finite number, got {value}", field=name)
+    return value
 
 
 def _build(cls: type, raw: dict, prefix: str = "") -> Any:
@@ -329,9 +338,16 @@ def load_config(
     if path is not None:
         path = Path(path)
         try:
+            check_input_file(path)
+        except InputError as err:
+            raise InputError(f"cannot read config: {err.message}", path=path) from None
+        try:
             text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise InputError(f"cannot read config: {err.strerror}", path=path) from None
+        except UnicodeDecodeError as err:
+            line = text_line_of_byte(path, err.start)
+            raise InputError("not valid UTF-8; save the config as UTF-8", path=path, line=line) from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as err:
@@ -350,6 +366,15 @@ def load_config(
         raw = apply_overrides(raw, list(overrides))
     except InputError as err:
         raise InputError(err.message, path=source, field=err.field) from None
+    method = fields.get("method")
+    if method is not None and raw.get("method") not in (None, method):
+        # `train sft --config gkd.yaml` must not silently run sft with a gkd config.
+        raise InputError(
+            f"says method {raw['method']!r} but the command is `train {method}`; "
+            "run that method or change the config",
+            path=source,
+            field="method",
+        )
     raw.update({k: v for k, v in fields.items() if v is not None})
     try:
         return config_from_dict(raw, source=source)
@@ -360,6 +385,14 @@ def load_config(
         elif path is not None and err.field and err.line is None:
             err = InputError(err.message, path=path, line=_line_of(path, err.field), field=err.field)
         raise err from None
+
+
+def text_line_of_byte(path: Path, offset: int) -> int | None:
+    """1-based line holding byte ``offset`` of the file (for UTF-8 errors)."""
+    try:
+        return path.read_bytes()[:offset].count(b"\n") + 1
+    except OSError:
+        return None
 
 
 def _line_of(path: Path, dotted: str) -> int | None:
