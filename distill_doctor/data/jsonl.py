@@ -29,7 +29,7 @@ from distill_doctor.paths import check_input_file
 MAX_LINE_BYTES = 16 * 1024 * 1024  # 16 MiB: far above any sane record, far below memory trouble
 MAX_INFLATED_BYTES = 8 * 1024**3  # 8 GiB of JSONL is more than any evaluation or training file here
 MAX_GZIP_RATIO = 200
-RATIO_CHECK_AFTER = 8 * 1024 * 1024
+RATIO_CHECK_AFTER = 1024 * 1024
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
@@ -91,7 +91,7 @@ def iter_lines(path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES) -> Ite
                 inflated += len(raw)
                 if inflated > next_check:  # not on every line: telling the position costs time
                     _check_inflation(fh, inflated, path)
-                    next_check = inflated + 1024 * 1024
+                    next_check = inflated + RATIO_CHECK_AFTER
             if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
                 raise InputError(
                     f"line is longer than {max_line_bytes:,} bytes (the limit for one record); "

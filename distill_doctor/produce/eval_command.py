@@ -104,9 +104,9 @@ def _check_targets(jobs: list[tuple[str, Path, Path]], items_path: Path, overwri
         check_input_dir(model_dir)
         if resolve(out) == resolve(items_path):
             raise InputError("refusing to write outputs over the items file", path=out)
+        check_output_file(out)
         if out.exists() and not overwrite:
             raise InputError("output file exists (use --overwrite to replace it)", path=out)
-        check_output_file(out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -147,9 +147,9 @@ def _check_args(args: argparse.Namespace, manifest_out: Path) -> None:
     for target in (args.out, manifest_out):
         if resolve(target) in inputs:
             raise InputError("refusing to write over an input file", path=target)
+        check_output_file(target)
         if target.exists() and not args.overwrite:
             raise InputError("output file exists (use --overwrite to replace it)", path=target)
-        check_output_file(target)
 
 
 def run(args: argparse.Namespace) -> int:
