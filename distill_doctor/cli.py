@@ -92,7 +92,9 @@ def _fail(name: str, message: str, code: int, debug: bool) -> int:
     """Print one line (the traceback first under ``--debug``) and return ``code``."""
     if debug:
         traceback.print_exc(file=sys.stderr)
-    print(f"{name}: {' '.join(message.splitlines())}", file=sys.stderr)
+    # One line, and printable whatever the input held (a lone surrogate in a field name, a CR).
+    line = " ".join(message.splitlines()).encode("utf-8", "backslashreplace").decode("utf-8")
+    print(f"{name}: {line}", file=sys.stderr)
     return code
 
 

@@ -158,7 +158,7 @@ def _surrogate_field(value: Any, where: str) -> str | None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return where or "(the record)"
+            return (where or "(the record)").encode("utf-8", "backslashreplace").decode("utf-8")
         return None
     if isinstance(value, dict):
         items = value.items()

@@ -292,7 +292,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise InputError(f"--set expects a dotted key such as loss.beta, got {key!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError, ValueError):  # e.g. 3,000 nested '[' or a bad date
         value = raw
     return key.split("."), value
 
@@ -356,6 +356,10 @@ def load_config(
             raise InputError(
                 f"not valid YAML: {getattr(err, 'problem', err)}", path=path, line=line
             ) from None
+        except RecursionError:
+            raise InputError("not valid YAML here: nested too deeply", path=path) from None
+        except ValueError as err:  # a date YAML cannot build (2024-13-45), a too-long integer
+            raise InputError(f"not valid YAML: {err}", path=path) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -399,7 +403,7 @@ def _line_of(path: Path, dotted: str) -> int | None:
     """1-based line of ``dotted`` (e.g. ``loss.beta``) in the YAML file, or None when it is not there."""
     try:
         node = yaml.compose(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, yaml.YAMLError, RecursionError, ValueError):
         return None
     line = None
     for part in dotted.split("."):
