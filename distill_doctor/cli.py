@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print("distill-doctor: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # stdout closed early (`| head`): not an error of ours
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown from flushing into the pipe
+        _silence_stdout()
         return EXIT_OK
     except OSError as err:  # the environment: disk full, read-only, permission denied, too many files
         where = f"{err.filename}: " if err.filename else ""
@@ -86,6 +86,16 @@ def main(argv: list[str] | None = None) -> int:
             EXIT_INTERNAL_ERROR,
             debug,
         )
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the flush at exit does not raise into a closed pipe
+    (the recipe of Python's ``signal`` docs)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced (tests) or already gone
+        pass
 
 
 def _fail(name: str, message: str, code: int, debug: bool) -> int:

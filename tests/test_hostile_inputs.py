@@ -175,11 +175,13 @@ OUT_CASES = _out_cases()
 
 
 @pytest.mark.parametrize("case", sorted(OUT_CASES))
-@pytest.mark.parametrize("command", ["diagnose", "report", "gate --junit", "eval"])
+@pytest.mark.parametrize("command", ["diagnose", "report", "gate --junit", "eval", "train"])
 def test_bad_output_paths_are_refused_before_any_work(capsys, run_files, tmp_path, case, command):
     target, message = OUT_CASES[case](tmp_path)
     if command == "diagnose":
         argv = diagnose_args(run_files, target)
+    elif command == "train":  # output_dir is checked before any model is loaded
+        argv = ["train", "sft", "--config", write_config(tmp_path, run_files), "--output-dir", target]
     elif command == "report":
         argv = ["report", run_files["report"], "--out", target]
     elif command == "gate --junit":
@@ -232,10 +234,11 @@ def read_only_folder(path: Path):
         subprocess.run(["umount", str(path)], check=False)
 
 
-@pytest.mark.parametrize("command", ["diagnose", "report", "gate --junit"])
+@pytest.mark.parametrize("command", ["diagnose", "report", "gate --junit", "train"])
 def test_read_only_output_is_refused_before_any_work(capsys, run_files, tmp_path, command):
     with read_only_folder(tmp_path / "ro") as ro:
         argv = {
+            "train": ["train", "sft", "--config", write_config(tmp_path, run_files), "--output-dir", ro / "out"],
             "diagnose": diagnose_args(run_files, ro / "out"),
             "report": ["report", run_files["report"], "--out", ro / "r.md"],
             "gate --junit": ["gate", run_files["report"], "--junit", ro / "gate.xml"],
@@ -469,3 +472,20 @@ def test_disk_full_is_exit_2_not_a_crash(capsys, monkeypatch, run_files, tmp_pat
     monkeypatch.setattr(atomic, "_stage", full)
     code, err = cli(capsys, *diagnose_args(run_files, tmp_path / "out"))
     assert code == 2 and "No space left on device" in err
+
+
+def test_train_refuses_a_truncated_student_safetensors(capsys, run_files, tmp_path, corrupt_model):
+    cfg = write_config(tmp_path, run_files, f"student: {corrupt_model}\n")
+    code, err = cli(capsys, "train", "sft", "--config", cfg, "--quiet")
+    assert code == 2 and "field 'student'" in err and "cannot load a causal LM" in err
+
+
+def test_gzip_total_inflation_cap(capsys, run_files, tmp_path, monkeypatch):
+    import distill_doctor.data.jsonl as jsonl
+
+    monkeypatch.setattr(jsonl, "RATIO_CHECK_AFTER", 100)  # check early and often
+    monkeypatch.setattr(jsonl, "MAX_INFLATED_BYTES", 1000)  # a real items file, over the (shrunk) cap
+    gz = tmp_path / "items.jsonl.gz"
+    gz.write_bytes(gzip.compress(run_files["items"].read_bytes()))
+    code, err = cli(capsys, *diagnose_args(run_files, tmp_path / "out", items=gz))
+    assert code == 2 and "inflates to over" in err

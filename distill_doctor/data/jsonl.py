@@ -53,7 +53,7 @@ def _check_inflation(fh: BinaryIO, inflated: int, path: str | Path) -> None:
     """Refuse a gzip stream that inflates past the caps (see the module docstring)."""
     if inflated > MAX_INFLATED_BYTES:
         raise InputError(
-            f"gzip data inflates to over {MAX_INFLATED_BYTES // 1024**3} GiB; refusing to read on", path=path
+            f"gzip data inflates to over {MAX_INFLATED_BYTES:,} bytes (the limit); refusing to read on", path=path
         )
     if inflated > RATIO_CHECK_AFTER:
         compressed = max(fh.fileobj.tell(), 1)  # type: ignore[attr-defined]
