@@ -66,6 +66,8 @@ def save_checkpoint(accelerator, output_dir: str | Path, state: dict, *, keep: i
         tmp.rename(final)
         for old in list_checkpoints(output_dir)[:-keep]:
             _remove(old)
+        for leftover in root.glob(".del-*"):  # from a kill during an earlier prune
+            shutil.rmtree(leftover, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 
@@ -97,8 +99,10 @@ def read_state(path: str | Path) -> dict:
         state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise InputError(f"{STATE_FILE} is unreadable ({err})", path=path) from None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-        raise InputError(f"{STATE_FILE} has no step", path=path)
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), int) for k in ("step", "micro_index")):
+        raise InputError(f"{STATE_FILE} lacks its step or micro_index", path=path)
+    if not isinstance(state.get("config", {}), dict) or not isinstance(state.get("files", {}), dict):
+        raise InputError(f"{STATE_FILE} is damaged (config or files is not a mapping)", path=path)
     for name, size in (state.get("files") or {}).items():
         file = path / name
         if not file.is_file():
