@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from distill_doctor.devices import model_load_errors
 from distill_doctor.errors import InputError
 
 
@@ -40,7 +41,7 @@ def load_causal_lm(
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=local_only, **extra)
-    except (OSError, ValueError) as err:
+    except model_load_errors() as err:  # incl. a truncated or corrupt model.safetensors
         raise InputError(f"cannot load a causal LM with from_pretrained: {err}", path=path) from err
     tok.padding_side = "left"
     if device is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from distill_doctor.atomic import atomic_write_text
 from distill_doctor.errors import InputError
+from distill_doctor.paths import check_output_dir, nonempty_path
 
 DEFAULT_FIXTURES = Path("fixtures/organisms")
 
@@ -44,7 +45,7 @@ def register(subparsers) -> None:
         help="folder of the model organisms (default: fixtures/organisms in this checkout)",
     )
     p.add_argument(
-        "--out", type=Path, default=Path("out/demo"), help="where the reports go (default out/demo)"
+        "--out", type=nonempty_path, default=Path("out/demo"), help="where the reports go (default out/demo)"
     )
     p.add_argument("--organisms", nargs="*", default=None, help="only these organisms (default: all)")
     p.add_argument(
@@ -128,10 +129,10 @@ def run(args: argparse.Namespace) -> int:
     if args.closed_loop:
         from distill_doctor.closed_loop import run_closed_loop
 
-        out = args.out if args.out != Path("out/demo") else Path("out/closed-loop")
+        out = check_output_dir(args.out if args.out != Path("out/demo") else Path("out/closed-loop"))
         return run_closed_loop(fixtures, args.closed_loop, out, seed=args.seed, quiet=args.quiet)
     organisms = discover(fixtures, args.organisms)
-    out: Path = args.out
+    out: Path = check_output_dir(args.out)  # before minutes of evaluation
     start = time.perf_counter()
     if not args.no_eval:
         if not args.quiet:

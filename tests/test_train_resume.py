@@ -90,9 +90,14 @@ def test_kill_after_an_unsaved_step_resumes_from_the_last_checkpoint(setup, tmp_
     assert [c.name for c in list_checkpoints(part)] == ["step-000004", "step-000006"]
 
 
-def test_resume_without_a_checkpoint_starts_fresh(setup, tmp_path):
-    out = run_training("sft", make_cfg(setup, tmp_path / "r", "sft", steps=3, resume=True))
-    assert [m["step"] for m in read_metrics(out)] == [1, 2, 3]
+def test_resume_without_a_checkpoint_is_an_error(setup, tmp_path):
+    from distill_doctor.errors import InputError
+
+    # Starting fresh would silently throw away what the user meant to continue (issue 18).
+    with pytest.raises(InputError, match="no checkpoint to resume") as info:
+        run_training("sft", make_cfg(setup, tmp_path / "r", "sft", steps=3, resume=True))
+    assert info.value.field == "output_dir"
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
 
 
 def test_overwrite_starts_over_in_a_used_directory(setup, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ def _tags(obj: dict[str, Any], path: str, line: int) -> dict[str, str | int | fl
                 line=line,
                 field=f"tags.{key}",
             )
+        if isinstance(value, float) and not math.isfinite(value):  # a NaN difficulty sorts nowhere
+            raise InputError(f"must be a finite number, found {value}", path=path, line=line, field=f"tags.{key}")
     return dict(tags)
 
 

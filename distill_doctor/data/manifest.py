@@ -5,21 +5,28 @@ does not name are kept as they are. A known field of the wrong type is an ``Inpu
 naming its path (``teacher.license``, ``prompts[2].count``). ``null`` counts as missing.
 Dates that YAML parses (``2024-05-01``) come back as ISO strings, so the manifest can be
 written into report.json unchanged.
+
+Bounded: the file is at most ``MAX_MANIFEST_BYTES``, and once YAML aliases are expanded at most
+``MAX_EXPANDED_BYTES`` (string bytes plus a little per node: 20 aliases of one 9 MiB string
+would otherwise copy 180 MiB into every report). NaN and infinities are refused wherever they
+appear (YAML ``.nan``/``.inf``, JSON ``NaN``/``Infinity``): no field means anything by them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
-from distill_doctor.data.jsonl import type_name
+from distill_doctor.data.jsonl import check_text, load_json_text, type_name
 from distill_doctor.errors import InputError
+from distill_doctor.paths import check_input_file
 
 MAX_MANIFEST_BYTES = 10 * 1024 * 1024
-_MAX_NODES = 1_000_000  # YAML aliases can make a small file a huge tree
+MAX_EXPANDED_BYTES = 16 * 1024 * 1024  # YAML aliases can make a small file a huge tree
+_NODE_BYTES = 16  # what one node costs the budget besides its string bytes
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 # field -> checker name; "str" accepts numbers too (YAML reads `revision: 1234` as an int)
@@ -88,19 +95,27 @@ def _check(value: Any, schema: Any, where: str, path: str) -> Any:
     return str(value) if schema == "str" else value
 
 
-def _plain(value: Any, budget: list[int], path: str) -> Any:
-    """JSON-safe copy: string keys, dates as ISO strings; refuses alias bombs."""
-    budget[0] -= 1
+def _plain(value: Any, budget: list[int], path: str, where: str = "") -> Any:
+    """JSON-safe copy: string keys, dates as ISO strings; refuses alias bombs (a byte budget) and NaN/inf."""
+    budget[0] -= _NODE_BYTES + (len(value) if isinstance(value, str) else 0)
     if budget[0] < 0:
-        raise InputError("manifest is too large once YAML aliases are expanded", path=path)
+        raise InputError(
+            f"manifest is over {MAX_EXPANDED_BYTES // (1024 * 1024)} MiB once YAML aliases are expanded",
+            path=path,
+        )
     if isinstance(value, dict):
-        return {str(k): _plain(v, budget, path) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            key = str(k)
+            budget[0] -= len(key)
+            out[key] = _plain(v, budget, path, f"{where}.{key}" if where else key)
+        return out
     if isinstance(value, (list, tuple)):
-        return [_plain(v, budget, path) for v in value]
+        return [_plain(v, budget, path, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, (dt.date, dt.datetime, dt.time)):
         return value.isoformat()
-    if isinstance(value, float) and value != value:
-        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"must be a finite number, found {value}", path=path, field=where or None)
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)
@@ -108,14 +123,7 @@ def _plain(value: Any, budget: list[int], path: str) -> Any:
 
 def _parse(text: str, path: Path) -> Any:
     if path.suffix.lower() == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise InputError(
-                f"not valid JSON: {err.msg} (column {err.colno})", path=path, line=err.lineno
-            ) from None
-        except (RecursionError, ValueError) as err:
-            raise InputError(f"not valid JSON: {err}", path=path) from None
+        return load_json_text(text, path=path, allow_nan=False)
     import yaml
 
     try:
@@ -133,7 +141,7 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     Returns a plain dict (known fields checked, unknown fields kept). An empty file or a
     top level that is not a mapping is an ``InputError``.
     """
-    path = Path(path)
+    path = check_input_file(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -153,9 +161,10 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError(f"the top level must be a mapping of fields, found {type_name(data)}", path=path)
     try:
-        data = _plain(data, [_MAX_NODES], str(path))
+        data = _plain(data, [MAX_EXPANDED_BYTES], str(path))
     except RecursionError:
         raise InputError(
             "manifest is nested too deeply (or refers to itself through YAML aliases)", path=path
         ) from None
+    check_text(data, path=path, line=None)
     return _check(data, _SCHEMA, "", str(path))

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from distill_doctor.errors import InputError
+from distill_doctor.paths import check_input_dir, check_input_file, check_output_dir, nonempty_path, resolve
 
 
 def register(subparsers) -> None:
@@ -46,7 +47,7 @@ def register(subparsers) -> None:
         "(default: measured from one cached decode step of each model on this machine)",
     )
     p.add_argument(
-        "--out", required=True, type=Path, help="directory for report.json, report.md, report.html"
+        "--out", required=True, type=nonempty_path, help="directory for report.json, report.md, report.html"
     )
     p.add_argument("--seed", type=int, default=0, help="seed for bootstrap and sampling (default 0)")
     p.add_argument("--alpha", type=float, default=0.05, help="family-wise false-alarm rate (default 0.05)")
@@ -68,22 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from distill_doctor.diagnose.summary import format_summary
     from distill_doctor.reports.save import save_report
 
-    if not 0 < args.alpha < 1:
-        raise InputError(f"--alpha must be between 0 and 1, got {args.alpha}")
-    if args.spec_temperature < 0:
-        raise InputError(f"--spec-temperature must be >= 0, got {args.spec_temperature}")
-    if args.draft_cost is not None and not 0 < args.draft_cost < float("inf"):
-        raise InputError(f"--draft-cost must be > 0, got {args.draft_cost}")
+    _check_args(args)
     out = args.out
-    if out.exists() and not out.is_dir():
-        raise InputError("--out must be a directory", path=out)
-    given = [args.items, args.student, args.teacher, args.train, args.manifest]
-    targets = {(out / name).resolve() for name in ("report.json", "report.md", "report.html")}
-    for path in given:
-        if path is not None and path.resolve() in targets:
-            raise InputError(
-                "refusing to overwrite an input file with a report; choose another --out", path=path
-            )
     req = DiagnosisRequest(
         items=args.items,
         student=args.student,
@@ -108,3 +95,30 @@ def run(args: argparse.Namespace) -> int:
         print(format_summary(report))
         print(f"reports: {', '.join(str(p) for p in written)}")
     return 0
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every flag and path, before minutes of work: inputs readable, --out writable, numbers sane."""
+    if not 0 < args.alpha < 1:  # also refuses NaN
+        raise InputError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    if not args.spec_temperature >= 0 or args.spec_temperature == float("inf"):  # also refuses NaN
+        raise InputError(f"--spec-temperature must be a number >= 0, got {args.spec_temperature}")
+    if args.draft_cost is not None and not 0 < args.draft_cost < float("inf"):
+        raise InputError(f"--draft-cost must be > 0, got {args.draft_cost}")
+    given = [p for p in (args.items, args.student, args.teacher, args.train, args.manifest) if p is not None]
+    for path in given:
+        check_input_file(path)
+    for folder in (args.teacher_model, args.student_model):
+        if folder is not None:
+            check_input_dir(folder)
+    check_output_dir(args.out)
+    targets = {resolve(args.out / name) for name in ("report.json", "report.md", "report.html")}
+    for path in given:
+        if resolve(path) in targets:
+            raise InputError(
+                "refusing to overwrite an input file with a report; choose another --out", path=path
+            )

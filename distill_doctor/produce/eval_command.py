@@ -14,7 +14,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from distill_doctor.devices import DTYPES, check_device
 from distill_doctor.errors import InputError
+from distill_doctor.paths import (
+    check_input_dir,
+    check_input_file,
+    check_output_dir,
+    check_output_file,
+    nonempty_path,
+    resolve,
+)
 
 
 def register(subparsers) -> None:
@@ -28,14 +37,14 @@ def register(subparsers) -> None:
     )
     p.add_argument("--items", required=True, type=Path, help="evaluation items (JSONL, SPEC 'Items')")
     p.add_argument("--model", type=Path, help="model directory (config.json, weights, tokenizer)")
-    p.add_argument("--out", type=Path, help="outputs file to write for --model (JSONL)")
+    p.add_argument("--out", type=nonempty_path, help="outputs file to write for --model (JSONL)")
     p.add_argument(
         "--teacher-model", type=Path, help="teacher model directory (with --student-model, --out-dir)"
     )
     p.add_argument(
         "--student-model", type=Path, help="student model directory (with --teacher-model, --out-dir)"
     )
-    p.add_argument("--out-dir", type=Path, help="folder for teacher.jsonl and student.jsonl")
+    p.add_argument("--out-dir", type=nonempty_path, help="folder for teacher.jsonl and student.jsonl")
     p.add_argument("--batch-size", type=int, default=8, help="generation batch size (default 8)")
     p.add_argument(
         "--max-new-tokens",
@@ -51,7 +60,7 @@ def register(subparsers) -> None:
         help="extra stop string (repeatable); the model's EOS always stops generation",
     )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
-    p.add_argument("--dtype", default="auto", help="model dtype: auto, float32, bfloat16, ... (default auto)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="model dtype (default auto)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items (smoke tests)")
     p.add_argument("--seed", type=int, default=0, help="seed passed to lm-eval (default 0)")
     p.add_argument(
@@ -77,8 +86,7 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
     if pair:
         if args.out_dir is None or (args.teacher_model is None and args.student_model is None):
             raise InputError("--out-dir needs --teacher-model and/or --student-model")
-        if args.out_dir.exists() and not args.out_dir.is_dir():
-            raise InputError("--out-dir must be a directory", path=args.out_dir)
+        check_output_dir(args.out_dir)
         jobs = []
         if args.teacher_model is not None:
             jobs.append(("teacher", args.teacher_model, args.out_dir / "teacher.jsonl"))
@@ -91,11 +99,12 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
 
 
 def _check_targets(jobs: list[tuple[str, Path, Path]], items_path: Path, overwrite: bool) -> None:
+    check_input_file(items_path)
     for _, model_dir, out in jobs:
-        if not model_dir.is_dir():
-            raise InputError("model directory not found", path=model_dir)
-        if out.resolve() == items_path.resolve():
+        check_input_dir(model_dir)
+        if resolve(out) == resolve(items_path):
             raise InputError("refusing to write outputs over the items file", path=out)
+        check_output_file(out)
         if out.exists() and not overwrite:
             raise InputError("output file exists (use --overwrite to replace it)", path=out)
 
@@ -112,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be >= 1, got {args.limit}")
+    check_device(args.device)
     jobs = _jobs(args)
     _check_targets(jobs, args.items, args.overwrite)
     items = load_items(args.items)

@@ -14,7 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from distill_doctor.devices import check_device, finite
 from distill_doctor.errors import InputError
+from distill_doctor.paths import check_input_dir, check_input_file, check_output_file, nonempty_path, resolve
 
 FORMAT_FILTERS = ("empty", "truncated", "repetition_loop", "no_final_answer")
 
@@ -36,10 +38,10 @@ def register(subparsers) -> None:
         help="prompts (JSONL in the items format: id, prompt, reference?, verifier?)",
     )
     p.add_argument("--teacher-model", required=True, type=Path, help="teacher model directory")
-    p.add_argument("--out", required=True, type=Path, help="training data to write (JSONL)")
+    p.add_argument("--out", required=True, type=nonempty_path, help="training data to write (JSONL)")
     p.add_argument(
         "--manifest-out",
-        type=Path,
+        type=nonempty_path,
         default=None,
         help="provenance manifest to write (.yaml or .json; default <out stem>.provenance.yaml)",
     )
@@ -114,6 +116,9 @@ def default_manifest_path(out: Path) -> Path:
 
 
 def _check_args(args: argparse.Namespace, manifest_out: Path) -> None:
+    for value, flag in ((args.temperature, "--temperature"), (args.top_p, "--top-p")):
+        finite(value, flag)
+    finite(args.near_dup_threshold, "--near-dup-threshold")
     if args.samples_per_prompt < 1:
         raise InputError(f"--samples-per-prompt must be >= 1, got {args.samples_per_prompt}")
     if args.temperature < 0:
@@ -126,16 +131,23 @@ def _check_args(args: argparse.Namespace, manifest_out: Path) -> None:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not 0 < args.near_dup_threshold <= 1:
         raise InputError(f"--near-dup-threshold must be in (0, 1], got {args.near_dup_threshold}")
-    if not args.teacher_model.is_dir():
-        raise InputError("teacher model directory not found", path=args.teacher_model)
-    if args.student_base is not None and not args.student_base.is_dir():
-        raise InputError("student base model directory not found", path=args.student_base)
-    inputs = {p.resolve() for p in [args.prompts, *args.decontaminate]}
-    if args.out.resolve() == manifest_out.resolve():
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    check_device(args.device)
+    check_input_dir(args.teacher_model)
+    if args.student_base is not None:
+        check_input_dir(args.student_base)
+    for path in [args.prompts, *args.decontaminate]:
+        check_input_file(path)
+    inputs = {resolve(p) for p in [args.prompts, *args.decontaminate]}
+    if resolve(args.out) == resolve(manifest_out):
         raise InputError("--out and --manifest-out must differ", path=args.out)
     for target in (args.out, manifest_out):
-        if target.resolve() in inputs:
+        if resolve(target) in inputs:
             raise InputError("refusing to write over an input file", path=target)
+        check_output_file(target)
         if target.exists() and not args.overwrite:
             raise InputError("output file exists (use --overwrite to replace it)", path=target)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from distill_doctor.atomic import atomic_write_text
 from distill_doctor.data.records import Item, ModelOutput
+from distill_doctor.devices import model_load_errors
 from distill_doctor.errors import InputError
 from distill_doctor.produce.lm_eval_task import (
     DEFAULT_MAX_GEN_TOKS,
@@ -89,13 +90,16 @@ def load_hflm(
     with quiet_output(quiet):
         from lm_eval.models.huggingface import HFLM
 
-        return HFLM(
-            pretrained=str(model_dir),
-            device=device,
-            batch_size=batch_size,
-            max_length=max_length,
-            dtype=dtype,
-        )
+        try:
+            return HFLM(
+                pretrained=str(model_dir),
+                device=device,
+                batch_size=batch_size,
+                max_length=max_length,
+                dtype=dtype,
+            )
+        except model_load_errors() as err:  # incl. a truncated or corrupt model.safetensors
+            raise InputError(f"cannot load the model: {' '.join(str(err).split())}", path=model_dir) from None
 
 
 def fit_max_gen_toks(lm, items: list[Item], requested: int) -> int:

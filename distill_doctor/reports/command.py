@@ -8,6 +8,7 @@ from pathlib import Path
 
 from distill_doctor.atomic import atomic_write_text
 from distill_doctor.errors import InputError
+from distill_doctor.paths import check_input_file, check_output_file, nonempty_path, resolve
 from distill_doctor.reports.text import one_line
 
 FORMATS = ("md", "html", "junit")
@@ -22,7 +23,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("report", type=Path, help="a report.json written by `distill-doctor diagnose`")
     p.add_argument("--format", choices=FORMATS, default="md", help="output format (default: md)")
-    p.add_argument("--out", type=Path, help="write here (atomically) instead of stdout")
+    p.add_argument("--out", type=nonempty_path, help="write here (atomically) instead of stdout")
     p.set_defaults(func=run_report)
 
     g = subparsers.add_parser(
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
     g.add_argument("report", type=Path, help="the report.json to check")
     g.add_argument("--policy", type=Path, help="policy file (TOML); default: the shipped default_policy.toml")
     g.add_argument("--baseline", type=Path, help="an earlier report.json to compare against")
-    g.add_argument("--junit", type=Path, help="also write the checks as JUnit XML here")
+    g.add_argument("--junit", type=nonempty_path, help="also write the checks as JUnit XML here")
     g.add_argument("-v", "--verbose", action="store_true", help="print every check, not only the failed ones")
     g.set_defaults(func=run_gate)
 
@@ -47,18 +48,19 @@ def run_report(args: argparse.Namespace) -> int:
     from distill_doctor.reports.markdown import render_markdown
     from distill_doctor.reports.schema import load_report
 
+    check_input_file(args.report)
+    if args.out is not None:
+        if resolve(args.out) == resolve(args.report):
+            raise InputError(
+                "refusing to overwrite the report with its rendering; choose another --out", path=args.out
+            )
+        check_output_file(args.out)
     report = load_report(args.report)
     render = {"md": render_markdown, "html": render_html, "junit": render_junit}[args.format]
     text = render(report)
     if args.out is None:
         sys.stdout.write(text)
         return 0
-    if args.out.resolve() == args.report.resolve():
-        raise InputError(
-            "refusing to overwrite the report with its rendering; choose another --out", path=args.out
-        )
-    if args.out.is_dir():
-        raise InputError("--out is a directory; give a file name", path=args.out)
     atomic_write_text(args.out, text)
     return 0
 
@@ -69,14 +71,20 @@ def run_gate(args: argparse.Namespace) -> int:
     from distill_doctor.reports.policy import load_policy
     from distill_doctor.reports.schema import load_report
 
+    inputs = [p for p in (args.report, args.baseline, args.policy) if p is not None]
+    for path in inputs:
+        try:
+            check_input_file(path)  # a FIFO would block, a symlink loop cannot be opened
+        except InputError as err:
+            what = "policy " if path is args.policy else ""
+            raise InputError(what + err.message, path=path) from None
+    if args.junit is not None:
+        if resolve(args.junit) in {resolve(p) for p in inputs}:
+            raise InputError("refusing to overwrite an input with the JUnit file", path=args.junit)
+        check_output_file(args.junit)
     report = load_report(args.report)
     baseline = load_report(args.baseline) if args.baseline is not None else None
     policy = load_policy(args.policy)
-    if args.junit is not None and args.junit.resolve() in {
-        args.report.resolve(),
-        Path(policy.source).resolve(),
-    }:
-        raise InputError("refusing to overwrite an input with the JUnit file", path=args.junit)
     result = evaluate(report, policy, baseline)
 
     for check in result.checks:

@@ -1,7 +1,9 @@
-"""Save a report: ``report.json``, ``report.md`` and ``report.html`` in one folder, each written atomically.
+"""Save a report: ``report.json``, ``report.md`` and ``report.html`` in one folder, written as one set.
 
 Rendering is pure (``render_*``); this module only serialises and writes. Everything is
-rendered before the first file is written, so a rendering error leaves the folder as it was.
+rendered before the first file is written, so a rendering error leaves the folder as it was;
+the three files are then replaced together (``atomic_write_set``): a full disk or a failed
+rename leaves the old set whole, never a mix of old and new files.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from distill_doctor.atomic import atomic_write_text
+from distill_doctor.atomic import atomic_write_set
 from distill_doctor.reports.html import render_html
 from distill_doctor.reports.markdown import render_markdown
 from distill_doctor.reports.schema import consistency_errors, schema_errors
@@ -60,5 +62,5 @@ def save_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
         "report.md": render_markdown(data),
         "report.html": render_html(data),
     }
-    out = Path(out_dir)
-    return [atomic_write_text(out / name, texts[name]) for name in REPORT_FILES]
+    # One set: all three new files, or (on a full disk, a failed rename) the old three.
+    return atomic_write_set(out_dir, {name: texts[name].encode("utf-8") for name in REPORT_FILES})

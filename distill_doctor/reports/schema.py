@@ -93,23 +93,24 @@ def validate_report(report: Any, *, path: str | Path | None = None) -> None:
 
 def load_report(path: str | Path) -> dict[str, Any]:
     """Read and validate a saved report.json; every problem is an :class:`InputError` naming the file."""
+    from distill_doctor.data.jsonl import load_json_text
+    from distill_doctor.paths import check_input_file
+
     path = Path(path)
+    if path.is_dir():
+        raise InputError("is a directory, expected a report.json file", path=path)
+    check_input_file(path)  # a FIFO or device would block or never end
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError("file not found", path=path) from None
-    except IsADirectoryError:
-        raise InputError("is a directory, expected a report.json file", path=path) from None
     except UnicodeDecodeError as err:
         raise InputError(f"not UTF-8 text ({err.reason} at byte {err.start})", path=path) from None
     except OSError as err:
         raise InputError(f"cannot read: {err.strerror}", path=path) from None
-    try:
-        report = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(
-            f"invalid JSON: {err.msg} (column {err.colno})", path=path, line=err.lineno
-        ) from None
+    # NaN/Infinity are refused: we never write them (strict JSON), and a NaN accuracy would turn
+    # the gate's accuracy rule into "not applicable" instead of an error.
+    report = load_json_text(text, path=path, allow_nan=False, invalid="invalid JSON")
     if not isinstance(report, dict):
         raise InputError(f"expected a JSON object, got {type(report).__name__}", path=path)
     if report.get("schema_version") != SCHEMA_VERSION:

@@ -7,6 +7,7 @@ import contextlib
 
 import torch
 
+from distill_doctor.devices import model_load_errors
 from distill_doctor.errors import InputError
 from distill_doctor.train.config import TrainConfig
 
@@ -51,7 +52,7 @@ def load_model(path: str, *, field_name: str, dtype: torch.dtype = torch.float32
 
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except (OSError, ValueError) as err:
+    except model_load_errors() as err:  # incl. a truncated or corrupt model.safetensors
         raise InputError(f"cannot load a causal LM from {path!r}: {err}", field=field_name) from None
 
 

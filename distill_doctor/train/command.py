@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from distill_doctor.errors import InputError
 from distill_doctor.train.config import METHODS, TrainConfig, config_from_dict, describe_fields, load_config
 
 
@@ -27,6 +28,8 @@ def run_training(method: str, cfg: TrainConfig | dict | str | Path) -> Path:
     if isinstance(cfg, (str, Path)):
         cfg = load_config(cfg, method=method)
     elif isinstance(cfg, dict):
+        if cfg.get("method") not in (None, method):
+            raise InputError(f"says method {cfg['method']!r} but {method!r} was asked for", field="method")
         cfg = config_from_dict({**cfg, "method": method})
     if cfg.method != method:
         raise ValueError(f"config says method {cfg.method!r} but {method!r} was asked for")

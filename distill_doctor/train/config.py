@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from distill_doctor.errors import InputError
+from distill_doctor.paths import check_input_file
 
 METHODS = ("sft", "logit_kd", "gkd", "skd")
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tv")
@@ -173,6 +174,7 @@ class TrainConfig:
         _check(bool(self.student), "student", "is required (a model directory)")
         _check(bool(self.data), "data", "is required (a training JSONL file)")
         _check(bool(self.output_dir), "output_dir", "is required")
+        _check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")
         _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         _check(self.epochs is None or self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
@@ -259,16 +261,23 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
         if kind is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(float(value), name)
         if kind is float and isinstance(value, str):  # YAML 1.1 reads 5e-3 (no dot) as a string
             try:
-                return float(value)
-            except ValueError:
+                return _finite(float(value), name)
+            except (ValueError, OverflowError):
                 pass
         if kind is str and isinstance(value, (str, Path)):
             return str(value)
     wanted = " or ".join("null" if k is type(None) else k.__name__ for k in options)
     raise InputError(f"must be {wanted}, got {type(value).__name__} {value!r}", field=name)
+
+
+def _finite(value: float, name: str) -> float:
+    """NaN passes every ``x > 0`` check and ``inf`` breaks ``ceil``: refuse both wherever a number is read."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InputError(f"must be a finite number, got {value}", field=name)
+    return value
 
 
 def _build(cls: type, raw: dict, prefix: str = "") -> Any:
@@ -293,7 +302,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise InputError(f"--set expects a dotted key such as loss.beta, got {key!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError, ValueError):  # e.g. 3,000 nested '[' or a bad date
         value = raw
     return key.split("."), value
 
@@ -339,9 +348,16 @@ def load_config(
     if path is not None:
         path = Path(path)
         try:
+            check_input_file(path)
+        except InputError as err:
+            raise InputError(f"cannot read config: {err.message}", path=path) from None
+        try:
             text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise InputError(f"cannot read config: {err.strerror}", path=path) from None
+        except UnicodeDecodeError as err:
+            line = text_line_of_byte(path, err.start)
+            raise InputError("not valid UTF-8; save the config as UTF-8", path=path, line=line) from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as err:
@@ -350,6 +366,10 @@ def load_config(
             raise InputError(
                 f"not valid YAML: {getattr(err, 'problem', err)}", path=path, line=line
             ) from None
+        except RecursionError:
+            raise InputError("not valid YAML here: nested too deeply", path=path) from None
+        except ValueError as err:  # a date YAML cannot build (2024-13-45), a too-long integer
+            raise InputError(f"not valid YAML: {err}", path=path) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -360,6 +380,15 @@ def load_config(
         raw = apply_overrides(raw, list(overrides))
     except InputError as err:
         raise InputError(err.message, path=source, field=err.field) from None
+    method = fields.get("method")
+    if method is not None and raw.get("method") not in (None, method):
+        # `train sft --config gkd.yaml` must not silently run sft with a gkd config.
+        raise InputError(
+            f"says method {raw['method']!r} but the command is `train {method}`; "
+            "run that method or change the config",
+            path=source,
+            field="method",
+        )
     raw.update({k: v for k, v in fields.items() if v is not None})
     try:
         return config_from_dict(raw, source=source)
@@ -372,11 +401,19 @@ def load_config(
         raise err from None
 
 
+def text_line_of_byte(path: Path, offset: int) -> int | None:
+    """1-based line holding byte ``offset`` of the file (for UTF-8 errors)."""
+    try:
+        return path.read_bytes()[:offset].count(b"\n") + 1
+    except OSError:
+        return None
+
+
 def _line_of(path: Path, dotted: str) -> int | None:
     """1-based line of ``dotted`` (e.g. ``loss.beta``) in the YAML file, or None when it is not there."""
     try:
         node = yaml.compose(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, yaml.YAMLError, RecursionError, ValueError):
         return None
     line = None
     for part in dotted.split("."):

@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch
 
 from distill_doctor.atomic import atomic_write_text
 from distill_doctor.errors import InputError
+from distill_doctor.paths import check_output_dir
 from distill_doctor.train.build import (
     build_optimizer,
     build_scheduler,
@@ -40,7 +42,7 @@ from distill_doctor.train.build import (
     make_accelerator,
     student_tokenizer,
 )
-from distill_doctor.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from distill_doctor.train.checkpoint import latest_checkpoint, load_resumable, save_checkpoint
 from distill_doctor.train.config import TrainConfig
 from distill_doctor.train.data import (
     IGNORE_INDEX,
@@ -96,12 +98,23 @@ def final_hidden(model, batch: dict) -> torch.Tensor:
 
 
 def prepare_output_dir(cfg: TrainConfig) -> Path | None:
-    """Refuse to clobber a non-empty output_dir; return the checkpoint to resume from, if any."""
+    """Refuse to clobber a non-empty output_dir (or to resume where there is nothing to resume);
+    return the newest checkpoint when resuming."""
     out = Path(cfg.output_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a directory", path=out, field="output_dir")
+    try:
+        check_output_dir(out)
+    except InputError as err:
+        raise InputError(err.message, path=out, field="output_dir") from None
     if cfg.resume:
-        return latest_checkpoint(out)
+        latest = latest_checkpoint(out)
+        if latest is None:
+            raise InputError(
+                "resume was asked for, but there is no checkpoint to resume in it (checkpoints/step-*); "
+                "drop --resume (resume: false) to start a new run",
+                path=out,
+                field="output_dir",
+            )
+        return latest
     if out.is_dir() and any(out.iterdir()):
         if not cfg.overwrite:
             raise InputError(
@@ -182,7 +195,7 @@ class Run:
         run.student.train()
 
         if resume_from is not None:
-            state = load_checkpoint(accelerator, resume_from)
+            resume_from, state = load_resumable(accelerator, run.output_dir, run._warn)
             _check_resume_config(state.get("config", {}), cfg, resume_from)
             run.step, run.micro_index = int(state["step"]), int(state["micro_index"])
             run._truncate_metrics(run.step)
@@ -345,11 +358,14 @@ class Run:
         path = self.output_dir / METRICS_FILE
         if not self.accelerator.is_main_process or not path.exists():
             return
-        kept = [
-            ln
-            for ln in path.read_text(encoding="utf-8").splitlines()
-            if ln.strip() and json.loads(ln)["step"] <= step
-        ]
+        kept = []
+        for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(ln)
+            except ValueError:  # a line cut by a kill or a full disk: dropped with the steps after it
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                kept.append(ln)
         atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
     def _fail(self, what: str, batch: dict) -> None:
@@ -360,6 +376,11 @@ class Run:
             f"first example ids {ids}); "
             + (f"last good checkpoint: {last}" if last else "no checkpoint was saved before it")
         )
+
+    def _warn(self, text: str) -> None:
+        """Said even under ``quiet``: something the user must know (a checkpoint was skipped)."""
+        if self.accelerator.is_main_process:
+            print(f"[distill-doctor train] warning: {text}", file=sys.stderr, flush=True)
 
     def _note(self, text: str) -> None:
         if not self.cfg.quiet and self.accelerator.is_main_process:
