@@ -140,6 +140,30 @@ def degeneration(text: str | None, answer_missing: bool, *, is_code: bool) -> li
     return signs
 
 
+def student_degeneration(inputs: DiagnosisInputs, ids: list[str]) -> dict[str, list[str]]:
+    """This probe's degeneration signs of the student's outputs on ``ids``, by item id.
+
+    The same definition :func:`run` uses, so other probes (capacity_gap's degenerate-collapse rule)
+    count exactly what this probe counts: "no final answer" includes a reasoning-length output
+    without an answer marker in a run whose teacher marks its answers (a derivation cut off mid-way,
+    where a last-number fallback still extracts a number). The convention is read from the
+    teacher's outputs on every scored item, as in :func:`run`.
+    """
+    if inputs.teacher is None:
+        return {}
+    items = {it.id: it for it in inputs.items}
+    scored = [i for i in inputs.scored_ids() if i in inputs.teacher and i in inputs.student]
+    explicit = _explicit_convention(
+        [inputs.teacher[i].output for i in scored], [items[i].verifier_kind == "code" for i in scored]
+    )
+    out = {}
+    for i in ids:
+        text, answer = inputs.student[i].output, inputs.student_verdicts[i].answer
+        is_code = items[i].verifier_kind == "code"
+        out[i] = degeneration(text, _answer_missing(text, answer, explicit), is_code=is_code)
+    return out
+
+
 def _explicit_convention(teacher_texts: list[str], is_code: list[bool]) -> bool:
     """Whether the teacher marks its final answers explicitly (boxed, ####, "answer is") in >= 80% of outputs."""
     texts = [x for x, c in zip(teacher_texts, is_code) if not c]
