@@ -77,6 +77,28 @@ def test_diagnose_writes_three_reports_in_spec_shape(tmp_path):
     assert all(f["verdict"] != "fail" for f in report["findings"])
     counts = report["failure_table"]["counts"]
     assert sum(counts.values()) == 120
+    assert report["items_fingerprint"]["n"] == 120 and len(report["items_fingerprint"]["sha256"]) == 64
+
+
+def test_gate_compares_only_reports_on_the_same_items(tmp_path, capsys):
+    """A baseline diagnosed from the same items in another order is accepted; one on other items is
+    refused with exit 2 (issue 13: it was compared and passed)."""
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    first, other = arithmetic_run(tmp_path / "a"), arithmetic_run(tmp_path / "c", seed=5)
+    rows = first["items"].read_text().splitlines()
+    random.Random(1).shuffle(rows)
+    shuffled = tmp_path / "b" / "items.jsonl"
+    shuffled.write_text("\n".join(rows) + "\n")
+    runs = {"a": first["items"], "b": shuffled, "c": other["items"]}
+    for name, items in runs.items():
+        paths = first if name != "c" else other
+        assert diagnose(items, paths["student"], tmp_path / f"out-{name}", teacher=paths["teacher"]) == 0
+    reports = {name: str(tmp_path / f"out-{name}" / "report.json") for name in runs}
+    capsys.readouterr()
+    assert main(["gate", reports["b"], "--baseline", reports["a"]]) == 0
+    assert main(["gate", reports["c"], "--baseline", reports["a"]]) == 2
+    assert "other items" in capsys.readouterr().err
 
 
 def test_student_only_run_skips_teacher_probes(tmp_path):

@@ -17,7 +17,7 @@ from typing import Any
 
 from distill_doctor import __version__
 from distill_doctor.data import load_items, load_manifest, load_outputs, load_training
-from distill_doctor.data.fingerprint import file_sha256
+from distill_doctor.data.fingerprint import ITEMS_FINGERPRINT, file_sha256, items_sha256
 from distill_doctor.diagnose.failure_table import failure_table
 from distill_doctor.errors import InputError
 from distill_doctor.probes import (
@@ -245,6 +245,11 @@ def build_report(
         "primary_suspect": failing[0].mode if failing else None,
         "accuracy": accuracy_block(inputs),
         "inputs": meta,
+        "items_fingerprint": {
+            "sha256": items_sha256(inputs.items),
+            "n": len(inputs.items),
+            "method": ITEMS_FINGERPRINT,
+        },
         "settings": {"seed": inputs.seed, "alpha": inputs.alpha, "multiplicity": "holm"},
         "findings": entries,
         "failure_table": table,
