@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one seed per cell (about a third of the sweep)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
-    ap.add_argument("--only", default=None, help="comma-separated labels to run (default: all)")
+    ap.add_argument("--only", default=None, help="comma-separated labels to run (default: all); also "
+                    "'excess_drop', 'hard_cutoff' (the issue-13 situations) and 'logit' (the logit-uniform traps)")
     args = ap.parse_args(argv)
     import torch
 
@@ -256,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     specs = sweep_specs(args.quick)
     if args.only:
         keep = set(args.only.split(","))
-        specs = [s for s in specs if s.label in keep]
+        specs = [s for s in specs if (s.label in keep and not situation(s)) or situation(s) in keep
+                 or ("logit" in keep and s.student_scale == "logit")]  # fmt: skip
     rows = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dd-validate-") as tmp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from pathlib import Path
@@ -163,3 +164,30 @@ def test_a_crashing_probe_is_reported_not_fatal(tmp_path, monkeypatch, capsys):
     assert capacity["verdict"] == "skipped" and "ZeroDivisionError" in capacity["skipped_reason"]
     assert "capacity_gap probe error" in capsys.readouterr().err
     assert next(f for f in report["findings"] if f["mode"] == "exposure_bias")["verdict"] == "pass"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("quiet,tty", [(False, True), (True, True), (False, False)])
+def test_progress_only_on_a_terminal_and_not_quiet(tmp_path, monkeypatch, quiet, tty):
+    """Issue 13: 10k items were silent for 30-60 s. The bar shows each step on a terminal once
+    the run has taken DELAY_S seconds (0 here); --quiet and a non-terminal stderr stay silent."""
+    from distill_doctor.diagnose import progress
+
+    paths = arithmetic_run(tmp_path)
+    err = _Terminal() if tty else io.StringIO()
+    monkeypatch.setattr(progress, "DELAY_S", 0.0)
+    monkeypatch.setattr("sys.stderr", err)
+    args = ["diagnose", "--items", str(paths["items"]), "--student", str(paths["student"])]
+    args += ["--teacher", str(paths["teacher"]), "--out", str(tmp_path / "r")] + (
+        ["--quiet"] if quiet else []
+    )
+    assert main(args) == 0
+    shown = err.getvalue()
+    if quiet or not tty:
+        assert "diagnose" not in shown and "capacity_gap" not in shown
+    else:
+        assert "verifying the student" in shown and "capacity_gap" in shown and "step" in shown

@@ -35,14 +35,21 @@ rule on them lost a real 30-point excess drop). Inference: a cluster bootstrap b
 replicates; the original and its variants share a story) gives the CI, and the one-sided p-value is
 the share of replicates with an excess shift <= 0.
 
-Fail needs >= 20 pairs; the McNemar, sign-flip and uniform-shift p-values all < alpha (the primary
-p-value is the largest of the three: an intersection-union test) with more breaks than repairs; a
-practically large drop difference (point estimate >= 0.15 with its CI above 0); an excess shift of
-at least ``SHIFT_MARGIN`` logits; teacher-like style (style score >= 0.5); and a student that looks
-competent on the originals (accuracy >= 50%, or >= 75% of a weaker teacher's). The aggregate
-log-odds difference (logit S_orig - logit S_pert) - (logit T_orig - logit T_pert) is still reported.
-Measured on the generated validation runs (bench/results/diagnosis_validation.md): the earlier rule
-(drop-difference CI above 0.15 and the aggregate log-odds CI above 0) is in the README's numbers.
+Fail needs >= 20 pairs; the McNemar and sign-flip p-values both < alpha with more breaks than
+repairs (the primary p-value is the larger of the two, an intersection-union test, and enters the
+diagnosis's Holm family); a practically large drop difference (point estimate >= 0.15 with its CI
+above 0); the guard against a uniformly weaker student: uniform-shift p < alpha and an excess shift
+of at least ``SHIFT_MARGIN`` logits; teacher-like style (style score >= 0.5); and a student that
+looks competent on the originals (accuracy >= 50%, or >= 75% of a weaker teacher's). The guard is a
+condition at alpha rather than a member of the Holm family: on a uniformly weaker student the
+primary hypothesis (the student loses more accuracy) is true, so only the guard protects against
+that trap, and folding its p-value into Holm (7 probe tests) downgraded a validation run with a
+26-point excess drop (guard p = 0.037) to ``warn``. Its one-sided level alpha bounds the trap's false fails at 5% of the runs
+that meet every other condition. The power it leaves is set by the discordant originals: near
+the teacher's ceiling few originals split the two models, which widens the excess shift's CI (a
+run with 25 discordant originals and a 30-point excess drop gets p = 0.06 and stays ``warn``).
+The aggregate log-odds difference (logit S_orig - logit S_pert) - (logit T_orig - logit T_pert)
+is still reported. Before/after numbers: bench/results/diagnosis_validation.md and the README.
 A large significant drop that a uniform shift explains is ``warn`` (a weaker student, not a
 superficial one), as is one from a student that does not imitate or fails the originals too (it
 has another problem). Without perturbation pairs the probe has nothing to test and is ``skipped``
@@ -288,8 +295,9 @@ def run(inputs: DiagnosisInputs) -> Finding:
         pert = _perturbation(inputs, pairs)
         broken = pert.pop("_broken_ids")
         teacher_ok = dict(zip([p[2] for p in pairs], pert.pop("_teacher_ok")))
-        # Intersection-union test: a fail needs all three tests, so its p-value is the largest one.
-        p_value = max(pert["mcnemar_p"], pert["diff_sign_flip_p"], pert["uniform_shift_p"])
+        # Intersection-union test: a fail needs both tests, so its p-value is the larger one. The
+        # uniform-shift test is a guard at alpha (module docstring), not part of the Holm family.
+        p_value = max(pert["mcnemar_p"], pert["diff_sign_flip_p"])
         tests.append(
             StatTest(
                 name="exact McNemar, student original vs perturbed (two-sided)",
@@ -312,8 +320,8 @@ def run(inputs: DiagnosisInputs) -> Finding:
         )
         tests.append(
             StatTest(
-                name="excess shift beyond a uniform logit shift: discordant split, perturbed vs original; "
-                "cluster bootstrap by group (one-sided)",
+                name="guard, excess shift beyond a uniform logit shift: discordant split, perturbed vs "
+                "original; cluster bootstrap by group (one-sided)",
                 n=pert["n_pairs"],
                 p_value=pert["uniform_shift_p"],
                 effect=pert["excess_shift"],
