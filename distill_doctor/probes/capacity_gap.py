@@ -26,18 +26,16 @@ Fail needs, for one split: Holm-adjusted p < alpha; a large DiD: its CI lower bo
 a point estimate >= 0.15 with the CI above 0 where the student collapses (its hard-side share
 of the teacher's accuracy, S_hard / T_hard, is at most 0.6 of its easy-side share); at least 20
 items on each side; and the student keeping up on the easy side (S_easy >= 0.6 T_easy).
-A fail also needs the gap to grow beyond a uniform logit shift. On an item where exactly one
-model is right, the chance that it is the teacher is p_T (1 - p_S) / (p_T (1 - p_S) + p_S (1 - p_T))
-= sigmoid(delta) for a student delta logits behind on that item, whatever the item's difficulty
-(the item's own log odds cancel, as in conditional logistic regression). So the uniform-shift DiD,
-shift_hard - shift_easy with shift = log((c + 1/2) / (b + 1/2)) over each side's discordant items
-(c teacher-only, b student-only), is about 0 for a student uniformly behind in logits wherever the
-teacher sits, and large for a collapse; it must be at least 0.5 (its simultaneous bootstrap CI is
-reported). It replaced the DiD of the sides' aggregate smoothed log odds, (logit T_hard -
-logit S_hard) - (logit T_easy - logit S_easy) (still reported as ``log_odds_did``), which depends on
-the spread of item difficulty within a side and is noisy where the easy side nears the ceiling.
+A fail also needs the gap to grow on the log-odds scale: the same DiD computed on smoothed log
+odds, (logit T_hard - logit S_hard) - (logit T_easy - logit S_easy), must be at least 0.5 (its
+simultaneous bootstrap CI is reported; near the ceiling it is too wide to require it above 0).
 A student a fixed number of logits behind the teacher everywhere shows a large DiD in accuracy
-where the teacher is near its ceiling on the easy side; such a split gives ``warn``.
+where the teacher is near its ceiling on the easy side and little on the log-odds scale; such a
+split gives ``warn``. (superficial_imitation's uniform-shift test on discordant items was tried
+here and dropped: a distilled student is right mostly where its teacher is, so on both sides
+nearly every discordant item is teacher-only and the split saturates; on the capacity_gap organism,
+17% vs 100% on the hard side and 56% vs 85% on the easy side, it read -0.18 logits and missed the
+planted collapse, while the aggregate log-odds DiD reads +3.98.)
 A DiD point estimate above 0.15 with Holm-adjusted p < alpha and a simultaneous CI lower
 bound above 0.05 that misses one of these gives ``warn``. (A uniformly weaker student, one
 logit behind everywhere, still shows a small positive DiD on the probability scale where the
@@ -96,18 +94,6 @@ GUARDRAIL = (
     "mid-size teacher assistant, and train on-policy on the hard slice "
     "(`distill-doctor train gkd --config gkd.yaml` with lambda 0.5 and the hard items oversampled)."
 )
-
-
-def discordant_shift(t: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """(B, n) 0/1 outcomes of teacher and student on the same items -> (B,) log odds that the teacher,
-    not the student, is the one right on an item where exactly one of them is:
-    log((c + 1/2) / (b + 1/2)), c = teacher-only, b = student-only items. For a student a fixed
-    delta logits behind the teacher on every item this estimates delta whatever the items' difficulty
-    (conditional-logistic reasoning; module docstring)."""
-    t, s = np.asarray(t, dtype=bool), np.asarray(s, dtype=bool)
-    c = (t & ~s).sum(-1)
-    b = (s & ~t).sum(-1)
-    return np.log((c + 0.5) / (b + 0.5))
 
 
 def _is_number(v: object) -> bool:
@@ -287,16 +273,6 @@ def run(inputs: DiagnosisInputs) -> Finding:
         log_did = float(
             log_odds_gap(tt[hh][None], ss[hh][None])[0] - log_odds_gap(tt[~hh][None], ss[~hh][None])[0]
         )
-        # the rule's scale: the uniform-shift DiD on discordant items (module docstring)
-        shift_reps = bootstrap_distribution(
-            discordant_shift, tt[hh], ss[hh], n_boot=2000, seed=inputs.seed + 104729 + 2 * idx
-        ) - bootstrap_distribution(
-            discordant_shift, tt[~hh], ss[~hh], n_boot=2000, seed=inputs.seed + 104730 + 2 * idx
-        )
-        shift_did = float(
-            discordant_shift(tt[hh][None], ss[hh][None])[0]
-            - discordant_shift(tt[~hh][None], ss[~hh][None])[0]
-        )
         candidates.append(
             {
                 "slice_key": key,
@@ -305,8 +281,6 @@ def run(inputs: DiagnosisInputs) -> Finding:
                 "_reps": reps,
                 "log_odds_did": log_did,
                 "_log_reps": log_reps,
-                "shift_did": shift_did,
-                "_shift_reps": shift_reps,
                 "p_value": p,
                 "n_easy": int((~hh).sum()),
                 "n_hard": int(hh.sum()),
@@ -324,7 +298,6 @@ def run(inputs: DiagnosisInputs) -> Finding:
         c["p_adjusted"] = a
         c["ci"] = percentile_ci(c.pop("_reps"), level)
         c["log_odds_ci"] = percentile_ci(c.pop("_log_reps"), level)
-        c["shift_ci"] = percentile_ci(c.pop("_shift_reps"), level)
         keeps_up = c["teacher_easy"] > 0 and c["student_easy"] >= EASY_RETENTION * c["teacher_easy"]
         # Clearly large (the CI clears the margin), or large and a real collapse: the student keeps
         # less than COLLAPSE_RATIO of its easy-side retention of the teacher on the hard side.
@@ -336,7 +309,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
         enough = min(c["n_easy"], c["n_hard"]) >= MIN_SIDE
         # A collapse grows on the log-odds scale too; a student uniformly behind in logits shows a
         # growing gap in accuracy only because the easy side sits near the teacher's ceiling.
-        c["uniform_on_log_odds"] = not c["shift_did"] >= LOG_ODDS_MARGIN
+        c["uniform_on_log_odds"] = not c["log_odds_did"] >= LOG_ODDS_MARGIN
         if a < inputs.alpha and big and enough and keeps_up and not c["uniform_on_log_odds"]:
             c["verdict"] = "fail"
         elif a < inputs.alpha and (
@@ -385,8 +358,6 @@ def run(inputs: DiagnosisInputs) -> Finding:
             "retention": chosen["retention"],
             "log_odds_did": json_float(chosen["log_odds_did"]),
             "log_odds_ci": json_interval(chosen["log_odds_ci"]),
-            "shift_did": json_float(chosen["shift_did"]),
-            "shift_ci": json_interval(chosen["shift_ci"]),
             **{
                 k: json_float(chosen[k])
                 for k in ("teacher_easy", "student_easy", "teacher_hard", "student_hard")
@@ -423,12 +394,12 @@ def run(inputs: DiagnosisInputs) -> Finding:
             "it lacks the capacity for the hard slice."
         )
     elif verdict == "warn" and chosen["uniform_on_log_odds"] and chosen["estimate"] >= MARGIN:
-        lo, hi = chosen["shift_ci"]
+        lo, hi = chosen["log_odds_ci"]
         summary = (
             f"The student's accuracy gap to the teacher grows where {chosen['split']} "
             f"({chosen['student_hard']:.0%} vs {chosen['teacher_hard']:.0%}, easy side "
             f"{chosen['student_easy']:.0%} vs {chosen['teacher_easy']:.0%}), but not on the log-odds scale "
-            f"(uniform-shift DiD {chosen['shift_did']:+.2f}, CI [{lo:+.2f}, {hi:+.2f}]): a student uniformly "
+            f"(log-odds DiD {chosen['log_odds_did']:+.2f}, CI [{lo:+.2f}, {hi:+.2f}]): a student uniformly "
             "behind the teacher looks like this where the easy side is near the ceiling. A weaker student "
             "overall rather than a collapse on the hard slice; watch it."
         )
@@ -467,7 +438,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
             "min_side": MIN_SIDE,
             "easy_retention": EASY_RETENTION,
             "collapse_ratio": COLLAPSE_RATIO,
-            "shift_did_margin": LOG_ODDS_MARGIN,
+            "log_odds_did_margin": LOG_ODDS_MARGIN,
             "degenerate_share_to_downgrade": DEGENERATE_SHARE,
             "alpha": inputs.alpha,
         },
