@@ -132,7 +132,7 @@ def load_inputs(
 
 
 def run_probes(
-    inputs: DiagnosisInputs, probes: tuple[Probe, ...] = PROBES, progress: Progress | None = None
+    inputs: DiagnosisInputs, probes: tuple[Probe, ...] = PROBES, *, progress: Progress | None = None
 ) -> list[Finding]:
     """Run each probe whose inputs are present; the rest are ``skipped`` with the missing flags named.
 
