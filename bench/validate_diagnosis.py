@@ -244,13 +244,53 @@ def markdown(summary: dict, rows: list[dict], seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def comparison(before: dict, after: dict) -> str:
+    """Markdown: the headline rates of ``before`` (another checkout's summary) next to ``after``."""
+
+    def rate(k: int, n: int) -> str:
+        return f"{k}/{n}" if n else "-"
+
+    lines = ["## Before and after (same scenarios; before = the other checkout's code)", "",
+             "| what | before | after |", "|---|---|---|"]  # fmt: skip
+    for mode in MODES:
+        b, a = before["per_mode"][mode], after["per_mode"][mode]
+        lines.append(f"| {mode} detected (n >= 60) | {rate(b['detected'], b['planted'])} | "
+                     f"{rate(a['detected'], a['planted'])} |")  # fmt: skip
+    for sit in ("excess_drop", "hard_cutoff"):
+        b, a = before.get("situations", {}).get(sit), after.get("situations", {}).get(sit)
+        if b and a:
+            lines.append(f"| {sit}: {a['mode']} fails | {rate(b['detected'], b['runs'])} | {rate(a['detected'], a['runs'])} |")
+            lines.append(f"| {sit}: primary suspect | {b['primary_suspect']} | {a['primary_suspect']} |")
+            lines.append(f"| {sit}: other fails | {b['other_fails'] or '-'} | {a['other_fails'] or '-'} |")
+    for key, what in (("clean", "clean runs with a fail"), ("clean_logit", "logit-uniform traps with a fail"),
+                      ("clean_twins", "same-story twin traps with a fail")):  # fmt: skip
+        b, a = before[key], after[key]
+        lines.append(f"| {what} | {rate(b['with_fail'], b['runs'])} | {rate(a['with_fail'], a['runs'])} |")
+    for mode in MODES:
+        b, a = before["per_probe"][mode], after["per_probe"][mode]
+        lines.append(f"| {mode} false fails (runs where not planted) | {rate(b['false_fail'], b['runs'])} | "
+                     f"{rate(a['false_fail'], a['runs'])} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one seed per cell (about a third of the sweep)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="a diagnosis_validation.json from another checkout (e.g. main's code) to compare against")
+    ap.add_argument("--rerender", action="store_true",
+                    help="run nothing: re-write the .md from --out's .json (e.g. to add --before)")
     ap.add_argument("--only", default=None, help="comma-separated labels to run (default: all); also "
                     "'excess_drop', 'hard_cutoff' (the issue-13 situations) and 'logit' (the logit-uniform traps)")
     args = ap.parse_args(argv)
+    if args.rerender:
+        saved = json.loads((args.out / "diagnosis_validation.json").read_text())
+        seconds = saved.get("seconds")
+        if seconds is None:  # written before the JSON kept it: the .md's first line has it
+            md = (args.out / "diagnosis_validation.md").read_text()
+            seconds = float(md.split(" scenarios in ", 1)[1].split(" s", 1)[0])
+        return write_results(args, saved["runs"], seconds)
     import torch
 
     torch.set_num_threads(1)
@@ -268,13 +308,20 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             fails = [m for m, v in row["verdicts"].items() if v == "fail"]
             print(f"[{i + 1}/{len(specs)}] {spec.name}: fails={fails} ({row['seconds']} s)", flush=True)
-    seconds = time.perf_counter() - t0
+    return write_results(args, rows, time.perf_counter() - t0)
+
+
+def write_results(args: argparse.Namespace, rows: list[dict], seconds: float) -> int:
     summary = summarise(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(
-        args.out / "diagnosis_validation.json", json.dumps({"summary": summary, "runs": rows}, indent=1)
+        args.out / "diagnosis_validation.json",
+        json.dumps({"summary": summary, "seconds": round(seconds, 1), "runs": rows}, indent=1),
     )
     text = markdown(summary, rows, seconds)
+    if args.before is not None:
+        text = text.replace("\n## Detection of planted modes", comparison(json.loads(args.before.read_text())["summary"],
+                            summary) + "\n## Detection of planted modes", 1)  # fmt: skip
     write_text(args.out / "diagnosis_validation.md", text)
     print(text)
     return 0

@@ -177,7 +177,7 @@ def test_progress_only_on_a_terminal_and_not_quiet(tmp_path, monkeypatch, quiet,
     the run has taken DELAY_S seconds (0 here); --quiet and a non-terminal stderr stay silent."""
     from distill_doctor.diagnose import progress
 
-    paths = arithmetic_run(tmp_path)
+    paths = arithmetic_run(tmp_path, n=40)
     err = _Terminal() if tty else io.StringIO()
     monkeypatch.setattr(progress, "DELAY_S", 0.0)
     monkeypatch.setattr("sys.stderr", err)
