@@ -128,7 +128,8 @@ def _ceiling_run(seed: int, student: str, groups: int = 80) -> DiagnosisInputs:
 
 
 def test_large_excess_drop_near_the_ceiling_fails():
-    """Issue 13: 160 pairs, teacher near 94%, a 30-point excess drop was only a warn."""
+    """160 pairs, teacher near its ceiling, a 30-point excess drop: the uniform-shift guard lets
+    it fail (the issue-13 run where the old rule only warned is in test_diagnosis_scenarios.py)."""
     verdicts = []
     for seed in range(5):
         d = check_finding(probe.run(_ceiling_run(seed, "excess")))

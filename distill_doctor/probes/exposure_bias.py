@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import ttest_ind
 
-from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
+from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest, skipped
 from distill_doctor.probes.text_features import (
     explicit_answer_format,
     mixed_script,
@@ -245,11 +245,9 @@ def run(inputs: DiagnosisInputs) -> Finding:
     ids = [i for i in inputs.scored_ids() if inputs.teacher and i in inputs.teacher and i in inputs.student]
     items = {it.id: it for it in inputs.items}
     n = len(ids)
-    if n == 0:
-        return Finding(MODE, "pass", "No item has both a teacher and a student output to compare.", n=0)
     tv, sv = inputs.teacher_verdicts, inputs.student_verdicts
-    if tv is None:
-        return Finding(MODE, "pass", "No teacher verdicts to compare against.", n=0)
+    if n == 0 or tv is None:  # nothing tested: never a pass
+        return skipped(MODE, "no item has both a teacher and a student output to compare")
     is_code = [items[i].verifier_kind == "code" for i in ids]
     t_text = [inputs.teacher[i].output for i in ids]
     s_text = [inputs.student[i].output for i in ids]
