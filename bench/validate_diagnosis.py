@@ -72,7 +72,27 @@ def sweep_specs(quick: bool) -> list[ScenarioSpec]:
                     specs.append(ScenarioSpec(mode, seed, n, teacher_acc=acc))
             if mode != "provenance":
                 specs.append(ScenarioSpec(mode, seed, 12, teacher_acc=0.95))
+    specs += situation_specs(quick)
     return specs
+
+
+def situation_specs(quick: bool) -> list[ScenarioSpec]:
+    """The two situations of issue 13: (a) a student at the teacher's accuracy on originals whose
+    accuracy on perturbed variants drops 30 points more than the teacher's, the teacher near its
+    ceiling (0.95 target: about 0.93 on originals); (b) exposure bias whose student failures sit on
+    the hard math slice (difficulty >= 4) and are mostly derivations cut off before the last step
+    (a number is still extracted) or loops, so accuracy collapses there as in a capacity gap."""
+    seeds = (1, 2) if quick else (1, 2, 3, 4, 5, 6)
+    specs = []
+    for seed in seeds:
+        for n in (200, 600):
+            specs.append(ScenarioSpec("superficial_imitation", seed, n, teacher_acc=0.95, extra_drop=0.3))
+            specs.append(ScenarioSpec("exposure_bias", seed, n, teacher_acc=0.95, hard_cutoff=True))
+    return specs
+
+
+def situation(spec: ScenarioSpec) -> str:
+    return "excess_drop" if spec.extra_drop else "hard_cutoff" if spec.hard_cutoff else ""
 
 
 def run_one(spec: ScenarioSpec, work: Path) -> dict:
@@ -92,6 +112,7 @@ def run_one(spec: ScenarioSpec, work: Path) -> dict:
         "teacher_acc_target": spec.teacher_acc,
         "tiny": spec.tiny,
         "trap": "twins" if spec.template_twins else "logit" if spec.student_scale == "logit" else "",
+        "situation": situation(spec),
         "planted": scen.planted,
         "expected_fails": sorted(scen.expected_fails()),
         "rc": rc,
@@ -110,14 +131,14 @@ def run_one(spec: ScenarioSpec, work: Path) -> dict:
 def summarise(rows: list[dict]) -> dict:
     out: dict = {"per_mode": {}, "clean": {}, "per_probe": {}, "misclassified": []}
     for mode in MODES:
-        planted = [r for r in rows if r["label"] == mode and not r["tiny"]]
+        planted = [r for r in rows if r["label"] == mode and not r["tiny"] and not r.get("situation")]
         k = sum(r["verdicts"].get(mode) == "fail" for r in planted)
         by_n = defaultdict(lambda: [0, 0])
         for r in planted:
             by_n[r["n"]][0] += r["verdicts"].get(mode) == "fail"
             by_n[r["n"]][1] += 1
         primary = sum(r["primary_suspect"] == mode for r in planted)
-        tiny = [r for r in rows if r["label"] == mode and r["tiny"]]
+        tiny = [r for r in rows if r["label"] == mode and r["tiny"] and not r.get("situation")]
         out["per_mode"][mode] = {
             "planted": len(planted),
             "detected": k,
@@ -133,6 +154,20 @@ def summarise(rows: list[dict]) -> dict:
         k = sum(any(v == "fail" for v in r["verdicts"].values()) for r in clean)
         out["clean" + (f"_{trap}" if trap else "")] = {"runs": len(clean), "with_fail": k,
                         "rate": k / len(clean) if clean else None, "ci": clopper_pearson(k, len(clean))}  # fmt: skip
+    out["situations"] = {}
+    for sit in ("excess_drop", "hard_cutoff"):
+        runs = [r for r in rows if r.get("situation") == sit]
+        if not runs:
+            continue
+        mode = runs[0]["label"]
+        k = sum(r["verdicts"].get(mode) == "fail" for r in runs)
+        out["situations"][sit] = {
+            "mode": mode, "runs": len(runs), "detected": k, "ci": clopper_pearson(k, len(runs)),
+            "primary_suspect": dict(sorted(_count(r["primary_suspect"] or "none" for r in runs).items())),
+            "other_fails": dict(sorted(_count(m for r in runs for m, v in r["verdicts"].items()
+                                               if v == "fail" and m != mode).items())),
+            "verdicts": dict(sorted(_count(r["verdicts"].get(mode) for r in runs).items())),
+        }  # fmt: skip
     for mode in MODES:
         others = [r for r in rows if r["label"] != mode and r["verdicts"].get(mode) not in (None, "skipped")]
         fails = sum(r["verdicts"][mode] == "fail" for r in others)
@@ -150,6 +185,13 @@ def summarise(rows: list[dict]) -> dict:
                 "findings": {m: r["findings"].get(m) for m in sorted(missed | extra)},
             })  # fmt: skip
     return out
+
+
+def _count(values) -> dict:
+    out: dict = defaultdict(int)
+    for v in values:
+        out[v] += 1
+    return dict(out)
 
 
 def markdown(summary: dict, rows: list[dict], seconds: float) -> str:
@@ -177,6 +219,13 @@ def markdown(summary: dict, rows: list[dict], seconds: float) -> str:
             lines.append(
                 f"- {c['with_fail']}/{c['runs']} {what} had a `fail` (rate {c['rate']:.3f}, 95% CI {ci(c['ci'])})."
             )
+    if summary.get("situations"):
+        lines += ["", "## Issue 13 situations (teacher 0.95, n = 200 and 600)", "",
+                  "| situation | planted | fail | 95% CI | verdicts | primary suspect | other fails |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for sit, m in summary["situations"].items():
+            lines.append(f"| {sit} | {m['mode']} | {m['detected']}/{m['runs']} | {ci(m['ci'])} | {m['verdicts']} | "
+                         f"{m['primary_suspect']} | {m['other_fails'] or '-'} |")  # fmt: skip
     lines += ["",
               "## Per-probe false alarms (runs where that mode was not planted)", "",
               "| probe | runs | false fail | 95% CI | warn |", "|---|---|---|---|---|"]  # fmt: skip
@@ -195,19 +244,61 @@ def markdown(summary: dict, rows: list[dict], seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def comparison(before: dict, after: dict) -> str:
+    """Markdown: the headline rates of ``before`` (another checkout's summary) next to ``after``."""
+
+    def rate(k: int, n: int) -> str:
+        return f"{k}/{n}" if n else "-"
+
+    lines = ["## Before and after (same scenarios; before = the other checkout's code)", "",
+             "| what | before | after |", "|---|---|---|"]  # fmt: skip
+    for mode in MODES:
+        b, a = before["per_mode"][mode], after["per_mode"][mode]
+        lines.append(f"| {mode} detected (n >= 60) | {rate(b['detected'], b['planted'])} | "
+                     f"{rate(a['detected'], a['planted'])} |")  # fmt: skip
+    for sit in ("excess_drop", "hard_cutoff"):
+        b, a = before.get("situations", {}).get(sit), after.get("situations", {}).get(sit)
+        if b and a:
+            lines.append(f"| {sit}: {a['mode']} fails | {rate(b['detected'], b['runs'])} | {rate(a['detected'], a['runs'])} |")
+            lines.append(f"| {sit}: primary suspect | {b['primary_suspect']} | {a['primary_suspect']} |")
+            lines.append(f"| {sit}: other fails | {b['other_fails'] or '-'} | {a['other_fails'] or '-'} |")
+    for key, what in (("clean", "clean runs with a fail"), ("clean_logit", "logit-uniform traps with a fail"),
+                      ("clean_twins", "same-story twin traps with a fail")):  # fmt: skip
+        b, a = before[key], after[key]
+        lines.append(f"| {what} | {rate(b['with_fail'], b['runs'])} | {rate(a['with_fail'], a['runs'])} |")
+    for mode in MODES:
+        b, a = before["per_probe"][mode], after["per_probe"][mode]
+        lines.append(f"| {mode} false fails (runs where not planted) | {rate(b['false_fail'], b['runs'])} | "
+                     f"{rate(a['false_fail'], a['runs'])} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one seed per cell (about a third of the sweep)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
-    ap.add_argument("--only", default=None, help="comma-separated labels to run (default: all)")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="a diagnosis_validation.json from another checkout (e.g. main's code) to compare against")
+    ap.add_argument("--rerender", action="store_true",
+                    help="run nothing: re-write the .md from --out's .json (e.g. to add --before)")
+    ap.add_argument("--only", default=None, help="comma-separated labels to run (default: all); also "
+                    "'excess_drop', 'hard_cutoff' (the issue-13 situations) and 'logit' (the logit-uniform traps)")
     args = ap.parse_args(argv)
+    if args.rerender:
+        saved = json.loads((args.out / "diagnosis_validation.json").read_text())
+        seconds = saved.get("seconds")
+        if seconds is None:  # written before the JSON kept it: the .md's first line has it
+            md = (args.out / "diagnosis_validation.md").read_text()
+            seconds = float(md.split(" scenarios in ", 1)[1].split(" s", 1)[0])
+        return write_results(args, saved["runs"], seconds)
     import torch
 
     torch.set_num_threads(1)
     specs = sweep_specs(args.quick)
     if args.only:
         keep = set(args.only.split(","))
-        specs = [s for s in specs if s.label in keep]
+        specs = [s for s in specs if (s.label in keep and not situation(s)) or situation(s) in keep
+                 or ("logit" in keep and s.student_scale == "logit")]  # fmt: skip
     rows = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dd-validate-") as tmp:
@@ -217,13 +308,20 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             fails = [m for m, v in row["verdicts"].items() if v == "fail"]
             print(f"[{i + 1}/{len(specs)}] {spec.name}: fails={fails} ({row['seconds']} s)", flush=True)
-    seconds = time.perf_counter() - t0
+    return write_results(args, rows, time.perf_counter() - t0)
+
+
+def write_results(args: argparse.Namespace, rows: list[dict], seconds: float) -> int:
     summary = summarise(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(
-        args.out / "diagnosis_validation.json", json.dumps({"summary": summary, "runs": rows}, indent=1)
+        args.out / "diagnosis_validation.json",
+        json.dumps({"summary": summary, "seconds": round(seconds, 1), "runs": rows}, indent=1),
     )
     text = markdown(summary, rows, seconds)
+    if args.before is not None:
+        text = text.replace("\n## Detection of planted modes", comparison(json.loads(args.before.read_text())["summary"],
+                            summary) + "\n## Detection of planted modes", 1)  # fmt: skip
     write_text(args.out / "diagnosis_validation.md", text)
     print(text)
     return 0

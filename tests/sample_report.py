@@ -342,6 +342,7 @@ _REPORT: dict[str, Any] = {
         "teacher_model": None,
         "student_model": None,
     },
+    "items_fingerprint": {"sha256": "9a" * 32, "n": 132, "method": "sha256 over the items sorted by id"},
     "settings": {"seed": 0, "alpha": 0.05, "multiplicity": "holm"},
     "findings": _FINDINGS,
     "failure_table": {
@@ -417,6 +418,7 @@ def poisoned_report(payload: str = PAYLOAD) -> dict[str, Any]:
         return value
 
     report = walk(sample_report())
+    report["items_fingerprint"]["sha256"] = sample_report()["items_fingerprint"]["sha256"]  # schema: hex
     report["samples"] = {k + payload: v for k, v in report["samples"].items()}
     for finding in report["findings"]:
         finding["metrics"][payload] = 0.5

@@ -376,3 +376,11 @@ def degenerate_text(rng: random.Random, problem: Problem, style: str, extra: int
     head = steps[: max(1, len(steps) // 2)]
     loop = rng.choice(steps + ["I will keep track of the running total."])
     return "\n".join(head + [loop] * rng.randint(12, 30))
+
+
+def cutoff_text(rng: random.Random, problem: Problem, style: str, extra: int) -> str:
+    """A derivation cut off before its last step: no final-answer line, but the last line still ends
+    on an (intermediate) number, which a last-number fallback reads as the answer."""
+    lines = reasoning_text(rng, problem, problem.reference, style, extra, wrong=False).split("\n")[:-1]
+    last_step = max(i for i, line in enumerate(lines) if line.startswith("Step "))
+    return "\n".join(lines[:last_step])

@@ -73,11 +73,18 @@ class ScenarioSpec:
     infinite_loops: bool = False
     template_twins: bool = False  # clean trap: 10% of eval math stories also in train with new numbers
     student_scale: str = "prob"  # clean student gap: "prob" (p_T - gap) or "logit" (gap * 6 logits behind)
+    extra_drop: float = 0.0  # superficial_imitation: > 0 keeps the student at the teacher's accuracy
+    # on originals and drops it by this many points more than the teacher on perturbed variants
+    hard_cutoff: bool = False  # exposure_bias: the student derails on hard math items (difficulty >= 4),
+    # mostly cut off mid-derivation (the last number is still extracted), some loops
 
     @property
     def name(self) -> str:
         scale = ("-logit" if self.student_scale == "logit" else "") + (
             "-twins" if self.template_twins else ""
+        )
+        scale += (f"-drop{round(self.extra_drop * 100)}" if self.extra_drop else "") + (
+            "-cutoff" if self.hard_cutoff else ""
         )
         return f"{self.label}{scale}-n{self.n}-t{int(self.teacher_acc * 100)}-s{self.seed}"
 
@@ -129,6 +136,9 @@ def student_p(spec: ScenarioSpec, p_t: float, d: int, variant: str | None) -> fl
     gap = spec.student_gap
     if spec.label == "capacity_gap":
         p = p_t - 0.02 if d <= 2 else p_t * 0.65 if d == 3 else p_t * 0.25
+    elif spec.label == "superficial_imitation" and spec.extra_drop:
+        # the teacher's variant accuracy is p_t already: the student loses extra_drop more than that
+        p = p_t - 0.02 if variant in (None, "original") else p_t - 0.02 - spec.extra_drop
     elif spec.label == "superficial_imitation":
         p = p_t - 0.02 if variant in (None, "original") else p_t * 0.35
     elif spec.student_scale == "logit":
@@ -200,7 +210,12 @@ def _output(rng: random.Random, p: sc.Problem, correct: bool, style: str, extra:
     if answer is None:
         answer = p.reference if correct else sc.draw_wrong(rng, p)
     lines = len(p.steps) + extra + 1
-    if role == "student" and spec.label == "exposure_bias" and lines >= 7 and rng.random() < 0.8:
+    if role == "student" and spec.hard_cutoff:
+        if p.domain == "math" and p.difficulty >= 4 and rng.random() < 0.6:
+            if rng.random() < 0.7:  # cut off before the last step: the numeric fallback finds a number
+                return sc.cutoff_text(rng, p, style, extra), None
+            return sc.degenerate_text(rng, p, style, extra), None
+    elif role == "student" and spec.label == "exposure_bias" and lines >= 7 and rng.random() < 0.8:
         return sc.degenerate_text(rng, p, style, extra), None
     if rng.random() < 0.015:  # rare degeneration for either model, independent of length
         return sc.degenerate_text(rng, p, style, extra), None

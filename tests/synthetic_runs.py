@@ -299,7 +299,8 @@ def check_finding(finding) -> dict:
     import json
 
     d = json.loads(json.dumps(finding.to_dict(), allow_nan=False))
-    assert d["verdict"] in ("pass", "warn", "fail")
+    assert d["verdict"] in ("pass", "warn", "fail", "skipped")
+    assert (d["verdict"] == "skipped") == bool(d.get("skipped_reason"))  # untested says why
     assert d["summary"] and len(d["evidence"]) <= 10
     assert all(set(e) >= {"id", "why"} for e in d["evidence"])
     if d["verdict"] == "fail":

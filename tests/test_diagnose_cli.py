@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from pathlib import Path
@@ -77,6 +78,28 @@ def test_diagnose_writes_three_reports_in_spec_shape(tmp_path):
     assert all(f["verdict"] != "fail" for f in report["findings"])
     counts = report["failure_table"]["counts"]
     assert sum(counts.values()) == 120
+    assert report["items_fingerprint"]["n"] == 120 and len(report["items_fingerprint"]["sha256"]) == 64
+
+
+def test_gate_compares_only_reports_on_the_same_items(tmp_path, capsys):
+    """A baseline diagnosed from the same items in another order is accepted; one on other items is
+    refused with exit 2 (issue 13: it was compared and passed)."""
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    first, other = arithmetic_run(tmp_path / "a"), arithmetic_run(tmp_path / "c", seed=5)
+    rows = first["items"].read_text().splitlines()
+    random.Random(1).shuffle(rows)
+    shuffled = tmp_path / "b" / "items.jsonl"
+    shuffled.write_text("\n".join(rows) + "\n")
+    runs = {"a": first["items"], "b": shuffled, "c": other["items"]}
+    for name, items in runs.items():
+        paths = first if name != "c" else other
+        assert diagnose(items, paths["student"], tmp_path / f"out-{name}", teacher=paths["teacher"]) == 0
+    reports = {name: str(tmp_path / f"out-{name}" / "report.json") for name in runs}
+    capsys.readouterr()
+    assert main(["gate", reports["b"], "--baseline", reports["a"]]) == 0
+    assert main(["gate", reports["c"], "--baseline", reports["a"]]) == 2
+    assert "other items" in capsys.readouterr().err
 
 
 def test_student_only_run_skips_teacher_probes(tmp_path):
@@ -141,3 +164,30 @@ def test_a_crashing_probe_is_reported_not_fatal(tmp_path, monkeypatch, capsys):
     assert capacity["verdict"] == "skipped" and "ZeroDivisionError" in capacity["skipped_reason"]
     assert "capacity_gap probe error" in capsys.readouterr().err
     assert next(f for f in report["findings"] if f["mode"] == "exposure_bias")["verdict"] == "pass"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("quiet,tty", [(False, True), (True, True), (False, False)])
+def test_progress_only_on_a_terminal_and_not_quiet(tmp_path, monkeypatch, quiet, tty):
+    """Issue 13: 10k items were silent for 30-60 s. The bar shows each step on a terminal once
+    the run has taken DELAY_S seconds (0 here); --quiet and a non-terminal stderr stay silent."""
+    from distill_doctor.diagnose import progress
+
+    paths = arithmetic_run(tmp_path, n=40)
+    err = _Terminal() if tty else io.StringIO()
+    monkeypatch.setattr(progress, "DELAY_S", 0.0)
+    monkeypatch.setattr("sys.stderr", err)
+    args = ["diagnose", "--items", str(paths["items"]), "--student", str(paths["student"])]
+    args += ["--teacher", str(paths["teacher"]), "--out", str(tmp_path / "r")] + (
+        ["--quiet"] if quiet else []
+    )
+    assert main(args) == 0
+    shown = err.getvalue()
+    if quiet or not tty:
+        assert "diagnose" not in shown and "capacity_gap" not in shown
+    else:
+        assert "verifying the student" in shown and "capacity_gap" in shown and "step" in shown

@@ -156,3 +156,24 @@ def test_a_student_uniformly_behind_in_logits_is_not_a_collapse(tmp_path):
     assert verdicts["capacity_gap"] == "warn"
     assert did["estimate"] >= 0.15 and did["log_odds_did"] < 0.5
     assert "log-odds" in finding["summary"]
+
+
+def test_excess_drop_with_the_teacher_near_its_ceiling_fails(tmp_path):
+    """Issue 13: a student at the teacher's accuracy on originals whose accuracy on perturbed
+    variants drops 26 points more than the teacher's (110 pairs, teacher 0.91 on originals,
+    drop-difference CI [0.13, 0.41]) was only a ``warn``: the log-odds CI spanned zero."""
+    spec = ScenarioSpec("superficial_imitation", 2, 200, teacher_acc=0.95, extra_drop=0.3)
+    report, verdicts = diagnose(spec, tmp_path)
+    finding = next(f for f in report["findings"] if f["mode"] == "superficial_imitation")
+    assert finding["metrics"]["perturbation"]["diff_ci"][0] < 0.15
+    assert verdicts["superficial_imitation"] == "fail", finding["summary"]
+    assert report["primary_suspect"] == "superficial_imitation"
+
+
+def test_hard_slice_of_cut_off_derivations_is_exposure_bias_not_capacity(tmp_path):
+    """Issue 13: the student's hard-slice failures are mostly derivations cut off before the last
+    step (a number is still extracted) or loops; capacity_gap failed and outranked exposure_bias."""
+    spec = ScenarioSpec("exposure_bias", 2, 200, teacher_acc=0.95, hard_cutoff=True)
+    report, verdicts = diagnose(spec, tmp_path)
+    assert verdicts["capacity_gap"] != "fail" and verdicts["exposure_bias"] == "fail"
+    assert report["primary_suspect"] == "exposure_bias"

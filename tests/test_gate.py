@@ -104,20 +104,67 @@ def test_hostile_text_cannot_reach_the_terminal_raw(tmp_path, capsys):
 
 
 def test_baseline_verdict_regression(tmp_path, capsys, clean_report):
+    """One meaning (docs/ci.md): max_verdict caps each verdict; baseline.verdicts rules the change.
+    Issue 13: under the default policy (max_verdict "warn") pass -> warn failed the gate."""
     old = set_verdict(sample_report(), "teacher_error_transfer", "pass")
     new = clean_report  # teacher_error_transfer: pass -> warn, everything else unchanged
-    code, out, _ = gate(
-        capsys, write(tmp_path / "new.json", new), "--baseline", write(tmp_path / "old.json", old)
-    )
+    new_path, old_path = write(tmp_path / "new.json", new), write(tmp_path / "old.json", old)
+    code, out, _ = gate(capsys, new_path, "--baseline", old_path, "-v")
+    assert code == 0
+    assert "baseline verdict teacher_error_transfer: pass -> warn (got worse;" in out
+    any_rule = policy_file(tmp_path, '[baseline]\nverdicts = "any"\n')
+    code, out, _ = gate(capsys, new_path, "--baseline", old_path, "--policy", any_rule)
     assert code == 1
-    assert (
-        out.splitlines()[0]
-        == "FAIL  baseline verdict teacher_error_transfer: verdict got worse: pass -> warn"
+    assert out.splitlines()[0] == (
+        "FAIL  baseline verdict teacher_error_transfer: verdict got worse: pass -> warn "
+        "(baseline.verdicts = 'any')"
     )
-    code, _, _ = gate(capsys, write(tmp_path / "same.json", old), "--baseline", tmp_path / "old.json")
+    code, _, _ = gate(
+        capsys, write(tmp_path / "same.json", old), "--baseline", old_path, "--policy", any_rule
+    )
     assert code == 0
     # an improvement passes
-    assert gate(capsys, tmp_path / "old.json", "--baseline", tmp_path / "new.json")[0] == 0
+    assert gate(capsys, old_path, "--baseline", new_path, "--policy", any_rule)[0] == 0
+
+
+def test_baseline_new_fail_fails_even_where_max_verdict_allows_fail(tmp_path, capsys, clean_report):
+    tolerant = policy_file(tmp_path, '[defaults]\nmax_verdict = "fail"\n')
+    old_path = write(tmp_path / "old.json", clean_report)  # teacher_error_transfer: warn
+    new_path = write(tmp_path / "new.json", sample_report())  # teacher_error_transfer: fail
+    code, out, _ = gate(capsys, new_path, "--policy", tolerant)
+    assert code == 0  # on its own the fail is allowed ...
+    code, out, _ = gate(capsys, new_path, "--baseline", old_path, "--policy", tolerant)
+    assert code == 1  # ... but it is new
+    assert "FAIL  baseline verdict teacher_error_transfer: verdict got worse: warn -> fail" in out
+    assert gate(capsys, new_path, "--baseline", new_path, "--policy", tolerant)[0] == 0  # known fail
+    off = policy_file(
+        tmp_path, '[defaults]\nmax_verdict = "fail"\n[baseline]\nverdicts = false\n', "off.toml"
+    )
+    assert gate(capsys, new_path, "--baseline", old_path, "--policy", off)[0] == 0
+
+
+def test_baseline_on_other_items_is_refused(tmp_path, capsys, clean_report):
+    """Issue 13: a baseline on other items was compared and passed."""
+    new_path = write(tmp_path / "new.json", clean_report)
+    other = sample_report(items_fingerprint={"sha256": "5e" * 32, "n": 90})
+    code, out, err = gate(capsys, new_path, "--baseline", write(tmp_path / "other.json", other))
+    assert code == 2 and out == ""
+    assert "other.json" in err and "items_fingerprint.sha256" in err and "other items" in err
+    legacy = sample_report()
+    del legacy["items_fingerprint"]
+    code, _, err = gate(capsys, new_path, "--baseline", write(tmp_path / "legacy.json", legacy))
+    assert code == 2 and "has no items_fingerprint" in err
+
+
+def test_required_mode_that_tested_nothing_fails(tmp_path, capsys, clean_report):
+    """Issue 13: capacity_gap ``pass`` with ``splits_tested: 0`` got past ``required = true``; the
+    probe now reports ``skipped`` (tests/test_probe_capacity_gap.py), which a required mode fails."""
+    untested = set_verdict(clean_report, "capacity_gap", "skipped")
+    finding(untested, "capacity_gap")["skipped_reason"] = "no easy/hard split to test on 130 items"
+    required = policy_file(tmp_path, "[modes.capacity_gap]\nrequired = true\n")
+    code, out, _ = gate(capsys, write(tmp_path / "r.json", untested), "--policy", required)
+    assert code == 1
+    assert "FAIL  verdict capacity_gap: required mode was skipped (no easy/hard split to test" in out
 
 
 def test_baseline_accuracy_uses_a_two_proportion_test(tmp_path, capsys, clean_report):
@@ -283,3 +330,23 @@ def test_report_command_errors(tmp_path, capsys):
     assert main(["report", path, "--out", path]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
     assert json.loads((tmp_path / "r.json").read_text()) == sample_report()
+
+
+def test_items_fingerprint_names_the_item_set_not_the_file(tmp_path):
+    import random
+
+    from distill_doctor.data import load_items
+    from distill_doctor.data.fingerprint import items_sha256
+
+    rows = [{"id": f"q{i}", "prompt": f"What is {i} + {i}?", "reference": 2 * i} for i in range(40)]
+    shuffled = rows[:]
+    random.Random(0).shuffle(shuffled)
+    paths = []
+    for name, data in (("a.jsonl", rows), ("b.jsonl", shuffled)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in data))
+        paths.append(tmp_path / name)
+    a, b = (items_sha256(load_items(p)) for p in paths)
+    assert a == b and len(a) == 64
+    rows[3]["reference"] = 7  # another reference: another item set
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert items_sha256(load_items(tmp_path / "c.jsonl")) != a

@@ -69,7 +69,7 @@ def test_edge_cases(kind):
     f = probe.run(make_edge(kind))
     check_finding(f)
     if kind in ("student_all_wrong", "both_all_wrong", "no_answers", "single_slice", "empty", "no_tags"):
-        assert f.verdict == "pass"
+        assert f.verdict == "pass" or f.verdict == "skipped" and f.metrics["splits_tested"] == 0
 
 
 def test_false_fail_rate_on_clean_runs():
@@ -98,3 +98,31 @@ def test_collapse_made_of_degenerate_outputs_points_to_exposure_bias():
     assert finding.verdict == "warn"
     assert "exposure_bias" in finding.summary
     assert finding.metrics["hard_failures_degenerate"]["share"] == 1.0
+
+
+def test_nothing_tested_is_skipped_not_pass():
+    """Issue 13: ``pass`` with ``splits_tested: 0`` passed a gate that required the mode."""
+    import dataclasses
+
+    run = make_run("clean_high", 200, 3)
+    prompt = "Compute the answer."  # one prompt length and no tags: no split to test
+    run.items = [dataclasses.replace(it, tags={}, prompt=prompt) for it in run.items]
+    d = check_finding(probe.run(run))
+    assert d["metrics"]["splits_tested"] == 0
+    assert d["verdict"] == "skipped" and "no easy/hard split" in d["skipped_reason"]
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_cut_off_derivations_on_the_hard_slice_go_to_exposure_bias(seed):
+    """Issue 13: failures cut off mid-derivation (a number still extracted) were not counted as
+    degenerate, so the slice failed capacity_gap and outranked exposure_bias."""
+    from test_probe_exposure import exposure_run
+
+    from distill_doctor.probes import exposure_bias
+
+    run = exposure_run("cutoff", 400, seed)
+    d = check_finding(probe.run(run))
+    assert d["verdict"] == "warn" and "exposure_bias" in d["summary"]
+    derail = d["metrics"]["hard_failures_degenerate"]
+    assert derail["share"] >= probe.DEGENERATE_SHARE and derail["deferred_to"] == "exposure_bias"
+    assert exposure_bias.run(run).verdict == "fail"

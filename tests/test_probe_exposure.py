@@ -135,7 +135,7 @@ def test_edge_cases_do_not_crash():
     f = run(inputs)
     assert f.verdict in ("pass", "warn")
     empty = DiagnosisInputs(items=[], student={}, student_verdicts={}, teacher={}, teacher_verdicts={})
-    assert run(empty).verdict == "pass"
+    assert run(empty).verdict == "skipped"  # nothing to compare: untested, never a pass
     assert PROBE.needs == ("teacher",)
 
 
@@ -185,7 +185,7 @@ def test_student_carrying_wrong_steps_far_more_often_warns():
 @pytest.mark.parametrize("kind", EDGE_KINDS)
 def test_shared_edge_runs_survive_without_failing(kind):
     f = run(make_edge(kind, 60, 0))
-    assert f.verdict in ("pass", "warn")
+    assert f.verdict in ("pass", "warn") or f.verdict == "skipped" and f.n == 0
     if f.n:
         check_finding(f)
 

@@ -1,11 +1,15 @@
 """superficial_imitation on planted, clean, tiny and degenerate runs, and its chart contract."""
 
+import dataclasses
+
+import numpy as np
 import pytest
 from synthetic_runs import EDGE_KINDS, check_finding, false_fail_sweep, make_edge, make_run
 
-from distill_doctor.data.records import ModelOutput
+from distill_doctor.data.records import Item, ModelOutput, Verdict
 from distill_doctor.probes import superficial_imitation as probe
 from distill_doctor.probes import text_features as tf
+from distill_doctor.probes.base import DiagnosisInputs
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -44,7 +48,18 @@ def test_without_pairs_at_most_warn():
     f = probe.run(make_run("capacity_gap", 300, 1))
     check_finding(f)
     assert f.metrics["perturbation"] is None
-    assert f.verdict in ("pass", "warn")
+    assert f.verdict in ("skipped", "warn")
+
+
+def test_nothing_tested_is_skipped_not_pass():
+    """Issue 13: ``pass`` with ``perturbation: null`` passed a gate that required the mode."""
+    run = make_run("clean_high", 300, 1)
+    run.items = [dataclasses.replace(it, group=None, variant=None) for it in run.items]
+    f = probe.run(run)
+    d = check_finding(f)
+    assert d["metrics"]["perturbation"] is None
+    assert d["verdict"] == "skipped" and "perturbation pairs" in d["skipped_reason"]
+    assert not d["guardrail"]
 
 
 @pytest.mark.parametrize("n,seed", [(8, 0), (12, 1), (20, 2)])
@@ -58,7 +73,7 @@ def test_tiny_at_most_warn(n, seed):
 def test_edge_cases(kind):
     f = probe.run(make_edge(kind))
     check_finding(f)
-    assert f.verdict in ("pass", "warn")
+    assert f.verdict in ("pass", "warn", "skipped")
 
 
 def test_false_fail_rate_on_clean_runs():
@@ -84,3 +99,46 @@ def test_text_features():
     assert {"step", "answer_is"} <= tf.markers("Step 1: x\nThe answer is 3.")
     assert tf.ngram_jaccard("a b c", "a b c") == 1.0 and tf.ngram_jaccard("a b", "c d") == 0.0
     assert tf.normalised_code("```python\ndef f():  # hi\n\n    return 1\n```") == "def f():\nreturn 1"
+
+
+def _ceiling_run(seed: int, student: str, groups: int = 80) -> DiagnosisInputs:
+    """``groups`` stories, each an original and two perturbed variants (2 pairs per group), the
+    teacher near its ceiling (item logits around 2.9 on originals, 2.2 on variants: about 0.94 and
+    0.89). ``student``: "excess" matches the teacher on originals and loses 30 points more on the
+    variants; "behind" is 1.8 logits behind the teacher on every item (the uniformly-behind trap)."""
+    rng = np.random.default_rng(seed)
+    items, teacher, student_out, tv, sv = [], {}, {}, {}, {}
+    for g in range(groups):
+        base = rng.normal(3.2, 0.8)
+        for variant in ("original", "numbers", "distractor"):
+            iid = f"g{g:03d}-{variant}"
+            items.append(Item(iid, f"Story {g} ({variant}).", 7, "numeric", {}, f"g{g:03d}", variant))
+            logit_t = base - (0.0 if variant == "original" else 0.9) + rng.normal(0, 0.3)
+            p_t = 1 / (1 + np.exp(-logit_t))
+            if student == "excess":
+                p_s = p_t - 0.01 if variant == "original" else max(0.02, p_t - 0.31)
+            else:
+                p_s = 1 / (1 + np.exp(-(logit_t - 1.8)))
+            for outputs, verdicts, p in ((teacher, tv, p_t), (student_out, sv, p_s)):
+                ok = bool(rng.random() < p)
+                answer = "7" if ok else "8"
+                outputs[iid] = ModelOutput(iid, f"Step 1: 3 + 4 = 7.\nThe answer is {answer}.")
+                verdicts[iid] = Verdict(ok, answer)
+    return DiagnosisInputs(items, student_out, sv, teacher, tv, seed=seed)
+
+
+def test_large_excess_drop_near_the_ceiling_fails():
+    """160 pairs, teacher near its ceiling, a 30-point excess drop: the uniform-shift guard lets
+    it fail (the issue-13 run where the old rule only warned is in test_diagnosis_scenarios.py)."""
+    verdicts = []
+    for seed in range(5):
+        d = check_finding(probe.run(_ceiling_run(seed, "excess")))
+        p = d["metrics"]["perturbation"]
+        assert p["n_pairs"] == 160 and p["teacher_original"] >= 0.85
+        verdicts.append(d["verdict"])
+    assert verdicts.count("fail") >= 4, verdicts
+
+
+def test_uniformly_behind_student_near_the_ceiling_does_not_fail():
+    verdicts = [probe.run(_ceiling_run(100 + seed, "behind", groups=200)).verdict for seed in range(10)]
+    assert verdicts.count("fail") <= 1, verdicts

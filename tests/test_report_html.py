@@ -196,3 +196,26 @@ def test_renderers_survive_odd_metric_shapes_and_missing_optional_keys(odd):
     report["accuracy"] = {"n": 3, "teacher": None, "student": 0.5}
     for render in (render_html, render_markdown, render_junit):
         assert render(report)
+
+
+def test_raw_metric_tables_are_folded_under_summary_tests_and_chart():
+    """Issue 13: each finding's full metric table is folded in a <details>, after its summary, its
+    tests and its chart, so the page reads as findings, not as tables of numbers."""
+    import re
+
+    page = render_html(sample_report())
+    sections = re.findall(r'<section class="finding" id="mode-([a-z_]+)">(.*?)</section>', page, re.S)
+    assert sections
+    folded = 0
+    for _mode, body in sections:
+        if "<th>metric</th>" not in body:
+            continue
+        folded += 1
+        details = body.index('<details class="raw"><summary>All metrics (')
+        assert body.index("<th>metric</th>") > details  # the table is inside the fold
+        assert body.index("</p>") < details  # the summary comes first
+        if "<th>test</th>" in body:
+            assert body.index("<th>test</th>") < details
+        if "<svg" in body:
+            assert body.index("<svg") < details
+    assert folded >= 3

@@ -19,10 +19,11 @@ import numpy as np
 
 from distill_doctor import __version__
 from distill_doctor.data import load_items, load_manifest, load_outputs, load_training
-from distill_doctor.data.fingerprint import file_sha256
+from distill_doctor.data.fingerprint import ITEMS_FINGERPRINT, file_sha256, items_sha256
 from distill_doctor.data.outputs import items_from_samples
 from distill_doctor.diagnose.agreement import agreement_block
 from distill_doctor.diagnose.failure_table import failure_table
+from distill_doctor.diagnose.progress import Progress, wanted
 from distill_doctor.errors import InputError
 from distill_doctor.probes import (
     capacity_gap,
@@ -79,8 +80,11 @@ class DiagnosisRequest:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def load_inputs(req: DiagnosisRequest) -> tuple[DiagnosisInputs, dict[str, Any]]:
+def load_inputs(
+    req: DiagnosisRequest, progress: Progress | None = None
+) -> tuple[DiagnosisInputs, dict[str, Any]]:
     """Load and verify everything the request names. Raises InputError on bad input."""
+    progress = progress or Progress(0, enabled=False)
     for flag, path in (("--teacher-model", req.teacher_model), ("--student-model", req.student_model)):
         if path is not None and not Path(path).is_dir():
             raise InputError(f"{flag} must be a model directory (from_pretrained); not found", path=path)
@@ -96,13 +100,13 @@ def load_inputs(req: DiagnosisRequest) -> tuple[DiagnosisInputs, dict[str, Any]]
     req.timings["load_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    progress = not req.quiet
-    student_verdicts = verify_outputs(items, student.outputs, workers=req.workers, progress=progress)
-    teacher_verdicts = (
-        verify_outputs(items, teacher.outputs, workers=req.workers, progress=progress)
-        if teacher is not None
-        else None
-    )
+    bars = wanted(req.quiet)
+    progress.step("verifying the student")
+    student_verdicts = verify_outputs(items, student.outputs, workers=req.workers, progress=bars)
+    teacher_verdicts = None
+    if teacher is not None:
+        progress.step("verifying the teacher")
+        teacher_verdicts = verify_outputs(items, teacher.outputs, workers=req.workers, progress=bars)
     req.timings["verify_s"] = time.perf_counter() - t0
 
     inputs = DiagnosisInputs(
@@ -148,7 +152,9 @@ def load_inputs(req: DiagnosisRequest) -> tuple[DiagnosisInputs, dict[str, Any]]
     return inputs, meta
 
 
-def run_probes(inputs: DiagnosisInputs, probes: tuple[Probe, ...] = PROBES) -> list[Finding]:
+def run_probes(
+    inputs: DiagnosisInputs, probes: tuple[Probe, ...] = PROBES, *, progress: Progress | None = None
+) -> list[Finding]:
     """Run each probe whose inputs are present; the rest are ``skipped`` with the missing flags named.
 
     A probe that crashes on unexpected input is reported as ``skipped`` with the error (and a
@@ -156,6 +162,8 @@ def run_probes(inputs: DiagnosisInputs, probes: tuple[Probe, ...] = PROBES) -> l
     """
     findings = []
     for probe in probes:
+        if progress is not None:
+            progress.step(probe.mode)
         missing = probe.missing(inputs)
         if missing:
             flags = ", ".join(NEED_FLAGS.get(name, name) for name in missing)
@@ -284,6 +292,11 @@ def build_report(
         "primary_suspect": failing[0].mode if failing else None,
         "accuracy": accuracy_block(inputs),
         "inputs": meta,
+        "items_fingerprint": {
+            "sha256": items_sha256(inputs.items),
+            "n": len(inputs.items),
+            "method": ITEMS_FINGERPRINT,
+        },
         "settings": {"seed": inputs.seed, "alpha": inputs.alpha, "multiplicity": "holm"},
         "findings": entries,
         "lm_eval_agreement": agreement,
@@ -300,10 +313,14 @@ def build_report(
 
 def diagnose(req: DiagnosisRequest) -> dict[str, Any]:
     """Load, verify, probe, control false alarms, and return the report dict."""
-    inputs, meta = load_inputs(req)
-    t0 = time.perf_counter()
-    findings = run_probes(inputs)
-    req.timings["probes_s"] = time.perf_counter() - t0
+    progress = Progress(2 + len(PROBES), enabled=wanted(req.quiet))
+    try:
+        inputs, meta = load_inputs(req, progress)
+        t0 = time.perf_counter()
+        findings = run_probes(inputs, progress=progress)
+        req.timings["probes_s"] = time.perf_counter() - t0
+    finally:
+        progress.close()
     adjusted = control_false_alarms(findings, req.alpha)
     attribute_teacher_errors(findings)
     speculative = speculative_readiness(inputs, req)

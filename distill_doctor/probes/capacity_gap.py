@@ -31,12 +31,18 @@ odds, (logit T_hard - logit S_hard) - (logit T_easy - logit S_easy), must be at 
 simultaneous bootstrap CI is reported; near the ceiling it is too wide to require it above 0).
 A student a fixed number of logits behind the teacher everywhere shows a large DiD in accuracy
 where the teacher is near its ceiling on the easy side and little on the log-odds scale; such a
-split gives ``warn`` (tests/test_diagnosis_scenarios.py has a run 1.8 logits behind that failed
-before this rule).
+split gives ``warn``. (superficial_imitation's uniform-shift test on discordant items was tried
+here and dropped: a distilled student is right mostly where its teacher is, so on both sides
+nearly every discordant item is teacher-only and the split saturates; on the capacity_gap organism,
+17% vs 100% on the hard side and 56% vs 85% on the easy side, it read -0.18 logits and missed the
+planted collapse, while the aggregate log-odds DiD reads +3.98.)
 A DiD point estimate above 0.15 with Holm-adjusted p < alpha and a simultaneous CI lower
 bound above 0.05 that misses one of these gives ``warn``. (A uniformly weaker student, one
 logit behind everywhere, still shows a small positive DiD on the probability scale where the
 teacher nears its ceiling; these bounds keep that from reading as a collapse.)
+With no split to test (no tag or prompt length that divides the items into two sides) the probe
+tested nothing and is ``skipped`` with that reason, never ``pass`` (a gate's ``required = true``
+then fails on it).
 Gap closure per slice is reported as S / T (no base-model accuracy is known).
 Only unperturbed items count (``variant`` absent or ``original``): perturbed variants measure
 robustness, which is superficial_imitation's question.
@@ -45,9 +51,13 @@ Capacity, not derailment: when most of the student's extra failures on the hard 
 (teacher right, student wrong) are degenerate outputs (a repetition loop, no final answer,
 a truncated or script-switching ending; :func:`exposure_bias.degeneration`), the student is
 not missing the skill so much as losing the thread of its own long generations: that is
-exposure bias's signature, so a ``fail`` here is lowered to ``warn`` and the summary points
-there. Needs at least ``MIN_DEGENERATE_BASE`` such items and a degenerate share of at least
-``DEGENERATE_SHARE``.
+exposure bias's signature, so a ``fail`` here is lowered to ``warn`` (a ``warn`` stays one) and
+the summary points there (``hard_failures_degenerate.deferred_to = "exposure_bias"``). Needs at least
+``MIN_DEGENERATE_BASE`` such items and a degenerate share of at least ``DEGENERATE_SHARE``.
+Degenerate means what exposure_bias counts (:func:`exposure_bias.student_degeneration`): a
+derivation cut off before its answer counts even when a last-number fallback extracted a number
+(before, only outputs with no extracted answer counted, and such a slice failed here and became the
+primary suspect ahead of exposure bias).
 """
 
 from __future__ import annotations
@@ -369,8 +379,9 @@ def run(inputs: DiagnosisInputs) -> Finding:
     degenerate_collapse = (
         derail is not None and derail["n"] >= MIN_DEGENERATE_BASE and derail["share"] >= DEGENERATE_SHARE
     )
-    if verdict == "fail" and degenerate_collapse:
+    if verdict in ("fail", "warn") and degenerate_collapse:
         verdict = "warn"
+        derail["deferred_to"] = "exposure_bias"
         summary = (
             f"The student's gap to the teacher grows where {chosen['split']} "
             f"(DiD {chosen['estimate']:+.2f}), but {derail['k']} of its {derail['n']} extra failures there "
@@ -399,8 +410,14 @@ def run(inputs: DiagnosisInputs) -> Finding:
             f"The student's gap to the teacher grows where {chosen['split']} "
             f"(DiD {chosen['estimate']:+.2f}), but not clearly enough for a fail; watch the hard slice."
         )
-    elif n == 0:
-        summary = "No items scored for both models; no capacity gap can be measured."
+    elif not candidates:
+        verdict = "skipped"
+        summary = (
+            "Skipped: no easy/hard split to test (no items scored for both models)."
+            if n == 0
+            else f"Skipped: no easy/hard split to test on {n} items (no tag or prompt length with two "
+            "values on both sides): add a numeric difficulty tag to the items."
+        )
     else:
         gap = float(d.mean())
         summary = (
@@ -434,26 +451,23 @@ def run(inputs: DiagnosisInputs) -> Finding:
         summary=summary,
         metrics=metrics,
         evidence=evidence,
-        guardrail=GUARDRAIL if verdict != "pass" else "",
+        guardrail=GUARDRAIL if verdict in ("warn", "fail") else "",
         tests=tests,
         p_value=chosen["p_adjusted"] if chosen else None,
         n=n,
+        skipped_reason=summary.removeprefix("Skipped: ") if verdict == "skipped" else None,
     )
 
 
 def _degenerate_share(inputs: DiagnosisInputs, failed_ids: list[str]) -> dict[str, Any]:
-    """How many of the student's hard-side failures (teacher right) are degenerate outputs."""
-    from distill_doctor.probes.exposure_bias import degeneration
+    """How many of the student's hard-side failures (teacher right) are degenerate outputs, by
+    exposure_bias's own definition (a cut-off derivation counts even when a number was extracted)."""
+    from distill_doctor.probes.exposure_bias import student_degeneration
 
-    items = {it.id: it for it in inputs.items}
-    k = 0
-    for i in failed_ids:
-        is_code = items[i].verifier_kind == "code"
-        answer_missing = inputs.student_verdicts[i].answer is None
-        if degeneration(inputs.student[i].output, answer_missing, is_code=is_code):
-            k += 1
+    signs = student_degeneration(inputs, failed_ids)
+    k = sum(bool(signs[i]) for i in failed_ids)
     n = len(failed_ids)
-    return {"k": k, "n": n, "share": json_float(k / n) if n else None}
+    return {"k": k, "n": n, "share": json_float(k / n) if n else None, "deferred_to": None}
 
 
 PROBE = Probe(

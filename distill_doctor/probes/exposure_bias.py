@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import ttest_ind
 
-from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
+from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest, skipped
 from distill_doctor.probes.text_features import (
     cut_off_in_reasoning,
     explicit_answer_format,
@@ -143,6 +143,30 @@ def degeneration(text: str | None, answer_missing: bool, *, is_code: bool) -> li
     return signs
 
 
+def student_degeneration(inputs: DiagnosisInputs, ids: list[str]) -> dict[str, list[str]]:
+    """This probe's degeneration signs of the student's outputs on ``ids``, by item id.
+
+    The same definition :func:`run` uses, so other probes (capacity_gap's degenerate-collapse rule)
+    count exactly what this probe counts: "no final answer" includes a reasoning-length output
+    without an answer marker in a run whose teacher marks its answers (a derivation cut off mid-way,
+    where a last-number fallback still extracts a number). The convention is read from the
+    teacher's outputs on every scored item, as in :func:`run`.
+    """
+    if inputs.teacher is None:
+        return {}
+    items = {it.id: it for it in inputs.items}
+    scored = [i for i in inputs.scored_ids() if i in inputs.teacher and i in inputs.student]
+    explicit = _explicit_convention(
+        [inputs.teacher[i].output for i in scored], [items[i].verifier_kind == "code" for i in scored]
+    )
+    out = {}
+    for i in ids:
+        text, answer = inputs.student[i].output, inputs.student_verdicts[i].answer
+        is_code = items[i].verifier_kind == "code"
+        out[i] = degeneration(text, _answer_missing(text, answer, explicit), is_code=is_code)
+    return out
+
+
 def _explicit_convention(teacher_texts: list[str], is_code: list[bool]) -> bool:
     """Whether the teacher marks its final answers explicitly (boxed, ####, "answer is") in >= 80% of outputs."""
     texts = [x for x, c in zip(teacher_texts, is_code) if not c]
@@ -224,11 +248,9 @@ def run(inputs: DiagnosisInputs) -> Finding:
     ids = [i for i in inputs.scored_ids() if inputs.teacher and i in inputs.teacher and i in inputs.student]
     items = {it.id: it for it in inputs.items}
     n = len(ids)
-    if n == 0:
-        return Finding(MODE, "pass", "No item has both a teacher and a student output to compare.", n=0)
     tv, sv = inputs.teacher_verdicts, inputs.student_verdicts
-    if tv is None:
-        return Finding(MODE, "pass", "No teacher verdicts to compare against.", n=0)
+    if n == 0 or tv is None:  # nothing tested: never a pass
+        return skipped(MODE, "no item has both a teacher and a student output to compare")
     is_code = [items[i].verifier_kind == "code" for i in ids]
     t_text = [inputs.teacher[i].output for i in ids]
     s_text = [inputs.student[i].output for i in ids]

@@ -19,19 +19,47 @@ teacher on the same pairs; and a cluster bootstrap (by group, 2,000 replicates) 
 student_drop - teacher_drop. The primary p-value is the larger of the McNemar and sign-flip
 p-values (an intersection-union test: a fail needs both).
 
-Fail needs >= 20 pairs, both p-values < alpha with more breaks than repairs, the
-drop-difference CI lower bound > 0.15, teacher-like style (style score >= 0.5) and a student
-that looks competent on the originals (accuracy >= 50%, or >= 75% of a weaker teacher's), and a
-larger drop on the log-odds scale too: the cluster-bootstrap CI of
-(logit S_orig - logit S_pert) - (logit T_orig - logit T_pert) (smoothed log odds) above 0. A
-student a fixed number of logits behind the teacher on every item loses more accuracy than the
-teacher on variants that are harder for both, without being less robust (of 12 generated clean
-runs 1.8 logits behind, 3 failed here before this rule and 1 after). Otherwise the drop is
-reported as
-``warn`` (a student that does not imitate, or fails the originals too, has another problem). Without perturbation pairs the probe is at most ``warn`` (a capacity-limited
-student also looks like its teacher and fails): warn when the style score >= 0.6, the
-teacher is at least 50% accurate, the student reaches at most half the teacher's accuracy
-on >= 20 items, and its failing outputs are as teacher-like as its passing ones.
+Is the extra drop more than a weaker student's? A student a fixed number of logits behind the
+teacher on every item (logit S_i = logit T_i - delta) loses more *accuracy* than the teacher on
+variants that are harder for both, without being any less robust; the drop difference alone cannot
+tell the two apart. The uniform-shift test removes every item's difficulty the way conditional
+logistic regression does: on an item where exactly one model is right, the chance that it is the
+teacher is p_T (1 - p_S) / (p_T (1 - p_S) + p_S (1 - p_T)) = sigmoid(delta) whatever the item's
+difficulty. So under "uniform shift" the teacher-only / student-only split of the discordant items
+is the same on originals and on perturbed variants, and its log odds, shift =
+log((c + 1/2) / (b + 1/2)) (c = teacher-only, b = student-only), estimates delta on each side. The
+excess shift = shift_perturbed - shift_original is the student's extra loss on variants in logits
+beyond what a uniformly weaker student would show; it does not depend on where the teacher sits
+(near its ceiling, the aggregate log odds of 0.94 vs 0.90 are too noisy to test, which is why a
+rule on them lost a real 30-point excess drop). Inference: a cluster bootstrap by group (2,000
+replicates; the original and its variants share a story) gives the CI, and the one-sided p-value is
+the share of replicates with an excess shift <= 0. Limitation: where the student is right almost
+only where the teacher is (student-only counts near 0 on both sides, common after distillation), the
+split saturates and the excess shift mostly compares the teacher-only counts; capacity_gap dropped
+this test for that reason (its docstring has the case).
+
+Fail needs >= 20 pairs; the McNemar and sign-flip p-values both < alpha with more breaks than
+repairs (the primary p-value is the larger of the two, an intersection-union test, and enters the
+diagnosis's Holm family); a practically large drop difference (point estimate >= 0.15 with its CI
+above 0); the guard against a uniformly weaker student: uniform-shift p < alpha and an excess shift
+of at least ``SHIFT_MARGIN`` logits; teacher-like style (style score >= 0.5); and a student that
+looks competent on the originals (accuracy >= 50%, or >= 75% of a weaker teacher's). The guard is a
+condition at alpha rather than a member of the Holm family: on a uniformly weaker student the
+primary hypothesis (the student loses more accuracy) is true, so only the guard protects against
+that trap, and folding its p-value into Holm (7 probe tests) downgraded a validation run with a
+26-point excess drop (guard p = 0.037) to ``warn``. Its one-sided level alpha bounds the trap's false fails at 5% of the runs
+that meet every other condition. The power it leaves is set by the discordant originals: near
+the teacher's ceiling few originals split the two models, which widens the excess shift's CI (a
+run with 25 discordant originals and a 30-point excess drop gets p = 0.06 and stays ``warn``).
+The aggregate log-odds difference (logit S_orig - logit S_pert) - (logit T_orig - logit T_pert)
+is still reported. Before/after numbers: bench/results/diagnosis_validation.md and the README.
+A large significant drop that a uniform shift explains is ``warn`` (a weaker student, not a
+superficial one), as is one from a student that does not imitate or fails the originals too (it
+has another problem). Without perturbation pairs the probe has nothing to test and is ``skipped``
+(unless the style-only warn below fires: a capacity-limited student also looks like its teacher and
+fails): warn when the style score >= 0.6, the teacher is at least 50% accurate, the student reaches
+at most half the teacher's accuracy on >= 20 items, and its failing outputs are as teacher-like as
+its passing ones.
 """
 
 from __future__ import annotations
@@ -56,6 +84,8 @@ MIN_PAIRS = 20
 MARGIN = 0.15
 STYLE_FAIL = 0.5
 STYLE_WARN = 0.6
+SHIFT_MARGIN = 0.5  # logits: the student loses at least this much more on variants than on originals
+N_BOOT = 2000
 MIN_ORIGINAL = 0.5  # the student must look competent on the familiar form ...
 ORIGINAL_RETENTION = 0.75  # ... or, with a weak teacher, keep 75% of the teacher's accuracy there
 GUARDRAIL = (
@@ -138,6 +168,43 @@ def _drop(orig: np.ndarray, pert: np.ndarray) -> float:
     return float(1 - pert.mean() / o) if o > 0 else float("nan")
 
 
+def _shift(c: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Smoothed log odds that the teacher, not the student, is the one right on a discordant item."""
+    return np.log((c + 0.5) / (b + 0.5))
+
+
+def _uniform_shift(inputs: DiagnosisInputs, pairs: list) -> dict:
+    """The uniform-shift test (module docstring): each item once, originals and perturbed variants
+    apart; per group the counts of teacher-only (c) and student-only (b) items on each side."""
+    tv, sv = inputs.teacher_verdicts or {}, inputs.student_verdicts
+    items: dict[str, tuple[str, bool]] = {}
+    for g, orig, pert, _ in pairs:
+        items[orig] = (g, True)
+        items[pert] = (g, False)
+    names = sorted({g for g, _ in items.values()})
+    index = {g: k for k, g in enumerate(names)}
+    counts = np.zeros((len(names), 4))  # per group: c_orig, b_orig, c_pert, b_pert
+    for i, (g, is_orig) in items.items():
+        t, s = tv[i].passed, sv[i].passed
+        if t != s:
+            counts[index[g], (0 if is_orig else 2) + (0 if t else 1)] += 1
+    c_o, b_o, c_p, b_p = counts.sum(axis=0)
+    excess = float(_shift(c_p, b_p) - _shift(c_o, b_o))
+    rng = np.random.default_rng(inputs.seed + 2)
+    weights = rng.multinomial(len(names), np.full(len(names), 1 / len(names)), size=N_BOOT)  # (B, G)
+    reps = weights @ counts  # (B, 4)
+    excess_b = _shift(reps[:, 2], reps[:, 3]) - _shift(reps[:, 0], reps[:, 1])
+    return {
+        "shift_original": json_float(float(_shift(c_o, b_o))),
+        "shift_perturbed": json_float(float(_shift(c_p, b_p))),
+        "discordant_original": {"teacher_only": int(c_o), "student_only": int(b_o)},
+        "discordant_perturbed": {"teacher_only": int(c_p), "student_only": int(b_p)},
+        "excess_shift": json_float(excess),
+        "excess_shift_ci": json_interval(percentile_ci(excess_b)),
+        "uniform_shift_p": float((1 + np.sum(excess_b <= 0)) / (1 + N_BOOT)),
+    }
+
+
 def _perturbation(inputs: DiagnosisInputs, pairs: list) -> dict:
     tv, sv = inputs.teacher_verdicts or {}, inputs.student_verdicts
     groups = np.array([p[0] for p in pairs], dtype=object)
@@ -164,6 +231,7 @@ def _perturbation(inputs: DiagnosisInputs, pairs: list) -> dict:
 
     log_diff = float(log_odds_drop(so.mean(), sp.mean()) - log_odds_drop(to.mean(), tp.mean()))
     log_diff_ci = percentile_ci(log_odds_drop(m_so, m_sp) - log_odds_drop(m_to, m_tp))
+    shift = _uniform_shift(inputs, pairs)
     # Differential test: D = (So - Sp) - (To - Tp) per pair, summed per group (pairs of a group
     # share an original); one-sided sign-flip test on the group sums (mean 0 when the two
     # models are equally robust).
@@ -202,6 +270,7 @@ def _perturbation(inputs: DiagnosisInputs, pairs: list) -> dict:
         "diff_ci": json_interval(diff_ci),
         "log_odds_diff": json_float(log_diff),
         "log_odds_diff_ci": json_interval(log_diff_ci),
+        **shift,
         "student_breaks": b,
         "student_repairs": c,
         "mcnemar_p": exact_mcnemar(b, c),
@@ -233,7 +302,8 @@ def run(inputs: DiagnosisInputs) -> Finding:
         pert = _perturbation(inputs, pairs)
         broken = pert.pop("_broken_ids")
         teacher_ok = dict(zip([p[2] for p in pairs], pert.pop("_teacher_ok")))
-        # Intersection-union test: a fail needs both tests, so its p-value is the larger one.
+        # Intersection-union test: a fail needs both tests, so its p-value is the larger one. The
+        # uniform-shift test is a guard at alpha (module docstring), not part of the Holm family.
         p_value = max(pert["mcnemar_p"], pert["diff_sign_flip_p"])
         tests.append(
             StatTest(
@@ -255,6 +325,17 @@ def run(inputs: DiagnosisInputs) -> Finding:
                 ci=tuple(pert["diff_ci"]) if None not in pert["diff_ci"] else None,
             )
         )
+        tests.append(
+            StatTest(
+                name="guard, excess shift beyond a uniform logit shift: discordant split, perturbed vs "
+                "original; cluster bootstrap by group (one-sided)",
+                n=pert["n_pairs"],
+                p_value=pert["uniform_shift_p"],
+                effect=pert["excess_shift"],
+                effect_name="shift_perturbed - shift_original (logits)",
+                ci=tuple(pert["excess_shift_ci"]) if None not in pert["excess_shift_ci"] else None,
+            )
+        )
         broken.sort(key=lambda i: not teacher_ok.get(i, False))
         evidence = [
             {
@@ -266,16 +347,20 @@ def run(inputs: DiagnosisInputs) -> Finding:
         ]
 
     lo = pert["diff_ci"][0] if pert else None
-    log_lo = pert["log_odds_diff_ci"][0] if pert else None
-    uniform = log_lo is None or not log_lo > 0  # no larger drop on the log-odds scale
+    # beyond a uniform shift: the excess shift is significant (part of p_value) and large enough
+    uniform = (
+        pert is None
+        or not (pert["excess_shift"] or 0) >= SHIFT_MARGIN
+        or pert["uniform_shift_p"] >= inputs.alpha
+    )
     drops = (
         pert is not None
         and pert["n_pairs"] >= MIN_PAIRS
-        and p_value is not None
-        and p_value < inputs.alpha
+        and max(pert["mcnemar_p"], pert["diff_sign_flip_p"]) < inputs.alpha
         and pert["student_breaks"] > pert["student_repairs"]
+        and (pert["diff"] or 0) >= MARGIN
         and lo is not None
-        and lo > MARGIN
+        and lo > 0
     )
     imitates = (
         style_score is not None
@@ -288,8 +373,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
         verdict = "fail"
     elif drops or (
         pert is not None
-        and p_value is not None
-        and p_value < inputs.alpha
+        and max(pert["mcnemar_p"], pert["diff_sign_flip_p"]) < inputs.alpha
         and (pert["diff"] or 0) > MARGIN
         and pert["student_breaks"] > pert["student_repairs"]
     ):
@@ -323,10 +407,10 @@ def run(inputs: DiagnosisInputs) -> Finding:
     elif verdict == "warn" and pert is not None and drops and uniform:
         summary = (
             f"The student's accuracy drops more than the teacher's under perturbation "
-            f"({pert['student_drop']:.0%} vs {pert['teacher_drop']:.0%}), but not on the log-odds scale "
-            f"(log-odds difference {pert['log_odds_diff']:+.2f}): a student uniformly behind the teacher "
-            "loses more accuracy on variants that are harder for both; a weaker student rather than a "
-            "superficial one. Check the listed variants."
+            f"({pert['student_drop']:.0%} vs {pert['teacher_drop']:.0%}), but no more than a student a fixed "
+            f"number of logits behind the teacher would (excess shift {pert['excess_shift']:+.2f} logits, "
+            f"p = {pert['uniform_shift_p']:.2g}): such a student loses more accuracy on variants that are "
+            "harder for both; a weaker student rather than a superficial one. Check the listed variants."
         )
     elif verdict == "warn" and pert is not None:
         summary = (
@@ -351,7 +435,11 @@ def run(inputs: DiagnosisInputs) -> Finding:
             f"({-(pert['student_drop'] or 0):+.0%}) is in line with the teacher's ({-(pert['teacher_drop'] or 0):+.0%})."
         )
     else:
-        summary = "No sign of superficial imitation (no perturbation pairs: add group/variant items for a real test)."
+        verdict = "skipped"
+        summary = (
+            "Skipped: no perturbation pairs to test (items with group/variant whose original is scored "
+            "for both models); the style-only check found nothing to warn about. Add perturbed variants."
+        )
 
     metrics = {
         "n": n,
@@ -362,6 +450,8 @@ def run(inputs: DiagnosisInputs) -> Finding:
         "fail_rule": {
             "min_pairs": MIN_PAIRS,
             "margin": MARGIN,
+            "diff_ci_low_above": 0.0,
+            "excess_shift_margin": SHIFT_MARGIN,
             "style_fail": STYLE_FAIL,
             "style_warn": STYLE_WARN,
             "min_student_original": MIN_ORIGINAL,
@@ -375,10 +465,11 @@ def run(inputs: DiagnosisInputs) -> Finding:
         summary=summary,
         metrics=metrics,
         evidence=evidence,
-        guardrail=GUARDRAIL if verdict != "pass" else "",
+        guardrail=GUARDRAIL if verdict in ("warn", "fail") else "",
         tests=tests,
         p_value=p_value,
         n=pert["n_pairs"] if pert else n,
+        skipped_reason=summary.removeprefix("Skipped: ") if verdict == "skipped" else None,
     )
 
 

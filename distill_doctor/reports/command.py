@@ -66,7 +66,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_gate(args: argparse.Namespace) -> int:
-    from distill_doctor.reports.gate import evaluate
+    from distill_doctor.reports.gate import evaluate, same_items
     from distill_doctor.reports.junit import Case, junit_xml
     from distill_doctor.reports.policy import load_policy
     from distill_doctor.reports.schema import load_report
@@ -84,6 +84,10 @@ def run_gate(args: argparse.Namespace) -> int:
         check_output_file(args.junit)
     report = load_report(args.report)
     baseline = load_report(args.baseline) if args.baseline is not None else None
+    if baseline is not None and (why := same_items(report, baseline)) is not None:
+        raise InputError(
+            f"refusing the baseline: {why}", path=args.baseline, field="items_fingerprint.sha256"
+        )
     policy = load_policy(args.policy)
     result = evaluate(report, policy, baseline)
 

@@ -4,7 +4,12 @@ Checks (each gives one :class:`CheckResult`; see ``docs/ci.md``):
 - every finding's verdict is no worse than the policy allows (``pass < warn < fail``);
   a required mode must not be ``skipped``;
 - accuracy bounds (``[accuracy]``) and metric thresholds (``[[rules]]``);
-- with a baseline: no mode's verdict got worse; student accuracy did not drop
+- with a baseline (which must be a report on the same items: :func:`same_items`, else the gate
+  refuses it): a verdict regression, per ``baseline.verdicts``: ``"fail"`` (default) fails on a
+  mode that now fails where the baseline did not, ``"any"`` on every regression (pass -> warn
+  too), ``"off"`` never; ``max_verdict`` is not consulted here: it caps each verdict on its own in
+  the verdict checks, so pass -> warn under the default policy passes, and a known failure that
+  ``max_verdict = "fail"`` tolerates still fails the gate when it is new; student accuracy did not drop
   significantly (one-sided two-proportion z-test at ``baseline.alpha``); each
   ``[[baseline.metrics]]`` entry did not get significantly worse, meaning the new
   interval lies entirely on the bad side of the baseline's estimate.
@@ -161,9 +166,34 @@ def _rule_checks(report: dict[str, Any], policy: Policy) -> list[CheckResult]:
     return out
 
 
+def same_items(report: dict[str, Any], baseline: dict[str, Any]) -> str | None:
+    """Why ``baseline`` cannot be compared with ``report`` (None when both are on the same items).
+
+    Both reports must carry ``items_fingerprint.sha256`` (:func:`data.fingerprint.items_sha256`),
+    and the two must be equal: accuracy and verdicts on other items say nothing about a regression.
+    """
+    fingerprints = []
+    for name, rep in (("report", report), ("baseline", baseline)):
+        fp = rep.get("items_fingerprint")
+        sha = fp.get("sha256") if isinstance(fp, dict) else None
+        if not isinstance(sha, str):
+            return (
+                f"the {name} has no items_fingerprint.sha256 (written before distill-doctor recorded "
+                "it): re-run diagnose to compare against it"
+            )
+        fingerprints.append((sha, fp.get("n")))
+    (new_sha, new_n), (old_sha, old_n) = fingerprints
+    if new_sha != old_sha:
+        return (
+            f"the baseline is a report on other items (items_fingerprint.sha256 {old_sha[:12]}... over "
+            f"{old_n} items, this report {new_sha[:12]}... over {new_n}): compare runs on the same items"
+        )
+    return None
+
+
 def _baseline_checks(report: dict[str, Any], baseline: dict[str, Any], policy: Policy) -> list[CheckResult]:
     out = []
-    if policy.baseline_verdicts:
+    if policy.baseline_verdicts != "off":
         for f in report.get("findings") or []:
             mode, new = f.get("mode"), f.get("verdict")
             old_f = finding_for(baseline, mode)
@@ -175,8 +205,16 @@ def _baseline_checks(report: dict[str, Any], baseline: dict[str, Any], policy: P
                         name, "baseline", "skipped", f"not compared (baseline {old or 'absent'}, now {new})"
                     )
                 )
+            elif VERDICT_RANK[new] > VERDICT_RANK[old] and (
+                policy.baseline_verdicts == "any" or new == "fail"
+            ):
+                rule = f"baseline.verdicts = {policy.baseline_verdicts!r}"
+                out.append(
+                    CheckResult(name, "baseline", "failed", f"verdict got worse: {old} -> {new} ({rule})")
+                )
             elif VERDICT_RANK[new] > VERDICT_RANK[old]:
-                out.append(CheckResult(name, "baseline", "failed", f"verdict got worse: {old} -> {new}"))
+                rule = 'baseline.verdicts = "fail": only a new fail fails'
+                out.append(CheckResult(name, "baseline", "passed", f"{old} -> {new} (got worse; {rule})"))
             else:
                 out.append(CheckResult(name, "baseline", "passed", f"{old} -> {new}"))
     if policy.baseline_accuracy:

@@ -267,13 +267,12 @@ def _finding(report: dict[str, Any], f: dict[str, Any]) -> str:
         parts.append(_table(["test", "n", "effect", "estimate", "interval", "p"], rows))
     parts.append(_charts_for(report, f))
     metrics = scalar_metrics(f.get("metrics"))
-    if metrics:
-        parts.append(
-            _table(
-                ["metric", "value"],
-                [[_e(k), f'<span class="num">{_e(fmt_num(v))}</span>'] for k, v in metrics],
-            )
+    if metrics:  # folded: the summary, the tests and the chart tell the story; these are the numbers
+        table = _table(
+            ["metric", "value"],
+            [[_e(k), f'<span class="num">{_e(fmt_num(v))}</span>'] for k, v in metrics],
         )
+        parts.append(f'<details class="raw"><summary>All metrics ({len(metrics)})</summary>{table}</details>')
     evidence = [ev for ev in f.get("evidence") or [] if isinstance(ev, dict)]
     if evidence:
         scored = any("kind" in ev or "score" in ev for ev in evidence)

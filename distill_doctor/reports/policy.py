@@ -19,6 +19,9 @@ from distill_doctor.reports.text import MODE_ORDER
 
 DEFAULT_POLICY = "default_policy.toml"
 MISSING_ACTIONS = ("fail", "pass")
+# [baseline] verdicts: which verdict regressions fail the gate (docs/ci.md). max_verdict caps a
+# verdict on its own; this rule is about the change against the baseline, whatever max_verdict says.
+BASELINE_VERDICT_RULES = ("fail", "any", "off")
 
 
 @dataclass
@@ -66,7 +69,7 @@ class Policy:
     max_gap: float | None = None  # teacher accuracy - student accuracy
     min_n: int | None = None
     rules: list[Threshold] = field(default_factory=list)
-    baseline_verdicts: bool = True
+    baseline_verdicts: str = "fail"  # one of BASELINE_VERDICT_RULES
     baseline_accuracy: bool = True
     baseline_alpha: float = 0.05
     baseline_metrics: list[BaselineMetric] = field(default_factory=list)
@@ -191,7 +194,13 @@ def parse_policy(data: dict[str, Any], source: str) -> Policy:
         policy.rules.append(rule)
 
     base = _Reader(top.get("baseline", (dict,), {}), "baseline", source)
-    policy.baseline_verdicts = base.get("verdicts", (bool,), True)
+    rule = base.get("verdicts", (str, bool), "fail")
+    if isinstance(rule, bool):  # the 0.x spelling: true meant "any" regression, false "off"
+        rule = "any" if rule else "off"
+    if rule not in BASELINE_VERDICT_RULES:
+        choices = ", ".join(map(repr, BASELINE_VERDICT_RULES))
+        base.fail("baseline.verdicts", f"expected one of {choices} (or true/false), got {rule!r}")
+    policy.baseline_verdicts = rule
     policy.baseline_accuracy = base.get("accuracy", (bool,), True)
     policy.baseline_alpha = base.get("alpha", (float,), 0.05)
     policy.baseline_speculative = base.get("speculative", (bool,), True)
