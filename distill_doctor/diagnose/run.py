@@ -102,11 +102,15 @@ def load_inputs(
     t0 = time.perf_counter()
     bars = wanted(req.quiet)
     progress.step("verifying the student")
-    student_verdicts = verify_outputs(items, student.outputs, workers=req.workers, progress=bars)
+    student_verdicts = verify_outputs(
+        items, student.outputs, workers=req.workers, progress=bars, announce=not req.quiet
+    )
     teacher_verdicts = None
     if teacher is not None:
         progress.step("verifying the teacher")
-        teacher_verdicts = verify_outputs(items, teacher.outputs, workers=req.workers, progress=bars)
+        teacher_verdicts = verify_outputs(
+            items, teacher.outputs, workers=req.workers, progress=bars, announce=not req.quiet
+        )
     req.timings["verify_s"] = time.perf_counter() - t0
 
     inputs = DiagnosisInputs(

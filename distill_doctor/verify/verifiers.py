@@ -153,13 +153,14 @@ def verify_outputs(
     workers: int | None = None,
     timeout_s: float = 10.0,
     progress: bool = False,
+    announce: bool = False,
 ) -> dict[str, Verdict]:
     """Verdicts for every item that has an output (keyed by item id, in item order).
 
     Every sample of an output is verified (``sample_texts``) and the item's verdict combines
     them (``combine_samples``). Non-code items are verified inline; code items run in the
     sandbox, ``workers`` at a time (default ``min(4, cpu_count)``), each with a wall-clock
-    ``timeout_s``.
+    ``timeout_s``. ``progress`` shows a bar; ``announce`` says on stderr which isolation runs the code.
     """
     per_sample: dict[str, list[Verdict | None]] = {}
     code_jobs: list[tuple[Item, int, str]] = []
@@ -177,13 +178,13 @@ def verify_outputs(
     if code_jobs:
         n_workers = workers if workers and workers > 0 else default_workers()
         bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
+        if announce:
             from distill_doctor.verify.sandbox import containment
 
             detail = containment()["isolation_detail"]
             print(f"distill-doctor: {len(code_jobs)} code outputs run in the sandbox: {detail}", file=sys.stderr)
+        if progress:
+            from tqdm.auto import tqdm
 
             bar = tqdm(total=len(code_jobs), desc="running code", unit="output", leave=False)
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
