@@ -66,6 +66,12 @@ def register(subparsers) -> None:
     p.add_argument("--output-dir", type=str, help="override the config's output_dir")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="load model, tokenizer and data, print the first training example as one JSON line "
+        '{"input_text": ..., "trained_text": ...} and exit 0 without training',
+    )
     p.set_defaults(func=run)
 
 
@@ -86,6 +92,13 @@ def run(args: argparse.Namespace) -> int:
         resume=True if args.resume else None,
         quiet=True if args.quiet else None,
     )
+    if getattr(args, "dry_run", False):
+        import json
+
+        from distill_doctor.train.prepare import dry_run
+
+        print(json.dumps(dry_run(cfg), ensure_ascii=False))
+        return 0
     try:
         out = run_training(args.method, cfg)
     except TrainingError as err:
