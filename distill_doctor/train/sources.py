@@ -117,6 +117,11 @@ def _load_dataset(spec, path: Path, *, split: str, config_name: str | None):
             suffix = path.suffix.lower()
             if suffix == ".arrow":
                 return datasets.Dataset.from_file(str(path))
+            if suffix == ".csv":  # every cell is text: no guessed numbers, an empty cell stays ""
+                import pandas as pd
+
+                frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+                return datasets.Dataset.from_pandas(frame, preserve_index=False)
             return datasets.load_dataset(_BUILDERS[suffix], data_files=str(path), split="train")
         if path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
             loaded = datasets.load_from_disk(str(path))
