@@ -45,7 +45,11 @@ def trained_spans(tok, labels) -> list[str]:
 
 def test_real_ids_of_the_qwen_vocabulary(toks):
     tok, _ = toks
-    assert tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>"]) == [151643, 151644, 151645]
+    assert tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>"]) == [
+        151643,
+        151644,
+        151645,
+    ]
     assert tok("user")["input_ids"] == [872] and tok("assistant")["input_ids"] == [77091]
     assert end_of_turn_ids(tok) == [151645]
 
@@ -55,9 +59,11 @@ def test_generation_mask_and_prefix_fallback_agree(toks, messages):
     plain, marked = toks
     assert not has_generation_marks(plain) and has_generation_marks(marked)
     a, b = tokenize_chat(plain, messages), tokenize_chat(marked, messages)
-    assert a.input_ids == b.input_ids == plain.apply_chat_template(messages, tokenize=True, return_dict=True)[
-        "input_ids"
-    ]
+    assert (
+        a.input_ids
+        == b.input_ids
+        == plain.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    )
     assert a.labels == b.labels
     expected = [m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant"]
     assert trained_spans(plain, a.labels) == expected
@@ -67,7 +73,9 @@ def test_last_turn_only_and_prompt_for_sampling(toks):
     tok, _ = toks
     chat = tokenize_chat(tok, MULTI, turns="last")
     assert trained_spans(tok, chat.labels) == ["4<|im_end|>"]
-    assert tok.decode(chat.sample_prompt).endswith("<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n")
+    assert tok.decode(chat.sample_prompt).endswith(
+        "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert chat.input_ids[: len(chat.sample_prompt)] == chat.sample_prompt
 
 

@@ -84,11 +84,20 @@ def prepare_student(model, cfg: TrainConfig):
     if cfg.disable_dropout:
         disable_dropout(model)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False  # sampling still passes use_cache=True explicitly
+        enable_checkpointing(model)
     if cfg.use_peft:
         model = add_lora(model, cfg)
     return model
+
+
+def enable_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing (transformers >= 5.2x name, the older one before)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False  # sampling still passes use_cache=True explicitly
 
 
 def add_lora(model, cfg: TrainConfig):

@@ -111,7 +111,9 @@ def _render_start(tokenizer) -> list[int]:
         return []
 
 
-def _mask_by_generation(tokenizer, messages, trained: list[int], example_id: str) -> tuple[list[int], list[bool]]:
+def _mask_by_generation(
+    tokenizer, messages, trained: list[int], example_id: str
+) -> tuple[list[int], list[bool]]:
     out = tokenizer.apply_chat_template(
         list(messages), tokenize=True, return_dict=True, return_assistant_tokens_mask=True
     )
@@ -142,7 +144,9 @@ def _runs(flags: list[bool]) -> list[tuple[int, int]]:
     return runs
 
 
-def tokenize_chat(tokenizer, messages, *, train_from: int = 0, turns: str = "all", example_id: str = "") -> ChatTokens:
+def tokenize_chat(
+    tokenizer, messages, *, train_from: int = 0, turns: str = "all", example_id: str = ""
+) -> ChatTokens:
     """Render ``messages`` with the chat template; labels on the assistant turns from ``train_from`` on.
 
     A conversation without assistant turns (prompt-only) has no labels; its ``sample_prompt`` is the

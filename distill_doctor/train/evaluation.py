@@ -97,5 +97,9 @@ def truncate_eval_metrics(output_dir, step: int) -> None:
     path = output_dir / EVAL_FILE
     if not path.exists():
         return
-    kept = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    kept = [
+        ln
+        for ln in path.read_text(encoding="utf-8").splitlines()
+        if ln.strip() and json.loads(ln)["step"] <= step
+    ]
     atomic_write_text(path, "".join(ln + "\n" for ln in kept))

@@ -22,5 +22,3 @@ def save_merged(peft_model, directory: str | Path, *, in_place: bool = False) ->
     model = peft_model if in_place else copy.deepcopy(peft_model)
     merged = model.merge_and_unload()
     merged.save_pretrained(str(directory))
-
-

@@ -31,9 +31,15 @@ def check_formats(examples: list[Example], cfg: TrainConfig, source: str) -> Non
         cfg.method == "gkd" and cfg.gkd.lmbda < 1.0 and not cfg.gkd.seq_kd
     )
     if no_completion and needs_completions:
-        why = "" if cfg.method != "gkd" else " (gkd with lmbda < 1 and seq_kd: false trains on dataset completions)"
+        why = (
+            ""
+            if cfg.method != "gkd"
+            else " (gkd with lmbda < 1 and seq_kd: false trains on dataset completions)"
+        )
         raise InputError(
-            f"is {no_completion[0].value}: method {cfg.method} needs completions{why}", path=source, field="data"
+            f"is {no_completion[0].value}: method {cfg.method} needs completions{why}",
+            path=source,
+            field="data",
         )
     if RowFormat.TEXT in formats and cfg.method in ("gkd", "skd"):
         raise InputError(
@@ -43,7 +49,9 @@ def check_formats(examples: list[Example], cfg: TrainConfig, source: str) -> Non
         )
 
 
-def prepare_data(cfg: TrainConfig, tokenizer, *, data: str | None = None, split: str | None = None) -> PreparedData:
+def prepare_data(
+    cfg: TrainConfig, tokenizer, *, data: str | None = None, split: str | None = None
+) -> PreparedData:
     """Examples and token rows of ``data`` (default: the config's training data and split)."""
     from distill_doctor.train.chat import apply_template_choice
 
