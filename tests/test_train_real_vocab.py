@@ -3,6 +3,7 @@ paths, --dry-run, LoRA, gradient checkpointing, evaluation, trackers and diagnos
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 from train_helpers import read_metrics
 
+from distill_doctor.errors import InputError
 from distill_doctor.train import TrainConfig, run_training
 
 QUESTIONS = [("What is 2+3?", "5"), ("Name a colour.", "Blue."), ("Say hi.", "Hi!"), ("3*3?", "9")]
@@ -95,6 +97,9 @@ def test_topk_cache_at_152k(qwen152k, chat_data, tmp_path):
     )
     run = cfg(qwen152k, chat_data, tmp_path / "run", "logit_kd", teacher=None, topk_cache=str(cache))
     assert [m["step"] for m in read_metrics(run_training("logit_kd", run))] == [1, 2]
+    plain = dataclasses.replace(run, output_dir=str(tmp_path / "plain"), chat_template="plain")
+    with pytest.raises(InputError, match="tokenised differently"):
+        run_training("logit_kd", plain)
 
 
 def test_dry_run_prints_the_templated_example_and_its_trained_tokens(qwen152k, chat_data, tmp_path):

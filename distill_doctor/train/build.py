@@ -156,6 +156,12 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate.utils import DistributedType
 
     trackers = {} if cfg.report_to == "none" else {"log_with": cfg.report_to, "project_dir": cfg.output_dir}
+    if cfg.report_to != "none":
+        from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+        available = is_tensorboard_available if cfg.report_to == "tensorboard" else is_wandb_available
+        if not available():
+            raise InputError(f"needs the {cfg.report_to} package: pip install {cfg.report_to}", field="report_to")
     try:
         accelerator = Accelerator(mixed_precision=cfg.mixed_precision, **trackers)
     except ValueError as err:
