@@ -59,3 +59,15 @@ def test_prompt_only_data_suits_on_policy_methods(tmp_path):
     check_formats(examples, cfg("gkd", gkd={"lmbda": 1.0}), "d.jsonl")
     check_formats(examples, cfg("gkd", gkd={"seq_kd": True}), "d.jsonl")
     check_formats(examples, cfg("skd"), "d.jsonl")
+
+
+def test_eval_split_of_a_single_file_is_refused(tmp_path, tok):
+    from distill_doctor.train.prepare import prepare_data
+
+    path = write(tmp_path, [{"prompt": "1+1=", "response": "2"}])
+    cfg_eval = TrainConfig(
+        method="sft", student="s", data=str(path), output_dir="o", eval_split="test", eval_steps=1
+    )
+    with pytest.raises(InputError, match="single file") as info:
+        prepare_data(cfg_eval, tok, split="test")
+    assert info.value.field == "eval_split"

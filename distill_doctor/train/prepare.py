@@ -53,10 +53,20 @@ def prepare_data(
     cfg: TrainConfig, tokenizer, *, data: str | None = None, split: str | None = None
 ) -> PreparedData:
     """Examples and token rows of ``data`` (default: the config's training data and split)."""
+    from pathlib import Path
+
     from distill_doctor.train.chat import apply_template_choice
 
     source = data or cfg.data
-    examples = read_examples(source, split=split or cfg.dataset_split, config_name=cfg.dataset_config)
+    split = split or cfg.dataset_split
+    if Path(source).expanduser().is_file() and split != "train":
+        # A single file has one split: reading it for another would silently evaluate on training rows.
+        raise InputError(
+            f"{source} is a single file (one split); splits other than train exist only in saved datasets "
+            "and dataset names: use eval_data for a held-out file",
+            field="eval_split" if split == cfg.eval_split else "dataset_split",
+        )
+    examples = read_examples(source, split=split, config_name=cfg.dataset_config)
     check_formats(examples, cfg, source)
     plain = apply_template_choice(tokenizer, cfg.chat_template)
     rows = tokenize_all(
