@@ -1,8 +1,9 @@
-"""Training data: read prompt/response pairs, tokenise with response-only labels, order, pack, collate.
+"""Training data: read rows (``sources.py``), tokenise with labels on what is learned, order, pack, collate.
 
 Labels are aligned with ``input_ids`` (``labels[t]`` is the token at ``t`` or ``-100``); the loss
 shifts them (position ``t`` predicts ``labels[t + 1]``). Prompt tokens are ``-100``: only the
-response (and its closing EOS) is learned.
+response (and its closing EOS) is learned; conversations are rendered with the chat template and
+only the assistant turns are learned (``chat.py``); language-modelling text is learned whole.
 
 Packing (``packing: true``, sft only) concatenates examples into rows of ``max_len`` tokens. So
 that neither attention nor loss crosses examples, each packed row carries segment ids: the
