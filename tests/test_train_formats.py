@@ -71,3 +71,26 @@ def test_eval_split_of_a_single_file_is_refused(tmp_path, tok):
     with pytest.raises(InputError, match="single file") as info:
         prepare_data(cfg_eval, tok, split="test")
     assert info.value.field == "eval_split"
+
+
+def test_disable_dropout_also_silences_attention_dropout():
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from distill_doctor.train.build import disable_dropout
+
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        attention_dropout=0.5,
+    )
+    model = Qwen2ForCausalLM(config).train()
+    ids = torch.arange(12)[None]
+    assert not torch.equal(model(ids).logits, model(ids).logits)  # dropout is really on
+    disable_dropout(model)
+    assert torch.equal(model(ids).logits, model(ids).logits)

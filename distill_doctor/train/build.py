@@ -77,6 +77,11 @@ def disable_dropout(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+        # Llama/Qwen-style attention applies ``self.attention_dropout`` inside the kernel, not a Dropout module.
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+    if isinstance(getattr(model.config, "attention_dropout", None), float):
+        model.config.attention_dropout = 0.0
 
 
 def prepare_student(model, cfg: TrainConfig):
