@@ -426,7 +426,22 @@ def tracker_config(cfg: TrainConfig) -> dict:
 
 
 # Changing these between a checkpoint and its resumption would silently change the data order or batches.
-RESUME_FIXED = ("method", "data", "seed", "batch_size", "grad_accum", "max_len", "packing")
+RESUME_FIXED = (
+    "method",
+    "data",
+    "seed",
+    "batch_size",
+    "grad_accum",
+    "max_len",
+    "packing",
+    "dataset_split",
+    "dataset_config",
+    "chat_template",
+    "train_turns",
+    "use_peft",
+    "lora_r",
+    "lora_target_modules",
+)
 
 
 def _check_resume_config(saved: dict, cfg: TrainConfig, checkpoint: Path) -> None:
