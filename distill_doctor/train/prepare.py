@@ -69,9 +69,14 @@ def prepare_data(
     examples = read_examples(source, split=split, config_name=cfg.dataset_config)
     check_formats(examples, cfg, source)
     plain = apply_template_choice(tokenizer, cfg.chat_template)
-    rows = tokenize_all(
-        tokenizer, examples, cfg.max_len, source=source, plain_chat=plain, turns=cfg.train_turns
-    )
+    try:
+        rows = tokenize_all(
+            tokenizer, examples, cfg.max_len, source=source, plain_chat=plain, turns=cfg.train_turns
+        )
+    except InputError as err:
+        if err.path is not None:
+            raise
+        raise InputError(err.message, path=source, field=err.field) from None
     conversational = not plain and any(ex.messages is not None for ex in examples)
     return PreparedData(examples, rows, conversational)
 
@@ -97,6 +102,7 @@ def describe_row(tokenizer, row: TokenizedExample) -> dict:
 def dry_run(cfg: TrainConfig) -> dict:
     """Load student, tokenizer and data as a run would; return the first example (nothing is trained)."""
     from distill_doctor.train.build import (
+        hf_progress_bars,
         load_model,
         load_tokenizer,
         model_options,
@@ -104,8 +110,9 @@ def dry_run(cfg: TrainConfig) -> dict:
         student_tokenizer,
     )
 
-    load_model(cfg.student, field_name="student", dtype=student_dtype(cfg), **model_options(cfg))
-    tokenizer = student_tokenizer(cfg)
+    with hf_progress_bars(False):
+        load_model(cfg.student, field_name="student", dtype=student_dtype(cfg), **model_options(cfg))
+        tokenizer = student_tokenizer(cfg)
     if cfg.teacher:
         teacher_tok = load_tokenizer(cfg.teacher, field_name="teacher")
         if teacher_tok.get_vocab() != tokenizer.get_vocab():
