@@ -44,7 +44,10 @@ def register(subparsers) -> None:
         help="train a student by distillation (sft, logit_kd, gkd, skd)",
         description="Train a student with one distillation method. Settings come from a YAML config; "
         "--set overrides any field (dotted for groups).",
-        epilog="config fields:\n" + fields,
+        epilog="config fields:\n"
+        + fields
+        + "\n\nTRL / transformers names are accepted for the same settings (model_name_or_path, "
+        "learning_rate, per_device_train_batch_size, bf16, lmbda, ...): see docs/training.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
