@@ -108,3 +108,11 @@ def test_unknown_nested_field_suggests_the_close_name(tmp_path):
     with pytest.raises(InputError, match="did you mean 'lmbda'") as info:
         load_config(path, method="gkd")
     assert info.value.field == "gkd.lambda"
+
+
+def test_shipped_chat_lora_config_is_valid():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "sft_chat_lora.yaml"
+    cfg = load_config(path, method="sft")
+    assert cfg.use_peft and cfg.gradient_checkpointing and cfg.torch_dtype == "bfloat16"
