@@ -30,8 +30,10 @@ def pick(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 def _cache_argument(model) -> str:
     """The forward argument that takes the KV cache: ``cache`` in transformers >= 5.2x, before that
     ``past_key_values`` (deprecated since, and to be removed in 5.40)."""
-    forward = getattr(model, "module", model).forward  # a DDP wrapper's forward takes **kwargs
-    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+    inner = getattr(model, "module", model)  # a DDP wrapper's forward takes **kwargs
+    if hasattr(inner, "get_base_model"):  # so does a peft model's, which passes them on to its base model
+        inner = inner.get_base_model()
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 def _cache_of(out):
