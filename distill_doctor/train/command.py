@@ -47,7 +47,10 @@ def register(subparsers) -> None:
         help="train a student by distillation (sft, logit_kd, gkd, skd)",
         description="Train a student with one distillation method. Settings come from a YAML config; "
         "--set overrides any field (dotted for groups).",
-        epilog="config fields:\n" + fields,
+        epilog="config fields:\n"
+        + fields
+        + "\n\nTRL / transformers names are accepted for the same settings (model_name_or_path, "
+        "learning_rate, per_device_train_batch_size, bf16, lmbda, ...): see docs/training.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -69,6 +72,12 @@ def register(subparsers) -> None:
     p.add_argument("--output-dir", type=str, help="override the config's output_dir")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="load model, tokenizer and data, print the first training example as one JSON line "
+        '{"input_text": ..., "trained_text": ...} and exit 0 without training',
+    )
     p.set_defaults(func=run)
 
 
@@ -89,6 +98,13 @@ def run(args: argparse.Namespace) -> int:
         resume=True if args.resume else None,
         quiet=True if args.quiet else None,
     )
+    if getattr(args, "dry_run", False):
+        import json
+
+        from distill_doctor.train.prepare import dry_run
+
+        print(json.dumps(dry_run(cfg), ensure_ascii=False))
+        return 0
     try:
         out = run_training(args.method, cfg)
     except TrainingError as err:

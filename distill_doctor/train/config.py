@@ -13,6 +13,7 @@ naming the config file and the dotted field, e.g. ``cfg.yaml: field 'loss.beta':
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ METHODS = ("sft", "logit_kd", "gkd", "skd")
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tv")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+TURNS = ("all", "last")
+TRACKERS = ("none", "tensorboard", "wandb")
 
 
 def _f(default: Any, help: str, **kw) -> Any:
@@ -127,7 +131,38 @@ class TrainConfig:
     method: str = _f("sft", f"training method, one of {', '.join(METHODS)}")
     student: str = _f("", "student model directory (from_pretrained), e.g. a randomly initialised tiny model")
     teacher: str | None = _f(None, "teacher model directory (logit_kd without topk_cache, gkd, skd)")
-    data: str = _f("", "training JSONL: {prompt, response} per line (or chat 'messages')")
+    data: str = _f(
+        "",
+        "training data: a .jsonl/.json/.parquet/.arrow/.csv file, a save_to_disk folder or a dataset name; "
+        "rows in a TRL format (text, messages, prompt + completion/response, prompt alone)",
+    )
+    dataset_split: str = _f("train", "split of a saved dataset folder or dataset name to train on")
+    dataset_config: str | None = _f(None, "configuration name passed to datasets.load_dataset")
+    chat_template: str | None = _f(
+        None,
+        "conversations: null = the tokenizer's chat template (none: refused), a Jinja file replacing it, "
+        "or 'plain' for 'role: content' text",
+    )
+    train_turns: str = _f("all", f"conversations: which assistant turns carry loss, one of {', '.join(TURNS)}")
+    eval_data: str | None = _f(None, "held-out data (same sources and formats as data) for eval loss and KL")
+    eval_split: str | None = _f(None, "held-out split of data (a saved dataset or dataset name), e.g. test")
+    eval_steps: int = _f(0, "evaluate every N optimizer steps (0 = never); the best checkpoint goes to best/")
+    torch_dtype: str = _f(
+        "float32", f"dtype the student is loaded in, one of {', '.join(DTYPES)} (the teacher follows autocast)"
+    )
+    attn_implementation: str | None = _f(None, "attention kernel: eager, sdpa, flash_attention_2 (null = default)")
+    revision: str | None = _f(None, "model revision (branch, tag or commit) for hub names")
+    trust_remote_code: bool = _f(False, "allow model code from the checkpoint (hub models with custom code)")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory, more compute")
+    disable_dropout: bool = _f(True, "set every dropout of the student (and teacher) to 0, as TRL does")
+    use_peft: bool = _f(False, "train LoRA adapters (peft) on the student instead of all its weights")
+    lora_r: int = _f(16, "LoRA rank")
+    lora_alpha: int = _f(32, "LoRA scaling numerator (scale = lora_alpha / lora_r)")
+    lora_dropout: float = _f(0.0, "dropout on the LoRA input")
+    lora_target_modules: str = _f(
+        "all-linear", "modules that get adapters: all-linear, or comma-separated names (q_proj,v_proj)"
+    )
+    report_to: str = _f("none", f"metrics trackers through accelerate, one of {', '.join(TRACKERS)}")
     output_dir: str = _f("", "where the final model, resolved config, metrics.jsonl and checkpoints go")
     seed: int = _f(0, "seed for initial RNG states, data order and sampling")
     steps: int = _f(100, "optimizer steps (ignored when epochs is set)")
@@ -198,6 +233,17 @@ class TrainConfig:
             f"must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}",
         )
         _check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+        _check(self.train_turns in TURNS, "train_turns", f"must be one of {', '.join(TURNS)}, got {self.train_turns!r}")
+        _check(self.torch_dtype in DTYPES, "torch_dtype", f"must be one of {', '.join(DTYPES)}, got {self.torch_dtype!r}")
+        _check(self.report_to in TRACKERS, "report_to", f"must be one of {', '.join(TRACKERS)}, got {self.report_to!r}")
+        _check(self.eval_steps >= 0, "eval_steps", f"must be >= 0, got {self.eval_steps}")
+        _check(
+            not (self.eval_data and self.eval_split), "eval_split", "set eval_data or eval_split, not both"
+        )
+        _check(self.lora_r >= 1, "lora_r", f"must be >= 1, got {self.lora_r}")
+        _check(0.0 <= self.lora_dropout < 1.0, "lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        if self.eval_steps:
+            _check(bool(self.eval_data or self.eval_split), "eval_steps", "needs eval_data or eval_split")
         needs_teacher = self.method in ("gkd", "skd") or (self.method == "logit_kd" and not self.topk_cache)
         if needs_teacher:
             _check(
@@ -283,13 +329,107 @@ def _finite(value: float, name: str) -> float:
 def _build(cls: type, raw: dict, prefix: str = "") -> Any:
     hints = _field_types(cls)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
+    unknown = [str(k) for k in raw if k not in known]  # in file order
     if unknown:
-        raise InputError(
-            f"unknown field; known fields: {', '.join(sorted(known))}", field=prefix + str(unknown[0])
-        )
+        raise InputError(_unknown_message(unknown, known, top=not prefix), field=prefix + unknown[0])
     kwargs = {key: _coerce(value, hints[key], prefix + key) for key, value in raw.items()}
     return cls(**kwargs)
+
+
+def _unknown_message(unknown: list[str], known: set[str], *, top: bool) -> str:
+    """``unknown field (did you mean 'lr'?); also unknown: 'foo' (did you mean 'seed'?)``."""
+    candidates = sorted(known | (set(TRL_ALIASES) | set(METHOD_ALIASES) if top else set()))
+
+    def one(name: str) -> str:
+        close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+        return f" (did you mean {close[0]!r}?)" if close else ""
+
+    text = "unknown field" + one(unknown[0])
+    if len(unknown) > 1:
+        text += "; also unknown: " + ", ".join(f"{name!r}{one(name)}" for name in unknown[1:])
+    if not any(one(name) for name in unknown):
+        text += f"; known fields: {', '.join(sorted(known))}"
+    return text
+
+
+# ----------------------------------------------------------------------------- TRL's names
+
+# TRL / transformers TrainingArguments names accepted for the same concept (docs use ours).
+TRL_ALIASES = {
+    "model_name_or_path": "student",
+    "teacher_model_name_or_path": "teacher",
+    "dataset_name": "data",
+    "dataset_train_split": "dataset_split",
+    "dataset_test_split": "eval_split",
+    "learning_rate": "lr",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "max_steps": "steps",
+    "num_train_epochs": "epochs",
+    "lr_scheduler_type": "schedule",
+    "max_length": "max_len",
+    "max_seq_length": "max_len",
+    "save_steps": "save_every",
+    "save_total_limit": "keep_checkpoints",
+    "logging_steps": "log_every",
+    "dtype": "torch_dtype",
+    "model_revision": "revision",
+    "chat_template_path": "chat_template",
+    "bf16": "mixed_precision",
+    "fp16": "mixed_precision",
+}
+# Names whose home depends on the method (TRL's GKDConfig puts them at the top level).
+METHOD_ALIASES = {
+    "lmbda": {"": "gkd.lmbda"},
+    "seq_kd": {"": "gkd.seq_kd"},
+    "beta": {"gkd": "gkd.beta", "": "loss.beta"},
+    "temperature": {"gkd": "gkd.temperature", "skd": "skd.temperature", "": "loss.temperature"},
+    "max_new_tokens": {"gkd": "gkd.max_new_tokens", "skd": "skd.max_new_tokens", "": "gkd.max_new_tokens"},
+}
+
+
+def alias_target(key: str, method: str | None) -> str | None:
+    """The dotted field a TRL name stands for (None when ``key`` is not an alias)."""
+    if key in TRL_ALIASES:
+        return TRL_ALIASES[key]
+    if key in METHOD_ALIASES:
+        homes = METHOD_ALIASES[key]
+        return homes.get(method or "", homes[""])
+    return None
+
+
+def _alias_value(key: str, value: Any) -> Any:
+    if key in ("bf16", "fp16"):
+        if not isinstance(value, bool):
+            raise InputError(f"must be true or false, got {value!r}", field=key)
+        return key if value else None
+    if key == "lr_scheduler_type" and value == "constant_with_warmup":
+        return "constant"
+    return value
+
+
+def rename_aliases(raw: dict, method: str | None = None) -> dict:
+    """Replace TRL's names by ours (``learning_rate`` -> ``lr``, ``lmbda`` -> ``gkd.lmbda``, ``bf16: true`` ->
+    ``mixed_precision: bf16``); a concept set under two names is an error."""
+    method = raw.get("method", method)
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items() if alias_target(k, method) is None}
+    for key, value in raw.items():
+        target = alias_target(key, method)
+        if target is None:
+            continue
+        value = _alias_value(key, value)
+        if value is None and key in ("bf16", "fp16"):
+            continue
+        *groups, last = target.split(".")
+        node = out
+        for group in groups:
+            child = node.get(group)
+            node[group] = child = dict(child) if isinstance(child, dict) else {}
+            node = child
+        if last in node:
+            raise InputError(f"is set twice, also as {target!r} (one name per setting)", field=key)
+        node[last] = value
+    return out
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -307,11 +447,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Return a copy of the raw config mapping with every ``a.b=value`` override applied."""
+def apply_overrides(raw: dict, overrides: list[str], method: str | None = None) -> dict:
+    """Return a copy of the raw config mapping with every ``a.b=value`` override applied (TRL names too)."""
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for text in overrides:
         parts, value = parse_override(text)
+        target = alias_target(parts[0], raw.get("method", method)) if len(parts) == 1 else None
+        if target is not None:
+            value = _alias_value(parts[0], value)
+            if value is None and parts[0] in ("bf16", "fp16"):
+                continue
+            parts = target.split(".")
         node = out
         for part in parts[:-1]:
             child = node.get(part)
@@ -328,7 +474,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def config_from_dict(raw: dict, *, source: str | Path | None = None) -> TrainConfig:
     """Build and validate a :class:`TrainConfig`; errors name ``source`` and the dotted field."""
     try:
-        return _build(TrainConfig, raw)
+        return _build(TrainConfig, rename_aliases(raw))
     except InputError as err:
         raise InputError(err.message, path=source, field=err.field) from None
 
@@ -374,10 +520,13 @@ def load_config(
             loaded = {}
         if not isinstance(loaded, dict):
             raise InputError("a config file must be a YAML mapping of fields", path=path)
-        raw = _resolve_paths(loaded, path.parent)
+        try:
+            raw = _resolve_paths(rename_aliases(loaded, fields.get("method")), path.parent)
+        except InputError as err:
+            raise InputError(err.message, path=path, line=_line_of(path, err.field), field=err.field) from None
     source = path if path is not None else "--set"
     try:
-        raw = apply_overrides(raw, list(overrides))
+        raw = apply_overrides(raw, list(overrides), fields.get("method"))
     except InputError as err:
         raise InputError(err.message, path=source, field=err.field) from None
     method = fields.get("method")
@@ -415,6 +564,20 @@ def _line_of(path: Path, dotted: str) -> int | None:
         node = yaml.compose(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, RecursionError, ValueError):
         return None
+    if not dotted:
+        return None
+    if "." not in dotted:  # written under a TRL name?
+        names = [dotted] + [a for a in (*TRL_ALIASES, *METHOD_ALIASES) if alias_target(a, None) == dotted]
+    else:
+        names = [dotted] + [a for a in METHOD_ALIASES if dotted in METHOD_ALIASES[a].values()]
+    for name in names:
+        found = _line_of_key(node, name)
+        if found is not None:
+            return found
+    return None
+
+
+def _line_of_key(node, dotted: str) -> int | None:
     line = None
     for part in dotted.split("."):
         if not isinstance(node, yaml.MappingNode):
@@ -428,7 +591,7 @@ def _line_of(path: Path, dotted: str) -> int | None:
     return line
 
 
-PATH_FIELDS = ("student", "teacher", "data", "topk_cache")
+PATH_FIELDS = ("student", "teacher", "data", "topk_cache", "eval_data", "chat_template")
 
 
 def _resolve_paths(raw: dict, base: Path) -> dict:

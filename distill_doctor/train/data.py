@@ -1,8 +1,9 @@
-"""Training data: read prompt/response pairs, tokenise with response-only labels, order, pack, collate.
+"""Training data: read rows (``sources.py``), tokenise with labels on what is learned, order, pack, collate.
 
 Labels are aligned with ``input_ids`` (``labels[t]`` is the token at ``t`` or ``-100``); the loss
 shifts them (position ``t`` predicts ``labels[t + 1]``). Prompt tokens are ``-100``: only the
-response (and its closing EOS) is learned.
+response (and its closing EOS) is learned; conversations are rendered with the chat template and
+only the assistant turns are learned (``chat.py``); language-modelling text is learned whole.
 
 Packing (``packing: true``, sft only) concatenates examples into rows of ``max_len`` tokens. So
 that neither attention nor loss crosses examples, each packed row carries segment ids: the
@@ -23,17 +24,9 @@ from pathlib import Path
 import torch
 
 from distill_doctor.errors import InputError
+from distill_doctor.train.sources import Example, RowFormat, iter_examples
 
 IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class Example:
-    """One training pair as read from the file."""
-
-    id: str
-    prompt: str
-    response: str
 
 
 @dataclass
@@ -44,33 +37,44 @@ class TokenizedExample:
     prompt_len: int  # number of prompt tokens at the start of input_ids
     segment_ids: list[int] = field(default_factory=list)  # packed rows: which example each token is from
     ids: list[str] = field(default_factory=list)  # packed rows: the example ids in the row
+    sample_prompt: list[int] | None = None  # chat rows: the templated prompt on-policy methods sample from
 
 
-def read_examples(path: str | Path) -> list[Example]:
-    """Read the training JSONL (``prompt``/``response`` or chat ``messages``, ``.gz`` too).
+def read_examples(
+    path: str | Path, *, split: str = "train", config_name: str | None = None
+) -> list[Example]:
+    """Read the training data (any source and TRL row format of ``sources.py``) as examples.
 
-    Validation is the project's shared reader, ``distill_doctor.data.load_training``: errors name
-    the file, line and field. Ids need not be unique (several samples per prompt are common).
+    Errors name the file, the line (JSONL) or row, and the field. Ids need not be unique
+    (several samples per prompt are common).
     """
-    from distill_doctor.data import load_training
-
-    rows = load_training(path)
-    return [Example(id=str(r["id"]), prompt=r["prompt"], response=r["response"]) for r in rows]
+    return list(iter_examples(path, split=split, config_name=config_name))
 
 
-def tokenize_example(tokenizer, example: Example, max_len: int) -> TokenizedExample | None:
-    """Prompt (with the tokenizer's special tokens, e.g. BOS) + response + EOS, labels only on the response.
+def tokenize_example(
+    tokenizer, example: Example, max_len: int, *, plain_chat: bool = False, turns: str = "all"
+) -> TokenizedExample | None:
+    """One example as token ids with labels on what is learned; None when the prompt leaves no room.
 
-    The prompt and response are tokenised separately, so the boundary is exact for any tokenizer.
-    Responses are truncated to fit ``max_len``; returns None when the prompt alone leaves no room.
+    Plain text: the prompt (with the tokenizer's special tokens, e.g. BOS) + response + EOS,
+    labels only on the response; prompt and response are tokenised separately, so the boundary
+    is exact for any tokenizer. Responses are truncated to fit ``max_len``. Language-modelling
+    text is all response. Conversations go through the chat template (``chat.tokenize_chat``)
+    unless ``plain_chat``, where their flattened ``role: content`` text is used.
     """
+    if example.messages is not None and not plain_chat:
+        return _tokenize_chat_example(tokenizer, example, max_len, turns)
+    if example.format is RowFormat.TEXT:
+        return _tokenize_text(tokenizer, example, max_len)
     prompt_ids = list(tokenizer(example.prompt)["input_ids"])
-    response_ids = list(tokenizer(example.response, add_special_tokens=False)["input_ids"])
-    if tokenizer.eos_token_id is not None:
-        response_ids.append(tokenizer.eos_token_id)
     room = max_len - len(prompt_ids)
     if room < 1:
         return None
+    response_ids: list[int] = []
+    if example.format.has_completions:
+        response_ids = list(tokenizer(example.response, add_special_tokens=False)["input_ids"])
+        if tokenizer.eos_token_id is not None:
+            response_ids.append(tokenizer.eos_token_id)
     response_ids = response_ids[:room]
     return TokenizedExample(
         id=example.id,
@@ -82,10 +86,63 @@ def tokenize_example(tokenizer, example: Example, max_len: int) -> TokenizedExam
     )
 
 
+def _tokenize_text(tokenizer, example: Example, max_len: int) -> TokenizedExample | None:
+    """Language modelling: every token is learned (the first has no context and is never a target)."""
+    ids = list(tokenizer(example.response)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    ids = ids[:max_len]
+    if len(ids) < 2:
+        return None
+    return TokenizedExample(
+        id=example.id,
+        input_ids=ids,
+        labels=[IGNORE_INDEX] + ids[1:],
+        prompt_len=1,
+        segment_ids=[0] * len(ids),
+        ids=[example.id],
+    )
+
+
+def _tokenize_chat_example(tokenizer, example: Example, max_len: int, turns: str) -> TokenizedExample | None:
+    from distill_doctor.train.chat import tokenize_chat
+
+    chat = tokenize_chat(
+        tokenizer, example.messages, train_from=example.train_from, turns=turns, example_id=example.id
+    )
+    if len(chat.sample_prompt) >= max_len:
+        return None
+    ids, labels = chat.input_ids[:max_len], chat.labels[:max_len]
+    trained = [k for k, t in enumerate(labels) if t != IGNORE_INDEX]
+    if example.format.has_completions and not trained:
+        return None
+    # prompt_len: the first trained token (where a top-k cache starts); sample_prompt is what is sampled from
+    prompt_len = trained[0] if trained else len(chat.sample_prompt)
+    return TokenizedExample(
+        id=example.id,
+        input_ids=ids,
+        labels=labels,
+        prompt_len=prompt_len,
+        segment_ids=[0] * len(ids),
+        ids=[example.id],
+        sample_prompt=chat.sample_prompt,
+    )
+
+
 def tokenize_all(
-    tokenizer, examples: list[Example], max_len: int, *, source: str | Path = ""
+    tokenizer,
+    examples: list[Example],
+    max_len: int,
+    *,
+    source: str | Path = "",
+    plain_chat: bool = False,
+    turns: str = "all",
 ) -> list[TokenizedExample]:
-    out = [t for t in (tokenize_example(tokenizer, ex, max_len) for ex in examples) if t is not None]
+    out = [
+        t
+        for t in (tokenize_example(tokenizer, ex, max_len, plain_chat=plain_chat, turns=turns) for ex in examples)
+        if t is not None
+    ]
     if not out:
         raise InputError(
             f"every prompt is longer than max_len={max_len} tokens", path=source or None, field="max_len"
@@ -199,7 +256,8 @@ class BatchOrder:
 
 
 def prompt_ids(row: TokenizedExample) -> list[int]:
-    return row.input_ids[: row.prompt_len]
+    """What on-policy methods sample a completion from: the templated prompt for chats, else the prompt."""
+    return list(row.sample_prompt) if row.sample_prompt is not None else row.input_ids[: row.prompt_len]
 
 
 def completion_rows(

@@ -36,10 +36,14 @@ from distill_doctor.train.build import (
     build_optimizer,
     build_scheduler,
     check_same_vocab,
+    disable_dropout,
     hf_progress_bars,
     load_model,
     load_tokenizer,
     make_accelerator,
+    model_options,
+    prepare_student,
+    student_dtype,
     student_tokenizer,
 )
 from distill_doctor.train.checkpoint import latest_checkpoint, load_resumable, save_checkpoint
@@ -50,8 +54,6 @@ from distill_doctor.train.data import (
     TokenizedExample,
     collate,
     pack_examples,
-    read_examples,
-    tokenize_all,
 )
 
 METRICS_FILE = "metrics.jsonl"
@@ -150,6 +152,8 @@ class Run:
         self.micro_index = 0  # micro-batches consumed from the data order (this process)
         self.optimizer = None
         self.scheduler = None
+        self.stop_ids: list[int] = []  # on-policy sampling stops at these (EOS, the template's end of turn)
+        self.eval_rows: list[TokenizedExample] = []
         self._bar = None
         self._reset_step_stats()
 
@@ -163,7 +167,9 @@ class Run:
         accelerator = make_accelerator(cfg)
         set_seed(cfg.seed)
         with hf_progress_bars(not cfg.quiet and accelerator.is_local_main_process):
-            student = load_model(cfg.student, field_name="student")
+            options = model_options(cfg)
+            student = load_model(cfg.student, field_name="student", dtype=student_dtype(cfg), **options)
+            student = prepare_student(student, cfg)
             tokenizer = student_tokenizer(cfg)
             teacher = None
             if needs_teacher:
@@ -172,22 +178,31 @@ class Run:
                 )
                 if accelerator.device.type == "cpu":
                     t_dtype = torch.float32
-                teacher = load_model(cfg.teacher, field_name="teacher", dtype=t_dtype)
+                teacher = load_model(cfg.teacher, field_name="teacher", dtype=t_dtype, **options)
                 check_same_vocab(
                     tokenizer, load_tokenizer(cfg.teacher, field_name="teacher"), student, teacher
                 )
+                disable_dropout(teacher)
                 teacher.requires_grad_(False).eval().to(accelerator.device)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 
-        examples = read_examples(cfg.data)
-        rows = tokenize_all(tokenizer, examples, cfg.max_len, source=cfg.data)
+        from distill_doctor.train.chat import end_of_turn_ids
+        from distill_doctor.train.prepare import eval_source, prepare_data
+
+        prepared = prepare_data(cfg, tokenizer)
+        rows = prepared.rows
         if cfg.packing:
             rows = pack_examples(rows, cfg.max_len)
         per_step = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
         total = cfg.steps if cfg.epochs is None else max(1, math.ceil(cfg.epochs * len(rows) / per_step))
 
         run = cls(cfg, accelerator, tokenizer, student, teacher, rows, total)
+        stop = end_of_turn_ids(tokenizer) if prepared.conversational else [tokenizer.eos_token_id]
+        run.stop_ids = [t for t in stop if t is not None]
+        held_out = eval_source(cfg)
+        if held_out is not None:
+            run.eval_rows = prepare_data(cfg, tokenizer, data=held_out[0], split=held_out[1]).rows
         run.optimizer = build_optimizer(student, cfg)
         run.scheduler = build_scheduler(run.optimizer, cfg, total)
         run.student, run.optimizer = accelerator.prepare(student, run.optimizer)
@@ -199,6 +214,12 @@ class Run:
             _check_resume_config(state.get("config", {}), cfg, resume_from)
             run.step, run.micro_index = int(state["step"]), int(state["micro_index"])
             run._truncate_metrics(run.step)
+            if accelerator.is_main_process:
+                from distill_doctor.train.evaluation import truncate_eval_metrics
+
+                truncate_eval_metrics(run.output_dir, run.step)
+        if cfg.report_to != "none":
+            accelerator.init_trackers("distill-doctor", config=tracker_config(cfg))
         if accelerator.is_main_process:
             atomic_write_text(run.output_dir / CONFIG_FILE, cfg.to_yaml())
             run._note(
@@ -293,6 +314,10 @@ class Run:
         self.step += 1
         self._log(lr, grad_norm)
         self._bar.update(1)
+        if self.cfg.eval_steps and (self.step % self.cfg.eval_steps == 0 or self.step == self.total_steps):
+            from distill_doctor.train.evaluation import evaluate_and_keep_best
+
+            evaluate_and_keep_best(self)
         stopping = self.cfg.stop_at_step is not None and self.step == self.cfg.stop_at_step
         if (self.cfg.save_every and self.step % self.cfg.save_every == 0) or (
             stopping and self.step < self.total_steps
@@ -306,17 +331,33 @@ class Run:
     def finish(self) -> Path:
         """Save the final model (safetensors), tokenizer and config when the run is complete; return output_dir."""
         self.accelerator.wait_for_everyone()
+        if self.cfg.report_to != "none":
+            self.accelerator.end_training()
         if self.step < self.total_steps:
             self._note(f"stopped at step {self.step} of {self.total_steps}; resume with resume: true")
             return self.output_dir
+        self.save_model(self.output_dir)
+        self._note(f"saved the student to {self.output_dir}")
+        return self.output_dir
+
+    def save_model(self, directory: Path, *, final: bool = True) -> None:
+        """The student as a plain checkpoint (safetensors) + tokenizer; with LoRA also ``adapter/``, and the
+        adapters merged into a copy of the base weights, so every reader loads it without peft."""
+        if self.cfg.use_peft:
+            if self.accelerator.is_main_process:
+                from distill_doctor.train.lora import save_merged
+
+                with hf_progress_bars(not self.cfg.quiet):
+                    save_merged(self.unwrapped_student, directory, in_place=final)
+                self.tokenizer.save_pretrained(str(directory))
+            self.accelerator.wait_for_everyone()
+            return
         state_dict = self.accelerator.get_state_dict(self.student)
         if self.accelerator.is_main_process:
             with hf_progress_bars(not self.cfg.quiet):
-                self.unwrapped_student.save_pretrained(str(self.output_dir), state_dict=state_dict)
-            self.tokenizer.save_pretrained(str(self.output_dir))
-            self._note(f"saved the student to {self.output_dir}")
+                self.unwrapped_student.save_pretrained(str(directory), state_dict=state_dict)
+            self.tokenizer.save_pretrained(str(directory))
         self.accelerator.wait_for_everyone()
-        return self.output_dir
 
     # -- metrics -------------------------------------------------------------------------------
 
@@ -350,8 +391,15 @@ class Run:
         ):
             with open(self.output_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
+        if self.cfg.report_to != "none":
+            self.accelerator.log(
+                {f"train/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"},
+                step=self.step,
+            )
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+            self._bar.set_postfix(
+                loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}", refresh=False
+            )
         self._reset_step_stats()
 
     def _truncate_metrics(self, step: int) -> None:
@@ -387,8 +435,34 @@ class Run:
             print(f"[distill-doctor train] {text}", flush=True)
 
 
+def tracker_config(cfg: TrainConfig) -> dict:
+    """The config flattened to scalars (``loss.beta``...), as TensorBoard's hparams need."""
+    flat: dict = {}
+    for key, value in cfg.to_dict().items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, v in items:
+            name = key if sub is None else f"{key}.{sub}"
+            flat[name] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return flat
+
+
 # Changing these between a checkpoint and its resumption would silently change the data order or batches.
-RESUME_FIXED = ("method", "data", "seed", "batch_size", "grad_accum", "max_len", "packing")
+RESUME_FIXED = (
+    "method",
+    "data",
+    "seed",
+    "batch_size",
+    "grad_accum",
+    "max_len",
+    "packing",
+    "dataset_split",
+    "dataset_config",
+    "chat_template",
+    "train_turns",
+    "use_peft",
+    "lora_r",
+    "lora_target_modules",
+)
 
 
 def _check_resume_config(saved: dict, cfg: TrainConfig, checkpoint: Path) -> None:

@@ -3,7 +3,8 @@
 Prompts are left-padded so that every row's next token sits in the last column; position ids
 are ``cumsum(attention_mask) - 1`` so left padding does not shift positions. Both loops use the
 models' KV caches and the global torch RNG (restored exactly on resume). ``temperature == 0``
-means greedy. A completion stops after its EOS (which is kept) or at ``max_new_tokens``.
+means greedy. A completion stops after its EOS (which is kept) or at ``max_new_tokens``; ``eos_id``
+may be a list of stop ids (EOS and a chat template's end-of-turn token such as ``<|im_end|>``).
 Only the first ``vocab_size`` columns of the logits are used, so padded model rows (ids with
 no token) are never sampled.
 """
@@ -29,8 +30,10 @@ def pick(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 def _cache_argument(model) -> str:
     """The forward argument that takes the KV cache: ``cache`` in transformers >= 5.2x, before that
     ``past_key_values`` (deprecated since, and to be removed in 5.40)."""
-    forward = getattr(model, "module", model).forward  # a DDP wrapper's forward takes **kwargs
-    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+    inner = getattr(model, "module", model)  # a DDP wrapper's forward takes **kwargs
+    if hasattr(inner, "get_base_model"):  # so does a peft model's, which passes them on to its base model
+        inner = inner.get_base_model()
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 def _cache_of(out):
@@ -71,7 +74,7 @@ def sample_completions(
     prompts: list[list[int]],
     *,
     pad_id: int,
-    eos_id: int | None,
+    eos_id: int | list[int] | None,
     vocab_size: int,
     max_new_tokens: int,
     temperature: float,
@@ -83,13 +86,14 @@ def sample_completions(
     model.eval()
     try:
         state = _Stepper(model, ids.to(device), mask.to(device), vocab_size)
+        stops = _stop_tensor(eos_id, device)
         completions: list[list[int]] = [[] for _ in prompts]
         done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
         for _ in range(max_new_tokens):
             tokens = pick(state.logits, temperature)  # (B,)
             _append(completions, tokens, done)
-            if eos_id is not None:
-                done |= tokens == eos_id
+            if stops is not None:
+                done |= torch.isin(tokens, stops)
             if done.all():
                 break
             state.feed(torch.where(done, torch.full_like(tokens, pad_id), tokens))
@@ -121,7 +125,7 @@ def speculative_completions(
     *,
     top_k: int,
     pad_id: int,
-    eos_id: int | None,
+    eos_id: int | list[int] | None,
     vocab_size: int,
     max_new_tokens: int,
     temperature: float,
@@ -149,6 +153,7 @@ def speculative_completions(
             [[] for _ in range(B)], [[] for _ in range(B)], [[] for _ in range(B)], [[] for _ in range(B)]
         )
         done = torch.zeros(B, dtype=torch.bool, device=device)
+        stops = _stop_tensor(eos_id, device)
         for _ in range(max_new_tokens):
             proposal = pick(s_state.logits, temperature)  # (B,)
             t_logits = t_state.logits.float()  # (B, V)
@@ -163,8 +168,8 @@ def speculative_completions(
                     out.proposals[i].append(int(proposal[i]))
                     out.replaced[i].append(not bool(accepted[i]))
                     out.teacher_topk[i].append(topk[i].tolist())
-            if eos_id is not None:
-                done |= tokens == eos_id
+            if stops is not None:
+                done |= torch.isin(tokens, stops)
             if done.all():
                 break
             fed = torch.where(done, torch.full_like(tokens, pad_id), tokens)
@@ -173,6 +178,11 @@ def speculative_completions(
     finally:
         student.train(was_training)
     return out
+
+
+def _stop_tensor(eos_id: int | list[int] | None, device) -> torch.Tensor | None:
+    ids = [eos_id] if isinstance(eos_id, int) else [i for i in (eos_id or []) if i is not None]
+    return torch.tensor(ids, dtype=torch.long, device=device) if ids else None
 
 
 def _append(completions: list[list[int]], tokens: torch.Tensor, done: torch.Tensor) -> None:

@@ -35,7 +35,7 @@ def with_completions(run: Run, batch: dict) -> dict:
         sampler,
         prompts,
         pad_id=run.tokenizer.pad_token_id,
-        eos_id=run.tokenizer.eos_token_id,
+        eos_id=run.stop_ids,
         vocab_size=len(run.tokenizer),
         max_new_tokens=g.max_new_tokens,
         temperature=g.temperature,

@@ -124,6 +124,16 @@ def check_cache_matches(cache, run: Run) -> None:
             path=cache.path,
             field="topk_cache",
         )
+    lengths = [len(r.input_ids) - r.prompt_len for r in run.rows]
+    cached = [int(n) for n in (cache._offsets[1:] - cache._offsets[:-1])]
+    if cached != lengths:
+        first = next(i for i, (a, b) in enumerate(zip(cached, lengths)) if a != b)
+        raise InputError(
+            f"row {ids[first]!r} has {cached[first]} cached positions but {lengths[first]} in this run: the "
+            "cache was tokenised differently (another tokenizer, chat_template, train_turns or max_len)",
+            path=cache.path,
+            field="topk_cache",
+        )
     if abs(cache.temperature - run.cfg.loss.temperature) > 1e-9:
         raise InputError(
             f"the cache was built at temperature {cache.temperature} but loss.temperature is "

@@ -31,7 +31,7 @@ def speculative_batch(run: Run, batch: dict) -> dict:
         prompts,
         top_k=s.top_k,
         pad_id=run.tokenizer.pad_token_id,
-        eos_id=run.tokenizer.eos_token_id,
+        eos_id=run.stop_ids,
         vocab_size=len(run.tokenizer),
         max_new_tokens=s.max_new_tokens,
         temperature=s.temperature,
