@@ -42,6 +42,11 @@ PARTIAL_COVERAGE = 0.2  # Llama 2: below 20% coverage is clean
 MIN_K_MAX_ITEMS = 200  # cap on prompts scored with the model (speed)
 REF_SUFFIX = "\x00reference"
 MIN_REFERENCE_WORDS = 13
+DECONTAMINATION_METHOD = (
+    "distill-doctor contamination index (the diagnose probe's): prompts and long references of the "
+    "eval items; whole-text, contained short item, word 13-gram coverage >= 0.8 by one row (numbers "
+    "kept), MinHash/LSH near-duplicate prompt confirmed by exact Jaccard; punctuation kept as tokens"
+)
 _KIND_RANK = {"exact": 0, "contained": 1, "ngram": 2, "near": 3}
 
 
@@ -71,6 +76,12 @@ def eval_documents(items: list) -> dict[str, str]:
         if isinstance(it.reference, str) and len(tokens(it.reference, "keep")) >= MIN_REFERENCE_WORDS:
             docs[it.id + REF_SUFFIX] = it.reference
     return docs
+
+
+def index_for(items: list) -> OverlapIndex:
+    """The contamination index over one evaluation set: what the probe scans training rows with,
+    and what ``generate --decontaminate`` drops rows with (one rule for both)."""
+    return OverlapIndex(eval_documents(items), punctuation="keep")
 
 
 def _by_item(per_doc: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -106,7 +117,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
     n_items = len(items)
     if n_items == 0 or inputs.train is None:
         return Finding(MODE, "pass", "No evaluation items or no training rows to compare.", n=n_items)
-    index = OverlapIndex(eval_documents(items), punctuation="keep")
+    index = index_for(items)
     per_doc = summarize_hits(index, index.scan(train_rows(inputs.train)))  # streamed: no hit list kept
     per_item = _by_item(per_doc)
     dirty = [i for i, rec in per_item.items() if rec["dirty"]]
