@@ -70,6 +70,8 @@ class DiagnosisRequest:
     workers: int | None = None
     quiet: bool = True
     timings: dict[str, float] = field(default_factory=dict)
+    probes: tuple[str, ...] | None = None  # run only these modes (None: all); the rest are "not selected"
+    engine: str = "local"  # training-set scans: "local" processes or "ray"
 
 
 def load_inputs(req: DiagnosisRequest) -> tuple[DiagnosisInputs, dict[str, Any]]:
@@ -110,6 +112,8 @@ def load_inputs(req: DiagnosisRequest) -> tuple[DiagnosisInputs, dict[str, Any]]
         seed=req.seed,
         alpha=req.alpha,
         quiet=req.quiet,
+        workers=req.workers,
+        engine=req.engine,
     )
     meta = {
         "items": _file_meta(req.items, n=len(items)),
@@ -127,14 +131,20 @@ def load_inputs(req: DiagnosisRequest) -> tuple[DiagnosisInputs, dict[str, Any]]
     return inputs, meta
 
 
-def run_probes(inputs: DiagnosisInputs, probes: tuple[Probe, ...] = PROBES) -> list[Finding]:
+def run_probes(
+    inputs: DiagnosisInputs, probes: tuple[Probe, ...] = PROBES, *, selected: tuple[str, ...] | None = None
+) -> list[Finding]:
     """Run each probe whose inputs are present; the rest are ``skipped`` with the missing flags named.
+    With ``selected`` (``--probes``), the probes not named are ``skipped`` as "not selected".
 
     A probe that crashes on unexpected input is reported as ``skipped`` with the error (and a
     warning on stderr) instead of losing every other probe's result.
     """
     findings = []
     for probe in probes:
+        if selected is not None and probe.mode not in selected:
+            findings.append(skipped(probe.mode, "not selected (--probes)"))
+            continue
         missing = probe.missing(inputs)
         if missing:
             flags = ", ".join(NEED_FLAGS.get(name, name) for name in missing)
@@ -259,7 +269,7 @@ def diagnose(req: DiagnosisRequest) -> dict[str, Any]:
     """Load, verify, probe, control false alarms, and return the report dict."""
     inputs, meta = load_inputs(req)
     t0 = time.perf_counter()
-    findings = run_probes(inputs)
+    findings = run_probes(inputs, selected=req.probes)
     req.timings["probes_s"] = time.perf_counter() - t0
     adjusted = control_false_alarms(findings, req.alpha)
     attribute_teacher_errors(findings)

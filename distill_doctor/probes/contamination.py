@@ -28,10 +28,12 @@ prompts are reported as supporting evidence only.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
-from distill_doctor.probes.overlap import OverlapIndex, summarize_hits, tokens
+from distill_doctor.probes.overlap import HitSummary, OverlapIndex, tokens
+from distill_doctor.probes.shards import Shard, TrainingSource, map_shards, source_of
 from distill_doctor.stats import clopper_pearson, fisher_exact, json_float, json_interval
 
 MODE = "contamination"
@@ -51,21 +53,52 @@ _KIND_RANK = {"exact": 0, "contained": 1, "ngram": 2, "near": 3}
 
 
 def train_rows(train: Any) -> Iterator[tuple[str, str]]:
-    """``(prompt, response)`` pairs from a ``datasets.Dataset`` (columnar) or a list of dicts."""
-    if hasattr(train, "column_names"):
-        prompts = train["prompt"]
-        responses = train["response"] if "response" in train.column_names else [""] * len(prompts)
-        for p, r in zip(prompts, responses):
+    """``(prompt, response)`` pairs of the training rows, read shard by shard."""
+    src = source_of(train)
+    for shard in src.shards():
+        cols = src.read(shard, ("prompt", "response"))
+        for p, r in zip(cols["prompt"], cols["response"]):
             yield (p or "", r or "")
-        return
-    for row in train:
-        yield (row.get("prompt") or "", row.get("response") or "")
 
 
-def _train_ids(train: Any) -> list[Any] | None:
-    if hasattr(train, "column_names") and "id" in train.column_names:
-        return list(train["id"])
-    return None
+@dataclass(frozen=True)
+class ScanShard:
+    """One shard of the contamination scan: its rows' hits against the index, summarised."""
+
+    index: OverlapIndex
+    source: TrainingSource
+
+    def __call__(self, shard: Shard) -> HitSummary:
+        cols = self.source.read(shard, ("prompt", "response"))
+        rows = ((p or "", r or "") for p, r in zip(cols["prompt"], cols["response"]))
+        summary = HitSummary()
+        for hit in self.index.scan(rows, first_row=shard.start):
+            summary.add(hit)
+        return summary
+
+
+def scan_training(
+    index: OverlapIndex, train: Any, *, workers: int | None = 1, engine: str = "local", progress: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Every training row through ``index``, in shards (bounded memory; ``workers`` processes or
+    Ray); per eval document, the merged hit summary (:class:`HitSummary`), the same for any
+    number of workers."""
+    src = source_of(train)
+    total = HitSummary()
+    job = ScanShard(index, src)
+    for part in map_shards(
+        job, src.shards(), workers=workers, engine=engine, desc="contamination scan", progress=progress
+    ):
+        total.merge(part)
+    return total.finish(index)
+
+
+def _train_ids(train: Any, rows: list[int]) -> dict[int, Any]:
+    """Ids of the training rows named in the evidence (read from their shards only)."""
+    src = source_of(train)
+    if not rows or "id" not in src.column_names():
+        return {}
+    return src.values_at(rows, "id")
 
 
 def eval_documents(items: list) -> dict[str, str]:
@@ -97,11 +130,11 @@ def _by_item(per_doc: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _why(rec: dict[str, Any], train_ids: list[Any] | None, ngram: int) -> str:
+def _why(rec: dict[str, Any], train_ids: dict[int, Any], ngram: int) -> str:
     best = rec["best"]
     what = "its reference answer" if rec.get("part") == "reference" else "its prompt"
     row = f"training row {best.row}"
-    if train_ids is not None and best.row < len(train_ids) and train_ids[best.row] is not None:
+    if train_ids.get(best.row) is not None:
         row += f" (id {train_ids[best.row]})"
     if best.kind == "exact":
         return f"{what} appears verbatim (after normalisation) as {row}"
@@ -118,7 +151,9 @@ def run(inputs: DiagnosisInputs) -> Finding:
     if n_items == 0 or inputs.train is None:
         return Finding(MODE, "pass", "No evaluation items or no training rows to compare.", n=n_items)
     index = index_for(items)
-    per_doc = summarize_hits(index, index.scan(train_rows(inputs.train)))  # streamed: no hit list kept
+    per_doc = scan_training(
+        index, inputs.train, workers=inputs.workers, engine=inputs.engine, progress=not inputs.quiet
+    )
     per_item = _by_item(per_doc)
     dirty = [i for i, rec in per_item.items() if rec["dirty"]]
     partial = [i for i, rec in per_item.items() if not rec["dirty"] and rec["coverage"] >= PARTIAL_COVERAGE]
@@ -165,7 +200,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
     ranked = sorted(
         dirty, key=lambda i: (_KIND_RANK[per_item[i]["best"].kind], -per_item[i]["row_coverage"], i)
     )
-    train_ids = _train_ids(inputs.train)
+    train_ids = _train_ids(inputs.train, [per_item[i]["best"].row for i in ranked[:10]])
     evidence = [
         {
             "id": i,

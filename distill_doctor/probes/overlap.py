@@ -315,16 +315,16 @@ class OverlapIndex:
         """Hits of one training text (a string, or a ``(prompt, response)`` pair)."""
         return list(self.scan([text]))
 
-    def scan(self, texts: Iterable[str | tuple[str, str]]) -> Iterator[Hit]:
+    def scan(self, texts: Iterable[str | tuple[str, str]], first_row: int = 0) -> Iterator[Hit]:
         """Stream training rows (strings, or ``(prompt, response)`` pairs) and yield their hits.
 
-        ``row`` in each hit is the 0-based position of the text in ``texts``. Exact and near
+        ``row`` in each hit is ``first_row`` + the 0-based position of the text in ``texts``. Exact and near
         matches look at the prompt only; n-gram and containment matches at prompt + response.
         Hits come in row order.
         """
         batch = _Batch()
         vocab_get, punct = self.vocab.get, self.punctuation
-        for row, text in enumerate(texts):
+        for row, text in enumerate(texts, first_row):
             prompt, response = (text or "", "") if text is None or isinstance(text, str) else text
             pw = tokens(prompt or "", punct)
             response = response or ""
@@ -471,6 +471,63 @@ class OverlapIndex:
         return all(t in row_words for t, is_num in zip(self.eval_tokens[e], self.numbers[e]) if is_num)
 
 
+class HitSummary:
+    """Per eval item: the strongest hit, best score per kind, rows involved, n-gram starts, dirty flag.
+
+    Built hit by hit (:meth:`add`, hits in row order) or from shards (:meth:`merge` of the summary of
+    each shard, in shard order): both give the same result, which is what lets a scan run in shards
+    on any number of workers. Memory: one record per eval item with a hit."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+        self.starts: dict[str, set[int]] = defaultdict(set)
+
+    def add(self, h: Hit) -> None:
+        rec = self.items.get(h.eval_id)
+        if rec is None:
+            rec = self.items[h.eval_id] = {
+                "dirty": False, "best": None, "kinds": {}, "rows": [], "row_coverage": 0.0, "coverage": 0.0,
+            }  # fmt: skip
+        if h.kind == "ngram":
+            self.starts[h.eval_id].update(h.positions)
+            rec["row_coverage"] = max(rec["row_coverage"], h.score)
+        rec["dirty"] = rec["dirty"] or h.dirty
+        if h.score > rec["kinds"].get(h.kind, -1.0):
+            rec["kinds"][h.kind] = h.score
+        if len(rec["rows"]) < 5 and h.row not in rec["rows"]:
+            rec["rows"].append(h.row)
+        if rec["best"] is None or (h.dirty, h.score) > (rec["best"].dirty, rec["best"].score):
+            rec["best"] = h
+
+    def merge(self, later: HitSummary) -> None:
+        """Fold in the summary of rows that come after every row seen so far."""
+        for eid, new in later.items.items():
+            rec = self.items.get(eid)
+            if rec is None:
+                self.items[eid] = {**new, "kinds": dict(new["kinds"]), "rows": list(new["rows"])}
+            else:
+                rec["dirty"] = rec["dirty"] or new["dirty"]
+                rec["row_coverage"] = max(rec["row_coverage"], new["row_coverage"])
+                for kind, score in new["kinds"].items():
+                    if score > rec["kinds"].get(kind, -1.0):
+                        rec["kinds"][kind] = score
+                for row in new["rows"]:
+                    if len(rec["rows"]) < 5 and row not in rec["rows"]:
+                        rec["rows"].append(row)
+                b = new["best"]
+                if (b.dirty, b.score) > (rec["best"].dirty, rec["best"].score):
+                    rec["best"] = b
+        for eid, st in later.starts.items():
+            self.starts[eid].update(st)
+
+    def finish(self, index: OverlapIndex) -> dict[str, dict[str, Any]]:
+        """The per-item records, with ``coverage`` (the union over rows) filled in."""
+        pos_of = {eid: e for e, eid in enumerate(index.eval_ids)}
+        for eid, st in self.starts.items():
+            self.items[eid]["coverage"] = index.coverage(pos_of[eid], st)
+        return self.items
+
+
 def summarize_hits(index: OverlapIndex, hits: Iterable[Hit]) -> dict[str, dict[str, Any]]:
     """Per eval item: the strongest hit, best score per kind, rows involved, coverage, dirty flag.
 
@@ -481,24 +538,7 @@ def summarize_hits(index: OverlapIndex, hits: Iterable[Hit]) -> dict[str, dict[s
     (Llama-2 style), reported but not decisive: prompts that embed few-shot exemplars drawn from a
     train split would otherwise be "covered" piecewise by many unrelated rows.
     """
-    pos_of = {eid: e for e, eid in enumerate(index.eval_ids)}
-    starts: dict[str, set[int]] = defaultdict(set)
-    out: dict[str, dict[str, Any]] = {}
+    summary = HitSummary()
     for h in hits:
-        rec = out.setdefault(
-            h.eval_id,
-            {"dirty": False, "best": None, "kinds": {}, "rows": [], "row_coverage": 0.0, "coverage": 0.0},
-        )
-        if h.kind == "ngram":
-            starts[h.eval_id].update(h.positions)
-            rec["row_coverage"] = max(rec["row_coverage"], h.score)
-        rec["dirty"] = rec["dirty"] or h.dirty
-        if h.score > rec["kinds"].get(h.kind, -1.0):
-            rec["kinds"][h.kind] = h.score
-        if len(rec["rows"]) < 5 and h.row not in rec["rows"]:
-            rec["rows"].append(h.row)
-        if rec["best"] is None or (h.dirty, h.score) > (rec["best"].dirty, rec["best"].score):
-            rec["best"] = h
-    for eid, st in starts.items():
-        out[eid]["coverage"] = index.coverage(pos_of[eid], st)
-    return out
+        summary.add(h)
+    return summary.finish(index)
