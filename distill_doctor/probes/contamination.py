@@ -9,6 +9,8 @@ Every eval prompt (and every reference of at least 13 words) is indexed (:mod:`d
   Llama-2 rule applied per training row: the union over all rows is reported too, but prompts
   that embed few-shot exemplars from a train split are covered piecewise by unrelated rows), or
 - is a near-duplicate of its prompt (``near``; MinHash/LSH, exact Jaccard >= 0.7 on 5-word shingles).
+- holds it with at most two words changed (one per 10 words), re-punctuated, anywhere in the row
+  (``edited``; every number kept), so a one-word edit of a 20-word prompt is dirty, not partial.
 
 Words are normalised as lm-eval's Janitor does (lowercase, whitespace split) except that punctuation
 characters are kept as tokens: deleting them makes ``12+5`` equal ``12-5`` and two HumanEval
@@ -49,7 +51,7 @@ DECONTAMINATION_METHOD = (
     "eval items; whole-text, contained short item, word 13-gram coverage >= 0.8 by one row (numbers "
     "kept), MinHash/LSH near-duplicate prompt confirmed by exact Jaccard; punctuation kept as tokens"
 )
-_KIND_RANK = {"exact": 0, "contained": 1, "ngram": 2, "near": 3}
+_KIND_RANK = {"exact": 0, "contained": 1, "edited": 2, "ngram": 3, "near": 4}
 
 
 def train_rows(train: Any) -> Iterator[tuple[str, str]]:
@@ -140,6 +142,10 @@ def _why(rec: dict[str, Any], train_ids: dict[int, Any], ngram: int) -> str:
         return f"{what} appears verbatim (after normalisation) as {row}"
     if best.kind == "contained":
         return f"{what} occurs whole inside {row}"
+    if best.kind == "edited":
+        k = best.positions[0] if best.positions else 0
+        how = "re-punctuated only" if k == 0 else f"{k} word{'s' if k > 1 else ''} changed"
+        return f"{what} appears in {row}, {how}"
     if best.kind == "near":
         return f"{what} is a near-duplicate of {row} (Jaccard {best.score:.2f} on word shingles)"
     return f"{rec['row_coverage']:.0%} of the words of {what} lie in {ngram}-grams shared with {row}"
