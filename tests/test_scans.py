@@ -118,3 +118,18 @@ def test_shard_helpers():
     assert [s.rows for s in shards.ListSource([{}] * 5).shards(2)] == [2, 2, 1]
     with pytest.raises(ValueError, match="engine"):
         list(shards.map_shards(len, [], engine="spark"))
+
+
+@pytest.mark.slow  # about 50 s on 2 shared cores (Ray start-up)
+def test_ray_engine_gives_the_same_findings_as_the_local_engine(tmp_path, small_shards):
+    """A local Ray cluster (2 CPUs) runs the shard scans with Ray Data; the findings are the local ones."""
+    ray = pytest.importorskip("ray", reason="Ray is the optional [ray] extra: pip install 'distill-doctor[ray]'")
+    inputs = make_run("clean_high", n=60, seed=1)
+    inputs.train = load_training(_planted_train(tmp_path, inputs), cache_dir=tmp_path / "cache", batch_rows=25)
+    local = [_finding_dict(p.run(inputs)) for p in (contamination, data_quality)]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        inputs.engine = "ray"
+        assert [_finding_dict(p.run(inputs)) for p in (contamination, data_quality)] == local
+    finally:
+        ray.shutdown()

@@ -308,6 +308,7 @@ def _ray_map(job: Callable[[Shard], Any], shards: list[Shard]) -> list[Any]:
             fn = ray.get(job_ref)
             return {"index": row["index"], "result": pickle.dumps(fn(by_index[row["index"]]))}
 
+        ray.data.DataContext.get_current().enable_progress_bars = False  # ours is the driver's bar
         ds = ray.data.from_items([{"index": s.index} for s in shards], override_num_blocks=max(1, len(shards)))
         rows = ds.map(run_one).take_all()
         rows.sort(key=lambda r: r["index"])
