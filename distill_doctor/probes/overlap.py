@@ -291,9 +291,15 @@ class OverlapIndex:
             if allowed == 0:
                 continue
             self.edit_allowed[e] = allowed
-            # Disjoint blocks (and one flush with the end): an edit breaks at most one of them.
-            blocks = np.unique(np.append(np.arange(0, len(wids) - a + 1, a), len(wids) - a))
-            overlap[e] = int(len(wids) % a != 0)
+            # Disjoint blocks (and one flush with the end): an edit breaks at most one of them. Short
+            # items (under 4 blocks, where a template block or two edits leave too few) use every
+            # window: an edit breaks at most ``a`` of those.
+            if len(wids) < 4 * a:
+                blocks = np.arange(len(wids) - a + 1)
+                overlap[e] = (a - 1) * allowed
+            else:
+                blocks = np.unique(np.append(np.arange(0, len(wids) - a + 1, a), len(wids) - a))
+                overlap[e] = int(len(wids) % a != 0)
             h = self.hasher.windows(self.hasher.prefix(np.asarray(wids, dtype=np.int64)), a)[blocks]
             hs.append(h)
             its.append(np.full(len(h), e, dtype=np.int64))
@@ -314,7 +320,8 @@ class OverlapIndex:
             first = np.ones(len(order), dtype=bool)
             first[1:] = (self._anchor_hash[1:] != self._anchor_hash[:-1]) | (self._anchor_item[1:] != self._anchor_item[:-1])
             distinct = np.bincount(self._anchor_item[first], minlength=len(self.eval_ids))
-        # An edit breaks one block, or two inside the end block's overlap (at most one edit there).
+        # An edit breaks one block, or two inside the end block's overlap (at most one edit there);
+        # with every window as an anchor, ``a`` windows (``overlap`` holds the extra a - 1 per edit).
         self.edit_needed = np.maximum(1, distinct - self.edit_allowed - overlap)
         self.edit_needed[self.edit_allowed == 0] = np.iinfo(np.int64).max
 
