@@ -133,3 +133,21 @@ def test_ray_engine_gives_the_same_findings_as_the_local_engine(tmp_path, small_
         assert [_finding_dict(p.run(inputs)) for p in (contamination, data_quality)] == local
     finally:
         ray.shutdown()
+
+
+def test_parquet_training_file_loads_like_jsonl(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": f"r{i}", "prompt": f"What is {i}+1?", "response": f"#### {i + 1}", "reference": str(i + 1)}
+            for i in range(50)]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a = load_training(tmp_path / "train.parquet", cache_dir=tmp_path / "c")
+    b = load_training(tmp_path / "train.jsonl", cache_dir=tmp_path / "c")
+    assert a.to_list() == b.to_list() and len(a) == 50
+    pq.write_table(pa.Table.from_pylist([{"prompt": 3, "response": "x"}]), tmp_path / "bad.parquet")
+    from distill_doctor.errors import InputError
+
+    with pytest.raises(InputError, match=r"bad.parquet:1: field 'prompt'"):
+        load_training(tmp_path / "bad.parquet", cache_dir=tmp_path / "c")
