@@ -1,22 +1,21 @@
-"""Contamination scan: 1,000,000 training rows against 10,000 eval items (target: at most 2 minutes, 2 cores).
+"""Contamination scan against lm-eval's Janitor: 1,000,000 training rows vs 10,000 eval items, same rows, one run.
 
-    .venv/bin/python bench/bench_contamination.py [--rows 1000000] [--items 10000] [--janitor-rows 20000]
+    .venv/bin/python bench/bench_contamination.py [--rows 1000000] [--items 10000] [--workers N] [--no-janitor]
 
 Data (synthetic, seeded): words drawn from a Zipf-like distribution over a 20,000-word vocabulary
-(some with attached punctuation), eval prompts of 20-80 words behind a shared instruction, training
-prompts of 10-40 and responses of 20-60 words (slices of a separate 5 M-word corpus, produced on
-the fly while scanning), and 200 planted eval items (50 verbatim prompts, 50 inside a response,
-50 behind an extra prefix, 50 with one word replaced) plus 50 items of which only a 16-word
-fragment is copied (a partial overlap that must not count as dirty).
+(some with attached punctuation); eval prompts behind a shared instruction: 80% of 20-80 words,
+10% short (8-15 words), 10% holding three numbers; training prompts of 10-40 and responses of
+20-60 words (slices of a separate 5 M-word corpus, produced on the fly while scanning). Planted
+rows (``PLANTS``): verbatim prompts, prompts inside a response, behind a prefix, with one or two
+words changed, re-punctuated, short prompts with one word changed (all must be dirty), and
+"same story, other numbers" twins and 16-word fragments (must stay clean).
 
-Measured:
-1. ``OverlapIndex`` as the contamination probe uses it (punctuation kept as tokens, template
-   removal on): index build and full scan time, hits by kind, planted items found, other items flagged.
-2. Agreement with ``lm_eval.decontamination.janitor.Janitor`` (its Python path; the C++ helper is
-   not built) on a seeded random subsample plus every planted row: "the row shares at least one word 13-gram with the
-   eval set" under Janitor's own normalisation, against ``OverlapIndex(punctuation="delete")`` with
-   template removal disabled (the same question). Janitor is too slow for 1 M rows in Python, so its
-   full-run time is extrapolated linearly from the subsample (stated in the results).
+Measured in one run on the same rows: the contamination index (``contamination.index_for``'s
+settings: punctuation kept, templates removed) built once and scanned in shards on ``--workers``
+processes (every core by default), and ``lm_eval.decontamination.janitor.Janitor`` (its Python
+path: the C++ helper is not built) over every row, single-threaded as it comes. Reported: wall and
+CPU time of both, the speed ratio, recall per kind of plant, false flags, and the rows Janitor
+flags (a shared word 13-gram) that our scan does not (any hit, dirty or partial).
 Results: ``bench/results/contamination.json`` and ``.md``.
 """
 
@@ -26,8 +25,10 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distill_doctor.atomic import atomic_write_text  # noqa: E402
-from distill_doctor.probes.overlap import OverlapIndex, summarize_hits  # noqa: E402
+from distill_doctor.probes.overlap import HitSummary, OverlapIndex  # noqa: E402
+from distill_doctor.probes.shards import Shard, TrainingSource, map_shards, resolve_workers  # noqa: E402
 
-BUDGET_S = 120.0
 TEMPLATE = "Answer the following question."
 
 
@@ -71,43 +72,100 @@ def make_vocab(rng: np.random.Generator, size: int = 20_000) -> tuple[np.ndarray
     return vocab, p / p.sum()
 
 
+def _replace_words(rng: np.random.Generator, text: str, k: int, first: int) -> str:
+    """``k`` words at distinct positions after ``first`` (the template) replaced by new words."""
+    w = text.split()
+    for j in rng.choice(np.arange(first, len(w) - 1), size=k, replace=False):
+        w[int(j)] = f"zzzedit{j}"
+    return " ".join(w)
+
+
+def _repunctuate(text: str) -> str:
+    """Commas after every fourth word and the final '?' turned into '.': the same words."""
+    w = text.rstrip("?").split()
+    return " ".join(x + "," if i % 4 == 3 else x for i, x in enumerate(w)) + "."
+
+
+PLANTS = (  # kind, count, must be dirty
+    ("verbatim_prompt", 50, True),
+    ("inside_response", 50, True),
+    ("behind_prefix", 50, True),
+    ("one_word_changed", 50, True),
+    ("two_words_changed", 25, True),
+    ("re_punctuated", 25, True),
+    ("short_one_word_changed", 25, True),
+    ("twin_other_numbers", 25, False),
+    ("fragment_16_words", 50, False),
+)
+TEMPLATE_WORDS = len(TEMPLATE.split())
+
+
 def build(args):
+    """Eval items (80% of 20-80 words, 10% short of 8-15 words, 10% with three numbers), a row
+    generator over a separate corpus, and the planted rows of each kind (``PLANTS``)."""
     rng = np.random.default_rng(args.seed)
     vocab, p = make_vocab(rng)
     eval_corpus = Corpus(rng, vocab, p, args.items * 60)
     items: dict[str, str] = {}
+    short, numeric = set(), set()
     pos = 0
     for i in range(args.items):
-        k = int(rng.integers(20, 81))
+        kind = i % 10
+        k = int(rng.integers(8, 16)) if kind == 0 else int(rng.integers(20, 81))
         if pos + k > eval_corpus.n:
             pos = 0
-        items[f"e{i:05d}"] = f"{TEMPLATE} {eval_corpus.words(pos, k)}?"
+        body = eval_corpus.words(pos, k)
         pos += k
+        eid = f"e{i:05d}"
+        if kind == 0:
+            short.add(eid)
+        elif kind == 1:
+            w = body.split()
+            for j, at in enumerate(sorted(rng.choice(len(w), size=3, replace=False))):
+                w[int(at)] = str(int(rng.integers(2, 999)) + 1000 * j)
+            body = " ".join(w)
+            numeric.add(eid)
+        items[eid] = f"{TEMPLATE} {body}?"
     train_corpus = Corpus(rng, vocab, p, 5_000_000)
     p_len = rng.integers(10, 41, size=args.rows)
     r_len = rng.integers(20, 61, size=args.rows)
     p_start = rng.integers(0, train_corpus.n - 41, size=args.rows)
     r_start = rng.integers(0, train_corpus.n - 61, size=args.rows)
-    ids = list(items)
-    chosen = [ids[j] for j in rng.choice(len(ids), size=250, replace=False)]
-    planted_ids, fragment_ids = chosen[:200], chosen[200:]
-    planted_rows = rng.choice(args.rows, size=250, replace=False).tolist()
-    overrides = {}
-    for eid, row in zip(fragment_ids, planted_rows[200:]):
-        w = items[eid].split()
-        overrides[row] = ("Summarise this passage.", " ".join(w[1 : 1 + 16]))  # partial overlap only
-    for k, (eid, row) in enumerate(zip(planted_ids, planted_rows[:200])):
-        text, how = items[eid], k % 4
-        if how == 0:
-            overrides[row] = (text, "Sure, here is the answer.")
-        elif how == 1:
-            overrides[row] = ("Repeat the question.", text)
-        elif how == 2:
-            overrides[row] = ("This comes from a benchmark. " + text, "ok")
-        else:
-            w = text.split()
-            w[len(w) // 2] = "zzzreplaced"
-            overrides[row] = (" ".join(w), "ok")
+
+    long_ids = [i for i in items if i not in short and i not in numeric]
+    order = rng.permutation(len(long_ids)).tolist()
+    pools = {
+        "short": [sorted(short)[j] for j in rng.permutation(len(short))],
+        "numeric": [sorted(numeric)[j] for j in rng.permutation(len(numeric))],
+        "long": [long_ids[j] for j in order],
+    }
+    n_plants = sum(c for _, c, _ in PLANTS)
+    plant_rows = rng.choice(args.rows, size=n_plants, replace=False).tolist()
+    overrides: dict[int, tuple[str, str]] = {}
+    planted: dict[str, set[str]] = {}
+    for kind, count, _ in PLANTS:
+        pool = pools["short" if kind.startswith("short") else "numeric" if kind.startswith("twin") else "long"]
+        chosen, pool[:] = pool[:count], pool[count:]
+        planted[kind] = set(chosen)
+        for eid in chosen:
+            text, row = items[eid], plant_rows.pop()
+            if kind == "verbatim_prompt":
+                overrides[row] = (text, "Sure, here is the answer.")
+            elif kind == "inside_response":
+                overrides[row] = ("Repeat the question.", text)
+            elif kind == "behind_prefix":
+                overrides[row] = ("This comes from a benchmark. " + text, "ok")
+            elif kind in ("one_word_changed", "short_one_word_changed"):
+                overrides[row] = (_replace_words(rng, text, 1, TEMPLATE_WORDS), "ok")
+            elif kind == "two_words_changed":
+                overrides[row] = (_replace_words(rng, text, 2, TEMPLATE_WORDS), "ok")
+            elif kind == "re_punctuated":
+                overrides[row] = (_repunctuate(text), "ok")
+            elif kind == "twin_other_numbers":
+                twin = " ".join(str(int(w) + 7) if w.isdigit() else w for w in text.rstrip("?").split()) + "?"
+                overrides[row] = (twin, "ok")
+            else:  # fragment: 16 words of the item, a partial overlap only
+                overrides[row] = ("Summarise this passage.", " ".join(text.split()[TEMPLATE_WORDS : TEMPLATE_WORDS + 16]))
 
     def row(i: int) -> tuple[str, str]:
         if i in overrides:
@@ -117,154 +175,184 @@ def build(args):
             train_corpus.words(int(r_start[i]), int(r_len[i])),
         )
 
-    def rows(indices=None):
-        for i in range(args.rows) if indices is None else indices:
-            yield row(i)
-
-    return items, rows, set(planted_ids), set(fragment_ids), planted_rows
+    return items, row, planted
 
 
-def janitor_compare(items, rows, sample: list[int]) -> dict:
+class BenchRows(TrainingSource):
+    """The generated rows as a shard source (forked workers inherit the generator)."""
+
+    def __init__(self, row, n_rows: int) -> None:
+        self.row, self.n_rows = row, n_rows
+
+    def column_names(self) -> list[str]:
+        return ["prompt", "response"]
+
+    def read(self, shard: Shard, columns) -> dict[str, list]:
+        pairs = [self.row(i) for i in range(shard.start, shard.stop)]
+        return {"prompt": [p for p, _ in pairs], "response": [r for _, r in pairs]}
+
+
+@dataclass(frozen=True)
+class RowsWithHits:
+    """One shard: the rows with any hit (dirty or partial) and the hit summary."""
+
+    index: OverlapIndex
+    source: BenchRows
+
+    def __call__(self, shard: Shard) -> tuple[list[int], HitSummary]:
+        cols = self.source.read(shard, ())
+        summary, rows = HitSummary(), set()
+        for h in self.index.scan(zip(cols["prompt"], cols["response"]), first_row=shard.start):
+            summary.add(h)
+            rows.add(h.row)
+        return sorted(rows), summary
+
+
+def run_ours(items, source: BenchRows, workers: int) -> dict:
+    t, c = time.perf_counter(), time.process_time()
+    index = OverlapIndex(items, punctuation="keep")  # contamination.index_for, on plain texts
+    build_s, build_cpu = time.perf_counter() - t, time.process_time() - c
+    t, c = time.perf_counter(), time.process_time()
+    total, rows = HitSummary(), []
+    for part_rows, part in map_shards(RowsWithHits(index, source), source.shards(), workers=workers):
+        rows += part_rows
+        total.merge(part)
+    scan_s = time.perf_counter() - t
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    scan_cpu = time.process_time() - c + children.ru_utime + children.ru_stime
+    return {
+        "index": index, "per_item": total.finish(index), "rows": set(rows),
+        "build_s": build_s, "build_cpu_s": build_cpu, "scan_s": scan_s, "scan_cpu_s": scan_cpu,
+    }  # fmt: skip
+
+
+def run_janitor(items, source: BenchRows) -> dict:
+    """lm-eval's Janitor (Python path): rows sharing at least one word 13-gram with an eval item."""
     from lm_eval.decontamination.janitor import Janitor, word_ngrams_indices
 
-    jan = Janitor(ngram_n=13)
     t = time.perf_counter()
+    jan = Janitor(ngram_n=13)
     for text in items.values():
         jan.register_contaminant_python(text)
-    jan_build = time.perf_counter() - t
-    texts = [p + "\n" + r for p, r in rows(sample)]
+    build_s = time.perf_counter() - t
     t, c = time.perf_counter(), time.process_time()
-    jan_hit = [
-        any(jan.normalize_string(g) in jan.dirt_ngrams for g, _ in word_ngrams_indices(x, 13)) for x in texts
-    ]
-    jan_scan, jan_cpu = time.perf_counter() - t, time.process_time() - c
-
-    t = time.perf_counter()
-    ours_idx = OverlapIndex(items, punctuation="delete", template_min_items=10**9)
-    ours_build = time.perf_counter() - t
-    t, c = time.perf_counter(), time.process_time()
-    ours_rows = {h.row for h in ours_idx.scan(texts) if h.kind == "ngram"}
-    ours_scan, ours_cpu = time.perf_counter() - t, time.process_time() - c
-    ours_hit = [k in ours_rows for k in range(len(texts))]
-    both = sum(a and b for a, b in zip(jan_hit, ours_hit))
-    only_j = sum(a and not b for a, b in zip(jan_hit, ours_hit))
-    only_o = sum(b and not a for a, b in zip(jan_hit, ours_hit))
-    return {
-        "subsample_rows": len(texts),
-        "janitor_build_s": round(jan_build, 3),
-        "janitor_scan_s": round(jan_scan, 3),
-        "ours_build_s": round(ours_build, 3),
-        "ours_scan_s": round(ours_scan, 3),
-        "rows_flagged_both": both,
-        "rows_flagged_janitor_only": only_j,
-        "rows_flagged_ours_only": only_o,
-        "row_agreement": round(1 - (only_j + only_o) / len(texts), 6),
-        "janitor_scan_cpu_s": round(jan_cpu, 3),
-        "ours_scan_cpu_s": round(ours_cpu, 3),
-        "scan_speed_ratio_janitor_over_ours": round(jan_cpu / ours_cpu, 2) if ours_cpu > 0 else None,
-    }
+    rows = set()
+    for shard in source.shards():
+        cols = source.read(shard, ())
+        for k, (p, r) in enumerate(zip(cols["prompt"], cols["response"])):
+            x = p + "\n" + r
+            if any(jan.normalize_string(g) in jan.dirt_ngrams for g, _ in word_ngrams_indices(x, 13)):
+                rows.add(shard.start + k)
+    return {"rows": rows, "build_s": build_s, "scan_s": time.perf_counter() - t, "scan_cpu_s": time.process_time() - c}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="training rows")
     ap.add_argument("--items", type=int, default=10_000, help="eval items")
-    ap.add_argument(
-        "--janitor-rows", type=int, default=20_000, help="rows of the Janitor comparison subsample"
-    )
+    ap.add_argument("--workers", type=int, default=None, help="scan processes (default: every core)")
+    ap.add_argument("--no-janitor", action="store_true", help="skip the Janitor run (quick checks only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
     args = ap.parse_args(argv)
 
     t = time.perf_counter()
-    items, rows, planted, fragments, planted_rows = build(args)
+    items, row, planted = build(args)
+    source = BenchRows(row, args.rows)
     data_s = time.perf_counter() - t
+    workers = resolve_workers(args.workers)
+    ours = run_ours(items, source, workers)
+    jan = None if args.no_janitor else run_janitor(items, source)
 
-    t, c = time.perf_counter(), time.process_time()
-    index = OverlapIndex(items, punctuation="keep")
-    build_s, build_cpu = time.perf_counter() - t, time.process_time() - c
-    t, c = time.perf_counter(), time.process_time()
-    hits = list(index.scan(rows()))
-    scan_s, scan_cpu = time.perf_counter() - t, time.process_time() - c
-    per_item = summarize_hits(index, hits)
+    per_item = ours["per_item"]
     dirty = {i for i, rec in per_item.items() if rec["dirty"]}
+    must_dirty = set().union(*(planted[k] for k, _, d in PLANTS if d))
+    recall = {
+        kind: {"planted": len(planted[kind]), "dirty": len(planted[kind] & dirty)}
+        for kind, _, _ in PLANTS
+    }
     kinds: dict[str, int] = {}
-    for h in hits:
-        kinds[h.kind] = kinds.get(h.kind, 0) + 1
-
-    rng = np.random.default_rng(args.seed + 1)
-    sample = rng.choice(args.rows, size=min(args.janitor_rows, args.rows), replace=False).tolist()
-    sample = sorted(set(sample) | set(planted_rows))  # random rows plus every planted row
-    cmp = janitor_compare(items, rows, sample)
-    scale = args.rows / max(1, cmp["subsample_rows"])
-    cmp["janitor_full_scan_s_extrapolated"] = round(cmp["janitor_scan_s"] * scale, 1)
-    cmp["janitor_full_scan_cpu_s_extrapolated"] = round(cmp["janitor_scan_cpu_s"] * scale, 1)
-
-    total = build_s + scan_s
+    for i in dirty:
+        k = per_item[i]["best"].kind
+        kinds[k] = kinds.get(k, 0) + 1
+    ours_total = ours["build_s"] + ours["scan_s"]
     result = {
         "n_items": args.items,
         "n_train_rows": args.rows,
+        "workers": workers,
         "data_generation_s": round(data_s, 2),
-        "index_build_s": round(build_s, 2),
-        "scan_s": round(scan_s, 2),
-        "total_s": round(total, 2),
-        "index_build_cpu_s": round(build_cpu, 2),
-        "scan_cpu_s": round(scan_cpu, 2),
-        "total_cpu_s": round(build_cpu + scan_cpu, 2),
-        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "rows_per_s": round(args.rows / scan_s),
-        "budget_s": BUDGET_S,
-        "within_budget": total <= BUDGET_S,
-        "hits_by_kind": kinds,
-        "planted_items": len(planted),
-        "planted_found": len(planted & dirty),
-        "fragment_items": len(fragments),
-        "fragment_items_flagged_dirty": len(fragments & dirty),
-        "fragment_items_with_partial_overlap": sum(
-            1 for i in fragments if per_item.get(i, {}).get("coverage", 0) > 0
-        ),
-        "unplanted_items_flagged_dirty": len(dirty - planted),
-        "index_params": index.params(),
-        "janitor_comparison": cmp,
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
+        "ours": {
+            "index_build_s": round(ours["build_s"], 2),
+            "scan_s": round(ours["scan_s"], 2),
+            "total_s": round(ours_total, 2),
+            "index_build_cpu_s": round(ours["build_cpu_s"], 2),
+            "scan_cpu_s_all_processes": round(ours["scan_cpu_s"], 2),
+            "rows_per_s": round(args.rows / ours["scan_s"]),
+            "rows_with_any_hit": len(ours["rows"]),
         },
+        "recall_by_plant": recall,
+        "dirty_items_by_strongest_kind": kinds,
+        "false_flags_unplanted_dirty": len(dirty - must_dirty - planted["twin_other_numbers"] - planted["fragment_16_words"]),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "index_params": ours["index"].params(),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
     }
+    if jan is not None:
+        result["janitor"] = {
+            "build_s": round(jan["build_s"], 2),
+            "scan_s": round(jan["scan_s"], 2),
+            "scan_cpu_s": round(jan["scan_cpu_s"], 2),
+            "rows_flagged": len(jan["rows"]),
+            "rows_flagged_not_by_us": len(jan["rows"] - ours["rows"]),
+            "speed_ratio_wall": round((jan["build_s"] + jan["scan_s"]) / ours_total, 2),
+            "scan_speed_ratio_cpu": round(jan["scan_cpu_s"] / ours["scan_cpu_s"], 2),
+        }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "contamination.json", json.dumps(result, indent=2) + "\n")
-    md = [
-        f"# Contamination scan: {args.rows:,} training rows vs {args.items:,} eval items",
-        "",
-        f"- index build {build_s:.1f} s + scan {scan_s:.1f} s = **{total:.1f} s** (budget {BUDGET_S:.0f} s; "
-        f"{'within' if total <= BUDGET_S else 'OVER'}), {args.rows / scan_s:,.0f} rows/s; CPU time "
-        f"{build_cpu + scan_cpu:.1f} s (single-threaded; {os.cpu_count()} CPUs shared, 1-min load average "
-        f"{os.getloadavg()[0]:.1f} at the end)",
-        f"- planted items found: {len(planted & dirty)}/{len(planted)}; other items flagged dirty: {len(dirty - planted)} "
-        f"(of which items with only a 16-word fragment in training: {len(fragments & dirty)}/{len(fragments)})",
-        f"- hits by kind: {kinds}",
-        "",
-        f"## Against lm-eval's Janitor (Python path), on a {cmp['subsample_rows']:,}-row subsample "
-        "(random rows plus all 250 planted rows)",
-        "",
-        "| | Janitor | OverlapIndex (delete punctuation, no template removal) |",
-        "|---|---:|---:|",
-        f"| build over eval items (s) | {cmp['janitor_build_s']} | {cmp['ours_build_s']} |",
-        f"| scan of the subsample, wall (s) | {cmp['janitor_scan_s']} | {cmp['ours_scan_s']} |",
-        f"| scan of the subsample, CPU (s) | {cmp['janitor_scan_cpu_s']} | {cmp['ours_scan_cpu_s']} |",
-        f"| rows with a 13-gram hit | {cmp['rows_flagged_both'] + cmp['rows_flagged_janitor_only']} | "
-        f"{cmp['rows_flagged_both'] + cmp['rows_flagged_ours_only']} |",
-        "",
-        f"Row-level agreement {cmp['row_agreement']:.4%} (Janitor only: {cmp['rows_flagged_janitor_only']}, "
-        f"ours only: {cmp['rows_flagged_ours_only']}); scan speed ratio Janitor/ours "
-        f"{cmp['scan_speed_ratio_janitor_over_ours']}x (CPU time). Janitor's full {args.rows:,}-row scan, "
-        f"extrapolated linearly from the subsample: about {cmp['janitor_full_scan_s_extrapolated']} s wall, "
-        f"{cmp['janitor_full_scan_cpu_s_extrapolated']} s CPU (not run in full).",
-    ]
+    md = _markdown(args, result)
     atomic_write_text(args.out / "contamination.md", "\n".join(md) + "\n")
     print("\n".join(md))
     return 0
+
+
+def _markdown(args, r: dict) -> list[str]:
+    o = r["ours"]
+    md = [
+        f"# Contamination scan: {args.rows:,} training rows vs {args.items:,} eval items",
+        "",
+        f"Machine: {r['machine']['cpus']} CPUs shared with other jobs (1-min load average {r['load_average_1min']} at the end); "
+        f"{r['workers']} scan workers.",
+        "",
+        f"- ours: index build {o['index_build_s']} s + scan {o['scan_s']} s = **{o['total_s']} s** wall, "
+        f"{o['rows_per_s']:,} rows/s; CPU {o['index_build_cpu_s']} s + {o['scan_cpu_s_all_processes']} s (all processes)",
+        "",
+        "| plant | planted | dirty |",
+        "|---|---:|---:|",
+    ]
+    md += [f"| {k} | {v['planted']} | {v['dirty']} |" for k, v in r["recall_by_plant"].items()]
+    md += [
+        "",
+        "twin_other_numbers and fragment_16_words must stay clean (not dirty); the others must be dirty.",
+        f"Unplanted items flagged dirty (false flags): {r['false_flags_unplanted_dirty']}.",
+        f"Dirty items by strongest kind: {r['dirty_items_by_strongest_kind']}.",
+    ]
+    if "janitor" in r:
+        j = r["janitor"]
+        md += [
+            "",
+            "## Against lm-eval's Janitor (Python path, 13-grams), same rows, same run",
+            "",
+            "| | Janitor | ours |",
+            "|---|---:|---:|",
+            f"| build (s) | {j['build_s']} | {o['index_build_s']} |",
+            f"| scan, wall (s) | {j['scan_s']} | {o['scan_s']} |",
+            f"| scan, CPU (s) | {j['scan_cpu_s']} | {o['scan_cpu_s_all_processes']} |",
+            f"| rows flagged (ours: any hit, dirty or partial) | {j['rows_flagged']} | {o['rows_with_any_hit']} |",
+            "",
+            f"Speed ratio Janitor/ours (build + scan, wall): **{j['speed_ratio_wall']}x**; scan CPU ratio "
+            f"{j['scan_speed_ratio_cpu']}x. Rows Janitor flags that we do not: {j['rows_flagged_not_by_us']}.",
+        ]
+    return md
 
 
 if __name__ == "__main__":

@@ -229,9 +229,12 @@ _FINDINGS: list[dict[str, Any]] = [
         "verdict": "warn",
         "summary": "3 evaluation items have near-duplicates in the training data.",
         "metrics": {
-            "n_flagged": 3,
-            "accuracy_flagged": 1.0,
-            "accuracy_clean": 0.84,
+            "n_items": 130,
+            "dirty": 3,
+            "student_acc_dirty": 1.0,
+            "student_acc_clean": 0.84,
+            "teacher_acc_dirty": 1.0,
+            "teacher_acc_clean": 0.9,
             "minhash": {"num_perm": 128, "threshold": 0.7, "shingle": 5},
         },
         "evidence": [

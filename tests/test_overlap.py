@@ -182,3 +182,42 @@ def test_window_hashes_agree_with_tuple_hashes_and_count_items():
     hashes, counts = items_per_hash(h, np.array([0, 0, 0, 0, 1, 1]))
     assert dict(zip(hashes.tolist(), counts.tolist()))[int(h[0])] == 2
     assert member(h, np.unique(h[:2])).tolist() == [True, True, False, False, True, False]
+
+
+def _kinds(idx, text):
+    return {(h.eval_id, h.kind, h.dirty) for h in idx.match(text)}
+
+
+def test_edited_copies_are_dirty_whatever_their_length():
+    """One or two words changed, re-punctuated, or inside a longer text (issue 16.3)."""
+    q20 = "Tom packs the red boxes into the old van before the market opens and then drives to town quickly today"
+    q12 = "Which planet in our solar system has the largest number of known moons"
+    q10 = "Ana reads twelve pages of her novel each night before sleep"
+    idx = OverlapIndex({"q20": q20, "q12": q12, "q10": q10, "x": "completely unrelated words live here"}, punctuation="keep")
+    one = q20.replace("old", "new")
+    assert ("q20", "edited", True) in _kinds(idx, (one, "ok"))
+    two = q20.replace("old", "new").replace("quickly", "slowly")
+    assert ("q20", "edited", True) in _kinds(idx, ("Intro words first. " + two + " And more after.", ""))
+    assert ("q12", "edited", True) in _kinds(idx, (q12.replace("largest", "biggest"), ""))
+    repunct = "Which planet, in our solar system, has the largest number of known moons?!"
+    assert ("q12", "edited", True) in _kinds(idx, ("Quiz", "Answer this: " + repunct))
+    assert ("q10", "edited", True) in _kinds(idx, (q10.replace("novel", "book"), ""))
+    # Three edits in 20 words, or two in 12, is another text.
+    three = two.replace("red", "blue")
+    assert not any(d for e, _, d in _kinds(idx, (three, "")) if e == "q20")
+    assert not any(d for e, _, d in _kinds(idx, (q12.replace("largest", "biggest").replace("moons", "rings"), "")))
+
+
+def test_short_questions_and_other_numbers_stay_clean():
+    idx = OverlapIndex(
+        {
+            "cap": "What is the capital city of France?",
+            "num": "A farmer has 120 sheep and buys 35 more at the spring fair in the next village",
+        },
+        punctuation="keep",
+    )
+    assert not any(d for _, _, d in _kinds(idx, ("What is the capital city of Spain?", "")))  # 6 words: no edit allowed
+    twin = "A farmer has 120 sheep and buys 36 more at the spring fair in the next village"
+    assert not any(d for _, _, d in _kinds(idx, (twin, "")))  # other numbers: another problem
+    copy = "A farmer has 120 sheep and buys 35 more at the autumn fair in the next village"
+    assert ("num", "edited", True) in _kinds(idx, (copy, ""))

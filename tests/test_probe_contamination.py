@@ -235,3 +235,20 @@ def test_same_story_with_other_numbers_is_not_contamination():
         )
     )
     assert f.metrics["dirty"] == 1, f.summary
+
+
+def test_contamination_chart_renders_from_the_probes_own_metrics():
+    """The HTML chart reads the metric names the probe writes (``student_acc_dirty`` ...)."""
+    from distill_doctor.reports.html import render_html
+
+    f = run(text_run(300, 0, plant=12, student_acc=0.5))
+    report = {
+        "schema_version": 1,
+        "debug_order": ["data", "capacity", "mismatch", "provenance"],
+        "primary_suspect": "contamination",
+        "accuracy": {"n": 300, "teacher": None, "student": 0.5},
+        "findings": [{**f.to_dict(), "p_adjusted": None}],
+    }
+    page = render_html(report)
+    assert 'aria-label="Accuracy on contaminated (dirty) vs clean items"' in page
+    assert "n=12" in page and "n=288" in page

@@ -67,7 +67,7 @@ def test_page_is_self_contained_with_csp_and_every_chart():
         "Accuracy by length",
         "Accuracy drop on perturbed problems",
         "Accuracy and degeneration vs output length",
-        "Student accuracy on flagged vs clean items",
+        "Accuracy on contaminated (dirty) vs clean items",
     ]
     text = "".join(doc.text)
     for verdict in ("pass", "warn", "fail", "skipped"):

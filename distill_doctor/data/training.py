@@ -1,6 +1,6 @@
 """Load the training data the student was distilled on, as a memory-mapped ``datasets.Dataset``.
 
-Rows: ``{"prompt", "response"}`` or chat ``{"messages": [{"role", "content"}, ...]}``, with
+Rows (JSONL, or a parquet file with the same columns): ``{"prompt", "response"}`` or chat ``{"messages": [{"role", "content"}, ...]}``, with
 optional ``id``, ``source`` and ``reference``. Columns of the result: ``prompt``,
 ``response``, ``id`` (given, or ``line-<N>``), ``source`` (str or None), ``reference``
 (str or None; numbers are written as their JSON text). Ids need not be unique: several
@@ -97,10 +97,28 @@ def parse_row(obj: dict[str, Any], path: str, line: int) -> dict[str, str | None
 
 
 def iter_training_rows(path: str | Path) -> Iterator[dict[str, str | None]]:
-    """Stream validated rows (each an ``InputError`` with file/line/field when bad)."""
+    """Stream validated rows (each an ``InputError`` with file/line/field when bad). A ``.parquet``
+    file is read by record batch with the same columns; its "line" numbers are 1-based row numbers."""
     spath = str(path)
+    if spath.endswith(".parquet"):
+        yield from _iter_parquet(path)
+        return
     for line, obj in iter_jsonl(path):
         yield parse_row(obj, spath, line)
+
+
+def _iter_parquet(path: str | Path) -> Iterator[dict[str, str | None]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(str(path))
+    except Exception as err:  # not a parquet file, or a damaged one
+        raise InputError(f"cannot read as parquet: {err}", path=path) from None
+    row = 0
+    for batch in pf.iter_batches(batch_size=10_000):
+        for obj in batch.to_pylist():
+            row += 1
+            yield parse_row({k: v for k, v in obj.items() if v is not None}, str(path), row)
 
 
 def default_cache_dir() -> Path:

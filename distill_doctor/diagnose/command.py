@@ -51,7 +51,26 @@ def register(subparsers) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed for bootstrap and sampling (default 0)")
     p.add_argument("--alpha", type=float, default=0.05, help="family-wise false-alarm rate (default 0.05)")
-    p.add_argument("--workers", type=int, default=None, help="parallel code-execution workers")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel workers for code execution and the training-set scans (default: every core)",
+    )
+    p.add_argument(
+        "--probes",
+        type=_probe_list,
+        default=None,
+        help="comma-separated probes to run (e.g. contamination,data_quality); the others are "
+        "reported skipped, 'not selected' (default: all)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="training-set scans on local processes or on Ray Data (RAY_ADDRESS, else a local "
+        "cluster; needs the [ray] extra); default local",
+    )
     p.add_argument(
         "--mc-rule",
         choices=("acc", "acc_norm"),
@@ -61,6 +80,18 @@ def register(subparsers) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars and no summary (for CI)")
     p.set_defaults(func=run)
+
+
+def _probe_list(text: str) -> tuple[str, ...]:
+    from distill_doctor.probes.base import MODES
+
+    names = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    unknown = [x for x in names if x not in MODES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown probe {', '.join(unknown) or repr(text)}; choose from {', '.join(MODES)}"
+        )
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         mc_rule=args.mc_rule,
         spec_temperature=args.spec_temperature,
         draft_cost=args.draft_cost,
+        probes=args.probes,
+        engine=args.engine,
     )
     report = diagnose(req)
     for line in warning_lines(report.get("lm_eval_agreement") or {}):

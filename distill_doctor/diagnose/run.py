@@ -78,6 +78,8 @@ class DiagnosisRequest:
     spec_temperature: float = 1.0  # speculative block: decoding temperature (0 = greedy)
     draft_cost: float | None = None  # speculative block: draft/teacher cost ratio; None = measured
     timings: dict[str, float] = field(default_factory=dict)
+    probes: tuple[str, ...] | None = None  # run only these modes (None: all); the rest are "not selected"
+    engine: str = "local"  # training-set scans: "local" processes or "ray"
 
 
 def load_inputs(
@@ -128,6 +130,8 @@ def load_inputs(
         seed=req.seed,
         alpha=req.alpha,
         quiet=req.quiet,
+        workers=req.workers,
+        engine=req.engine,
     )
     agreement = {
         role: agreement_block(outs.lm_eval, verdicts, [it.id for it in items])
@@ -157,15 +161,23 @@ def load_inputs(
 
 
 def run_probes(
-    inputs: DiagnosisInputs, probes: tuple[Probe, ...] = PROBES, *, progress: Progress | None = None
+    inputs: DiagnosisInputs,
+    probes: tuple[Probe, ...] = PROBES,
+    *,
+    progress: Progress | None = None,
+    selected: tuple[str, ...] | None = None,
 ) -> list[Finding]:
     """Run each probe whose inputs are present; the rest are ``skipped`` with the missing flags named.
+    With ``selected`` (``--probes``), the probes not named are ``skipped`` as "not selected".
 
     A probe that crashes on unexpected input is reported as ``skipped`` with the error (and a
     warning on stderr) instead of losing every other probe's result.
     """
     findings = []
     for probe in probes:
+        if selected is not None and probe.mode not in selected:
+            findings.append(skipped(probe.mode, "not selected (--probes)"))
+            continue
         if progress is not None:
             progress.step(probe.mode)
         missing = probe.missing(inputs)
@@ -321,7 +333,7 @@ def diagnose(req: DiagnosisRequest) -> dict[str, Any]:
     try:
         inputs, meta = load_inputs(req, progress)
         t0 = time.perf_counter()
-        findings = run_probes(inputs, progress=progress)
+        findings = run_probes(inputs, progress=progress, selected=req.probes)
         req.timings["probes_s"] = time.perf_counter() - t0
     finally:
         progress.close()

@@ -59,6 +59,8 @@ class DiagnosisInputs:
     seed: int = 0
     alpha: float = ALPHA
     quiet: bool = True
+    workers: int | None = None  # training-set scans: processes (None: every core)
+    engine: str = "local"  # training-set scans: "local" or "ray" (see probes/shards.py)
 
     def scored_ids(self) -> list[str]:
         """Ids of items with a verdict for the student (and the teacher, when given), in item order."""

@@ -9,6 +9,8 @@ Every eval prompt (and every reference of at least 13 words) is indexed (:mod:`d
   Llama-2 rule applied per training row: the union over all rows is reported too, but prompts
   that embed few-shot exemplars from a train split are covered piecewise by unrelated rows), or
 - is a near-duplicate of its prompt (``near``; MinHash/LSH, exact Jaccard >= 0.7 on 5-word shingles).
+- holds it with at most two words changed (one per 10 words), re-punctuated, anywhere in the row
+  (``edited``; every number kept), so a one-word edit of a 20-word prompt is dirty, not partial.
 
 Words are normalised as lm-eval's Janitor does (lowercase, whitespace split) except that punctuation
 characters are kept as tokens: deleting them makes ``12+5`` equal ``12-5`` and two HumanEval
@@ -28,10 +30,12 @@ prompts are reported as supporting evidence only.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
-from distill_doctor.probes.overlap import OverlapIndex, summarize_hits, tokens
+from distill_doctor.probes.overlap import HitSummary, OverlapIndex, tokens
+from distill_doctor.probes.shards import Shard, TrainingSource, map_shards, source_of
 from distill_doctor.stats import clopper_pearson, fisher_exact, json_float, json_interval
 
 MODE = "contamination"
@@ -42,25 +46,61 @@ PARTIAL_COVERAGE = 0.2  # Llama 2: below 20% coverage is clean
 MIN_K_MAX_ITEMS = 200  # cap on prompts scored with the model (speed)
 REF_SUFFIX = "\x00reference"
 MIN_REFERENCE_WORDS = 13
-_KIND_RANK = {"exact": 0, "contained": 1, "ngram": 2, "near": 3}
+DECONTAMINATION_METHOD = (
+    "distill-doctor contamination index (the diagnose probe's): prompts and long references of the "
+    "eval items; whole-text, contained short item, word 13-gram coverage >= 0.8 by one row (numbers "
+    "kept), MinHash/LSH near-duplicate prompt confirmed by exact Jaccard; punctuation kept as tokens"
+)
+_KIND_RANK = {"exact": 0, "contained": 1, "edited": 2, "ngram": 3, "near": 4}
 
 
 def train_rows(train: Any) -> Iterator[tuple[str, str]]:
-    """``(prompt, response)`` pairs from a ``datasets.Dataset`` (columnar) or a list of dicts."""
-    if hasattr(train, "column_names"):
-        prompts = train["prompt"]
-        responses = train["response"] if "response" in train.column_names else [""] * len(prompts)
-        for p, r in zip(prompts, responses):
+    """``(prompt, response)`` pairs of the training rows, read shard by shard."""
+    src = source_of(train)
+    for shard in src.shards():
+        cols = src.read(shard, ("prompt", "response"))
+        for p, r in zip(cols["prompt"], cols["response"]):
             yield (p or "", r or "")
-        return
-    for row in train:
-        yield (row.get("prompt") or "", row.get("response") or "")
 
 
-def _train_ids(train: Any) -> list[Any] | None:
-    if hasattr(train, "column_names") and "id" in train.column_names:
-        return list(train["id"])
-    return None
+@dataclass(frozen=True)
+class ScanShard:
+    """One shard of the contamination scan: its rows' hits against the index, summarised."""
+
+    index: OverlapIndex
+    source: TrainingSource
+
+    def __call__(self, shard: Shard) -> HitSummary:
+        cols = self.source.read(shard, ("prompt", "response"))
+        rows = ((p or "", r or "") for p, r in zip(cols["prompt"], cols["response"]))
+        summary = HitSummary()
+        for hit in self.index.scan(rows, first_row=shard.start):
+            summary.add(hit)
+        return summary
+
+
+def scan_training(
+    index: OverlapIndex, train: Any, *, workers: int | None = 1, engine: str = "local", progress: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Every training row through ``index``, in shards (bounded memory; ``workers`` processes or
+    Ray); per eval document, the merged hit summary (:class:`HitSummary`), the same for any
+    number of workers."""
+    src = source_of(train)
+    total = HitSummary()
+    job = ScanShard(index, src)
+    for part in map_shards(
+        job, src.shards(), workers=workers, engine=engine, desc="contamination scan", progress=progress
+    ):
+        total.merge(part)
+    return total.finish(index)
+
+
+def _train_ids(train: Any, rows: list[int]) -> dict[int, Any]:
+    """Ids of the training rows named in the evidence (read from their shards only)."""
+    src = source_of(train)
+    if not rows or "id" not in src.column_names():
+        return {}
+    return src.values_at(rows, "id")
 
 
 def eval_documents(items: list) -> dict[str, str]:
@@ -71,6 +111,12 @@ def eval_documents(items: list) -> dict[str, str]:
         if isinstance(it.reference, str) and len(tokens(it.reference, "keep")) >= MIN_REFERENCE_WORDS:
             docs[it.id + REF_SUFFIX] = it.reference
     return docs
+
+
+def index_for(items: list) -> OverlapIndex:
+    """The contamination index over one evaluation set: what the probe scans training rows with,
+    and what ``generate --decontaminate`` drops rows with (one rule for both)."""
+    return OverlapIndex(eval_documents(items), punctuation="keep")
 
 
 def _by_item(per_doc: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -86,16 +132,20 @@ def _by_item(per_doc: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _why(rec: dict[str, Any], train_ids: list[Any] | None, ngram: int) -> str:
+def _why(rec: dict[str, Any], train_ids: dict[int, Any], ngram: int) -> str:
     best = rec["best"]
     what = "its reference answer" if rec.get("part") == "reference" else "its prompt"
     row = f"training row {best.row}"
-    if train_ids is not None and best.row < len(train_ids) and train_ids[best.row] is not None:
+    if train_ids.get(best.row) is not None:
         row += f" (id {train_ids[best.row]})"
     if best.kind == "exact":
         return f"{what} appears verbatim (after normalisation) as {row}"
     if best.kind == "contained":
         return f"{what} occurs whole inside {row}"
+    if best.kind == "edited":
+        k = best.positions[0] if best.positions else 0
+        how = "re-punctuated only" if k == 0 else f"{k} word{'s' if k > 1 else ''} changed"
+        return f"{what} appears in {row}, {how}"
     if best.kind == "near":
         return f"{what} is a near-duplicate of {row} (Jaccard {best.score:.2f} on word shingles)"
     return f"{rec['row_coverage']:.0%} of the words of {what} lie in {ngram}-grams shared with {row}"
@@ -106,8 +156,10 @@ def run(inputs: DiagnosisInputs) -> Finding:
     n_items = len(items)
     if n_items == 0 or inputs.train is None:
         return Finding(MODE, "pass", "No evaluation items or no training rows to compare.", n=n_items)
-    index = OverlapIndex(eval_documents(items), punctuation="keep")
-    per_doc = summarize_hits(index, index.scan(train_rows(inputs.train)))  # streamed: no hit list kept
+    index = index_for(items)
+    per_doc = scan_training(
+        index, inputs.train, workers=inputs.workers, engine=inputs.engine, progress=not inputs.quiet
+    )
     per_item = _by_item(per_doc)
     dirty = [i for i, rec in per_item.items() if rec["dirty"]]
     partial = [i for i, rec in per_item.items() if not rec["dirty"] and rec["coverage"] >= PARTIAL_COVERAGE]
@@ -154,7 +206,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
     ranked = sorted(
         dirty, key=lambda i: (_KIND_RANK[per_item[i]["best"].kind], -per_item[i]["row_coverage"], i)
     )
-    train_ids = _train_ids(inputs.train)
+    train_ids = _train_ids(inputs.train, [per_item[i]["best"].row for i in ranked[:10]])
     evidence = [
         {
             "id": i,

@@ -38,6 +38,8 @@ size (the sample size is in the metrics); exact duplicates always use every row.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+from hashlib import blake2b
 from typing import Any
 
 import numpy as np
@@ -46,6 +48,7 @@ from distill_doctor.data.records import Item
 from distill_doctor.probes import text_features as tf
 from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
 from distill_doctor.probes.near_duplicates import NearDupConfig, near_duplicate_pairs
+from distill_doctor.probes.shards import Shard, TrainingSource, map_shards, source_of
 from distill_doctor.stats import (
     binom_test_greater,
     clopper_pearson,
@@ -93,21 +96,134 @@ def default_verifier(reference: object) -> str:
     return "exact"
 
 
-def _frame(train: Any):
-    import pandas as pd
+def _text_hashes(texts: list[str]) -> np.ndarray:
+    """64-bit blake2b of each text, lower-cased with whitespace runs collapsed (exact-duplicate keys:
+    a false match needs about 2**32 rows)."""
+    digests = b"".join(
+        blake2b(" ".join(t.lower().split()).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        for t in texts
+    )
+    return np.frombuffer(digests, dtype="<u8").copy()
 
-    df = train.to_pandas() if hasattr(train, "to_pandas") else pd.DataFrame(train)
-    for col in ("prompt", "response"):
-        if col not in df:
-            df[col] = ""
-    df["prompt"] = df["prompt"].fillna("").astype(str)
-    df["response"] = df["response"].fillna("").astype(str)
-    if "id" not in df:
-        df["id"] = [f"row{i + 1}" for i in range(len(df))]
-    df["id"] = [str(x) if x is not None and x == x else f"row{i + 1}" for i, x in enumerate(df["id"])]
-    if "reference" not in df:
-        df["reference"] = None
-    return df
+
+@dataclass
+class ShardQuality:
+    """What one shard contributes: duplicate keys and lengths of every row, checks of its sampled rows."""
+
+    pair_hash: np.ndarray
+    prompt_hash: np.ndarray
+    lengths: np.ndarray
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    n_verified: int = 0
+    n_skipped: int = 0
+    bad_ids: list[tuple[str, str]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    with_reference: int = 0
+    near_texts: list[tuple[int, str]] = field(default_factory=list)  # (row, prompt + response)
+
+
+@dataclass(frozen=True)
+class QualityShard:
+    """The data-quality scan of one shard; ``text_sample``/``near_sample``: sorted global rows."""
+
+    source: TrainingSource
+    text_sample: np.ndarray
+    near_sample: np.ndarray
+    seed: int = 0
+
+    def __call__(self, shard: Shard) -> ShardQuality:
+        cols = self.source.read(shard, ("prompt", "response", "id", "reference"))
+        prompts = ["" if x is None else str(x) for x in cols["prompt"]]
+        responses = ["" if x is None else str(x) for x in cols["response"]]
+        out = ShardQuality(
+            pair_hash=_text_hashes([p + "\x00" + r for p, r in zip(prompts, responses)]),
+            prompt_hash=_text_hashes(prompts),
+            lengths=np.fromiter((len(r.split()) for r in responses), dtype=np.int32, count=len(responses)),
+        )
+        local = _inside(self.text_sample, shard)
+        ids = [_row_id(cols["id"][k], shard.start + k) for k in local]
+        sp, sr = [prompts[k] for k in local], [responses[k] for k in local]
+        refs = [cols["reference"][k] for k in local]
+        out.with_reference = sum(_ref_ok(r) for r in refs)
+        # The math cap is shared out by each shard's share of the sample, with a seed of its own,
+        # so the rows checked do not depend on the number of workers.
+        cap = -(-MATH_ROWS * len(local) // max(len(self.text_sample), 1))
+        out.errors, out.n_verified, out.n_skipped, no_answer = _verify_rows(
+            sp, sr, refs, ids, seed=self.seed + shard.start, math_cap=cap
+        )
+        out.counts, out.bad_ids = _format_checks(sp, sr, ids, set(no_answer))
+        out.near_texts = [
+            (shard.start + k, prompts[k] + "\n" + responses[k]) for k in _inside(self.near_sample, shard)
+        ]
+        return out
+
+
+def _inside(rows: np.ndarray, shard: Shard) -> list[int]:
+    """Positions inside the shard (0-based) of the sorted global ``rows`` that fall in it."""
+    lo, hi = np.searchsorted(rows, [shard.start, shard.stop])
+    return (rows[lo:hi] - shard.start).tolist()
+
+
+def _row_id(value: object, row: int) -> str:
+    return str(value) if value is not None and value == value else f"row{row + 1}"
+
+
+def _format_checks(
+    prompts: list[str], responses: list[str], ids: list[str], no_answer: set[int]
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Format flags per row (``no_answer``: positions whose verified target had no final answer)."""
+    counts: dict[str, int] = {"empty": 0, "truncated": 0, "repetition_loop": 0, "mixed_script": 0}
+    bad_ids: list[tuple[str, str]] = []
+    for pos, (p, r, rid) in enumerate(zip(prompts, responses, ids)):
+        flags = _format_flags(p, r)
+        if pos in no_answer:
+            flags.append("no_final_answer")
+        for f in flags:
+            counts[f] = counts.get(f, 0) + 1
+        if flags:
+            bad_ids.append((rid, ", ".join(flags)))
+    return counts, bad_ids
+
+
+def scan_quality(
+    train: Any, seed: int, *, workers: int | None = 1, engine: str = "local", progress: bool = False
+) -> tuple[ShardQuality, TrainingSource, np.ndarray]:
+    """Every training row, in shards: duplicate keys and lengths of all rows, text checks on a seeded
+    sample of ``TEXT_SAMPLE`` rows and near-duplicate texts of ``NEAR_DUP_SAMPLE`` rows, merged
+    in shard order (identical for any number of workers). Returns (merged, source, text sample)."""
+    src = source_of(train)
+    n = src.n_rows
+    rng = np.random.default_rng(seed)
+    text_sample = np.sort(rng.choice(n, TEXT_SAMPLE, replace=False)) if n > TEXT_SAMPLE else np.arange(n)
+    near_sample = np.sort(rng.choice(n, NEAR_DUP_SAMPLE, replace=False)) if n > NEAR_DUP_SAMPLE else np.arange(n)
+    job = QualityShard(src, text_sample, near_sample, seed)
+    parts = list(
+        map_shards(job, src.shards(), workers=workers, engine=engine, desc="data-quality scan", progress=progress)
+    )
+    merged = ShardQuality(
+        pair_hash=np.concatenate([p.pair_hash for p in parts]) if parts else np.zeros(0, np.uint64),
+        prompt_hash=np.concatenate([p.prompt_hash for p in parts]) if parts else np.zeros(0, np.uint64),
+        lengths=np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int32),
+    )
+    merged.counts = {"empty": 0, "truncated": 0, "repetition_loop": 0, "mixed_script": 0}
+    for p in parts:
+        merged.errors += p.errors
+        merged.n_verified += p.n_verified
+        merged.n_skipped += p.n_skipped
+        merged.bad_ids += p.bad_ids
+        merged.with_reference += p.with_reference
+        merged.near_texts += p.near_texts
+        for k, v in p.counts.items():
+            merged.counts[k] = merged.counts.get(k, 0) + v
+    return merged, src, text_sample
+
+
+def _duplicated(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(later copies: True for every row equal to an earlier one, any copy: True for rows with an equal row)."""
+    _, first, inverse, counts = np.unique(h, return_index=True, return_inverse=True, return_counts=True)
+    later = np.ones(len(h), dtype=bool)
+    later[first] = False
+    return later, counts[inverse] > 1
 
 
 def _ref_ok(ref: object) -> bool:
@@ -119,11 +235,11 @@ def _ref_ok(ref: object) -> bool:
 
 
 def _verify_rows(
-    prompts, responses, refs, ids, seed: int = 0
-) -> tuple[list[tuple[str, str]], int, int, list[str]]:
-    """(errors [(id, why)], n verified, n skipped as unverifiable, ids without an answer).
+    prompts, responses, refs, ids, seed: int = 0, math_cap: int = MATH_ROWS
+) -> tuple[list[tuple[str, str]], int, int, list[int]]:
+    """(errors [(id, why)], n verified, n skipped as unverifiable, positions without an answer).
 
-    Rows with a LaTeX reference go to the ``math`` verifier, at most ``MATH_ROWS`` of them (a
+    Rows with a LaTeX reference go to the ``math`` verifier, at most ``math_cap`` of them (a
     random subset; the rest count as unverifiable); a reference math-verify cannot read is skipped.
     """
     from distill_doctor.verify import verify
@@ -131,13 +247,13 @@ def _verify_rows(
 
     kinds = [default_verifier(ref) if _ref_ok(ref) else None for ref in refs]
     math_rows = [i for i, k in enumerate(kinds) if k == "math"]
-    if len(math_rows) > MATH_ROWS:
-        keep = set(np.random.default_rng(seed).choice(math_rows, MATH_ROWS, replace=False).tolist())
+    if len(math_rows) > math_cap:
+        keep = set(np.random.default_rng(seed).choice(math_rows, math_cap, replace=False).tolist())
         kinds = [None if k == "math" and i not in keep else k for i, k in enumerate(kinds)]
-    n_skip = len(math_rows) - min(len(math_rows), MATH_ROWS)
+    n_skip = len(math_rows) - min(len(math_rows), math_cap)
     errors, no_answer = [], []
     n_ver = 0
-    for prompt, response, ref, rid, kind in zip(prompts, responses, refs, ids, kinds):
+    for pos, (prompt, response, ref, rid, kind) in enumerate(zip(prompts, responses, refs, ids, kinds)):
         if kind is None:
             continue
         if kind == "math" and not readable_reference(str(ref).strip()):
@@ -157,7 +273,7 @@ def _verify_rows(
             got = "no final answer" if v.answer is None else f"answer {v.answer!s:.40}"
             errors.append((rid, f"target gives {got}, reference {str(ref).strip()[:40]}"))
             if v.answer is None:
-                no_answer.append(rid)
+                no_answer.append(pos)
     return errors, n_ver, n_skip, no_answer
 
 
@@ -228,33 +344,19 @@ def _rule(name: str, k: int, n: int, alpha: float) -> tuple[str, StatTest]:
 
 
 def run(inputs: DiagnosisInputs) -> Finding:
-    df = _frame(inputs.train)
-    n = len(df)
+    scan, src, sample = scan_quality(
+        inputs.train, inputs.seed, workers=inputs.workers, engine=inputs.engine, progress=not inputs.quiet
+    )
+    n = src.n_rows
     if n == 0:
         return Finding(mode=MODE, verdict="pass", summary="The training set is empty: nothing to check.", n=0)
-    rng = np.random.default_rng(inputs.seed)
-    sample = np.sort(rng.choice(n, TEXT_SAMPLE, replace=False)) if n > TEXT_SAMPLE else np.arange(n)
-    prompts = df["prompt"].to_numpy()[sample].tolist()
-    responses = df["response"].to_numpy()[sample].tolist()
-    refs = df["reference"].to_numpy()[sample].tolist()
-    ids = df["id"].to_numpy()[sample].tolist()
 
     # 1. verified errors
-    errors, n_ver, n_skip, no_answer = _verify_rows(prompts, responses, refs, ids, seed=inputs.seed)
+    errors, n_ver, n_skip = scan.errors, scan.n_verified, scan.n_skipped
     v_err, t_err = _rule("verified_error", len(errors), n_ver, inputs.alpha)
 
     # 2. format violations
-    counts: dict[str, int] = {"empty": 0, "truncated": 0, "repetition_loop": 0, "mixed_script": 0}
-    bad_ids: list[tuple[str, str]] = []
-    no_answer_set = set(no_answer)
-    for p, r, rid in zip(prompts, responses, ids):
-        flags = _format_flags(p, r)
-        if rid in no_answer_set:
-            flags.append("no_final_answer")
-        for f in flags:
-            counts[f] = counts.get(f, 0) + 1
-        if flags:
-            bad_ids.append((rid, ", ".join(flags)))
+    counts, bad_ids = scan.counts, scan.bad_ids
     counts.setdefault("no_final_answer", 0)
     v_fmt, t_fmt = _rule("format_violation", len(bad_ids), len(sample), inputs.alpha)
 
@@ -283,31 +385,23 @@ def run(inputs: DiagnosisInputs) -> Finding:
         and not attribution[name]["beyond_teacher"]
     ]
 
-    # 3. duplicates
-    norm = (
-        (df["prompt"] + "\x00" + df["response"]).str.lower().str.replace(r"\s+", " ", regex=True).str.strip()
-    )
-    exact = norm.duplicated(keep="first").to_numpy()
-    prompt_norm = df["prompt"].str.lower().str.replace(r"\s+", " ", regex=True).str.strip()
-    conflicting = int((prompt_norm.duplicated(keep=False) & ~norm.duplicated(keep=False)).sum())
-    unique_pos = np.flatnonzero(~exact)
-    nd_pos = (
-        np.sort(rng.choice(unique_pos, NEAR_DUP_SAMPLE, replace=False))
-        if unique_pos.size > NEAR_DUP_SAMPLE
-        else unique_pos
-    )
+    # 3. duplicates (near duplicates on the sampled rows that are not exact duplicates)
+    exact, pair_any = _duplicated(scan.pair_hash)
+    conflicting = int((_duplicated(scan.prompt_hash)[1] & ~pair_any).sum())
+    n_unique = int(n - exact.sum())
+    near = [(row, text) for row, text in scan.near_texts if not exact[row]]
+    nd_pos = np.asarray([row for row, _ in near], dtype=np.int64)
     cfg = NearDupConfig()
-    texts = (df["prompt"].to_numpy()[nd_pos] + "\n" + df["response"].to_numpy()[nd_pos]).tolist()
-    pairs = near_duplicate_pairs(texts, cfg)
+    pairs = near_duplicate_pairs([text for _, text in near], cfg)
     near_rows = {int(nd_pos[j]) for _, j, _ in pairs}  # the later row of each pair is redundant
     in_sample = len(near_rows) / len(nd_pos) if len(nd_pos) else 0.0
-    share = len(nd_pos) / unique_pos.size if unique_pos.size else 1.0
+    share = len(nd_pos) / n_unique if n_unique else 1.0
     near_rate = min(1.0, in_sample / share) if share > 0 else 0.0  # partner-inclusion correction
-    redundant = int(exact.sum()) + int(round(near_rate * unique_pos.size))
+    redundant = int(exact.sum()) + int(round(near_rate * n_unique))
     v_dup, t_dup = _rule("duplicate", redundant, n, inputs.alpha)
 
     # 4. length outliers
-    lengths = df["response"].str.count(r"\S+").to_numpy(dtype=float)
+    lengths = scan.lengths.astype(float)
     z = robust_z(np.log1p(lengths), min_scale=LENGTH_MIN_SCALE)
     outliers = np.flatnonzero(np.abs(z) > LENGTH_Z)
     out_rate = outliers.size / n
@@ -322,16 +416,16 @@ def run(inputs: DiagnosisInputs) -> Finding:
 
     evidence = [{"id": i, "why": w} for i, w in errors[:4]]
     evidence += [{"id": i, "why": f"format: {w}"} for i, w in bad_ids[:3]]
-    ids_all = df["id"].to_numpy()
+    dup_rows = np.flatnonzero(exact)[:2].tolist()
+    pair_rows = [(int(nd_pos[i]), int(nd_pos[j]), jac) for i, j, jac in pairs[:1]]
+    wanted = dup_rows + [r for a, b, _ in pair_rows for r in (a, b)]
+    has_ids = "id" in src.column_names()
+    got = src.values_at(wanted, "id") if wanted and has_ids else {}
+    ids_all = {r: _row_id(got.get(r), r) for r in wanted}
+    evidence += [{"id": ids_all[i], "why": "exact duplicate of an earlier row"} for i in dup_rows]
     evidence += [
-        {"id": str(ids_all[i]), "why": "exact duplicate of an earlier row"} for i in np.flatnonzero(exact)[:2]
-    ]
-    evidence += [
-        {
-            "id": str(ids_all[int(nd_pos[j])]),
-            "why": f"near duplicate (Jaccard {jac:.2f}) of {ids_all[int(nd_pos[i])]}",
-        }
-        for i, j, jac in pairs[:1]
+        {"id": ids_all[b], "why": f"near duplicate (Jaccard {jac:.2f}) of {ids_all[a]}"}
+        for a, b, jac in pair_rows
     ]
     evidence = evidence[:10]
 
@@ -371,7 +465,7 @@ def run(inputs: DiagnosisInputs) -> Finding:
         "n_rows": n,
         "sampled_rows": int(len(sample)),
         "sample_seed": inputs.seed,
-        "with_reference": int(sum(_ref_ok(r) for r in refs)),
+        "with_reference": scan.with_reference,
         "verified": n_ver,
         "unverifiable": n_skip,
         "verified_errors": len(errors),

@@ -13,6 +13,14 @@ stream through :meth:`OverlapIndex.scan`. Four kinds of hit, each reported per t
 - ``near``: MinHash/LSH near-duplicates of the prompt (word shingles; dirty only when the row holds
   every number of the item), the LSH queried at a lower
   threshold than the decision threshold and every candidate confirmed with the exact Jaccard.
+- ``edited``: the item, with at most ``EDIT_MAX`` (2) word edits and at most one per
+  ``EDIT_WORDS_PER_EDIT`` (10) words, anywhere in the row (prompt or response). Words are the tokens
+  other than prose punctuation (``, . ; : ! ? ' "``), so a re-punctuated copy has no edits, while
+  symbols (``+ - = < (`` ...) stay words. Candidates share enough disjoint 5-word blocks of the item
+  (an edit breaks at most one block), then a word alignment (difflib) counts the edits: per gap,
+  the larger of the item's and the row's unmatched words. Dirty only when every number of the item
+  is matched (another story's numbers make another problem). A 9-word item allows no edit: "What is
+  the capital of Spain?" is not a copy of "... of France?".
 
 Template text (an n-gram or shingle shared by ``template_min_items`` or more eval items, e.g. a
 prompt template or boilerplate such as "Write a function that ... returns") is removed before
@@ -40,6 +48,7 @@ import string
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from itertools import repeat
 from typing import Any
 
@@ -56,6 +65,13 @@ _SENTENCE_END = frozenset(".?!")
 MINHASH_SCHEME = minhash.SCHEME
 _OOV_SALT = np.uint64(0x9E3779B97F4A7C15)
 MIN_WHOLE_WORDS = 3  # whole-text matches need at least this many normalised words
+_ROW, _RESPONSE = "\x01", "\x02"  # sentinel tokens between rows and between prompt and response
+# Edited copies (kind "edited"): words are the tokens other than prose punctuation, so a copy that
+# is only re-punctuated has no edits; symbols (+ - * / = < > brackets ...) stay words.
+FREE_PUNCTUATION = frozenset(",.;:!?'\"`")
+EDIT_ANCHOR = 5  # words per anchor window (candidate pairs share anchors)
+EDIT_MAX = 2  # at most this many word edits ...
+EDIT_WORDS_PER_EDIT = 10  # ... and one per this many words of the item (a 9-word item: none)
 
 
 def tokens(text: str, punctuation: str = "delete") -> list[str]:
@@ -100,7 +116,8 @@ class Hit:
     ``score``: 1.0 for ``exact``/``contained``; the covered share of the item's content tokens for
     ``ngram``; the exact Jaccard of the prompt shingle sets for ``near``. ``dirty``: the hit alone
     meets the index's decision threshold. ``positions``: for ``ngram``, the start positions (in the
-    item's normalised words) of the matching n-grams.
+    item's normalised words) of the matching n-grams; for ``edited``, one number, the word edits.
+    ``edited``'s score is 1 - edits / the item's words.
     """
 
     eval_id: str
@@ -118,7 +135,6 @@ class _Batch:
     prompt_ends: list[int] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
-    whole_keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -177,7 +193,10 @@ class OverlapIndex:
         for ws in words:
             for w in ws:
                 self.vocab.setdefault(w, len(self.vocab) + 1)  # 0 = out of the eval vocabulary
+        for w in sorted(FREE_PUNCTUATION) if punctuation == "keep" else ():
+            self.vocab.setdefault(w, len(self.vocab) + 1)  # edited copies must see them to skip them
         self.hasher = WindowHasher(len(self.vocab), seed)
+        self._scan_vocab = {**self.vocab, _ROW: -1, _RESPONSE: -2}
         self.eval_tokens = [tuple(self.vocab[w] for w in ws) for ws in words]
         # Number tokens: a problem re-told with other numbers is another problem, not a copy.
         self.numbers = [np.array([any(c.isdigit() for c in w) for w in ws], dtype=bool) for ws in words]
@@ -190,13 +209,9 @@ class OverlapIndex:
         self._eval_prefix = self.hasher.prefix(flat)
         self._build_ngrams()
         self._build_contained()
-        self.whole: dict[str, list[int]] = defaultdict(list)
-        for e, ws in enumerate(words):
-            key = whole_key(ws)
-            if key.count(" ") + 1 >= MIN_WHOLE_WORDS:  # "Solve." or "Continue." alone proves nothing
-                self.whole[key].append(e)
-        self.whole = dict(self.whole)
+        self._build_whole(words)
         self._build_near()
+        self._build_edited(words)
 
     # ---- build ---------------------------------------------------------------------------------
     def _eval_windows(self, length: int) -> _Windows:
@@ -242,9 +257,146 @@ class OverlapIndex:
             keys = [t for t in self.short_items if len(t) == length]
             self._short_by_len[length] = np.unique(self.hasher.of_tuples(keys))
 
+    def _build_whole(self, words: list[list[str]]) -> None:
+        """Whole-text keys: each item's ids with trailing . ? ! dropped (at least ``MIN_WHOLE_WORDS``)."""
+        self._sentence_ids = np.asarray([self.vocab[w] for w in _SENTENCE_END if w in self.vocab], dtype=np.int64)
+        self.whole: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for e, ws in enumerate(words):
+            n = len(whole_key(ws).split())
+            if n >= MIN_WHOLE_WORDS:  # "Solve." or "Continue." alone proves nothing
+                self.whole[self.eval_tokens[e][:n]].append(e)
+        self.whole = dict(self.whole)
+        self._whole_lengths = np.unique(np.asarray([len(k) for k in self.whole], dtype=np.int64))
+        self._whole_hashes = np.unique(
+            np.concatenate([self.hasher.of_tuples([k]) for k in self.whole]) if self.whole else np.zeros(0, np.uint64)
+        )
+
+    def _build_edited(self, words: list[list[str]]) -> None:
+        """Anchors for edited copies: ``EDIT_ANCHOR``-word windows of each item's word stream (prose
+        punctuation dropped) for items of at least ``EDIT_WORDS_PER_EDIT`` words, template anchors
+        removed; stored as sorted hashes with CSR postings (item, word position)."""
+        self._free_ids = np.asarray([self.vocab[w] for w in FREE_PUNCTUATION if w in self.vocab], dtype=np.int64)
+        a = EDIT_ANCHOR
+        self.edit_words: list[tuple[int, ...]] = []
+        self.edit_numbers: list[np.ndarray] = []
+        self.edit_allowed = np.zeros(len(self.eval_ids), dtype=np.int64)
+        overlap = np.zeros(len(self.eval_ids), dtype=np.int64)  # 1 where the end block overlaps another
+        hs, its, pos = [], [], []
+        for e, toks in enumerate(self.eval_tokens):
+            keep = [k for k, w in enumerate(words[e]) if w not in FREE_PUNCTUATION]
+            wids = tuple(toks[k] for k in keep)
+            self.edit_words.append(wids)
+            self.edit_numbers.append(self.numbers[e][keep] if keep else np.zeros(0, dtype=bool))
+            allowed = min(EDIT_MAX, len(wids) // EDIT_WORDS_PER_EDIT)
+            if allowed == 0:
+                continue
+            self.edit_allowed[e] = allowed
+            # Disjoint blocks (and one flush with the end): an edit breaks at most one of them. Short
+            # items (under 4 blocks, where a template block or two edits leave too few) use every
+            # window: an edit breaks at most ``a`` of those.
+            if len(wids) < 4 * a:
+                blocks = np.arange(len(wids) - a + 1)
+                overlap[e] = (a - 1) * allowed
+            else:
+                blocks = np.unique(np.append(np.arange(0, len(wids) - a + 1, a), len(wids) - a))
+                overlap[e] = int(len(wids) % a != 0)
+            h = self.hasher.windows(self.hasher.prefix(np.asarray(wids, dtype=np.int64)), a)[blocks]
+            hs.append(h)
+            its.append(np.full(len(h), e, dtype=np.int64))
+            pos.append(blocks)
+        h = np.concatenate(hs) if hs else np.zeros(0, np.uint64)
+        item = np.concatenate(its) if its else np.zeros(0, np.int64)
+        local = np.concatenate(pos) if pos else np.zeros(0, np.int64)
+        uniq, counts = items_per_hash(h, item)
+        keep = ~member(h, uniq[counts >= self.template_min_items])
+        h, item, local = h[keep], item[keep], local[keep]
+        order = np.lexsort((local, item, h))
+        self._anchor_hash, self._anchor_item, self._anchor_pos = h[order], item[order], local[order]
+        self._anchor_keys, self._anchor_first = np.unique(self._anchor_hash, return_index=True)
+        self._anchor_bitmap = bitmap(self._anchor_keys)
+        # Anchors an edited copy must share: all distinct blocks but those the edits can break.
+        distinct = np.zeros(len(self.eval_ids), dtype=np.int64)
+        if len(h):
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = (self._anchor_hash[1:] != self._anchor_hash[:-1]) | (self._anchor_item[1:] != self._anchor_item[:-1])
+            distinct = np.bincount(self._anchor_item[first], minlength=len(self.eval_ids))
+        # An edit breaks one block, or two inside the end block's overlap (at most one edit there);
+        # with every window as an anchor, ``a`` windows (``overlap`` holds the extra a - 1 per edit).
+        self.edit_needed = np.maximum(1, distinct - self.edit_allowed - overlap)
+        self.edit_needed[self.edit_allowed == 0] = np.iinfo(np.int64).max
+
+    def _edited_hits(self, ids, row_of, b: _Batch) -> list[Hit]:
+        """Rows holding an item with at most ``edit_allowed`` word edits (``edited``): candidate pairs
+        share enough anchors, then a word alignment (difflib) counts the edits; every number of the
+        item must be matched (a re-told problem with other numbers is another problem)."""
+        a = EDIT_ANCHOR
+        if not len(self._anchor_keys):
+            return []
+        words = ~np.isin(ids, self._free_ids)
+        wids, wrow = ids[words], row_of[words]
+        n = len(wids) - a + 1
+        if n <= 0:
+            return []
+        h = self.hasher.windows(self.hasher.prefix(wids), a)
+        oov = np.concatenate(([0], np.cumsum(wids == 0)))
+        ok = (wrow[:n] == wrow[a - 1 : a - 1 + n]) & (oov[a : a + n] == oov[:n])
+        pos = np.flatnonzero(ok & member(h, self._anchor_keys, self._anchor_bitmap))
+        if not len(pos):
+            return []
+        k = np.searchsorted(self._anchor_keys, h[pos])
+        lo = self._anchor_first[k]
+        hi = np.append(self._anchor_first[1:], len(self._anchor_hash))[k]
+        reps = hi - lo
+        at = np.repeat(pos, reps)  # row-stream position of each (window, posting) pair
+        post = np.repeat(lo - np.cumsum(reps) + reps, reps) + np.arange(int(reps.sum()))
+        item, ipos, row = self._anchor_item[post], self._anchor_pos[post], wrow[at]
+        key = row * len(self.eval_ids) + item
+        width = max(len(w) for w in self.edit_words) + 1
+        v = np.sort(key * width + ipos)
+        v = v[np.append(True, v[1:] != v[:-1])] // width  # one entry per (pair, anchor position)
+        starts = np.flatnonzero(np.append(True, v[1:] != v[:-1]))
+        keys, counts = v[starts], np.diff(np.append(starts, len(v)))
+        cand = keys[counts >= self.edit_needed[keys % len(self.eval_ids)]]
+        if not len(cand):
+            return []
+        order = np.argsort(key, kind="stable")
+        sorted_keys = key[order]
+        out = []
+        for kv in cand.tolist():
+            r, e = divmod(kv, len(self.eval_ids))
+            lo_k, hi_k = np.searchsorted(sorted_keys, [kv, kv + 1])
+            sel = at[order[lo_k:hi_k]]
+            row_start = int(np.searchsorted(wrow, r))
+            row_end = int(np.searchsorted(wrow, r, side="right"))
+            size = len(self.edit_words[e])
+            lo_, hi_ = max(row_start, int(sel.min()) - size), min(row_end, int(sel.max()) + a + size)
+            edits = self._edits(e, wids[lo_:hi_].tolist())
+            if edits is not None and edits <= self.edit_allowed[e]:
+                out.append(Hit(self.eval_ids[e], "edited", 1.0 - edits / size, b.rows[r], True, (edits,)))
+        return out
+
+    def _edits(self, e: int, region: list[int]) -> int | None:
+        """Word edits between item ``e`` and its best-aligned stretch of ``region``: per gap between
+        matched blocks, the larger of the item's and the row's unmatched words (unmatched item words
+        before the first and after the last block count too). None when a number is not matched."""
+        item = self.edit_words[e]
+        blocks = [m for m in SequenceMatcher(None, item, region, autojunk=False).get_matching_blocks() if m.size]
+        if not blocks:
+            return None
+        matched = np.zeros(len(item), dtype=bool)
+        for m in blocks:
+            matched[m.a : m.a + m.size] = True
+        if not matched[self.edit_numbers[e]].all():
+            return None
+        edits = blocks[0].a + (len(item) - blocks[-1].a - blocks[-1].size)
+        for prev, nxt in zip(blocks, blocks[1:]):
+            edits += max(nxt.a - prev.a - prev.size, nxt.b - prev.b - prev.size)
+        return edits
+
     def _build_near(self) -> None:
         w = self._eval_windows(self.shingle)
         self._template_shingles = self._template(w)
+        self._template_bitmap = bitmap(self._template_shingles)
         keep = ~member(w.hash, self._template_shingles)
         self._shingle_hashes = np.unique(w.hash[keep])
         self._shingle_bitmap = bitmap(self._shingle_hashes)
@@ -315,51 +467,99 @@ class OverlapIndex:
         """Hits of one training text (a string, or a ``(prompt, response)`` pair)."""
         return list(self.scan([text]))
 
-    def scan(self, texts: Iterable[str | tuple[str, str]]) -> Iterator[Hit]:
+    def scan(self, texts: Iterable[str | tuple[str, str]], first_row: int = 0) -> Iterator[Hit]:
         """Stream training rows (strings, or ``(prompt, response)`` pairs) and yield their hits.
 
-        ``row`` in each hit is the 0-based position of the text in ``texts``. Exact and near
+        ``row`` in each hit is ``first_row`` + the 0-based position of the text in ``texts``. Exact and near
         matches look at the prompt only; n-gram and containment matches at prompt + response.
         Hits come in row order.
         """
-        batch = _Batch()
-        vocab_get, punct = self.vocab.get, self.punctuation
-        for row, text in enumerate(texts):
+        prompts: list[str] = []
+        responses: list[str] = []
+        rows: list[int] = []
+        for row, text in enumerate(texts, first_row):
             prompt, response = (text or "", "") if text is None or isinstance(text, str) else text
-            pw = tokens(prompt or "", punct)
-            response = response or ""
-            batch.starts.append(len(batch.ids))
-            batch.ids.extend(map(vocab_get, pw, repeat(0)))
-            batch.prompt_ends.append(len(batch.ids))
-            if response:
-                batch.ids.extend(map(vocab_get, tokens(response, punct), repeat(0)))
-            batch.ends.append(len(batch.ids))
-            batch.rows.append(row)
-            batch.whole_keys.append(whole_key(pw))
-            if len(batch.rows) >= self.batch_rows:
-                yield from self._scan_batch(batch)
-                batch = _Batch()
-        if batch.rows:
-            yield from self._scan_batch(batch)
+            prompts.append(prompt or "")
+            responses.append(response or "")
+            rows.append(row)
+            if len(rows) >= self.batch_rows:
+                yield from self._scan_batch(self._tokenize(prompts, responses, rows))
+                prompts, responses, rows = [], [], []
+        if rows:
+            yield from self._scan_batch(self._tokenize(prompts, responses, rows))
+
+    def _tokenize(self, prompts: list[str], responses: list[str], rows: list[int]) -> _Batch:
+        """Eval-vocabulary ids of a batch of rows: one lower-casing and one tokenising pass over the
+        joined batch (row and prompt/response borders marked by sentinel tokens), falling back to
+        row-by-row tokenising when a text holds a sentinel character itself."""
+        b = _Batch(rows=rows)
+        vocab_get, punct = self.vocab.get, self.punctuation
+        parts = [f"{p}\n{_RESPONSE}\n{r}" for p, r in zip(prompts, responses)]
+        joined = f"\n{_ROW}\n".join(parts)
+        toks = tokens(joined, punct)
+        n_marks = joined.count(_ROW) + joined.count(_RESPONSE)
+        ids = np.array(list(map(self._scan_vocab.get, toks, repeat(0))), dtype=np.int64)
+        marks = np.flatnonzero(ids < 0)
+        if n_marks != 2 * len(rows) - 1 or len(marks) != n_marks:
+            for p, r in zip(prompts, responses):
+                b.starts.append(len(b.ids))
+                b.ids.extend(map(vocab_get, tokens(p, punct), repeat(0)))
+                b.prompt_ends.append(len(b.ids))
+                if r:
+                    b.ids.extend(map(vocab_get, tokens(r, punct), repeat(0)))
+                b.ends.append(len(b.ids))
+            return b
+        bounds = np.concatenate(([-1], marks, [len(toks)]))
+        k = np.arange(len(rows))
+        b.ids = ids[ids >= 0]  # sentinels (negative ids) dropped; positions shift by the marks before them
+        b.starts = bounds[2 * k] + 1 - 2 * k
+        b.prompt_ends = bounds[2 * k + 1] - 2 * k
+        b.ends = bounds[2 * k + 2] - 2 * k - 1
+        return b
 
     def _scan_batch(self, b: _Batch) -> Iterator[Hit]:
         hits: list[Hit] = []
-        for r, key in enumerate(b.whole_keys):
-            for e in self.whole.get(key, ()) if key else ():
-                hits.append(Hit(self.eval_ids[e], "exact", 1.0, b.rows[r], True))
         ids = np.asarray(b.ids, dtype=np.int64)
         if len(ids):
             s = self.hasher.prefix(ids)
             oov = np.concatenate(([0], np.cumsum(ids == 0)))
-            lengths = np.diff(np.asarray(b.starts + [len(ids)], dtype=np.int64))
+            starts = np.asarray(b.starts, dtype=np.int64)
+            lengths = np.diff(np.append(starts, len(ids)))
             row_of = np.repeat(np.arange(len(b.rows)), lengths)
             ends = np.asarray(b.ends, dtype=np.int64)[row_of]
             pends = np.asarray(b.prompt_ends, dtype=np.int64)[row_of]
+            hits.extend(self._whole_hits(ids, s, oov, starts, np.asarray(b.prompt_ends, dtype=np.int64), b))
             hits.extend(self._ngram_hits(ids, s, oov, ends, row_of, b))
             hits.extend(self._contained_hits(ids, s, oov, ends, row_of, b))
             hits.extend(self._near_hits(ids, s, oov, pends, row_of, b))
+            # An edited copy only where no other rule already made the pair dirty (no double count).
+            found = {(h.row, h.eval_id) for h in hits if h.dirty}
+            hits.extend(h for h in self._edited_hits(ids, row_of, b) if (h.row, h.eval_id) not in found)
         hits.sort(key=lambda h: h.row)
         yield from hits
+
+    def _whole_hits(self, ids, s, oov, starts, pends, b: _Batch) -> list[Hit]:
+        """Rows whose prompt, trailing . ? ! dropped, equals an item's (``exact``)."""
+        if not self.whole:
+            return []
+        pe = pends.copy()
+        while True:  # strip trailing sentence punctuation, one token a round, every row at once
+            active = np.flatnonzero(pe > starts)
+            active = active[np.isin(ids[pe[active] - 1], self._sentence_ids)]
+            if not len(active):
+                break
+            pe[active] -= 1
+        n = pe - starts
+        cand = np.flatnonzero(np.isin(n, self._whole_lengths) & (oov[pe] == oov[starts]))
+        if not len(cand):
+            return []
+        with np.errstate(over="ignore"):
+            h = (s[pe[cand]] - s[starts[cand]]) * self.hasher.pow_inv[starts[cand]]
+        out = []
+        for r in cand[member(h, self._whole_hashes)].tolist():
+            for e in self.whole.get(tuple(ids[starts[r] : pe[r]].tolist()), ()):
+                out.append(Hit(self.eval_ids[e], "exact", 1.0, b.rows[r], True))
+        return out
 
     @staticmethod
     def _valid(oov: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
@@ -436,7 +636,7 @@ class OverlapIndex:
         idx = np.arange(n)
         in_prompt = idx + k <= pends[:n]
         in_vocab = oov[k : k + n] == oov[:n]
-        counted = in_prompt & ~(in_vocab & member(h, self._template_shingles))
+        counted = in_prompt & ~(in_vocab & member(h, self._template_shingles, self._template_bitmap))
         shared = counted & in_vocab & member(h, self._shingle_hashes, self._shingle_bitmap)
         rows = row_of[:n]
         total = np.bincount(rows[counted], minlength=len(b.rows))
@@ -471,6 +671,63 @@ class OverlapIndex:
         return all(t in row_words for t, is_num in zip(self.eval_tokens[e], self.numbers[e]) if is_num)
 
 
+class HitSummary:
+    """Per eval item: the strongest hit, best score per kind, rows involved, n-gram starts, dirty flag.
+
+    Built hit by hit (:meth:`add`, hits in row order) or from shards (:meth:`merge` of the summary of
+    each shard, in shard order): both give the same result, which is what lets a scan run in shards
+    on any number of workers. Memory: one record per eval item with a hit."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+        self.starts: dict[str, set[int]] = defaultdict(set)
+
+    def add(self, h: Hit) -> None:
+        rec = self.items.get(h.eval_id)
+        if rec is None:
+            rec = self.items[h.eval_id] = {
+                "dirty": False, "best": None, "kinds": {}, "rows": [], "row_coverage": 0.0, "coverage": 0.0,
+            }  # fmt: skip
+        if h.kind == "ngram":
+            self.starts[h.eval_id].update(h.positions)
+            rec["row_coverage"] = max(rec["row_coverage"], h.score)
+        rec["dirty"] = rec["dirty"] or h.dirty
+        if h.score > rec["kinds"].get(h.kind, -1.0):
+            rec["kinds"][h.kind] = h.score
+        if len(rec["rows"]) < 5 and h.row not in rec["rows"]:
+            rec["rows"].append(h.row)
+        if rec["best"] is None or (h.dirty, h.score) > (rec["best"].dirty, rec["best"].score):
+            rec["best"] = h
+
+    def merge(self, later: HitSummary) -> None:
+        """Fold in the summary of rows that come after every row seen so far."""
+        for eid, new in later.items.items():
+            rec = self.items.get(eid)
+            if rec is None:
+                self.items[eid] = {**new, "kinds": dict(new["kinds"]), "rows": list(new["rows"])}
+            else:
+                rec["dirty"] = rec["dirty"] or new["dirty"]
+                rec["row_coverage"] = max(rec["row_coverage"], new["row_coverage"])
+                for kind, score in new["kinds"].items():
+                    if score > rec["kinds"].get(kind, -1.0):
+                        rec["kinds"][kind] = score
+                for row in new["rows"]:
+                    if len(rec["rows"]) < 5 and row not in rec["rows"]:
+                        rec["rows"].append(row)
+                b = new["best"]
+                if (b.dirty, b.score) > (rec["best"].dirty, rec["best"].score):
+                    rec["best"] = b
+        for eid, st in later.starts.items():
+            self.starts[eid].update(st)
+
+    def finish(self, index: OverlapIndex) -> dict[str, dict[str, Any]]:
+        """The per-item records, with ``coverage`` (the union over rows) filled in."""
+        pos_of = {eid: e for e, eid in enumerate(index.eval_ids)}
+        for eid, st in self.starts.items():
+            self.items[eid]["coverage"] = index.coverage(pos_of[eid], st)
+        return self.items
+
+
 def summarize_hits(index: OverlapIndex, hits: Iterable[Hit]) -> dict[str, dict[str, Any]]:
     """Per eval item: the strongest hit, best score per kind, rows involved, coverage, dirty flag.
 
@@ -481,24 +738,7 @@ def summarize_hits(index: OverlapIndex, hits: Iterable[Hit]) -> dict[str, dict[s
     (Llama-2 style), reported but not decisive: prompts that embed few-shot exemplars drawn from a
     train split would otherwise be "covered" piecewise by many unrelated rows.
     """
-    pos_of = {eid: e for e, eid in enumerate(index.eval_ids)}
-    starts: dict[str, set[int]] = defaultdict(set)
-    out: dict[str, dict[str, Any]] = {}
+    summary = HitSummary()
     for h in hits:
-        rec = out.setdefault(
-            h.eval_id,
-            {"dirty": False, "best": None, "kinds": {}, "rows": [], "row_coverage": 0.0, "coverage": 0.0},
-        )
-        if h.kind == "ngram":
-            starts[h.eval_id].update(h.positions)
-            rec["row_coverage"] = max(rec["row_coverage"], h.score)
-        rec["dirty"] = rec["dirty"] or h.dirty
-        if h.score > rec["kinds"].get(h.kind, -1.0):
-            rec["kinds"][h.kind] = h.score
-        if len(rec["rows"]) < 5 and h.row not in rec["rows"]:
-            rec["rows"].append(h.row)
-        if rec["best"] is None or (h.dirty, h.score) > (rec["best"].dirty, rec["best"].score):
-            rec["best"] = h
-    for eid, st in starts.items():
-        out[eid]["coverage"] = index.coverage(pos_of[eid], st)
-    return out
+        summary.add(h)
+    return summary.finish(index)

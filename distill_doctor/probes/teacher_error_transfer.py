@@ -35,6 +35,7 @@ Also reported: teacher formatting faults (no answer, truncated, looping) the stu
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -103,6 +104,19 @@ def _train_keys(prompt: object) -> list[str]:
     return keys
 
 
+def _train_prompt_rows(ds: Any, has_ref: bool) -> Iterator[tuple[str, list | None, list | None, int]]:
+    """``(prompt, shard responses, shard references, position in the shard)`` for every training row,
+    read shard by shard (columnar, bounded memory; see ``probes/shards.py``)."""
+    from distill_doctor.probes.shards import source_of
+
+    src = source_of(ds)
+    for shard in src.shards():
+        cols = src.read(shard, ["prompt", "response", "reference"] if has_ref else ["prompt"])
+        responses, refs = (cols["response"], cols["reference"]) if has_ref else (None, None)
+        for row, prompt in enumerate(cols["prompt"]):
+            yield prompt or "", responses, refs, row
+
+
 def _train_overlap(inputs: DiagnosisInputs, items: dict[str, Item]) -> tuple[set[str], dict[str, Any] | None]:
     """Eval item ids whose prompt is in the training set, and (with references) the echo:
     of those whose training target is wrong, how many the student answers the same way."""
@@ -117,11 +131,7 @@ def _train_overlap(inputs: DiagnosisInputs, items: dict[str, Item]) -> tuple[set
         from distill_doctor.verify import extract_answer, verify
     seen: set[str] = set()
     hits: dict[str, str] = {}  # item id -> wrong target answer
-    # One columnar conversion (iterating a datasets Column row by row is ~30 us a row).
-    frame = ds.select_columns(["prompt", "response", "reference"] if has_ref else ["prompt"]).to_pandas()
-    responses = frame["response"].tolist() if has_ref else None
-    refs = frame["reference"].tolist() if has_ref else None
-    for row, prompt in enumerate(frame["prompt"].tolist()):
+    for prompt, responses, refs, row in _train_prompt_rows(ds, has_ref):
         matches = next((wanted[k] for k in _train_keys(prompt) if k in wanted), None)
         if not matches:
             continue

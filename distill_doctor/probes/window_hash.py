@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-BITMAP_BITS = 22  # membership prefilter: 4 M booleans indexed by the top hash bits
+BITMAP_BITS = 24  # membership prefilter: 16 M booleans (16 MB) indexed by the top hash bits
 
 
 class WindowHasher:
@@ -72,7 +72,7 @@ class WindowHasher:
 def bitmap(hashes: np.ndarray) -> np.ndarray:
     """Prefilter for :func:`member`: True at the top ``BITMAP_BITS`` bits of every hash."""
     bm = np.zeros(1 << BITMAP_BITS, dtype=bool)
-    bm[(hashes >> np.uint64(64 - BITMAP_BITS)).astype(np.int64)] = True
+    bm[(hashes >> np.uint64(64 - BITMAP_BITS)).view(np.int64)] = True
     return bm
 
 
@@ -84,7 +84,7 @@ def member(h: np.ndarray, sorted_hashes: np.ndarray, bm: np.ndarray | None = Non
     cand = (
         np.arange(len(h))
         if bm is None
-        else np.flatnonzero(bm[(h >> np.uint64(64 - BITMAP_BITS)).astype(np.int64)])
+        else np.flatnonzero(bm[(h >> np.uint64(64 - BITMAP_BITS)).view(np.int64)])
     )
     hc = h[cand]
     pos = np.minimum(np.searchsorted(sorted_hashes, hc), len(sorted_hashes) - 1)

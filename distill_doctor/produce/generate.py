@@ -15,9 +15,10 @@ Stages, in order; each counts the candidate responses it kept and dropped (the m
 3. ``select`` (``keep="first"``): the first surviving sample of each prompt (best-of-N);
    ``keep="all"`` keeps every surviving sample (row ids then end in ``#<sample index>``);
 4. ``exact_dedup`` then ``near_dedup`` (:mod:`dedup`) over (prompt, response);
-5. ``decontamination``: rows matching any given evaluation item (13-gram coverage, whole
-   prompt, contained short item or MinHash near-duplicate prompt; see
-   :class:`~distill_doctor.probes.overlap.OverlapIndex`) are removed.
+5. ``decontamination``: rows that the contamination probe would call dirty against any given
+   evaluation set are removed, with the probe's own index and rules
+   (:func:`distill_doctor.probes.contamination.index_for`): one decontamination, so what is kept
+   passes ``diagnose``'s contamination check on the same evaluation files.
 
 Format filters run before the verifier so that a prompt whose first correct sample loops or is
 cut off can still contribute a later, clean correct sample.
@@ -38,11 +39,6 @@ from distill_doctor.produce.filters import FormatFilter, default_filters
 Sampler = Callable[[list[str], int], list[list[str]]]
 KEEP_MODES = ("first", "all")
 REJECT_MODES = ("verifier", "none")
-DECONTAMINATION_METHOD = (
-    "distill-doctor OverlapIndex: word 13-gram coverage of the eval item (dirty at >= 0.8), "
-    "whole-prompt match, contained short item, MinHash/LSH near-duplicate prompt confirmed by "
-    "exact Jaccard; lm-eval Janitor normalisation"
-)
 
 
 @dataclass(frozen=True)
@@ -54,8 +50,6 @@ class GenerateOptions:
     reject_with: str = "verifier"  # "verifier": rejection sampling; "none": keep unverified responses
     filters: tuple[FormatFilter, ...] = field(default_factory=lambda: tuple(default_filters()))
     near_dedup: NearDedup | None = field(default_factory=NearDedup)  # None: exact dedup only
-    decontam_ngram: int = 13
-    decontam_threshold: float = 0.7  # MinHash Jaccard for near-duplicate prompts
     workers: int | None = None  # parallel code-verifier processes
     source: str = "teacher"  # the rows' ``source`` field
     chunk_prompts: int = 64  # prompts per sampler call (progress granularity, memory)
@@ -191,38 +185,45 @@ def _select_first(cands: list[_Candidate]) -> list[str | None]:
 
 
 def _decontaminate(
-    cands: list[_Candidate], benchmarks: dict[str, list[Item]], options: GenerateOptions
+    cands: list[_Candidate], benchmarks: dict[str, list[Item]]
 ) -> tuple[list[str | None], dict[str, Any]]:
+    """Drop every row the contamination probe would call dirty against any of the benchmarks.
+
+    Each benchmark gets the probe's own index (:func:`distill_doctor.probes.contamination.index_for`:
+    same documents, normalisation, template rule and dirty rules), so whatever is kept here passes
+    ``diagnose``'s contamination check on each of those evaluation files."""
+    from distill_doctor.probes.contamination import DECONTAMINATION_METHOD, index_for
+
     record: dict[str, Any] = {
         "benchmarks": list(benchmarks),
         "method": DECONTAMINATION_METHOD if benchmarks else "none",
-        "ngram": options.decontam_ngram,
-        "threshold": options.decontam_threshold,
+        "ngram": 13,
+        "threshold": 0.7,
         "removed": 0,
     }
     reasons: list[str | None] = [None] * len(cands)
-    eval_texts = {f"{name}:{it.id}": it.prompt for name, items in benchmarks.items() for it in items}
-    if not eval_texts:
-        return reasons, record
-    from distill_doctor.probes.overlap import OverlapIndex
-
-    index = OverlapIndex(
-        eval_texts, ngram=options.decontam_ngram, minhash_threshold=options.decontam_threshold
-    )
     hit_kinds: Counter[str] = Counter()
     matched: set[str] = set()
-    for hit in index.scan((c.item.prompt, c.text) for c in cands):
-        if hit.dirty and reasons[hit.row] is None:
-            reasons[hit.row] = f"{hit.kind} match with eval item {hit.eval_id} (score {hit.score:.2f})"
-            hit_kinds[hit.kind] += 1
-            matched.add(hit.eval_id)
-    record.update(
-        removed=sum(r is not None for r in reasons),
-        eval_items=len(eval_texts),
-        eval_items_matched=len(matched),
-        removed_by_kind=dict(hit_kinds),
-        params=index.params(),
-    )
+    params: dict[str, Any] = {}
+    for name, items in benchmarks.items():
+        if not items:
+            continue
+        index = index_for(items)
+        params[name] = index.params()
+        record.update(ngram=index.ngram, threshold=index.minhash_threshold)
+        for hit in index.scan((c.item.prompt, c.text) for c in cands):
+            if hit.dirty and reasons[hit.row] is None:
+                reasons[hit.row] = f"{hit.kind} match with {name} item {hit.eval_id} (score {hit.score:.2f})"
+                hit_kinds[hit.kind] += 1
+                matched.add(f"{name}:{hit.eval_id}")
+    if params:
+        record.update(
+            removed=sum(r is not None for r in reasons),
+            eval_items=sum(len(items) for items in benchmarks.values()),
+            eval_items_matched=len(matched),
+            removed_by_kind=dict(hit_kinds),
+            params=next(iter(params.values())) if len(params) == 1 else params,
+        )
     return reasons, record
 
 
@@ -288,7 +289,7 @@ def generate_dataset(
         )
         cands = _apply("near_dedup", rule, cands, reasons, filters, dropped)
 
-    reasons, decon = _decontaminate(cands, decontaminate, options)
+    reasons, decon = _decontaminate(cands, decontaminate)
     if decontaminate:
         rule = f"matches an item of {', '.join(decontaminate)} (see decontamination)"
         cands = _apply("decontamination", rule, cands, reasons, filters, dropped)

@@ -229,18 +229,30 @@ def _charts_for(report: dict[str, Any], f: dict[str, Any]) -> str:
         out.append(
             charts.line_chart("Accuracy and degeneration vs output length", labels, series, notes=notes)
         )
-    if mode == "contamination" and (
-        m.get("accuracy_flagged") is not None or m.get("accuracy_clean") is not None
-    ):
-        out.append(
-            charts.bar_chart(
-                "Student accuracy on flagged vs clean items",
-                ["flagged", "clean"],
-                [Series("student", STUDENT_COLOR, [m.get("accuracy_flagged"), m.get("accuracy_clean")])],
-                notes=[f"n={fmt_num(m.get('n_flagged'))}", ""],
-            )
-        )
+    if mode == "contamination":
+        out.append(_contamination_chart(m))
     return "".join(out)
+
+
+def _contamination_chart(m: dict[str, Any]) -> str:
+    """Accuracy on dirty vs clean items for each model the probe scored (its ``<role>_acc_dirty`` /
+    ``<role>_acc_clean`` metrics); nothing when no model was scored."""
+    series = [
+        Series(role, STUDENT_COLOR if role == "student" else TEACHER_COLOR, [dirty, clean_])
+        for role in ("teacher", "student")
+        for dirty, clean_ in [(m.get(f"{role}_acc_dirty"), m.get(f"{role}_acc_clean"))]
+        if dirty is not None or clean_ is not None
+    ]
+    if not series:
+        return ""
+    n_dirty, n_items = m.get("dirty"), m.get("n_items")
+    n_clean = n_items - n_dirty if isinstance(n_dirty, int) and isinstance(n_items, int) else None
+    return charts.bar_chart(
+        "Accuracy on contaminated (dirty) vs clean items",
+        ["dirty", "clean"],
+        series,
+        notes=[f"n={fmt_num(n_dirty)}", f"n={fmt_num(n_clean)}"],
+    )
 
 
 def _finding(report: dict[str, Any], f: dict[str, Any]) -> str:
