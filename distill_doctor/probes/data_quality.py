@@ -235,16 +235,17 @@ def _ref_ok(ref: object) -> bool:
 
 
 def _verify_rows(
-    prompts, responses, refs, ids, seed: int = 0, math_cap: int = MATH_ROWS
+    prompts, responses, refs, ids, seed: int = 0, math_cap: int | None = None
 ) -> tuple[list[tuple[str, str]], int, int, list[int]]:
     """(errors [(id, why)], n verified, n skipped as unverifiable, positions without an answer).
 
-    Rows with a LaTeX reference go to the ``math`` verifier, at most ``math_cap`` of them (a
+    Rows with a LaTeX reference go to the ``math`` verifier, at most ``math_cap`` (default ``MATH_ROWS``) of them (a
     random subset; the rest count as unverifiable); a reference math-verify cannot read is skipped.
     """
     from distill_doctor.verify import verify
     from distill_doctor.verify.math_answers import readable_reference
 
+    math_cap = MATH_ROWS if math_cap is None else math_cap
     kinds = [default_verifier(ref) if _ref_ok(ref) else None for ref in refs]
     math_rows = [i for i, k in enumerate(kinds) if k == "math"]
     if len(math_rows) > math_cap:
