@@ -376,12 +376,41 @@ def mc_prediction(logliks: list[float], choices: list[str], rule: str) -> int:
     return max(range(len(scores)), key=lambda i: (scores[i], -i))
 
 
+def _check_mc_scoring(sf: SamplesFile, d: LmEvalDoc) -> None:
+    """Refuse a multiple-choice task that lm-eval does not score as "the gold choice has the highest
+    loglikelihood": a logged ``acc``/``acc_norm`` other than 0 or 1 (truthfulqa_mc2's probability
+    mass on several true answers), or the task's own ``process_results`` with no 0/1 score logged to
+    check the reading against (``--predict_only``)."""
+    task = sf.task or "this task"
+    for (name, _), value in d.metrics.items():
+        if name in MC_RULES and value not in (0.0, 1.0):
+            raise InputError(
+                f"{task}: lm-eval logged {name} = {value:.4g}, not 0 or 1: the task scores its choices its "
+                "own way (e.g. truthfulqa_mc2's probability mass on several true answers), which reading "
+                "one gold choice cannot reproduce; not supported",
+                path=sf.path,
+                line=d.line,
+                field=name,
+            )
+    custom = isinstance((sf.config or {}).get("process_results"), str)
+    if custom and not any(name in MC_RULES for name, _ in d.metrics):
+        raise InputError(
+            f"{task}: the task scores its choices with its own process_results and this row logs no "
+            "acc to check a one-gold-choice reading against (--predict_only?); not supported",
+            path=sf.path,
+            line=d.line,
+            field="acc",
+        )
+
+
 def _mc_logliks(sf: SamplesFile, d: LmEvalDoc) -> tuple[list[str], list[float]]:
     """The choices and their loglikelihoods of one multiple-choice document."""
+    _check_mc_scoring(sf, d)
     choices = _choices(sf, d)
     if len(set(choices)) == 1 and len({c for c, _ in d.arguments}) > 1:
         raise InputError(
-            "a multiple-input task (one continuation after several contexts, e.g. winogrande) is not "
+            f"{sf.task or 'this task'}: a multiple-input task (one continuation after several contexts, "
+            "e.g. winogrande) is not "
             "supported yet",
             path=sf.path,
             line=d.line,
@@ -440,7 +469,8 @@ def read_output(sf: SamplesFile, d: LmEvalDoc, *, mc_rule: str = "acc") -> tuple
 def _no_loglikelihood(sf: SamplesFile, d: LmEvalDoc) -> None:
     if sf.output_type in ("loglikelihood", "loglikelihood_rolling"):
         raise InputError(
-            f"a {sf.output_type} task has no answer to score (perplexity-style); log a generate_until "
+            f"{sf.task or 'this task'}: a {sf.output_type} task has no answer to score (perplexity-style); "
+            "log a generate_until "
             "or multiple_choice task",
             path=sf.path,
             line=d.line,

@@ -1,0 +1,289 @@
+"""More real lm-eval task YAMLs, logged by lm-eval itself with the replay model (red-team fixtures).
+
+Extends :mod:`lm_eval_fixtures` with the multiple-choice and loglikelihood families users run most:
+truthfulqa_mc1/mc2, mmlu (a subtask), piqa, hellaswag, winogrande, arc_challenge, lambada_openai,
+and gsm8k_cot. Each task YAML is copied from the installed ``lm_eval/tasks/`` and pointed at small
+local JSONL files in the real dataset's column layout; nothing else in the task changes.
+
+:func:`build_task` writes one task's data, YAML and both roles' logs (``teacher``, ``student``).
+Options pass through to lm-eval as the CLI would (``num_fewshot``, ``limit``, ``fewshot_random_seed``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lm_eval_fixtures import ARC_QUESTIONS, _installed_tasks, _local_data, _right, _write_jsonl, arc_rows
+
+# ---- datasets in the real layouts -------------------------------------------------------------
+
+
+def truthfulqa_rows() -> list[dict[str, Any]]:
+    """truthful_qa ``multiple_choice`` rows: mc1 (one true answer, first) and mc2 (several true, first)."""
+    rows = []
+    for question, texts, gold in ARC_QUESTIONS[:12]:
+        right = texts[gold]
+        wrong = [t for i, t in enumerate(texts) if i != gold]
+        also_right = f"{right} (as usually stated)"
+        rows.append({
+            "question": question,
+            "mc1_targets": {"choices": [right, *wrong], "labels": [1, 0, 0, 0]},
+            "mc2_targets": {"choices": [right, also_right, *wrong], "labels": [1, 1, 0, 0, 0]},
+        })
+    return rows
+
+
+def truthfulqa_answers(rows, role: str) -> list[dict[str, Any]]:
+    """Loglikelihoods over the mc2 choices (a superset of mc1's). On odd items the highest one is
+    the *second* true answer: a right answer to lm-eval (acc = probability mass on the true ones),
+    not the gold index 0."""
+    entries = []
+    for k, row in enumerate(rows):
+        choices = row["mc2_targets"]["choices"]
+        ll = {c: -6.0 - i for i, c in enumerate(choices)}
+        if _right(role, k):
+            ll[choices[1 if k % 2 else 0]] = -0.5
+        else:
+            ll[choices[2 + k % 3]] = -0.5
+        entries.append({"match": row["question"], "logliks": ll})
+    return entries
+
+
+def mmlu_rows(prefix: str = "") -> list[dict[str, Any]]:
+    return [
+        {"question": prefix + q, "subject": "anatomy", "choices": texts, "answer": gold}
+        for q, texts, gold in ARC_QUESTIONS
+    ]
+
+
+def letters_answers(rows, role: str) -> list[dict[str, Any]]:
+    """mmlu: the continuations are the letters A-D."""
+    entries = []
+    for k, row in enumerate(rows):
+        pick = row["answer"] if _right(role, k) else (row["answer"] + 1 + k % 3) % 4
+        ll = {letter: -5.0 - i for i, letter in enumerate("ABCD")}
+        ll["ABCD"[pick]] = -0.3
+        entries.append({"match": row["question"], "logliks": ll})
+    return entries
+
+
+def piqa_rows() -> list[dict[str, Any]]:
+    return [
+        {"goal": q, "sol1": texts[gold] if k % 2 == 0 else texts[(gold + 1) % 4],
+         "sol2": texts[(gold + 1) % 4] if k % 2 == 0 else texts[gold], "label": k % 2}
+        for k, (q, texts, gold) in enumerate(ARC_QUESTIONS)
+    ]
+
+
+def piqa_answers(rows, role: str) -> list[dict[str, Any]]:
+    entries = []
+    for k, row in enumerate(rows):
+        sols = [row["sol1"], row["sol2"]]
+        pick = row["label"] if _right(role, k) else 1 - row["label"]
+        ll = {s: -9.0 for s in sols}
+        ll[sols[pick]] = -1.0
+        entries.append({"match": row["goal"], "logliks": ll})
+    return entries
+
+
+def hellaswag_rows() -> list[dict[str, Any]]:
+    rows = []
+    for k, (q, texts, gold) in enumerate(ARC_QUESTIONS):
+        rows.append({
+            "ind": k, "activity_label": "Science quiz", "ctx_a": q, "ctx_b": "the answer is",
+            "ctx": f"{q} the answer is", "endings": [t + "." for t in texts], "source_id": f"src~{k}",
+            "split": "val", "split_type": "indomain", "label": str(gold),
+        })
+    return rows
+
+
+def hellaswag_answers(rows, role: str) -> list[dict[str, Any]]:
+    entries = []
+    for k, row in enumerate(rows):
+        endings = [e.strip() for e in row["endings"]]
+        gold = int(row["label"])
+        pick = gold if _right(role, k) else (gold + 2) % 4
+        ll = {e: -7.0 - i for i, e in enumerate(endings)}
+        ll[endings[pick]] = -1.5
+        entries.append({"match": row["ctx_a"], "logliks": ll})
+    return entries
+
+
+def winogrande_rows() -> list[dict[str, Any]]:
+    pairs = [("The trophy did not fit in the suitcase because the _ was too big.", "trophy", "suitcase", "1"),
+             ("Sam thanked Alex because _ had helped with the move.", "Sam", "Alex", "2"),
+             ("The ice melted in the sun because _ was warm.", "the sun", "the ice", "1"),
+             ("Mia gave Zoe a book because _ had finished reading it.", "Mia", "Zoe", "1")]
+    return [{"sentence": s, "option1": a, "option2": b, "answer": ans} for s, a, b, ans in pairs]
+
+
+def winogrande_answers(rows, role: str) -> list[dict[str, Any]]:
+    entries = []
+    for k, row in enumerate(rows):
+        idx = row["sentence"].index("_")
+        target = row["sentence"][idx + 1:].strip()
+        gold = int(row["answer"]) - 1
+        for i, opt in enumerate((row["option1"], row["option2"])):
+            good = (i == gold) == _right(role, k)
+            entries.append({"match": row["sentence"][:idx] + opt, "logliks": {target: -1.0 if good else -4.0}})
+    return entries
+
+
+def lambada_rows() -> list[dict[str, str]]:
+    return [{"text": f"{q.rstrip('?')} is answered by {texts[gold].split()[-1]}"} for q, texts, gold in ARC_QUESTIONS]
+
+
+def lambada_answers(rows, role: str) -> list[dict[str, Any]]:
+    return [{"match": row["text"].rsplit(" ", 1)[0], "logliks": {row["text"].rsplit(" ", 1)[1]: -1.0 - k % 3}}
+            for k, row in enumerate(rows)]
+
+
+# ---- task table -------------------------------------------------------------------------------
+
+
+def _yaml(rel: str) -> str:
+    return (_installed_tasks() / rel).read_text()
+
+
+def _truthfulqa(root: Path, task: str):
+    rows = truthfulqa_rows()
+    files = {"validation": _write_jsonl(root / "data" / "tqa.jsonl", rows)}
+    d = root / "tasks" / "truthfulqa"
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(_installed_tasks() / "truthfulqa/utils.py", d / "utils.py")
+    (d / "truthfulqa_mc1.yaml").write_text(_local_data(_yaml("truthfulqa/truthfulqa_mc1.yaml"), files))
+    (d / "truthfulqa_mc2.yaml").write_text(_yaml("truthfulqa/truthfulqa_mc2.yaml"))
+    return rows, truthfulqa_answers
+
+
+def _simple(rel: str, data_name: str, rows_fn: Callable, answers: Callable, splits: tuple[str, ...],
+            copy: tuple[str, ...] = (), edit: Callable[[str], str] = lambda s: s):
+    def make(root: Path, task: str):
+        rows = rows_fn()
+        files = {s: _write_jsonl(root / "data" / f"{data_name}_{s}.jsonl", rows) for s in splits}
+        d = root / "tasks" / data_name
+        d.mkdir(parents=True, exist_ok=True)
+        for name in copy:
+            shutil.copy(_installed_tasks() / Path(rel).parent / name, d / name)
+        text = _local_data(edit(_yaml(rel)), files)
+        (d / Path(rel).name).write_text(text)
+        return rows, answers
+    return make
+
+
+def _mmlu(root: Path, task: str):
+    rows = mmlu_rows()
+    files = {"test": _write_jsonl(root / "data" / "mmlu_test.jsonl", rows),
+             "dev": _write_jsonl(root / "data" / "mmlu_dev.jsonl", mmlu_rows("Practice: ")[:5])}
+    d = root / "tasks" / "mmlu"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "_default_template_yaml").write_text(_local_data(_yaml("mmlu/default/_default_template_yaml"), files))
+    (d / "mmlu_anatomy.yaml").write_text(
+        _yaml("mmlu/default/mmlu_anatomy.yaml").replace('"dataset_name": "anatomy"\n', ""))
+    return rows, letters_answers
+
+
+def _arc_challenge(root: Path, task: str):
+    rows = arc_rows()
+    files = {s: _write_jsonl(root / "data" / f"arc_{s}.jsonl", rows) for s in ("train", "validation", "test")}
+    d = root / "tasks" / "arc"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "arc_easy.yaml").write_text(_local_data(_yaml("arc/arc_easy.yaml"), files))
+    (d / "arc_challenge.yaml").write_text(_yaml("arc/arc_challenge.yaml").replace("dataset_name: ARC-Challenge\n", ""))
+    from lm_eval_fixtures import arc_answers
+
+    return rows, arc_answers
+
+
+def _gsm8k_cot(root: Path, task: str):
+    from lm_eval_fixtures import gsm8k_answers, gsm8k_rows
+
+    rows = gsm8k_rows(20)
+    files = {"test": _write_jsonl(root / "data" / "gsm_test.jsonl", rows)}
+    d = root / "tasks" / "gsm8k_cot"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "gsm8k-cot.yaml").write_text(_local_data(_yaml("gsm8k/gsm8k-cot.yaml"), files))
+
+    def answers(rows, role):
+        out = gsm8k_answers(rows, role)
+        for e in out:  # gsm8k_cot's own answer format
+            e["outputs"] = [o.replace("#### ", "The answer is ").rstrip("\n") + ".\n\nQ:" if "####" in o else o
+                            for o in e["outputs"]]
+        return out
+    return rows, answers
+
+
+TASKS: dict[str, Callable] = {
+    "truthfulqa_mc1": _truthfulqa,
+    "truthfulqa_mc2": _truthfulqa,
+    "mmlu_anatomy": _mmlu,
+    "piqa": _simple("piqa/piqa.yaml", "piqa", piqa_rows, piqa_answers, ("train", "validation")),
+    "hellaswag": _simple("hellaswag/hellaswag.yaml", "hellaswag", hellaswag_rows, hellaswag_answers,
+                         ("train", "validation"), copy=("utils.py",)),
+    "winogrande": _simple("winogrande/default.yaml", "winogrande", winogrande_rows, winogrande_answers,
+                          ("train", "validation"), copy=("preprocess_winogrande.py",)),
+    "lambada_openai": _simple("lambada/lambada_openai.yaml", "lambada", lambda: lambada_rows(),
+                              lambda rows, role: lambada_answers(rows, role), ("test",)),
+    "arc_challenge": _arc_challenge,
+    "gsm8k_cot": _gsm8k_cot,
+}
+
+
+def run_lm_eval(task: str, task_root: Path, answers: Path, out_dir: Path, **options: Any) -> Path:
+    """One lm-eval run (the replay model), its tracker writing samples and results files."""
+    import lm_eval
+    import lm_eval_replay  # noqa: F401
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.tasks import TaskManager
+
+    tracker = EvaluationTracker(output_path=str(out_dir))
+    kwargs = dict(bootstrap_iters=0, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
+                  fewshot_random_seed=0, confirm_run_unsafe_code=True)
+    kwargs.update(options)
+    results = lm_eval.simple_evaluate(
+        model=lm_eval_replay.MODEL_NAME, model_args=f"answers={answers}", tasks=[task],
+        task_manager=TaskManager(include_path=str(task_root), include_defaults=False),
+        log_samples=True, evaluation_tracker=tracker, **kwargs,
+    )
+    samples = results.pop("samples")
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for name in results["configs"]:
+        tracker.save_results_samples(task_name=name, samples=samples[name])
+    (found,) = out_dir.rglob(f"samples_{task}_*.jsonl")
+    return found
+
+
+def build_task(root: str | Path, task: str, *, roles: tuple[str, ...] = ("teacher", "student"),
+               options: dict[str, dict[str, Any]] | None = None,
+               answers_edit: Callable[[list, str], list] | None = None) -> dict[str, Path]:
+    """Write ``task``'s data and YAML under ``root`` and log each role; ``options[role]`` passes to lm-eval."""
+    for key, value in {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
+                       "TOKENIZERS_PARALLELISM": "false"}.items():
+        os.environ.setdefault(key, value)
+    here = str(Path(__file__).parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    root = Path(root).resolve()
+    rows, answer_fn = TASKS[task](root, task)
+    out = {}
+    for role in roles:
+        entries = answer_fn(rows, role)
+        if answers_edit is not None:
+            entries = answers_edit(entries, role)
+        answers = root / "answers" / f"{task}_{role}.json"
+        answers.parent.mkdir(parents=True, exist_ok=True)
+        answers.write_text(json.dumps(entries), encoding="utf-8")
+        out[role] = run_lm_eval(task, root / "tasks", answers, root / "logs" / task / role,
+                                **(options or {}).get(role, {}))
+    return out
+
+
+if __name__ == "__main__":
+    for t in sys.argv[2:] or TASKS:
+        print(t, build_task(Path(sys.argv[1]) / t, t))

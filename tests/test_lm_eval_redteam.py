@@ -1,0 +1,77 @@
+"""Red-team cases for lm-eval logs as input, on files lm-eval itself wrote (``lm_eval_more_tasks``).
+
+Each task's teacher and student logs come from the task's real YAML run by lm-eval with the replay
+model. ``diagnose`` must either give lm-eval's own accuracy (exit 0) or refuse with one line naming
+the task and what it cannot read (exit 2): never a confident number lm-eval would not give.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from lm_eval_more_tasks import build_task
+
+from distill_doctor.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def lm_eval_score(samples: Path, key: str) -> float:
+    """lm-eval's aggregate ``key`` from the results file written with ``samples``."""
+    ts = samples.name.rsplit("_", 1)[1].removesuffix(".gz").removesuffix(".jsonl")
+    results = json.loads((samples.parent / f"results_{ts}.json").read_text())["results"]
+    (block,) = results.values()
+    return block[key]
+
+
+def diagnose(tmp_path: Path, teacher: Path, student: Path, capsys, *extra: str) -> tuple[int, dict | None, str]:
+    out = tmp_path / "report"
+    rc = main(["diagnose", "--teacher", str(teacher), "--student", str(student), "--out", str(out), "--quiet",
+               *extra])
+    err = capsys.readouterr().err
+    return rc, json.loads((out / "report.json").read_text()) if rc == 0 else None, err
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    """Logs of the tasks below, written once by lm-eval (about 2 s per task)."""
+    root = tmp_path_factory.mktemp("redteam_logs")
+    return {t: build_task(root / t, t) for t in ("truthfulqa_mc1", "truthfulqa_mc2", "mmlu_anatomy", "piqa",
+                                                  "hellaswag", "winogrande", "lambada_openai")}
+
+
+@pytest.mark.parametrize(
+    "task,rule",
+    [("truthfulqa_mc1", "acc"), ("mmlu_anatomy", "acc"), ("piqa", "acc"), ("piqa", "acc_norm"),
+     ("hellaswag", "acc"), ("hellaswag", "acc_norm")],
+)
+def test_multiple_choice_tasks_give_lm_evals_accuracy(logs, tmp_path, capsys, task, rule):
+    """One-gold multiple-choice tasks: diagnose's accuracies are lm-eval's acc / acc_norm."""
+    t, s = logs[task]["teacher"], logs[task]["student"]
+    rc, report, err = diagnose(tmp_path, t, s, capsys, "--mc-rule", rule)
+    assert rc == 0, err
+    assert report["accuracy"]["teacher"] == pytest.approx(lm_eval_score(t, f"{rule},none"))
+    assert report["accuracy"]["student"] == pytest.approx(lm_eval_score(s, f"{rule},none"))
+    assert report["lm_eval_agreement"]["teacher"]["rate"] == 1.0
+
+
+def test_truthfulqa_mc2_probability_mass_is_refused(logs, tmp_path, capsys):
+    """truthfulqa_mc2's acc is the probability mass on several true answers (lm-eval: 0.668 for the
+    teacher). Read as "gold choice 0 has the highest loglikelihood" it was 0.417, exit 0, and no
+    agreement warning (fractional scores are not compared). Now: exit 2 naming the task and field."""
+    t, s = logs["truthfulqa_mc2"]["teacher"], logs["truthfulqa_mc2"]["student"]
+    assert 0.6 < lm_eval_score(t, "acc,none") < 0.7
+    rc, _, err = diagnose(tmp_path, t, s, capsys)
+    assert rc == 2
+    (line,) = err.strip().splitlines()
+    assert "truthfulqa_mc2" in line and "field 'acc'" in line and "not 0 or 1" in line
+
+
+@pytest.mark.parametrize("task,says", [("winogrande", "multiple-input"), ("lambada_openai", "loglikelihood")])
+def test_unsupported_families_are_refused_by_name(logs, tmp_path, capsys, task, says):
+    rc, _, err = diagnose(tmp_path, logs[task]["teacher"], logs[task]["student"], capsys)
+    assert rc == 2
+    (line,) = err.strip().splitlines()
+    assert task in line and says in line
