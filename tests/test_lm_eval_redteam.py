@@ -39,7 +39,7 @@ def logs(tmp_path_factory):
     """Logs of the tasks below, written once by lm-eval (about 2 s per task)."""
     root = tmp_path_factory.mktemp("redteam_logs")
     return {t: build_task(root / t, t) for t in ("truthfulqa_mc1", "truthfulqa_mc2", "mmlu_anatomy", "piqa",
-                                                  "hellaswag", "winogrande", "lambada_openai")}
+                                                  "hellaswag", "winogrande", "lambada_openai", "arc_challenge")}
 
 
 @pytest.mark.parametrize(
@@ -75,3 +75,24 @@ def test_unsupported_families_are_refused_by_name(logs, tmp_path, capsys, task, 
     assert rc == 2
     (line,) = err.strip().splitlines()
     assert task in line and says in line
+
+
+def test_student_of_another_task_is_refused(logs, tmp_path, capsys):
+    """arc_challenge teacher, piqa student on the same question texts: the rendered prompts are equal
+    ("Question: ...\\nAnswer:"), so the join by content succeeded and piqa's two-choice predictions
+    were scored against arc's four letters (student 0.25, lm-eval 0.5, exit 0). Now exit 2 naming both."""
+    t, s = logs["arc_challenge"]["teacher"], logs["piqa"]["student"]
+    rc, _, err = diagnose(tmp_path, t, s, capsys)
+    assert rc == 2
+    (line,) = err.strip().splitlines()
+    assert "task piqa" in line and "task arc_challenge" in line
+
+
+def test_renamed_samples_with_other_choices_are_refused(logs, tmp_path, capsys):
+    """A renamed samples file (no task in its name, no results beside it) whose documents offer other
+    choices than the items: the letters would mean other answers, so it is refused by line."""
+    renamed = tmp_path / "student.jsonl"
+    renamed.write_bytes(logs["piqa"]["student"].read_bytes())
+    rc, _, err = diagnose(tmp_path, logs["arc_challenge"]["teacher"], renamed, capsys)
+    assert rc == 2
+    assert f"{renamed}:1: field 'arguments'" in err and "other choices" in err

@@ -152,8 +152,48 @@ def _mc_output(output: str, choices: tuple[str, ...], item: Item) -> str:
     return choices[LETTERS.index(output.rsplit(" ", 1)[-1])]
 
 
+@dataclass(frozen=True)
+class SourceTask:
+    """What the items read from a samples file were asked as: the task, its output type and, per
+    item id, the choices (multiple choice). Another model's samples must match it to be compared."""
+
+    path: str
+    task: str | None
+    output_type: str
+    choices: dict[str, tuple[str, ...]]
+
+
+def _same_task(sf: SamplesFile, source: SourceTask | None) -> None:
+    """Refuse samples of another task than the items': the same document asked another way (other
+    choices, a generated answer instead of loglikelihoods) is not the same evaluation."""
+    if source is None or sf.path == source.path:
+        return
+    if (sf.task and source.task and sf.task != source.task) or sf.output_type != source.output_type:
+        raise InputError(
+            f"logs task {sf.task or '?'} ({sf.output_type}) but the items come from task {source.task or '?'} "
+            f"({source.output_type}) in {source.path}: compare teacher and student on the same lm-eval task",
+            path=sf.path,
+        )
+
+
+def _same_choices(
+    sf: SamplesFile, d: LmEvalDoc, item: Item, choices: tuple[str, ...], source: SourceTask | None
+) -> None:
+    """A multiple-choice document must offer the item's choices in the same order (letters are positions)."""
+    expected = source.choices.get(item.id) if source is not None else None
+    if expected is not None and sf.path != source.path and tuple(choices) != expected:
+        raise InputError(
+            f"doc_id {d.doc_id} offers other choices than item {item.id!r} of {source.path} "
+            f"({list(choices)[:4]} vs {list(expected)[:4]}): the letters would not mean the same answer",
+            path=sf.path,
+            line=d.line,
+            field="arguments",
+        )
+
+
 def join_samples_file(sf: SamplesFile, items: list[Item], *, mc_rule: str = "acc") -> OutputSet:
     """Join every document of ``sf`` to its item by content (:class:`ContentIndex`); refuse the rest."""
+    _same_task(sf, getattr(items, "lm_eval", None))
     index = ContentIndex(items)
     outputs: dict[str, ModelOutput] = {}
     values: dict[tuple[str, str], dict[str, float]] = {k: {} for k in logged_metric_names(sf, mc_rule)}
@@ -167,6 +207,7 @@ def join_samples_file(sf: SamplesFile, items: list[Item], *, mc_rule: str = "acc
                 field="doc",
             )
         output, samples, choices = read_output(sf, d, mc_rule=mc_rule)
+        _same_choices(sf, d, item, choices, getattr(items, "lm_eval", None))
         output = _mc_output(output, choices, item)
         outputs[item.id] = ModelOutput(id=item.id, output=output, samples=samples, line=d.line)
         for key, per_item in values.items():
@@ -234,6 +275,7 @@ def items_from_samples(path: str | Path, *, mc_rule: str = "acc") -> ItemList:
     sf = read_samples_file(path)
     unique = dataset_ids_unique(sf.docs)
     items, hashes = [], []
+    choices: dict[str, tuple[str, ...]] = {}
     for d in sorted(sf.docs, key=lambda d: d.doc_id):
         r = read_doc(sf, d, mc_rule=mc_rule)
         items.append(
@@ -249,4 +291,8 @@ def items_from_samples(path: str | Path, *, mc_rule: str = "acc") -> ItemList:
             )
         )
         hashes.append(frozenset({d.doc_hash}) if d.doc_hash else frozenset())
-    return ItemList(items, sf.path, hashes)
+        if r.choices:
+            choices[items[-1].id] = r.choices
+    out = ItemList(items, sf.path, hashes)
+    out.lm_eval = SourceTask(sf.path, sf.task, sf.output_type, choices)
+    return out
