@@ -246,8 +246,9 @@ def run_lm_eval(task: str, task_root: Path, answers: Path, out_dir: Path, **opti
     kwargs = dict(bootstrap_iters=0, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
                   fewshot_random_seed=0, confirm_run_unsafe_code=True)
     kwargs.update(options)
+    model = _register_chat_replay() if options.get("apply_chat_template") else lm_eval_replay.MODEL_NAME
     results = lm_eval.simple_evaluate(
-        model=lm_eval_replay.MODEL_NAME, model_args=f"answers={answers}", tasks=[task],
+        model=model, model_args=f"answers={answers}", tasks=[task],
         task_manager=TaskManager(include_path=str(task_root), include_defaults=False),
         log_samples=True, evaluation_tracker=tracker, **kwargs,
     )
@@ -279,9 +280,141 @@ def build_task(root: str | Path, task: str, *, roles: tuple[str, ...] = ("teache
         answers = root / "answers" / f"{task}_{role}.json"
         answers.parent.mkdir(parents=True, exist_ok=True)
         answers.write_text(json.dumps(entries), encoding="utf-8")
-        out[role] = run_lm_eval(task, root / "tasks", answers, root / "logs" / task / role,
+        lm_task = LM_TASK.get(task, task)
+        out[role] = run_lm_eval(lm_task, root / "tasks", answers, root / "logs" / lm_task / role,
                                 **(options or {}).get(role, {}))
     return out
+
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _register_chat_replay() -> str:
+    """The replay model with a ChatML chat template (rendered by Jinja2, as transformers does), for
+    ``--apply_chat_template`` runs; returns its registered name."""
+    import jinja2
+    import lm_eval_replay
+    from lm_eval.api.registry import register_model
+
+    name = "distill-doctor-replay-chat"
+    template = jinja2.Environment().from_string(CHATML)
+
+    class ChatReplayLM(lm_eval_replay.ReplayLM):
+        tokenizer_name = "chatml-replay"
+
+        def chat_template(self, chat_template: bool | str = False) -> str:
+            return CHATML
+
+        def apply_chat_template(self, chat_history, add_generation_prompt=True) -> str:
+            return template.render(messages=chat_history, add_generation_prompt=add_generation_prompt)
+
+    try:
+        register_model(name)(ChatReplayLM)
+    except ValueError:  # registered already in this process
+        pass
+    return name
+
+
+def piqa_many_rows(n: int = 160) -> list[dict[str, Any]]:
+    """piqa rows in bulk: two solutions per goal, the right one first or second by turns."""
+    rows = []
+    for k in range(n):
+        good, bad = f"use tool {k} the right way", f"use tool {k} upside down"
+        rows.append({"goal": f"How do you use tool number {k}?", "sol1": good if k % 2 == 0 else bad,
+                     "sol2": bad if k % 2 == 0 else good, "label": k % 2})
+    return rows
+
+
+def independent_answers(rows, role: str) -> list[dict[str, Any]]:
+    """Teacher right on 70%, student on 55%, drawn independently (seeded): shared wrong answers
+    come from chance alone. On a two-choice task two wrong answers are always the same one."""
+    import random
+
+    rng = random.Random(f"{role}-independent")
+    entries = []
+    for row in rows:
+        sols = [row["sol1"], row["sol2"]]
+        right = rng.random() < (0.7 if role == "teacher" else 0.55)
+        pick = row["label"] if right else 1 - row["label"]
+        entries.append({"match": row["goal"], "logliks": {sols[pick]: -1.0, sols[1 - pick]: -3.0}})
+    return entries
+
+
+LM_TASK = {"piqa_independent": "piqa"}  # fixture name -> the lm-eval task it runs
+TASKS["piqa_independent"] = lambda root, task: _simple(
+    "piqa/piqa.yaml", "piqa", piqa_many_rows, independent_answers, ("train", "validation"))(root, "piqa")
+
+
+TRIVIA = [("Which planet is known as the Red Planet", ["Mars", "The Red Planet", "mars"]),
+          ("What is the capital city of France", ["Paris", "Paris, France"]),
+          ("Who wrote the play Hamlet", ["William Shakespeare", "Shakespeare", "The Bard"]),
+          ("What is the chemical symbol for gold", ["Au", "AU"]),
+          ("Which ocean is the largest", ["Pacific Ocean", "Pacific", "The Pacific"]),
+          ("How many legs does a spider have", ["8", "Eight"]),
+          ("What is the largest mammal", ["Blue whale", "Balaenoptera musculus"]),
+          ("Which gas do humans exhale", ["Carbon dioxide", "CO2"])] * 3
+
+
+def triviaqa_rows() -> list[dict[str, Any]]:
+    """trivia_qa rc.nocontext rows: ``question`` and ``answer`` with its ``aliases``."""
+    return [{"question": f"{q} (set {k // 8})", "question_id": f"tq_{k}",
+             "answer": {"aliases": a, "value": a[0], "normalized_aliases": [x.lower() for x in a]}}
+            for k, (q, a) in enumerate(TRIVIA)]
+
+
+def triviaqa_answers(rows, role: str) -> list[dict[str, Any]]:
+    """Right answers alternate between the first and the second alias (both right for lm-eval)."""
+    out = []
+    for k, row in enumerate(rows):
+        aliases = row["answer"]["aliases"]
+        text = (aliases[k % 2] if _right(role, k) else "Jupiter") + ".\nQuestion:"
+        out.append({"match": row["question"], "outputs": [" " + text]})
+    return out
+
+
+def minerva_rows() -> list[dict[str, str]]:
+    from lm_eval_fixtures import MATH_PROBLEMS
+
+    return [{"problem": p, "solution": f"So the answer is $\\boxed{{{a}}}$.", "level": f"Level {1 + k % 5}",
+             "type": "Algebra"} for k, (p, a) in enumerate(MATH_PROBLEMS)]
+
+
+def minerva_answers(rows, role: str) -> list[dict[str, Any]]:
+    """Minerva's answer format: 'Final Answer: The final answer is X. I hope it is correct.'"""
+    from lm_eval_fixtures import MATH_PROBLEMS
+
+    out = []
+    for k, row in enumerate(rows):
+        answer = MATH_PROBLEMS[k][1] if _right(role, k) else str(k + 100)
+        if k % 4 == 3 and _right(role, k) and answer == "\\frac{3}{4}":
+            answer = "0.75"
+        text = f" We compute it.\nFinal Answer: The final answer is ${answer}$. I hope it is correct.\n\nProblem:"
+        out.append({"match": row["problem"], "outputs": [text]})
+    return out
+
+
+def _minerva(root: Path, task: str):
+    rows = minerva_rows()
+    files = {"train": _write_jsonl(root / "data" / "minerva_train.jsonl", rows[:4]),
+             "test": _write_jsonl(root / "data" / "minerva_test.jsonl", rows)}
+    d = root / "tasks" / "minerva_math"
+    d.mkdir(parents=True, exist_ok=True)
+    utils = (_installed_tasks() / "minerva_math/utils.py").read_text()
+    # the only change: its antlr4 4.11 pin check (sympy's LaTeX parser), 4.13 installed here
+    utils = utils.replace('    assert version("antlr4-python3-runtime").startswith("4.11")\n', "")
+    (d / "utils.py").write_text(utils)
+    text = _yaml("minerva_math/minerva_math_algebra.yaml").replace("dataset_name: algebra\n", "")
+    (d / "minerva_math_algebra.yaml").write_text(_local_data(text, files))
+    return rows, minerva_answers
+
+
+TASKS["triviaqa"] = _simple("triviaqa/default.yaml", "triviaqa", triviaqa_rows, triviaqa_answers,
+                            ("train", "validation"))
+TASKS["minerva_math_algebra"] = _minerva
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ def logs(tmp_path_factory):
     """Logs of the tasks below, written once by lm-eval (about 2 s per task)."""
     root = tmp_path_factory.mktemp("redteam_logs")
     return {t: build_task(root / t, t) for t in ("truthfulqa_mc1", "truthfulqa_mc2", "mmlu_anatomy", "piqa",
-                                                  "hellaswag", "winogrande", "lambada_openai", "arc_challenge")}
+                                                  "hellaswag", "winogrande", "lambada_openai", "arc_challenge",
+                                                  "triviaqa", "gsm8k_cot")}
 
 
 @pytest.mark.parametrize(
@@ -96,3 +97,37 @@ def test_renamed_samples_with_other_choices_are_refused(logs, tmp_path, capsys):
     rc, _, err = diagnose(tmp_path, logs["arc_challenge"]["teacher"], renamed, capsys)
     assert rc == 2
     assert f"{renamed}:1: field 'arguments'" in err and "other choices" in err
+
+
+def test_several_acceptable_answers_are_refused(logs, tmp_path, capsys):
+    """triviaqa's target is the list of aliases, logged as its str(): lm-eval counts any alias
+    (teacher 0.71); read as one reference the list's repr matched nothing (0.0 and 0.0, exit 0)."""
+    t, s = logs["triviaqa"]["teacher"], logs["triviaqa"]["student"]
+    assert lm_eval_score(t, "exact_match,remove_whitespace") > 0.6
+    rc, _, err = diagnose(tmp_path, t, s, capsys)
+    assert rc == 2
+    (line,) = err.strip().splitlines()
+    assert "triviaqa" in line and "field 'target'" in line and "acceptable answers" in line
+
+
+@pytest.mark.parametrize("change", ["gzip", "no_results"])
+@pytest.mark.parametrize("task,key", [("arc_challenge", "acc,none"), ("gsm8k_cot", "exact_match,strict-match")])
+def test_gzipped_or_alone_samples_give_the_same_accuracy(logs, tmp_path, capsys, task, key, change):
+    """Samples gzip'd beside their results, or copied away from the results file: same accuracies."""
+    import gzip
+
+    paths = {}
+    for role in ("teacher", "student"):
+        src = logs[task][role]
+        if change == "gzip":
+            dst = src.parent / (src.name + ".gz")
+            dst.write_bytes(gzip.compress(src.read_bytes()))
+        else:
+            (tmp_path / role).mkdir()
+            dst = tmp_path / role / src.name
+            dst.write_bytes(src.read_bytes())
+        paths[role] = dst
+    rc, report, err = diagnose(tmp_path, paths["teacher"], paths["student"], capsys)
+    assert rc == 0, err
+    for role in ("teacher", "student"):
+        assert report["accuracy"][role] == pytest.approx(lm_eval_score(logs[task][role], key))

@@ -484,6 +484,41 @@ def _number_or_text(reference: str) -> str:
     return "numeric" if parse_number(reference) is not None else "exact"
 
 
+def _target_list(target: Any) -> list[Any] | None:
+    """The acceptable answers when lm-eval logged several: a JSON list, or the ``str()`` of the
+    Python list a task's ``doc_to_target`` rendered (triviaqa's aliases, nq_open's answers)."""
+    if isinstance(target, list):
+        return target
+    if isinstance(target, str) and target.strip().startswith("[") and target.strip().endswith("]"):
+        import ast
+
+        try:
+            value = ast.literal_eval(target.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
+        return value if isinstance(value, list) else None
+    return None
+
+
+def _single_target(sf: SamplesFile, d: LmEvalDoc) -> str:
+    """The document's one reference text; a target listing several acceptable answers is refused
+    (lm-eval counts a match with any of them; one reference would score the others wrong)."""
+    aliases = _target_list(d.target)
+    if aliases is None:
+        return str(d.target) if d.target is not None else ""
+    if len(aliases) == 1:
+        return str(aliases[0])
+    shown = ", ".join(repr(str(a))[:40] for a in aliases[:3])
+    raise InputError(
+        f"{sf.task or 'this task'}: the target lists {len(aliases)} acceptable answers ({shown}"
+        f"{', ...' if len(aliases) > 3 else ''}); lm-eval counts a match with any of them and distill-doctor "
+        "scores one reference: not supported",
+        path=sf.path,
+        line=d.line,
+        field="target",
+    )
+
+
 def _read_generated(sf: SamplesFile, d: LmEvalDoc) -> Reading:
     texts = _texts(d.resps)
     if not texts:
@@ -505,8 +540,7 @@ def _read_generated(sf: SamplesFile, d: LmEvalDoc) -> Reading:
         )
     if "test_list" in doc:
         return _read_mbpp(sf, d, doc, common)
-    target = d.target if d.target is not None else ""
-    target = str(target[0] if isinstance(target, list) and target else target)
+    target = _single_target(sf, d)
     is_math = task.startswith(("hendrycks_math", "minerva_math")) or "\\boxed" in str(doc.get("solution", ""))
     if is_math:
         reference = target.strip() or None
