@@ -131,3 +131,49 @@ def test_gzipped_or_alone_samples_give_the_same_accuracy(logs, tmp_path, capsys,
     assert rc == 0, err
     for role in ("teacher", "student"):
         assert report["accuracy"][role] == pytest.approx(lm_eval_score(logs[task][role], key))
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    """Runs with lm-eval options that differ between the roles, or change what is logged."""
+    root = tmp_path_factory.mktemp("redteam_variants")
+    return {
+        "teacher_limit": build_task(root / "tl", "arc_challenge",
+                                    options={"teacher": {"limit": 10}, "student": {}}),
+        "predict_only": build_task(root / "po", "arc_challenge",
+                                   options={r: {"predict_only": True} for r in ("teacher", "student")}),
+        "mc2_predict_only": build_task(root / "mc2", "truthfulqa_mc2",
+                                       options={r: {"predict_only": True} for r in ("teacher", "student")}),
+    }
+
+
+def test_student_with_more_documents_pairs_on_the_teachers(variants, tmp_path, capsys):
+    """Teacher run with --limit 10, student with all 20 documents: the student's extra documents
+    were refused as 'cannot prove which item' (exit 2). Now they are left out, counted and named;
+    the accuracies are on the 10 shared documents, equal to lm-eval's per-sample acc there."""
+    t, s = variants["teacher_limit"]["teacher"], variants["teacher_limit"]["student"]
+    rc, report, err = diagnose(tmp_path, t, s, capsys)
+    assert rc == 0, err
+    assert "10 lm-eval documents are not in the items' own log" in err
+    assert report["accuracy"]["n"] == 10
+    assert report["inputs"]["student"]["beyond_items"] == 10
+    rows = [json.loads(line) for line in s.read_text().splitlines()]
+    assert report["accuracy"]["student"] == pytest.approx(sum(r["acc"] for r in rows[:10]) / 10)
+    assert report["accuracy"]["teacher"] == pytest.approx(lm_eval_score(t, "acc,none"))
+
+
+def test_predict_only_multiple_choice_is_read(logs, variants, tmp_path, capsys):
+    """--predict_only logs no metric and replaces process_results by its bare name: a plain
+    multiple-choice task is still read (argmax of the logged loglikelihoods), giving the acc
+    lm-eval computes when it scores the same answers."""
+    t, s = variants["predict_only"]["teacher"], variants["predict_only"]["student"]
+    rc, report, err = diagnose(tmp_path, t, s, capsys)
+    assert rc == 0, err
+    for role in ("teacher", "student"):
+        assert report["accuracy"][role] == pytest.approx(lm_eval_score(logs["arc_challenge"][role], "acc,none"))
+
+
+def test_predict_only_truthfulqa_mc2_is_refused(variants, tmp_path, capsys):
+    t, s = variants["mc2_predict_only"]["teacher"], variants["mc2_predict_only"]["student"]
+    rc, _, err = diagnose(tmp_path, t, s, capsys)
+    assert rc == 2 and "truthfulqa_mc2" in err and "logs no acc" in err

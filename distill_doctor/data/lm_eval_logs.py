@@ -392,11 +392,17 @@ def _check_mc_scoring(sf: SamplesFile, d: LmEvalDoc) -> None:
                 line=d.line,
                 field=name,
             )
-    custom = isinstance((sf.config or {}).get("process_results"), str)
+    # A task's own process_results is logged as its source; --predict_only replaces every task's
+    # with the bare name "process_results" (and logs no metric), so the task name is the last clue.
+    source = (sf.config or {}).get("process_results")
+    custom = (isinstance(source, str) and source.lstrip().startswith("def ")) or bool(
+        re.search(r"(?:^|_)mc2(?:$|_)", sf.task or "")
+    )
     if custom and not any(name in MC_RULES for name, _ in d.metrics):
         raise InputError(
-            f"{task}: the task scores its choices with its own process_results and this row logs no "
-            "acc to check a one-gold-choice reading against (--predict_only?); not supported",
+            f"{task}: the task scores its choices its own way (process_results; truthfulqa_mc2's probability "
+            "mass) and this row logs no acc to check a one-gold-choice reading against (--predict_only?); "
+            "not supported",
             path=sf.path,
             line=d.line,
             field="acc",

@@ -112,6 +112,12 @@ class ContentIndex:
                 out.append(context.rsplit(delimiter, 1)[-1])
         return [t for t in (normalize_text(x) for x in out) if t]
 
+    def matches_any(self, sf: SamplesFile, d: LmEvalDoc) -> bool:
+        """Whether any item shares this document's doc_hash or one of its texts."""
+        if d.doc_hash and self.by_hash.get(d.doc_hash):
+            return True
+        return any(self.by_text.get(t) for t in self.texts(sf, d))
+
     def match(self, sf: SamplesFile, d: LmEvalDoc) -> int:
         """The index of the one item this document is proven to be; InputError otherwise."""
         by_hash = set(self.by_hash.get(d.doc_hash, ())) if d.doc_hash else set()
@@ -161,6 +167,7 @@ class SourceTask:
     task: str | None
     output_type: str
     choices: dict[str, tuple[str, ...]]
+    doc_ids: frozenset[int] = frozenset()
 
 
 def _same_task(sf: SamplesFile, source: SourceTask | None) -> None:
@@ -197,7 +204,12 @@ def join_samples_file(sf: SamplesFile, items: list[Item], *, mc_rule: str = "acc
     index = ContentIndex(items)
     outputs: dict[str, ModelOutput] = {}
     values: dict[tuple[str, str], dict[str, float]] = {k: {} for k in logged_metric_names(sf, mc_rule)}
+    source = getattr(items, "lm_eval", None)
+    beyond: list[int] = []
     for d in sf.docs:
+        if _beyond_source(sf, d, source, index):
+            beyond.append(d.doc_id)
+            continue
         item = items[index.match(sf, d)]
         if item.id in outputs:
             raise InputError(
@@ -216,7 +228,19 @@ def join_samples_file(sf: SamplesFile, items: list[Item], *, mc_rule: str = "acc
     scores = LoggedScores(sf.path, sf.task, sf.output_type, sf.results_path,
                           mc_rule if sf.output_type == "multiple_choice" else None, values)
     missing = [it.id for it in items if it.id not in outputs]
-    return OutputSet(path=sf.path, outputs=outputs, missing=missing, lm_eval=scores)
+    return OutputSet(path=sf.path, outputs=outputs, missing=missing, lm_eval=scores, beyond_items=beyond)
+
+
+def _beyond_source(sf: SamplesFile, d: LmEvalDoc, source: SourceTask | None, index: ContentIndex) -> bool:
+    """A document of the items' own task that the items' log never had (its doc_id is not there and
+    its content matches no item): another ``--limit``. Left out and counted, not refused; a doc_id the
+    items' log has must join (else the files are of different data and the join refuses)."""
+    return (
+        source is not None
+        and sf.path != source.path
+        and d.doc_id not in source.doc_ids
+        and not index.matches_any(sf, d)
+    )
 
 
 def is_lm_eval_file(path: str | Path) -> bool:
@@ -294,5 +318,5 @@ def items_from_samples(path: str | Path, *, mc_rule: str = "acc") -> ItemList:
         if r.choices:
             choices[items[-1].id] = r.choices
     out = ItemList(items, sf.path, hashes)
-    out.lm_eval = SourceTask(sf.path, sf.task, sf.output_type, choices)
+    out.lm_eval = SourceTask(sf.path, sf.task, sf.output_type, choices, frozenset(d.doc_id for d in sf.docs))
     return out

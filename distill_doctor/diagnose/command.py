@@ -83,6 +83,14 @@ def run(args: argparse.Namespace) -> int:
     report = diagnose(req)
     for line in warning_lines(report.get("lm_eval_agreement") or {}):
         print(line, file=sys.stderr)  # even under --quiet: the accuracy itself is in doubt
+    for role in ("teacher", "student"):
+        meta = ((report.get("inputs") or {}).get(role)) or {}
+        if meta.get("beyond_items"):
+            print(
+                f"distill-doctor: note: {role}: {meta['beyond_items']} lm-eval documents are not in the items' "
+                f"own log (another --limit?), left out: doc_id {', '.join(map(str, meta['beyond_doc_ids']))}",
+                file=sys.stderr,
+            )
     written = save_report(report, out)
     if not args.quiet:
         print(format_summary(report))

@@ -132,7 +132,8 @@ def load_inputs(req: DiagnosisRequest) -> tuple[DiagnosisInputs, dict[str, Any]]
     meta = {
         "lm_eval_agreement": agreement or None,
         "items": items_meta,
-        "student": _file_meta(req.student, n=len(student.outputs), missing=len(student.missing)),
+        "student": _file_meta(req.student, n=len(student.outputs), missing=len(student.missing),
+                              **_beyond(student)),
         "teacher": (
             _file_meta(req.teacher, n=len(teacher.outputs), missing=len(teacher.missing))
             if teacher is not None
@@ -351,3 +352,10 @@ def _sample_share(row: dict[str, Any], role: str, verdict: Any) -> None:
     if verdict is not None and verdict.n_samples > 1:
         row[f"{role}_samples"] = verdict.n_samples
         row[f"{role}_pass_share"] = verdict.score
+
+
+def _beyond(outputs: Any) -> dict[str, Any]:
+    """``beyond_items``: lm-eval documents of this file that the items' own log lacks (another
+    ``--limit``), left out of the comparison; absent when there are none."""
+    beyond = getattr(outputs, "beyond_items", None) or []
+    return {"beyond_items": len(beyond), "beyond_doc_ids": beyond[:10]} if beyond else {}
