@@ -417,6 +417,38 @@ TASKS["triviaqa"] = _simple("triviaqa/default.yaml", "triviaqa", triviaqa_rows, 
 TASKS["minerva_math_algebra"] = _minerva
 
 
+def bbh_rows() -> list[dict[str, str]]:
+    """bbh boolean_expressions rows (``input``, ``target`` True/False)."""
+    rows = []
+    for k in range(20):
+        a, b = bool(k % 2), bool(k // 2 % 2)
+        rows.append({"input": f"( {a} and not {b} ) or {k % 3 == 0} or ( {k} < 0 ) is", "target": str((a and not b) or k % 3 == 0)})
+    return rows
+
+
+def bbh_answers(rows, role: str) -> list[dict[str, Any]]:
+    """Chain of thought ending 'So the answer is X.' (bbh's own format)."""
+    out = []
+    for k, row in enumerate(rows):
+        value = row["target"] if _right(role, k) else str(row["target"] != "True")
+        out.append({"match": row["input"], "outputs": [f"We evaluate it step by step: 1 and 0 give 0. So the answer is {value}.\n\n"]})
+    return out
+
+
+def _bbh(root: Path, task: str):
+    rows = bbh_rows()
+    files = {"test": _write_jsonl(root / "data" / "bbh_test.jsonl", rows)}
+    d = root / "tasks" / "bbh"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "_cot_fewshot_template_yaml").write_text(_local_data(_yaml("bbh/cot_fewshot/_cot_fewshot_template_yaml"), files))
+    (d / "boolean_expressions.yaml").write_text(
+        _yaml("bbh/cot_fewshot/boolean_expressions.yaml").replace('dataset_name: "boolean_expressions"\n', ""))
+    return rows, bbh_answers
+
+
+TASKS["bbh_cot_fewshot_boolean_expressions"] = _bbh
+
+
 if __name__ == "__main__":
     for t in sys.argv[2:] or TASKS:
         print(t, build_task(Path(sys.argv[1]) / t, t))
