@@ -177,3 +177,15 @@ def test_predict_only_truthfulqa_mc2_is_refused(variants, tmp_path, capsys):
     t, s = variants["mc2_predict_only"]["teacher"], variants["mc2_predict_only"]["student"]
     rc, _, err = diagnose(tmp_path, t, s, capsys)
     assert rc == 2 and "truthfulqa_mc2" in err and "logs no acc" in err
+
+
+def test_concatenated_task_samples_are_refused_with_the_reason(logs, tmp_path, capsys):
+    """mmlu subtasks (or any two tasks) concatenated into one file: doc_id 0 comes again with
+    another document; the refusal says so instead of 'duplicate output'."""
+    paths = {}
+    for role in ("teacher", "student"):
+        paths[role] = tmp_path / f"{role}.jsonl"
+        paths[role].write_bytes(logs["mmlu_anatomy"][role].read_bytes() + logs["piqa"][role].read_bytes())
+    rc, _, err = diagnose(tmp_path, paths["teacher"], paths["student"], capsys)
+    assert rc == 2
+    assert f"{paths['teacher']}:21: field 'doc_id'" in err and "concatenated" in err

@@ -239,9 +239,15 @@ def read_samples_file(path: str | Path) -> SamplesFile:
         filt = str(obj.get("filter", "none"))
         filters.setdefault(filt, None)
         if (row.doc_id, filt) in seen:
+            other = by_id.get(row.doc_id)
+            again = (
+                "another document under the same doc_id: samples of several tasks or runs concatenated? "
+                "give one task's samples file"
+                if other is not None and (other.doc_hash, other.doc) != (row.doc_hash, row.doc)
+                else f"duplicate output for doc_id {row.doc_id} under filter {filt!r}"
+            )
             raise InputError(
-                f"duplicate output for doc_id {row.doc_id} under filter {filt!r} "
-                f"(first on line {seen[(row.doc_id, filt)]})",
+                f"{again} (doc_id {row.doc_id} first on line {seen[(row.doc_id, filt)]})",
                 path=spath,
                 line=line,
                 field="doc_id",
