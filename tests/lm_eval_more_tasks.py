@@ -265,7 +265,7 @@ def build_task(root: str | Path, task: str, *, roles: tuple[str, ...] = ("teache
                answers_edit: Callable[[list, str], list] | None = None) -> dict[str, Path]:
     """Write ``task``'s data and YAML under ``root`` and log each role; ``options[role]`` passes to lm-eval."""
     for key, value in {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
-                       "TOKENIZERS_PARALLELISM": "false"}.items():
+                       "HF_ALLOW_CODE_EVAL": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
         os.environ.setdefault(key, value)
     here = str(Path(__file__).parent)
     if here not in sys.path:
@@ -447,6 +447,34 @@ def _bbh(root: Path, task: str):
 
 
 TASKS["bbh_cot_fewshot_boolean_expressions"] = _bbh
+
+
+def humaneval_instruct_answers(rows, role: str) -> list[dict[str, Any]]:
+    """Chat-style completions of humaneval_instruct's gen_prefix (an opened ```python block holding
+    the prompt): the body, the closing fence, then prose, as instruction-tuned models answer."""
+    out = []
+    for k, row in enumerate(rows):
+        body = row["canonical_solution"] if _right(role, k) else "    return None\n"
+        out.append({"match": row["prompt"], "outputs": [f"{body}```\n\nThis function solves the task in one pass."]})
+    return out
+
+
+def _humaneval_instruct(root: Path, task: str):
+    from lm_eval_fixtures import HUMANEVAL_UTILS, humaneval_rows
+
+    rows = humaneval_rows()
+    files = {"test": _write_jsonl(root / "data" / "humaneval_test.jsonl", rows)}
+    d = root / "tasks" / "humaneval"
+    d.mkdir(parents=True, exist_ok=True)
+    instruct = (_installed_tasks() / "humaneval/utils.py").read_text()
+    instruct = instruct[instruct.index("def build_predictions_instruct"):]
+    (d / "utils.py").write_text(HUMANEVAL_UTILS + "\n\n" + instruct)
+    (d / "humaneval.yaml").write_text(_local_data(_yaml("humaneval/humaneval.yaml"), files))
+    (d / "humaneval_instruct.yaml").write_text(_yaml("humaneval/humaneval_instruct.yaml"))
+    return rows, humaneval_instruct_answers
+
+
+TASKS["humaneval_instruct"] = _humaneval_instruct
 
 
 if __name__ == "__main__":

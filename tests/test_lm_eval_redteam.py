@@ -40,7 +40,7 @@ def logs(tmp_path_factory):
     root = tmp_path_factory.mktemp("redteam_logs")
     return {t: build_task(root / t, t) for t in ("truthfulqa_mc1", "truthfulqa_mc2", "mmlu_anatomy", "piqa",
                                                   "hellaswag", "winogrande", "lambada_openai", "arc_challenge",
-                                                  "triviaqa", "gsm8k_cot")}
+                                                  "triviaqa", "gsm8k_cot", "humaneval_instruct")}
 
 
 @pytest.mark.parametrize(
@@ -189,3 +189,26 @@ def test_concatenated_task_samples_are_refused_with_the_reason(logs, tmp_path, c
     rc, _, err = diagnose(tmp_path, paths["teacher"], paths["student"], capsys)
     assert rc == 2
     assert f"{paths['teacher']}:21: field 'doc_id'" in err and "concatenated" in err
+
+
+@pytest.mark.parametrize("beside_results", [True, False])
+def test_humaneval_instruct_completion_ends_at_the_closing_fence(logs, tmp_path, capsys, beside_results):
+    """humaneval_instruct opens a ```python block holding the prompt (gen_prefix); the model writes
+    the body, closes the fence and adds prose. Run whole, that was a syntax error: 0.0 and 0.0
+    (lm-eval: 0.67 and 0.58), exit 0. Now the completion ends at the closing fence, as in lm-eval's
+    build_predictions_instruct, with the config beside the samples or without it."""
+    paths = {}
+    for role in ("teacher", "student"):
+        src = logs["humaneval_instruct"][role]
+        if beside_results:
+            paths[role] = src
+        else:
+            (tmp_path / role).mkdir()
+            paths[role] = tmp_path / role / src.name
+            paths[role].write_bytes(src.read_bytes())
+    rc, report, err = diagnose(tmp_path, paths["teacher"], paths["student"], capsys)
+    assert rc == 0, err
+    for role in ("teacher", "student"):
+        expected = lm_eval_score(logs["humaneval_instruct"][role], "pass_at_k,create_test")
+        assert report["accuracy"][role] == pytest.approx(expected)
+        assert report["lm_eval_agreement"][role]["warning"] is None
