@@ -477,6 +477,32 @@ def _humaneval_instruct(root: Path, task: str):
 TASKS["humaneval_instruct"] = _humaneval_instruct
 
 
+def ifeval_rows() -> list[dict[str, Any]]:
+    """IFEval rows (``key``, ``prompt``, ``instruction_id_list``, ``kwargs``): lowercase-only answers."""
+    return [{"key": 1000 + k, "prompt": f"Describe item number {k} of the museum in lowercase letters only.",
+             "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]} for k in range(12)]
+
+
+def ifeval_answers(rows, role: str) -> list[dict[str, Any]]:
+    return [{"match": row["prompt"], "outputs": ["it is a small blue vase from 1900." if _right(role, k)
+                                                 else "It Is A Small Blue Vase From 1900."]}
+            for k, row in enumerate(rows)]
+
+
+def _ifeval(root: Path, task: str):
+    rows = ifeval_rows()
+    files = {"train": _write_jsonl(root / "data" / "ifeval.jsonl", rows)}
+    d = root / "tasks" / "ifeval"
+    d.mkdir(parents=True, exist_ok=True)
+    for name in ("utils.py", "instructions.py", "instructions_registry.py", "instructions_util.py"):
+        shutil.copy(_installed_tasks() / "ifeval" / name, d / name)
+    (d / "ifeval.yaml").write_text(_local_data(_yaml("ifeval/ifeval.yaml"), files))
+    return rows, ifeval_answers
+
+
+TASKS["ifeval"] = _ifeval
+
+
 if __name__ == "__main__":
     for t in sys.argv[2:] or TASKS:
         print(t, build_task(Path(sys.argv[1]) / t, t))

@@ -212,3 +212,18 @@ def test_humaneval_instruct_completion_ends_at_the_closing_fence(logs, tmp_path,
         expected = lm_eval_score(logs["humaneval_instruct"][role], "pass_at_k,create_test")
         assert report["accuracy"][role] == pytest.approx(expected)
         assert report["lm_eval_agreement"][role]["warning"] is None
+
+
+def test_ifeval_is_refused_not_scored_against_its_zero_target(tmp_path_factory, tmp_path, capsys):
+    """IFEval logs target 0 and scores the response with its instruction checks (lm-eval: 0.67 and
+    0.58). Read as a generic task against "0": teacher 0.0, student 0.0, exit 0, and no agreement
+    block at all (its scores are booleans, which were skipped). Now exit 2 naming the task."""
+    pytest.importorskip("langdetect")
+    pytest.importorskip("immutabledict")
+    logs = build_task(tmp_path_factory.mktemp("ifeval"), "ifeval")
+    assert lm_eval_score(logs["teacher"], "prompt_level_strict_acc,none") > 0.6
+    capsys.readouterr()  # lm-eval's own messages while it wrote the logs
+    rc, _, err = diagnose(tmp_path, logs["teacher"], logs["student"], capsys)
+    assert rc == 2
+    (line,) = err.strip().splitlines()
+    assert "ifeval" in line and "process_results" in line and "field 'target'" in line

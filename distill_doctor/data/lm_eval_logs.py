@@ -159,7 +159,7 @@ def _metric_values(obj: dict[str, Any], filt: str) -> dict[tuple[str, str], floa
     if isinstance(names, list):
         for name in names:
             value = obj.get(name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, (int, float)):  # bools too: IFEval-style pass/fail scores
                 out[(str(name), filt)] = float(value)
     return out
 
@@ -584,10 +584,33 @@ def _read_generated(sf: SamplesFile, d: LmEvalDoc) -> Reading:
     if hashes is not None:
         reference = hashes.group(1).replace(",", "").strip()
         return Reading(_prompt(sf, d), reference, _number_or_text(reference), "gsm8k", **common)
+    _no_own_scoring(sf, d)
     reference = target.strip()
     if not reference:
         raise InputError("logs an empty target: nothing to score against", path=sf.path, line=d.line, field="target")
     return Reading(_prompt(sf, d), reference, _number_or_text(reference), "generic", **common)
+
+
+_OWN_SCORING_TASKS = re.compile(r"(?:^|_)ifeval(?:$|_)")  # scored by rules, not a target; by name
+
+
+def _no_own_scoring(sf: SamplesFile, d: LmEvalDoc) -> None:
+    """Refuse a generated task that lm-eval scores with its own ``process_results`` (IFEval's
+    instruction checks, DROP's F1, ...): its target is no answer to compare with (IFEval logs 0),
+    so reading it as one would give a confident, meaningless accuracy. ``--predict_only`` replaces
+    the function by its bare name, so the best-known such task is also recognised by name."""
+    source = (sf.config or {}).get("process_results")
+    own = isinstance(source, str) and source.lstrip().startswith("def ")
+    if own or _OWN_SCORING_TASKS.search(sf.task or ""):
+        names = sorted({name for name, _ in d.metrics}) or ["its own metrics"]
+        raise InputError(
+            f"{sf.task or 'this task'}: lm-eval scores it with the task's own process_results "
+            f"({', '.join(names[:4])}), not against a target answer; distill-doctor has no verifier for it: "
+            "not supported",
+            path=sf.path,
+            line=d.line,
+            field="target",
+        )
 
 
 _ASSERT_CALL = re.compile(r"^\s*assert\s+(?:not\s+)?\(*\s*(?:set\(|math\.isclose\()?\s*([A-Za-z_]\w*)\s*\(")
