@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -501,6 +502,36 @@ def _ifeval(root: Path, task: str):
 
 
 TASKS["ifeval"] = _ifeval
+
+
+def mbpp_instruct_answers(rows, role: str) -> list[dict[str, Any]]:
+    """Completions of mbpp_instruct's gen_prefix (an opened ```python block): the program, the
+    closing fence, then prose."""
+    out = []
+    for k, row in enumerate(rows):
+        code = row["code"].replace("\r\n", "\n")
+        if not _right(role, k):
+            code = code.split("\n")[0] + "\n  return None" if code.startswith("def") else code + "\nraise ValueError"
+        out.append({"match": row["text"], "outputs": [f"{code}\n```\n\nThe function above passes the tests."]})
+    return out
+
+
+def _mbpp_instruct(root: Path, task: str):
+    from lm_eval_fixtures import MBPP_CODE_EVAL, mbpp_rows
+
+    rows = mbpp_rows()
+    files = {"test": _write_jsonl(root / "data" / "mbpp_test.jsonl", rows)}
+    d = root / "tasks" / "mbpp"
+    d.mkdir(parents=True, exist_ok=True)
+    utils = (_installed_tasks() / "mbpp/utils.py").read_text()
+    utils, n = re.subn(r"import evaluate as hf_evaluate\n.*?raise e\n", lambda _: MBPP_CODE_EVAL, utils, flags=re.S)
+    assert n == 1
+    (d / "utils.py").write_text(utils)
+    (d / "mbpp_instruct.yaml").write_text(_local_data(_yaml("mbpp/mbpp_instruct.yaml"), files))
+    return rows, mbpp_instruct_answers
+
+
+TASKS["mbpp_instruct"] = _mbpp_instruct
 
 
 if __name__ == "__main__":

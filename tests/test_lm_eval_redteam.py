@@ -40,7 +40,8 @@ def logs(tmp_path_factory):
     root = tmp_path_factory.mktemp("redteam_logs")
     return {t: build_task(root / t, t) for t in ("truthfulqa_mc1", "truthfulqa_mc2", "mmlu_anatomy", "piqa",
                                                   "hellaswag", "winogrande", "lambada_openai", "arc_challenge",
-                                                  "triviaqa", "gsm8k_cot", "humaneval_instruct")}
+                                                  "triviaqa", "gsm8k_cot", "humaneval_instruct",
+                                                  "mbpp_instruct")}
 
 
 @pytest.mark.parametrize(
@@ -227,3 +228,21 @@ def test_ifeval_is_refused_not_scored_against_its_zero_target(tmp_path_factory, 
     assert rc == 2
     (line,) = err.strip().splitlines()
     assert "ifeval" in line and "process_results" in line and "field 'target'" in line
+
+
+def test_mbpp_instruct_is_scored_on_the_program_before_the_closing_fence(logs, tmp_path, capsys):
+    """mbpp_instruct's gen_prefix opens a ```python block; the model writes the program, closes
+    the fence, adds prose. distill-doctor read 0.0 for both (the unmatched fence). It now runs the
+    program before the closing fence: the share of right programs in the recorded answers. lm-eval
+    0.4.13 itself scores these 0 (its extract_code_blocks prepends ``` so that 'def' is read as the
+    block's language tag): the disagreement is shown as the agreement warning, not hidden."""
+    from lm_eval_fixtures import _right, mbpp_rows
+
+    t, s = logs["mbpp_instruct"]["teacher"], logs["mbpp_instruct"]["student"]
+    rc, report, err = diagnose(tmp_path, t, s, capsys)
+    assert rc == 0, err
+    n = len(mbpp_rows())
+    for role in ("teacher", "student"):
+        assert report["accuracy"][role] == pytest.approx(sum(_right(role, k) for k in range(n)) / n)
+    if lm_eval_score(t, "pass_at_1,extract_code") == 0.0:  # lm-eval's reading, as of 0.4.13
+        assert report["lm_eval_agreement"]["teacher"]["warning"] and "warning: teacher" in err

@@ -473,9 +473,9 @@ def read_output(sf: SamplesFile, d: LmEvalDoc, *, mc_rule: str = "acc") -> tuple
     texts = _texts(d.resps)
     if not texts:
         raise InputError("holds no generated text", path=sf.path, line=d.line, field="resps")
+    texts = [_continued_block(sf, d, t) for t in texts]
     if isinstance(d.doc, dict) and "test_list" in d.doc:  # mbpp: a whole program (see _read_mbpp)
         texts = [_fenced(t) for t in texts]
-    texts = [_continued_block(sf, d, t) for t in texts]
     return texts[0], tuple(texts) if len(texts) > 1 else (), ()
 
 
@@ -533,20 +533,22 @@ def _single_target(sf: SamplesFile, d: LmEvalDoc) -> str:
 
 
 def _continued_block(sf: SamplesFile, d: LmEvalDoc, text: str) -> str:
-    """A code completion that continues a code block lm-eval opened: humaneval_instruct's
-    ``gen_prefix`` ends inside a ```python block holding the prompt, so the model writes the body,
+    """A code completion that continues a code block lm-eval opened: humaneval_instruct's and
+    mbpp_instruct's ``gen_prefix`` end inside a ```python block, so the model writes the code,
     closes the fence and may add prose. Like lm-eval's ``build_predictions_instruct``, the completion
     is the text before that closing fence. Recognised by the logged ``gen_prefix`` (an odd number of
-    fences), or, with no config, by a response whose first line is indented code and whose fences
-    are odd in number. Other outputs are returned unchanged."""
+    fences), or, with no config, by a response whose first line is code (indented; for mbpp also a
+    ``def``/``import``) and whose fences are odd in number. Other outputs are returned unchanged."""
     doc = d.doc if isinstance(d.doc, dict) else {}
-    if not (isinstance(doc.get("test"), str) and isinstance(doc.get("entry_point"), str)) or "```" not in text:
+    code = (isinstance(doc.get("test"), str) and isinstance(doc.get("entry_point"), str)) or "test_list" in doc
+    if not code or "```" not in text:
         return text
     prefix = (sf.config or {}).get("gen_prefix")
     opened = isinstance(prefix, str) and prefix.count("```") % 2 == 1
     if sf.config is None:
         first = next((line for line in text.splitlines() if line.strip()), "")
-        opened = text.count("```") % 2 == 1 and first[:1] in (" ", "\t") and not first.lstrip().startswith("```")
+        indented = first[:1] in (" ", "\t") or ("test_list" in doc and first.startswith(("def ", "import ", "from ")))
+        opened = text.count("```") % 2 == 1 and indented
     return text[: text.index("```")] if opened else text
 
 
