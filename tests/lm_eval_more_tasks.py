@@ -534,6 +534,36 @@ def _mbpp_instruct(root: Path, task: str):
 TASKS["mbpp_instruct"] = _mbpp_instruct
 
 
+def bbh_mc_answers(rows, role: str) -> list[dict[str, Any]]:
+    """Loglikelihoods of 'False' / 'True'. On every third item 'True' has the higher loglikelihood
+    and 'False' the higher one per character (-2.6/5 > -2.5/4): acc and acc_norm pick differently."""
+    out = []
+    for k, row in enumerate(rows):
+        if k % 3 == 0:
+            ll = {"False": -2.6, "True": -2.5}
+        else:
+            pick = row["target"] if _right(role, k) else str(row["target"] != "True")
+            ll = {"False": -4.0, "True": -4.0}
+            ll[pick] = -1.0
+        out.append({"match": row["input"], "logliks": ll})
+    return out
+
+
+def _bbh_mc(root: Path, task: str):
+    rows = bbh_rows()
+    files = {"test": _write_jsonl(root / "data" / "bbh_test.jsonl", rows)}
+    d = root / "tasks" / "leaderboard_bbh"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "_fewshot_template_yaml").write_text(
+        _local_data(_yaml("leaderboard/bbh_mc/_fewshot_template_yaml"), files))
+    (d / "boolean_expressions.yaml").write_text(
+        _yaml("leaderboard/bbh_mc/boolean_expressions.yaml").replace("dataset_name: boolean_expressions\n", ""))
+    return rows, bbh_mc_answers
+
+
+TASKS["leaderboard_bbh_boolean_expressions"] = _bbh_mc
+
+
 if __name__ == "__main__":
     for t in sys.argv[2:] or TASKS:
         print(t, build_task(Path(sys.argv[1]) / t, t))

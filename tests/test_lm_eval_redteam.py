@@ -246,3 +246,20 @@ def test_mbpp_instruct_is_scored_on_the_program_before_the_closing_fence(logs, t
         assert report["accuracy"][role] == pytest.approx(sum(_right(role, k) for k in range(n)) / n)
     if lm_eval_score(t, "pass_at_1,extract_code") == 0.0:  # lm-eval's reading, as of 0.4.13
         assert report["lm_eval_agreement"]["teacher"]["warning"] and "warning: teacher" in err
+
+
+def test_acc_norm_only_task_is_read_with_acc_norm_by_default(tmp_path_factory, tmp_path, capsys):
+    """The leaderboard's bbh (like gpqa and musr) logs acc_norm only. With acc as the fixed default
+    rule diagnose printed acc (teacher 0.70 here), a number lm-eval never computed (its acc_norm:
+    0.35), and nothing to check it against. The default now follows the task; --mc-rule still wins."""
+    logs = build_task(tmp_path_factory.mktemp("bbh_mc"), "leaderboard_bbh_boolean_expressions")
+    capsys.readouterr()
+    t, s = logs["teacher"], logs["student"]
+    rc, report, err = diagnose(tmp_path, t, s, capsys)
+    assert rc == 0, err
+    for role in ("teacher", "student"):
+        assert report["accuracy"][role] == pytest.approx(lm_eval_score(logs[role], "acc_norm,none"))
+        assert report["lm_eval_agreement"][role]["mc_rule"] == "acc_norm"
+    rc, report, err = diagnose(tmp_path / "acc", t, s, capsys, "--mc-rule", "acc")
+    assert rc == 0, err
+    assert report["accuracy"]["teacher"] != pytest.approx(lm_eval_score(t, "acc_norm,none"))

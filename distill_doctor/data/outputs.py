@@ -320,3 +320,14 @@ def items_from_samples(path: str | Path, *, mc_rule: str = "acc") -> ItemList:
     out = ItemList(items, sf.path, hashes)
     out.lm_eval = SourceTask(sf.path, sf.task, sf.output_type, choices, frozenset(d.doc_id for d in sf.docs))
     return out
+
+
+def default_mc_rule(path: str | Path) -> str:
+    """The multiple-choice rule a samples file's task is scored with: ``acc_norm`` when its rows log
+    ``acc_norm`` and not ``acc`` (the leaderboard's gpqa, bbh, musr), else ``acc``. Native files: acc."""
+    for _, obj in iter_jsonl(path):
+        names = obj.get("metrics") if is_lm_eval_record(obj) else None
+        if isinstance(names, list) and "acc_norm" in names and "acc" not in names:
+            return "acc_norm"
+        return "acc"
+    return "acc"

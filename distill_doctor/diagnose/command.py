@@ -40,9 +40,10 @@ def register(subparsers) -> None:
     p.add_argument(
         "--mc-rule",
         choices=("acc", "acc_norm"),
-        default="acc",
-        help="multiple-choice lm-eval samples: predict the choice with the highest loglikelihood (acc, "
-        "default) or the highest loglikelihood per character (acc_norm), as lm-eval defines them",
+        default=None,
+        help="multiple-choice lm-eval samples: predict the choice with the highest loglikelihood (acc) "
+        "or the highest loglikelihood per character (acc_norm), as lm-eval defines them; default: acc, "
+        "or acc_norm when the task logs acc_norm only (gpqa, bbh and musr in the leaderboard)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars and no summary (for CI)")
     p.set_defaults(func=run)

@@ -20,7 +20,7 @@ import numpy as np
 from distill_doctor import __version__
 from distill_doctor.data import load_items, load_manifest, load_outputs, load_training
 from distill_doctor.data.fingerprint import file_sha256
-from distill_doctor.data.outputs import items_from_samples
+from distill_doctor.data.outputs import default_mc_rule, items_from_samples
 from distill_doctor.diagnose.agreement import agreement_block
 from distill_doctor.diagnose.failure_table import failure_table
 from distill_doctor.errors import InputError
@@ -73,7 +73,7 @@ class DiagnosisRequest:
     alpha: float = 0.05
     workers: int | None = None
     quiet: bool = True
-    mc_rule: str = "acc"  # multiple-choice lm-eval samples: "acc" or "acc_norm" prediction
+    mc_rule: str | None = None  # multiple-choice lm-eval samples: "acc" / "acc_norm"; None: the task's own
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -83,6 +83,8 @@ def load_inputs(req: DiagnosisRequest) -> tuple[DiagnosisInputs, dict[str, Any]]
         if path is not None and not Path(path).is_dir():
             raise InputError(f"{flag} must be a model directory (from_pretrained); not found", path=path)
     t0 = time.perf_counter()
+    if req.mc_rule is None:
+        req.mc_rule = default_mc_rule(req.teacher or req.student)
     if req.items is not None:
         items = load_items(req.items)
     else:  # lm-eval logs carry their own items: the teacher's (else the student's) documents
