@@ -345,9 +345,11 @@ def independent_answers(rows, role: str) -> list[dict[str, Any]]:
     return entries
 
 
-LM_TASK = {"piqa_independent": "piqa"}  # fixture name -> the lm-eval task it runs
+LM_TASK = {"piqa_independent": "piqa", "piqa_independent_40": "piqa"}  # fixture name -> its lm-eval task
 TASKS["piqa_independent"] = lambda root, task: _simple(
     "piqa/piqa.yaml", "piqa", piqa_many_rows, independent_answers, ("train", "validation"))(root, "piqa")
+TASKS["piqa_independent_40"] = lambda root, task: _simple(
+    "piqa/piqa.yaml", "piqa", lambda: piqa_many_rows(40), independent_answers, ("train", "validation"))(root, "piqa")
 
 
 TRIVIA = [("Which planet is known as the Red Planet", ["Mars", "The Red Planet", "mars"]),

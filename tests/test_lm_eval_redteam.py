@@ -263,3 +263,18 @@ def test_acc_norm_only_task_is_read_with_acc_norm_by_default(tmp_path_factory, t
     rc, report, err = diagnose(tmp_path / "acc", t, s, capsys, "--mc-rule", "acc")
     assert rc == 0, err
     assert report["accuracy"]["teacher"] != pytest.approx(lm_eval_score(t, "acc_norm,none"))
+
+
+def test_two_choice_task_shares_wrong_answers_by_chance(tmp_path_factory, tmp_path, capsys):
+    """piqa, 40 items, teacher and student right independently (70% / 55%): on a two-choice task
+    two wrong answers are always the same one. The chance rate took K = 4 (no options are listed in
+    piqa's prompt) and the global rate 0.52: 'Some sign of inherited teacher errors (7/7 shared
+    wrong answers, 100% vs chance 52%)', a warn on a clean run. K is now the choices logged."""
+    logs = build_task(tmp_path_factory.mktemp("piqa40"), "piqa_independent_40")
+    capsys.readouterr()
+    rc, report, err = diagnose(tmp_path, logs["teacher"], logs["student"], capsys)
+    assert rc == 0, err
+    (finding,) = [f for f in report["findings"] if f["mode"] == "teacher_error_transfer"]
+    assert finding["metrics"]["same_wrong"] == finding["metrics"]["both_wrong"] > 0
+    assert finding["metrics"]["chance"]["choice"] == 1.0
+    assert finding["verdict"] == "pass"

@@ -312,6 +312,7 @@ def items_from_samples(path: str | Path, *, mc_rule: str = "acc") -> ItemList:
                 tests=r.tests,
                 entry_point=r.entry_point,
                 line=d.line,
+                n_choices=len(r.choices) or None,
             )
         )
         hashes.append(frozenset({d.doc_hash}) if d.doc_hash else frozenset())

@@ -25,6 +25,7 @@ class Item:
     tests: str | None = None
     entry_point: str | None = None
     line: int = 0  # 1-based line in the items file, for error messages
+    n_choices: int | None = None  # multiple choice read from lm-eval samples: how many choices it offered
 
     @property
     def verifier_kind(self) -> str:
