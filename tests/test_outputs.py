@@ -235,8 +235,10 @@ def test_identical_lm_eval_documents_pair_by_doc_id(tmp_path):
             out.append(r)
         return out
 
-    teacher = write_lines(tmp_path / "samples_t_2026-01-01T00-00-00.jsonl", rows(["4", "5"]))
-    student = write_lines(tmp_path / "samples_s_2026-01-01T00-00-00.jsonl", rows(["6", "4"]))
+    (tmp_path / "t").mkdir()
+    (tmp_path / "s").mkdir()  # one task, two models' folders (another task would be refused)
+    teacher = write_lines(tmp_path / "t" / "samples_t_2026-01-01T00-00-00.jsonl", rows(["4", "5"]))
+    student = write_lines(tmp_path / "s" / "samples_t_2026-01-01T00-00-00.jsonl", rows(["6", "4"]))
     items = items_from_samples(teacher)
     assert [it.id for it in items] == ["0", "1"] and {it.reference for it in items} == {"4"}
     got = load_outputs(student, items)

@@ -22,12 +22,15 @@ class ItemList(list):
 
     ``path``: the items file. ``doc_hashes[i]``: the lm-evaluation-harness ``doc_hash``
     values that row ``i`` can have (see ``lm_doc_hash``), used to check lm-eval sample files.
+    ``lm_eval``: for items read from a samples file, the task they were asked as
+    (``outputs.SourceTask``); other samples files must be of the same task and choices.
     """
 
     def __init__(self, items: list[Item], path: str, doc_hashes: list[frozenset[str]]):
         super().__init__(items)
         self.path = path
         self.doc_hashes = doc_hashes
+        self.lm_eval: Any = None
 
 
 def lm_doc_hash(doc: Any) -> str:

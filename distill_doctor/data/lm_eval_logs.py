@@ -159,7 +159,7 @@ def _metric_values(obj: dict[str, Any], filt: str) -> dict[tuple[str, str], floa
     if isinstance(names, list):
         for name in names:
             value = obj.get(name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, (int, float)):  # bools too: IFEval-style pass/fail scores
                 out[(str(name), filt)] = float(value)
     return out
 
@@ -239,9 +239,15 @@ def read_samples_file(path: str | Path) -> SamplesFile:
         filt = str(obj.get("filter", "none"))
         filters.setdefault(filt, None)
         if (row.doc_id, filt) in seen:
+            other = by_id.get(row.doc_id)
+            again = (
+                "another document under the same doc_id: samples of several tasks or runs concatenated? "
+                "give one task's samples file"
+                if other is not None and (other.doc_hash, other.doc) != (row.doc_hash, row.doc)
+                else f"duplicate output for doc_id {row.doc_id} under filter {filt!r}"
+            )
             raise InputError(
-                f"duplicate output for doc_id {row.doc_id} under filter {filt!r} "
-                f"(first on line {seen[(row.doc_id, filt)]})",
+                f"{again} (doc_id {row.doc_id} first on line {seen[(row.doc_id, filt)]})",
                 path=spath,
                 line=line,
                 field="doc_id",
@@ -376,12 +382,47 @@ def mc_prediction(logliks: list[float], choices: list[str], rule: str) -> int:
     return max(range(len(scores)), key=lambda i: (scores[i], -i))
 
 
+def _check_mc_scoring(sf: SamplesFile, d: LmEvalDoc) -> None:
+    """Refuse a multiple-choice task that lm-eval does not score as "the gold choice has the highest
+    loglikelihood": a logged ``acc``/``acc_norm`` other than 0 or 1 (truthfulqa_mc2's probability
+    mass on several true answers), or the task's own ``process_results`` with no 0/1 score logged to
+    check the reading against (``--predict_only``)."""
+    task = sf.task or "this task"
+    for (name, _), value in d.metrics.items():
+        if name in MC_RULES and value not in (0.0, 1.0):
+            raise InputError(
+                f"{task}: lm-eval logged {name} = {value:.4g}, not 0 or 1: the task scores its choices its "
+                "own way (e.g. truthfulqa_mc2's probability mass on several true answers), which reading "
+                "one gold choice cannot reproduce; not supported",
+                path=sf.path,
+                line=d.line,
+                field=name,
+            )
+    # A task's own process_results is logged as its source; --predict_only replaces every task's
+    # with the bare name "process_results" (and logs no metric), so the task name is the last clue.
+    source = (sf.config or {}).get("process_results")
+    custom = (isinstance(source, str) and source.lstrip().startswith("def ")) or bool(
+        re.search(r"(?:^|_)mc2(?:$|_)", sf.task or "")
+    )
+    if custom and not any(name in MC_RULES for name, _ in d.metrics):
+        raise InputError(
+            f"{task}: the task scores its choices its own way (process_results; truthfulqa_mc2's probability "
+            "mass) and this row logs no acc to check a one-gold-choice reading against (--predict_only?); "
+            "not supported",
+            path=sf.path,
+            line=d.line,
+            field="acc",
+        )
+
+
 def _mc_logliks(sf: SamplesFile, d: LmEvalDoc) -> tuple[list[str], list[float]]:
     """The choices and their loglikelihoods of one multiple-choice document."""
+    _check_mc_scoring(sf, d)
     choices = _choices(sf, d)
     if len(set(choices)) == 1 and len({c for c, _ in d.arguments}) > 1:
         raise InputError(
-            "a multiple-input task (one continuation after several contexts, e.g. winogrande) is not "
+            f"{sf.task or 'this task'}: a multiple-input task (one continuation after several contexts, "
+            "e.g. winogrande) is not "
             "supported yet",
             path=sf.path,
             line=d.line,
@@ -432,6 +473,7 @@ def read_output(sf: SamplesFile, d: LmEvalDoc, *, mc_rule: str = "acc") -> tuple
     texts = _texts(d.resps)
     if not texts:
         raise InputError("holds no generated text", path=sf.path, line=d.line, field="resps")
+    texts = [_continued_block(sf, d, t) for t in texts]
     if isinstance(d.doc, dict) and "test_list" in d.doc:  # mbpp: a whole program (see _read_mbpp)
         texts = [_fenced(t) for t in texts]
     return texts[0], tuple(texts) if len(texts) > 1 else (), ()
@@ -440,7 +482,8 @@ def read_output(sf: SamplesFile, d: LmEvalDoc, *, mc_rule: str = "acc") -> tuple
 def _no_loglikelihood(sf: SamplesFile, d: LmEvalDoc) -> None:
     if sf.output_type in ("loglikelihood", "loglikelihood_rolling"):
         raise InputError(
-            f"a {sf.output_type} task has no answer to score (perplexity-style); log a generate_until "
+            f"{sf.task or 'this task'}: a {sf.output_type} task has no answer to score (perplexity-style); "
+            "log a generate_until "
             "or multiple_choice task",
             path=sf.path,
             line=d.line,
@@ -454,6 +497,61 @@ def _number_or_text(reference: str) -> str:
     return "numeric" if parse_number(reference) is not None else "exact"
 
 
+def _target_list(target: Any) -> list[Any] | None:
+    """The acceptable answers when lm-eval logged several: a JSON list, or the ``str()`` of the
+    Python list a task's ``doc_to_target`` rendered (triviaqa's aliases, nq_open's answers)."""
+    if isinstance(target, list):
+        return target
+    if isinstance(target, str) and target.strip().startswith("[") and target.strip().endswith("]"):
+        import ast
+
+        try:
+            value = ast.literal_eval(target.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
+        return value if isinstance(value, list) else None
+    return None
+
+
+def _single_target(sf: SamplesFile, d: LmEvalDoc) -> str:
+    """The document's one reference text; a target listing several acceptable answers is refused
+    (lm-eval counts a match with any of them; one reference would score the others wrong)."""
+    aliases = _target_list(d.target)
+    if aliases is None:
+        return str(d.target) if d.target is not None else ""
+    if len(aliases) == 1:
+        return str(aliases[0])
+    shown = ", ".join(repr(str(a))[:40] for a in aliases[:3])
+    raise InputError(
+        f"{sf.task or 'this task'}: the target lists {len(aliases)} acceptable answers ({shown}"
+        f"{', ...' if len(aliases) > 3 else ''}); lm-eval counts a match with any of them and distill-doctor "
+        "scores one reference: not supported",
+        path=sf.path,
+        line=d.line,
+        field="target",
+    )
+
+
+def _continued_block(sf: SamplesFile, d: LmEvalDoc, text: str) -> str:
+    """A code completion that continues a code block lm-eval opened: humaneval_instruct's and
+    mbpp_instruct's ``gen_prefix`` end inside a ```python block, so the model writes the code,
+    closes the fence and may add prose. Like lm-eval's ``build_predictions_instruct``, the completion
+    is the text before that closing fence. Recognised by the logged ``gen_prefix`` (an odd number of
+    fences), or, with no config, by a response whose first line is code (indented; for mbpp also a
+    ``def``/``import``) and whose fences are odd in number. Other outputs are returned unchanged."""
+    doc = d.doc if isinstance(d.doc, dict) else {}
+    code = (isinstance(doc.get("test"), str) and isinstance(doc.get("entry_point"), str)) or "test_list" in doc
+    if not code or "```" not in text:
+        return text
+    prefix = (sf.config or {}).get("gen_prefix")
+    opened = isinstance(prefix, str) and prefix.count("```") % 2 == 1
+    if sf.config is None:
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        indented = first[:1] in (" ", "\t") or ("test_list" in doc and first.startswith(("def ", "import ", "from ")))
+        opened = text.count("```") % 2 == 1 and indented
+    return text[: text.index("```")] if opened else text
+
+
 def _read_generated(sf: SamplesFile, d: LmEvalDoc) -> Reading:
     texts = _texts(d.resps)
     if not texts:
@@ -461,6 +559,7 @@ def _read_generated(sf: SamplesFile, d: LmEvalDoc) -> Reading:
             "holds no generated text", path=sf.path, line=d.line, field="resps"
         )
     doc = d.doc if isinstance(d.doc, dict) else {}
+    texts = [_continued_block(sf, d, t) for t in texts]
     common = {"output": texts[0], "samples": tuple(texts) if len(texts) > 1 else (), "tags": _tags(doc)}
     task = sf.task or ""
     if isinstance(doc.get("test"), str) and isinstance(doc.get("entry_point"), str):
@@ -475,8 +574,7 @@ def _read_generated(sf: SamplesFile, d: LmEvalDoc) -> Reading:
         )
     if "test_list" in doc:
         return _read_mbpp(sf, d, doc, common)
-    target = d.target if d.target is not None else ""
-    target = str(target[0] if isinstance(target, list) and target else target)
+    target = _single_target(sf, d)
     is_math = task.startswith(("hendrycks_math", "minerva_math")) or "\\boxed" in str(doc.get("solution", ""))
     if is_math:
         reference = target.strip() or None
@@ -488,10 +586,33 @@ def _read_generated(sf: SamplesFile, d: LmEvalDoc) -> Reading:
     if hashes is not None:
         reference = hashes.group(1).replace(",", "").strip()
         return Reading(_prompt(sf, d), reference, _number_or_text(reference), "gsm8k", **common)
+    _no_own_scoring(sf, d)
     reference = target.strip()
     if not reference:
         raise InputError("logs an empty target: nothing to score against", path=sf.path, line=d.line, field="target")
     return Reading(_prompt(sf, d), reference, _number_or_text(reference), "generic", **common)
+
+
+_OWN_SCORING_TASKS = re.compile(r"(?:^|_)ifeval(?:$|_)")  # scored by rules, not a target; by name
+
+
+def _no_own_scoring(sf: SamplesFile, d: LmEvalDoc) -> None:
+    """Refuse a generated task that lm-eval scores with its own ``process_results`` (IFEval's
+    instruction checks, DROP's F1, ...): its target is no answer to compare with (IFEval logs 0),
+    so reading it as one would give a confident, meaningless accuracy. ``--predict_only`` replaces
+    the function by its bare name, so the best-known such task is also recognised by name."""
+    source = (sf.config or {}).get("process_results")
+    own = isinstance(source, str) and source.lstrip().startswith("def ")
+    if own or _OWN_SCORING_TASKS.search(sf.task or ""):
+        names = sorted({name for name, _ in d.metrics}) or ["its own metrics"]
+        raise InputError(
+            f"{sf.task or 'this task'}: lm-eval scores it with the task's own process_results "
+            f"({', '.join(names[:4])}), not against a target answer; distill-doctor has no verifier for it: "
+            "not supported",
+            path=sf.path,
+            line=d.line,
+            field="target",
+        )
 
 
 _ASSERT_CALL = re.compile(r"^\s*assert\s+(?:not\s+)?\(*\s*(?:set\(|math\.isclose\()?\s*([A-Za-z_]\w*)\s*\(")

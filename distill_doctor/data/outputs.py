@@ -112,6 +112,12 @@ class ContentIndex:
                 out.append(context.rsplit(delimiter, 1)[-1])
         return [t for t in (normalize_text(x) for x in out) if t]
 
+    def matches_any(self, sf: SamplesFile, d: LmEvalDoc) -> bool:
+        """Whether any item shares this document's doc_hash or one of its texts."""
+        if d.doc_hash and self.by_hash.get(d.doc_hash):
+            return True
+        return any(self.by_text.get(t) for t in self.texts(sf, d))
+
     def match(self, sf: SamplesFile, d: LmEvalDoc) -> int:
         """The index of the one item this document is proven to be; InputError otherwise."""
         by_hash = set(self.by_hash.get(d.doc_hash, ())) if d.doc_hash else set()
@@ -152,12 +158,58 @@ def _mc_output(output: str, choices: tuple[str, ...], item: Item) -> str:
     return choices[LETTERS.index(output.rsplit(" ", 1)[-1])]
 
 
+@dataclass(frozen=True)
+class SourceTask:
+    """What the items read from a samples file were asked as: the task, its output type and, per
+    item id, the choices (multiple choice). Another model's samples must match it to be compared."""
+
+    path: str
+    task: str | None
+    output_type: str
+    choices: dict[str, tuple[str, ...]]
+    doc_ids: frozenset[int] = frozenset()
+
+
+def _same_task(sf: SamplesFile, source: SourceTask | None) -> None:
+    """Refuse samples of another task than the items': the same document asked another way (other
+    choices, a generated answer instead of loglikelihoods) is not the same evaluation."""
+    if source is None or sf.path == source.path:
+        return
+    if (sf.task and source.task and sf.task != source.task) or sf.output_type != source.output_type:
+        raise InputError(
+            f"logs task {sf.task or '?'} ({sf.output_type}) but the items come from task {source.task or '?'} "
+            f"({source.output_type}) in {source.path}: compare teacher and student on the same lm-eval task",
+            path=sf.path,
+        )
+
+
+def _same_choices(
+    sf: SamplesFile, d: LmEvalDoc, item: Item, choices: tuple[str, ...], source: SourceTask | None
+) -> None:
+    """A multiple-choice document must offer the item's choices in the same order (letters are positions)."""
+    expected = source.choices.get(item.id) if source is not None else None
+    if expected is not None and sf.path != source.path and tuple(choices) != expected:
+        raise InputError(
+            f"doc_id {d.doc_id} offers other choices than item {item.id!r} of {source.path} "
+            f"({list(choices)[:4]} vs {list(expected)[:4]}): the letters would not mean the same answer",
+            path=sf.path,
+            line=d.line,
+            field="arguments",
+        )
+
+
 def join_samples_file(sf: SamplesFile, items: list[Item], *, mc_rule: str = "acc") -> OutputSet:
     """Join every document of ``sf`` to its item by content (:class:`ContentIndex`); refuse the rest."""
+    _same_task(sf, getattr(items, "lm_eval", None))
     index = ContentIndex(items)
     outputs: dict[str, ModelOutput] = {}
     values: dict[tuple[str, str], dict[str, float]] = {k: {} for k in logged_metric_names(sf, mc_rule)}
+    source = getattr(items, "lm_eval", None)
+    beyond: list[int] = []
     for d in sf.docs:
+        if _beyond_source(sf, d, source, index):
+            beyond.append(d.doc_id)
+            continue
         item = items[index.match(sf, d)]
         if item.id in outputs:
             raise InputError(
@@ -167,6 +219,7 @@ def join_samples_file(sf: SamplesFile, items: list[Item], *, mc_rule: str = "acc
                 field="doc",
             )
         output, samples, choices = read_output(sf, d, mc_rule=mc_rule)
+        _same_choices(sf, d, item, choices, getattr(items, "lm_eval", None))
         output = _mc_output(output, choices, item)
         outputs[item.id] = ModelOutput(id=item.id, output=output, samples=samples, line=d.line)
         for key, per_item in values.items():
@@ -175,7 +228,19 @@ def join_samples_file(sf: SamplesFile, items: list[Item], *, mc_rule: str = "acc
     scores = LoggedScores(sf.path, sf.task, sf.output_type, sf.results_path,
                           mc_rule if sf.output_type == "multiple_choice" else None, values)
     missing = [it.id for it in items if it.id not in outputs]
-    return OutputSet(path=sf.path, outputs=outputs, missing=missing, lm_eval=scores)
+    return OutputSet(path=sf.path, outputs=outputs, missing=missing, lm_eval=scores, beyond_items=beyond)
+
+
+def _beyond_source(sf: SamplesFile, d: LmEvalDoc, source: SourceTask | None, index: ContentIndex) -> bool:
+    """A document of the items' own task that the items' log never had (its doc_id is not there and
+    its content matches no item): another ``--limit``. Left out and counted, not refused; a doc_id the
+    items' log has must join (else the files are of different data and the join refuses)."""
+    return (
+        source is not None
+        and sf.path != source.path
+        and d.doc_id not in source.doc_ids
+        and not index.matches_any(sf, d)
+    )
 
 
 def is_lm_eval_file(path: str | Path) -> bool:
@@ -234,6 +299,7 @@ def items_from_samples(path: str | Path, *, mc_rule: str = "acc") -> ItemList:
     sf = read_samples_file(path)
     unique = dataset_ids_unique(sf.docs)
     items, hashes = [], []
+    choices: dict[str, tuple[str, ...]] = {}
     for d in sorted(sf.docs, key=lambda d: d.doc_id):
         r = read_doc(sf, d, mc_rule=mc_rule)
         items.append(
@@ -246,7 +312,23 @@ def items_from_samples(path: str | Path, *, mc_rule: str = "acc") -> ItemList:
                 tests=r.tests,
                 entry_point=r.entry_point,
                 line=d.line,
+                n_choices=len(r.choices) or None,
             )
         )
         hashes.append(frozenset({d.doc_hash}) if d.doc_hash else frozenset())
-    return ItemList(items, sf.path, hashes)
+        if r.choices:
+            choices[items[-1].id] = r.choices
+    out = ItemList(items, sf.path, hashes)
+    out.lm_eval = SourceTask(sf.path, sf.task, sf.output_type, choices, frozenset(d.doc_id for d in sf.docs))
+    return out
+
+
+def default_mc_rule(path: str | Path) -> str:
+    """The multiple-choice rule a samples file's task is scored with: ``acc_norm`` when its rows log
+    ``acc_norm`` and not ``acc`` (the leaderboard's gpqa, bbh, musr), else ``acc``. Native files: acc."""
+    for _, obj in iter_jsonl(path):
+        names = obj.get("metrics") if is_lm_eval_record(obj) else None
+        if isinstance(names, list) and "acc_norm" in names and "acc" not in names:
+            return "acc_norm"
+        return "acc"
+    return "acc"

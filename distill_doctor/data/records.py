@@ -25,6 +25,7 @@ class Item:
     tests: str | None = None
     entry_point: str | None = None
     line: int = 0  # 1-based line in the items file, for error messages
+    n_choices: int | None = None  # multiple choice read from lm-eval samples: how many choices it offered
 
     @property
     def verifier_kind(self) -> str:
@@ -83,3 +84,4 @@ class OutputSet:
     outputs: dict[str, ModelOutput]
     missing: list[str] = field(default_factory=list)  # item ids with no output (reported, not fatal)
     lm_eval: Any = None  # lm-eval samples files: their own per-item scores (data.lm_eval_logs.LoggedScores)
+    beyond_items: list[int] = field(default_factory=list)  # lm-eval doc_ids the items' own log lacks (left out)

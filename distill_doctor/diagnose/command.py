@@ -74,9 +74,10 @@ def register(subparsers) -> None:
     p.add_argument(
         "--mc-rule",
         choices=("acc", "acc_norm"),
-        default="acc",
-        help="multiple-choice lm-eval samples: predict the choice with the highest loglikelihood (acc, "
-        "default) or the highest loglikelihood per character (acc_norm), as lm-eval defines them",
+        default=None,
+        help="multiple-choice lm-eval samples: predict the choice with the highest loglikelihood (acc) "
+        "or the highest loglikelihood per character (acc_norm), as lm-eval defines them; default: acc, "
+        "or acc_norm when the task logs acc_norm only (gpqa, bbh and musr in the leaderboard)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars and no summary (for CI)")
     p.set_defaults(func=run)
@@ -123,6 +124,14 @@ def run(args: argparse.Namespace) -> int:
     report = diagnose(req)
     for line in warning_lines(report.get("lm_eval_agreement") or {}):
         print(line, file=sys.stderr)  # even under --quiet: the accuracy itself is in doubt
+    for role in ("teacher", "student"):
+        meta = ((report.get("inputs") or {}).get(role)) or {}
+        if meta.get("beyond_items"):
+            print(
+                f"distill-doctor: note: {role}: {meta['beyond_items']} lm-eval documents are not in the items' "
+                f"own log (another --limit?), left out: doc_id {', '.join(map(str, meta['beyond_doc_ids']))}",
+                file=sys.stderr,
+            )
     written = save_report(report, out)
     if not args.quiet:
         print(format_summary(report))

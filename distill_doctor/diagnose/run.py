@@ -20,7 +20,7 @@ import numpy as np
 from distill_doctor import __version__
 from distill_doctor.data import load_items, load_manifest, load_outputs, load_training
 from distill_doctor.data.fingerprint import ITEMS_FINGERPRINT, file_sha256, items_sha256
-from distill_doctor.data.outputs import items_from_samples
+from distill_doctor.data.outputs import default_mc_rule, items_from_samples
 from distill_doctor.diagnose.agreement import agreement_block
 from distill_doctor.diagnose.failure_table import failure_table
 from distill_doctor.diagnose.progress import Progress, wanted
@@ -74,7 +74,7 @@ class DiagnosisRequest:
     alpha: float = 0.05
     workers: int | None = None
     quiet: bool = True
-    mc_rule: str = "acc"  # multiple-choice lm-eval samples: "acc" or "acc_norm" prediction
+    mc_rule: str | None = None  # multiple-choice lm-eval samples: "acc" / "acc_norm"; None: the task's own
     spec_temperature: float = 1.0  # speculative block: decoding temperature (0 = greedy)
     draft_cost: float | None = None  # speculative block: draft/teacher cost ratio; None = measured
     timings: dict[str, float] = field(default_factory=dict)
@@ -91,6 +91,8 @@ def load_inputs(
         if path is not None and not Path(path).is_dir():
             raise InputError(f"{flag} must be a model directory (from_pretrained); not found", path=path)
     t0 = time.perf_counter()
+    if req.mc_rule is None:
+        req.mc_rule = default_mc_rule(req.teacher or req.student)
     if req.items is not None:
         items = load_items(req.items)
     else:  # lm-eval logs carry their own items: the teacher's (else the student's) documents
@@ -146,7 +148,8 @@ def load_inputs(
     meta = {
         "lm_eval_agreement": agreement or None,
         "items": items_meta,
-        "student": _file_meta(req.student, n=len(student.outputs), missing=len(student.missing)),
+        "student": _file_meta(req.student, n=len(student.outputs), missing=len(student.missing),
+                              **_beyond(student)),
         "teacher": (
             _file_meta(req.teacher, n=len(teacher.outputs), missing=len(teacher.missing))
             if teacher is not None
@@ -421,3 +424,10 @@ def _sample_share(row: dict[str, Any], role: str, verdict: Any) -> None:
     if verdict is not None and verdict.n_samples > 1:
         row[f"{role}_samples"] = verdict.n_samples
         row[f"{role}_pass_share"] = verdict.score
+
+
+def _beyond(outputs: Any) -> dict[str, Any]:
+    """``beyond_items``: lm-eval documents of this file that the items' own log lacks (another
+    ``--limit``), left out of the comparison; absent when there are none."""
+    beyond = getattr(outputs, "beyond_items", None) or []
+    return {"beyond_items": len(beyond), "beyond_doc_ids": beyond[:10]} if beyond else {}

@@ -121,14 +121,15 @@ def choice_chance(items: list[Item], floor: float) -> float:
     """Mean per-item chance of a shared wrong answer over ``items`` (the both-wrong items).
 
     A choice item with K options gives 1 / (K - 1) (two independent wrong picks among the K - 1
-    wrong options; K counted in the prompt, ``DEFAULT_OPTIONS`` when none is found); any other
+    wrong options; K = the choices an lm-eval document offered (``Item.n_choices``), else counted in
+    the prompt, ``DEFAULT_OPTIONS`` when none is found: two-choice piqa gives 1.0); any other
     item gives ``floor``. Counting the letters seen across items instead would make two letters
     look like a two-option question and the chance 1.0.
     """
     if not items:
         return 0.0
     per = [
-        1.0 / max(1, (options_in_prompt(it.prompt) or DEFAULT_OPTIONS) - 1)
+        1.0 / max(1, (it.n_choices or options_in_prompt(it.prompt) or DEFAULT_OPTIONS) - 1)
         if it.verifier_kind == "choice"
         else floor
         for it in items
