@@ -1,6 +1,6 @@
-"""Sampling from a sharded student (FSDP2): gather its parameters once per optimizer step.
+"""Sampling from a sharded student (FSDP2, DeepSpeed ZeRO-3): gather its parameters once per step.
 
-Under FSDP2 (and ZeRO-3) each process holds 1/N of every student parameter; a forward all-gathers a
+Under FSDP2 and ZeRO-3 each process holds 1/N of every student parameter; a forward all-gathers a
 layer's parameters, uses them and frees them again, so every forward is a collective that all
 processes must run together. On-policy sampling runs up to ``max_new_tokens`` forwards and the
 processes' completions end at different lengths. There are two ways to sample:
@@ -48,20 +48,67 @@ def sharding_of(accelerator) -> Sharding:
     return Sharding.NONE
 
 
-def check_can_sample(accelerator) -> None:
-    """Refuse sharding schemes the student cannot sample under (before the first step, on every process)."""
+def configure_deepspeed(accelerator, batch_size: int) -> None:
+    """Fill what DeepSpeed needs and our loop cannot give it through a dataloader (none is prepared).
+
+    accelerate takes the micro-batch size from a prepared dataloader or, failing that, from
+    ``train_micro_batch_size_per_gpu`` in the DeepSpeed config (a config without it is refused at
+    ``prepare``). Under ZeRO-3 the final save needs the full weights gathered from the partitions
+    (``stage3_gather_16bit_weights_on_model_save``; despite the name it gathers the module's dtype).
+    """
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = batch_size  # our loop's micro-batch, whatever the file said
+    if plugin.zero_stage == 3:
+        ds.setdefault("zero_optimization", {})["stage3_gather_16bit_weights_on_model_save"] = True
+
+
+@contextlib.contextmanager
+def replicated_loading(accelerator):
+    """Load a model every process keeps whole (the teacher) outside ZeRO-3's ``zero.Init``.
+
+    Under a ZeRO-3 config accelerate registers it with transformers, whose ``from_pretrained``
+    then partitions every model it loads (whatever ``zero3_init_flag`` says). The teacher is never
+    given to DeepSpeed, so a partitioned teacher would have empty weights: unregister meanwhile.
+    """
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None or plugin.zero_stage != 3:
+        yield
+        return
+    from transformers.integrations import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if getattr(plugin, "dschf", None) is not None:
+            set_hf_deepspeed_config(plugin.dschf)
+
+
+def check_supported(accelerator, cfg) -> None:
+    """Refuse, before any step, what a sharding scheme cannot run (the same on every process).
+
+    * On-policy sampling under FSDP1: its forward cannot run inside ``summon_full_params``;
+      FSDP2 is the supported path.
+    * ``loss.chunked`` under ZeRO-3: the chunked loss multiplies the output head's weight outside
+      the model's forward, where ZeRO-3 has partitioned it away. (Under FSDP2 it works: the root
+      unit, which holds the head, stays gathered from its forward to its backward.)
+    """
     kind = sharding_of(accelerator)
-    if kind is Sharding.FSDP1:
+    samples = cfg.method == "skd" or (cfg.method == "gkd" and cfg.gkd.lmbda > 0)
+    if kind is Sharding.FSDP1 and samples:
         raise InputError(
-            "gkd and skd sample from the student, which needs FSDP2 under FSDP: set fsdp_version: 2 "
+            f"{cfg.method} samples from the student, which under FSDP needs FSDP2: set fsdp_version: 2 "
             "in the accelerate config",
-            field="fsdp_version",
+            field="method",
         )
-    if kind is Sharding.ZERO3:
+    if kind is Sharding.ZERO3 and cfg.loss.chunked:
         raise InputError(
-            "gkd and skd cannot sample from a ZeRO-3 student yet (see docs/training.md, Multi-GPU): "
-            "use FSDP2 (fsdp_version: 2) or ZeRO-2",
-            field="zero_stage",
+            "the chunked loss needs the whole output head, which ZeRO-3 partitions: set "
+            "loss.chunked: false, or use FSDP2 or ZeRO-2",
+            field="loss.chunked",
         )
 
 
@@ -72,8 +119,12 @@ def full_student(accelerator, model):
     if kind is Sharding.FSDP2:
         with _fsdp2_unsharded(model, accelerator.state.fsdp_plugin.reshard_after_forward):
             yield model
+    elif kind is Sharding.ZERO3:
+        with _zero3_gathered(model):
+            yield accelerator.unwrap_model(model)
+    elif kind is Sharding.FSDP1:
+        raise InputError("sampling from an FSDP1 student is not supported: use fsdp_version: 2", field="method")
     else:
-        check_can_sample(accelerator)
         yield accelerator.unwrap_model(model)
 
 
@@ -103,3 +154,27 @@ def _fsdp2_unsharded(model, reshard_after_forward: bool):
             unit.set_reshard_after_forward(bool(reshard_after_forward), recurse=False)
         if isinstance(model, FSDPModule):
             model.set_reshard_after_forward(False, recurse=False)
+
+
+@contextlib.contextmanager
+def _zero3_gathered(engine):
+    """Gather every ZeRO-3 partition for the duration, as TRL's ``unwrap_model_for_generation`` does.
+
+    The engine's per-module fetch/release hooks are removed meanwhile (with them each forward would
+    still fetch and release parameters, a collective per layer and step), then registered again;
+    ``GatheredParameters`` without a modifier rank repartitions without writing anything back.
+    """
+    import deepspeed
+
+    offload = engine.optimizer.parameter_offload
+    params = list(engine.module.parameters())
+    with deepspeed.zero.GatheredParameters(params):
+        for param in params:
+            param.ds_active_sub_modules.clear()
+        for hook in (*offload.forward_hooks, *offload.backward_hooks):
+            hook.remove()
+        offload.forward_hooks, offload.backward_hooks = [], []
+        try:
+            yield
+        finally:
+            offload._register_deepspeed_module(offload.module)

@@ -51,6 +51,7 @@ from distill_doctor.train.data import (
     read_examples,
     tokenize_all,
 )
+from distill_doctor.train.distributed import replicated_loading
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "train_config.yaml"
@@ -159,7 +160,8 @@ class Run:
                 )
                 if accelerator.device.type == "cpu":
                     t_dtype = torch.float32
-                teacher = load_model(cfg.teacher, field_name="teacher", dtype=t_dtype)
+                with replicated_loading(accelerator):  # never partitioned by ZeRO-3
+                    teacher = load_model(cfg.teacher, field_name="teacher", dtype=t_dtype)
                 check_same_vocab(
                     tokenizer, load_tokenizer(cfg.teacher, field_name="teacher"), student, teacher
                 )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from distill_doctor.train.config import TrainConfig
 from distill_doctor.train.data import collate, completion_rows, prompt_ids
-from distill_doctor.train.distributed import check_can_sample, full_student
+from distill_doctor.train.distributed import full_student
 from distill_doctor.train.engine import Run
 from distill_doctor.train.generation import sample_completions
 from distill_doctor.train.kd_loss import dense_kd_loss
@@ -51,8 +51,6 @@ def with_completions(run: Run, batch: dict, student) -> dict:
 
 def train_gkd(cfg: TrainConfig) -> Path:
     run = Run.start(cfg, needs_teacher=True)
-    if cfg.gkd.lmbda > 0:
-        check_can_sample(run.accelerator)
     share = 1.0 / (cfg.grad_accum * run.accelerator.num_processes)
     for micro_batches in run:
         # Gathering a sharded student is a collective: every process enters it once per step,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from distill_doctor.train.config import TrainConfig
 from distill_doctor.train.data import collate, completion_rows, prompt_ids
-from distill_doctor.train.distributed import check_can_sample, full_student
+from distill_doctor.train.distributed import full_student
 from distill_doctor.train.engine import Run
 from distill_doctor.train.generation import speculative_completions
 from distill_doctor.train.kd_loss import dense_kd_loss
@@ -52,7 +52,6 @@ def speculative_batch(run: Run, batch: dict, student) -> dict:
 
 def train_skd(cfg: TrainConfig) -> Path:
     run = Run.start(cfg, needs_teacher=True)
-    check_can_sample(run.accelerator)
     share = 1.0 / (cfg.grad_accum * run.accelerator.num_processes)
     for micro_batches in run:
         with full_student(run.accelerator, run.student) as student:  # one gather per step under FSDP2
