@@ -48,6 +48,32 @@ def sharding_of(accelerator) -> Sharding:
     return Sharding.NONE
 
 
+def process_note(accelerator) -> str:
+    """How the run is spread over processes, for the start-up line; says so when accelerate dropped sharding.
+
+    accelerate selects FSDP and DeepSpeed only on accelerator devices: on CPU processes
+    (``use_cpu: true``) an FSDP or DeepSpeed config silently runs plain data parallelism.
+    """
+    import os
+
+    from accelerate.utils import DistributedType
+
+    n = accelerator.num_processes
+    if n == 1:
+        return ""
+    kind = sharding_of(accelerator)
+    name = {
+        Sharding.FSDP1: "FSDP1",
+        Sharding.FSDP2: "FSDP2",
+        Sharding.ZERO3: "DeepSpeed ZeRO-3",
+    }.get(kind, "DeepSpeed" if accelerator.distributed_type == DistributedType.DEEPSPEED else "data parallel")
+    note = f", {name} over {n} processes"
+    asked = [k for k in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{k}", "").lower() == "true"]
+    if asked and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        note += f" (the accelerate config asks for {asked[0]}, which accelerate does not apply to CPU processes)"
+    return note
+
+
 def configure_deepspeed(accelerator, batch_size: int) -> None:
     """Fill what DeepSpeed needs and our loop cannot give it through a dataloader (none is prepared).
 

@@ -51,7 +51,7 @@ from distill_doctor.train.data import (
     read_examples,
     tokenize_all,
 )
-from distill_doctor.train.distributed import replicated_loading
+from distill_doctor.train.distributed import process_note, replicated_loading
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "train_config.yaml"
@@ -192,6 +192,7 @@ class Run:
             atomic_write_text(run.output_dir / CONFIG_FILE, cfg.to_yaml())
             run._note(
                 f"{cfg.method}: {len(rows)} rows, {total} steps of {per_step} rows"
+                + process_note(accelerator)
                 + (f", resuming at step {run.step} from {resume_from}" if resume_from else "")
             )
         return run
