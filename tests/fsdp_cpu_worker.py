@@ -102,9 +102,14 @@ def main(jobs_file: str) -> None:
         except InputError as err:  # a refusal the test expects: record it where the run would have been
             if not job.get("refusal"):
                 raise
-            out = Path(job["fields"]["output_dir"])
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "refused.json").write_text(json.dumps({"field": err.field, "message": str(err)}))
+            if PartialState().is_main_process:  # a slower process must not find this file there
+                out = Path(job["fields"]["output_dir"])
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "refused.json").write_text(json.dumps({"field": err.field, "message": str(err)}))
+    # Tear the process group down before the interpreter does: left to interpreter shutdown, a
+    # gloo thread was once destroyed while joinable ("terminate called without an active
+    # exception", SIGABRT) after all jobs had finished.
+    PartialState().destroy_process_group()
 
 
 if __name__ == "__main__":
