@@ -149,7 +149,8 @@ def check_same_vocab(student_tok, teacher_tok, student, teacher) -> None:
             field="teacher",
         )
     for name, tok, model in (("student", student_tok, student), ("teacher", teacher_tok, teacher)):
-        rows = model.get_output_embeddings().weight.shape[0]
+        weight = model.get_output_embeddings().weight
+        rows = getattr(weight, "ds_shape", weight.shape)[0]  # a ZeRO-3 partitioned weight keeps its shape there
         if rows < len(tok):
             raise InputError(
                 f"model has {rows} output rows but its tokenizer has {len(tok)} tokens", field=name
@@ -160,6 +161,8 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedType
+
+    from distill_doctor.train.distributed import check_supported, configure_deepspeed
 
     trackers = {} if cfg.report_to == "none" else {"log_with": cfg.report_to, "project_dir": cfg.output_dir}
     if cfg.report_to != "none":
@@ -180,6 +183,8 @@ def make_accelerator(cfg: TrainConfig):
     if accelerator.distributed_type == DistributedType.DEEPSPEED and cfg.grad_accum > 1:
         # accelerate's DeepSpeed backward also steps the engine, so our own accumulation cannot work.
         raise InputError("must be 1 under DeepSpeed (raise batch_size instead)", field="grad_accum")
+    configure_deepspeed(accelerator, cfg.batch_size)
+    check_supported(accelerator, cfg)
     return accelerator
 
 

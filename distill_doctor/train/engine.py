@@ -55,6 +55,7 @@ from distill_doctor.train.data import (
     collate,
     pack_examples,
 )
+from distill_doctor.train.distributed import process_note, replicated_loading
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "train_config.yaml"
@@ -178,7 +179,8 @@ class Run:
                 )
                 if accelerator.device.type == "cpu":
                     t_dtype = torch.float32
-                teacher = load_model(cfg.teacher, field_name="teacher", dtype=t_dtype, **options)
+                with replicated_loading(accelerator):  # never partitioned by ZeRO-3
+                    teacher = load_model(cfg.teacher, field_name="teacher", dtype=t_dtype, **options)
                 check_same_vocab(
                     tokenizer, load_tokenizer(cfg.teacher, field_name="teacher"), student, teacher
                 )
@@ -224,6 +226,7 @@ class Run:
             atomic_write_text(run.output_dir / CONFIG_FILE, cfg.to_yaml())
             run._note(
                 f"{cfg.method}: {len(rows)} rows, {total} steps of {per_step} rows"
+                + process_note(accelerator)
                 + (f", resuming at step {run.step} from {resume_from}" if resume_from else "")
             )
         return run

@@ -13,24 +13,29 @@ are part of every checkpoint, so a resumed run draws the same coins and samples.
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 from pathlib import Path
 
 from distill_doctor.train.config import TrainConfig
 from distill_doctor.train.data import collate, completion_rows, prompt_ids
+from distill_doctor.train.distributed import full_student
 from distill_doctor.train.engine import Run
 from distill_doctor.train.generation import sample_completions
 from distill_doctor.train.kd_loss import dense_kd_loss
 
 
-def with_completions(run: Run, batch: dict) -> dict:
-    """Replace a micro-batch's responses by student (on-policy) or teacher (seq_kd) samples, or keep them."""
+def with_completions(run: Run, batch: dict, student) -> dict:
+    """Replace a micro-batch's responses by student (on-policy) or teacher (seq_kd) samples, or keep them.
+
+    ``student`` is the module to sample from (``distributed.full_student``: gathered under FSDP2).
+    """
     g = run.cfg.gkd
     on_policy = random.random() < g.lmbda
     if not on_policy and not g.seq_kd:
         return {**batch, "on_policy": False}
     rows = [run.rows[i] for i in batch["index"]]
     prompts = [prompt_ids(r) for r in rows]
-    sampler = run.unwrapped_student if on_policy else run.teacher
+    sampler = student if on_policy else run.teacher
     completions = sample_completions(
         sampler,
         prompts,
@@ -49,7 +54,11 @@ def train_gkd(cfg: TrainConfig) -> Path:
     run = Run.start(cfg, needs_teacher=True)
     share = 1.0 / (cfg.grad_accum * run.accelerator.num_processes)
     for micro_batches in run:
-        micro_batches = [with_completions(run, b) for b in micro_batches]  # sample before counting tokens
+        # Gathering a sharded student is a collective: every process enters it once per step,
+        # decided from the config alone (the coin flips inside need not agree across processes).
+        gather = full_student(run.accelerator, run.student) if cfg.gkd.lmbda > 0 else nullcontext(None)
+        with gather as student:
+            micro_batches = [with_completions(run, b, student) for b in micro_batches]  # before counting
         num_tokens = run.count_loss_tokens(micro_batches)
         for batch in run.accumulate(micro_batches):
             parts = dense_kd_loss(

@@ -15,18 +15,22 @@ from pathlib import Path
 
 from distill_doctor.train.config import TrainConfig
 from distill_doctor.train.data import collate, completion_rows, prompt_ids
+from distill_doctor.train.distributed import full_student
 from distill_doctor.train.engine import Run
 from distill_doctor.train.generation import speculative_completions
 from distill_doctor.train.kd_loss import dense_kd_loss
 
 
-def speculative_batch(run: Run, batch: dict) -> dict:
-    """Replace a micro-batch's responses by teacher-corrected student completions."""
+def speculative_batch(run: Run, batch: dict, student) -> dict:
+    """Replace a micro-batch's responses by teacher-corrected student completions.
+
+    ``student`` is the module to sample from (``distributed.full_student``: gathered under FSDP2).
+    """
     s = run.cfg.skd
     rows = [run.rows[i] for i in batch["index"]]
     prompts = [prompt_ids(r) for r in rows]
     out = speculative_completions(
-        run.unwrapped_student,
+        student,
         run.teacher,
         prompts,
         top_k=s.top_k,
@@ -50,7 +54,8 @@ def train_skd(cfg: TrainConfig) -> Path:
     run = Run.start(cfg, needs_teacher=True)
     share = 1.0 / (cfg.grad_accum * run.accelerator.num_processes)
     for micro_batches in run:
-        micro_batches = [speculative_batch(run, b) for b in micro_batches]  # generate before counting tokens
+        with full_student(run.accelerator, run.student) as student:  # one gather per step under FSDP2
+            micro_batches = [speculative_batch(run, b, student) for b in micro_batches]  # before counting
         num_tokens = run.count_loss_tokens(micro_batches)
         for batch in run.accumulate(micro_batches):
             parts = dense_kd_loss(
