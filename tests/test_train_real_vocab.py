@@ -72,7 +72,7 @@ def test_on_policy_samples_stop_at_the_end_of_turn(qwen152k, chat_data, tmp_path
 
     run = Run.start(cfg(qwen152k, chat_data, tmp_path / "run", "gkd", gkd={"lmbda": 1.0}), needs_teacher=True)
     assert run.stop_ids == [151645]
-    batch = with_completions(run, run.next_micro_batches()[0])
+    batch = with_completions(run, run.next_micro_batches()[0], run.student)
     for row, start in zip(
         batch["input_ids"].tolist(), [len(run.rows[i].sample_prompt) for i in batch["index"]]
     ):
