@@ -159,14 +159,14 @@ def test_baseline_metric_with_interval(tmp_path, capsys, clean_report):
 def test_baseline_metric_with_tolerance_and_lower_is_worse():
     policy = parse_policy(
         {"baseline": {"accuracy": False, "verdicts": False, "metrics": [
-            {"mode": "contamination", "metric": "accuracy_clean", "worse": "lower", "tolerance": 0.05}]}},
+            {"mode": "contamination", "metric": "student_acc_clean", "worse": "lower", "tolerance": 0.05}]}},
         "p.toml",
     )  # fmt: skip
     old, new = sample_report(), sample_report()
-    finding(new, "contamination")["metrics"]["accuracy_clean"] = 0.80  # 0.84 -> 0.80: within 0.05
+    finding(new, "contamination")["metrics"]["student_acc_clean"] = 0.80  # 0.84 -> 0.80: within 0.05
     baseline_checks = [c for c in evaluate(new, policy, old).checks if c.group == "baseline"]
     assert [c.status for c in baseline_checks] == ["passed"]
-    finding(new, "contamination")["metrics"]["accuracy_clean"] = 0.78
+    finding(new, "contamination")["metrics"]["student_acc_clean"] = 0.78
     baseline_checks = [c for c in evaluate(new, policy, old).checks if c.group == "baseline"]
     assert [(c.status, c.reason) for c in baseline_checks] == [
         ("failed", "got worse: baseline 0.84, now 0.78, tolerance 0.05")
