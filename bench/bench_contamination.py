@@ -202,7 +202,7 @@ class RowsWithHits:
     def __call__(self, shard: Shard) -> tuple[list[int], HitSummary]:
         cols = self.source.read(shard, ())
         summary, rows = HitSummary(), set()
-        for h in self.index.scan(zip(cols["prompt"], cols["response"]), first_row=shard.start):
+        for h in self.index.scan_columns(cols["prompt"], cols["response"], first_row=shard.start):
             summary.add(h)
             rows.add(h.row)
         return sorted(rows), summary

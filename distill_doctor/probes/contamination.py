@@ -72,9 +72,8 @@ class ScanShard:
 
     def __call__(self, shard: Shard) -> HitSummary:
         cols = self.source.read(shard, ("prompt", "response"))
-        rows = ((p or "", r or "") for p, r in zip(cols["prompt"], cols["response"]))
         summary = HitSummary()
-        for hit in self.index.scan(rows, first_row=shard.start):
+        for hit in self.index.scan_columns(cols["prompt"], cols["response"], first_row=shard.start):
             summary.add(hit)
         return summary
 

@@ -498,14 +498,24 @@ class OverlapIndex:
         if rows:
             yield from self._scan_batch(self._tokenize(prompts, responses, rows))
 
+    def scan_columns(self, prompts: list, responses: list, first_row: int = 0) -> Iterator[Hit]:
+        """:meth:`scan` of rows given as two columns (None reads as empty): no per-row Python loop."""
+        prompts = [p or "" for p in prompts]
+        responses = [r or "" for r in responses]
+        for start in range(0, len(prompts), self.batch_rows):
+            stop = min(start + self.batch_rows, len(prompts))
+            rows = list(range(first_row + start, first_row + stop))
+            yield from self._scan_batch(self._tokenize(prompts[start:stop], responses[start:stop], rows))
+
     def _tokenize(self, prompts: list[str], responses: list[str], rows: list[int]) -> _Batch:
         """Eval-vocabulary ids of a batch of rows: one lower-casing and one tokenising pass over the
         joined batch (row and prompt/response borders marked by sentinel tokens), falling back to
         row-by-row tokenising when a text holds a sentinel character itself."""
         b = _Batch(rows=rows)
         vocab_get, punct = self.vocab.get, self.punctuation
-        parts = [f"{p}\n{_RESPONSE}\n{r}" for p, r in zip(prompts, responses)]
-        joined = f"\n{_ROW}\n".join(parts)
+        parts = [_ROW] * (4 * len(rows) - 1)  # prompt, mark, response, mark, prompt, ...
+        parts[0::4], parts[1::4], parts[2::4] = prompts, [_RESPONSE] * len(rows), responses
+        joined = "\n".join(parts)
         toks = tokens(joined, punct)
         n_marks = joined.count(_ROW) + joined.count(_RESPONSE)
         ids = np.array(list(map(self._scan_vocab.get, toks, repeat(0))), dtype=np.int64)
