@@ -4,7 +4,7 @@
 
 Data (synthetic, seeded): words drawn from a Zipf-like distribution over a 20,000-word vocabulary
 (some with attached punctuation); eval prompts behind a shared instruction: 80% of 20-80 words,
-10% short (8-15 words), 10% holding three numbers; training prompts of 10-40 and responses of
+10% short (10-15 words), 10% holding three numbers; training prompts of 10-40 and responses of
 20-60 words (slices of a separate 5 M-word corpus, produced on the fly while scanning). Planted
 rows (``PLANTS``): verbatim prompts, prompts inside a response, behind a prefix, with one or two
 words changed, re-punctuated, short prompts with one word changed (all must be dirty), and
@@ -101,7 +101,7 @@ TEMPLATE_WORDS = len(TEMPLATE.split())
 
 
 def build(args):
-    """Eval items (80% of 20-80 words, 10% short of 8-15 words, 10% with three numbers), a row
+    """Eval items (80% of 20-80 words, 10% short of 10-15 words, 10% with three numbers), a row
     generator over a separate corpus, and the planted rows of each kind (``PLANTS``)."""
     rng = np.random.default_rng(args.seed)
     vocab, p = make_vocab(rng)
@@ -111,7 +111,7 @@ def build(args):
     pos = 0
     for i in range(args.items):
         kind = i % 10
-        k = int(rng.integers(8, 16)) if kind == 0 else int(rng.integers(20, 81))
+        k = int(rng.integers(10, 16)) if kind == 0 else int(rng.integers(20, 81))
         if pos + k > eval_corpus.n:
             pos = 0
         body = eval_corpus.words(pos, k)
@@ -202,7 +202,7 @@ class RowsWithHits:
     def __call__(self, shard: Shard) -> tuple[list[int], HitSummary]:
         cols = self.source.read(shard, ())
         summary, rows = HitSummary(), set()
-        for h in self.index.scan(zip(cols["prompt"], cols["response"]), first_row=shard.start):
+        for h in self.index.scan_columns(cols["prompt"], cols["response"], first_row=shard.start):
             summary.add(h)
             rows.add(h.row)
         return sorted(rows), summary

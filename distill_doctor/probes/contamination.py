@@ -9,7 +9,7 @@ Every eval prompt (and every reference of at least 13 words) is indexed (:mod:`d
   Llama-2 rule applied per training row: the union over all rows is reported too, but prompts
   that embed few-shot exemplars from a train split are covered piecewise by unrelated rows), or
 - is a near-duplicate of its prompt (``near``; MinHash/LSH, exact Jaccard >= 0.7 on 5-word shingles).
-- holds it with at most two words changed (one per 10 words), re-punctuated, anywhere in the row
+- holds it with at most two words changed (one per 10 content words), re-punctuated, anywhere in the row
   (``edited``; every number kept), so a one-word edit of a 20-word prompt is dirty, not partial.
 
 Words are normalised as lm-eval's Janitor does (lowercase, whitespace split) except that punctuation
@@ -72,9 +72,8 @@ class ScanShard:
 
     def __call__(self, shard: Shard) -> HitSummary:
         cols = self.source.read(shard, ("prompt", "response"))
-        rows = ((p or "", r or "") for p, r in zip(cols["prompt"], cols["response"]))
         summary = HitSummary()
-        for hit in self.index.scan(rows, first_row=shard.start):
+        for hit in self.index.scan_columns(cols["prompt"], cols["response"], first_row=shard.start):
             summary.add(hit)
         return summary
 

@@ -14,7 +14,8 @@ stream through :meth:`OverlapIndex.scan`. Four kinds of hit, each reported per t
   every number of the item), the LSH queried at a lower
   threshold than the decision threshold and every candidate confirmed with the exact Jaccard.
 - ``edited``: the item, with at most ``EDIT_MAX`` (2) word edits and at most one per
-  ``EDIT_WORDS_PER_EDIT`` (10) words, anywhere in the row (prompt or response). Words are the tokens
+  ``EDIT_WORDS_PER_EDIT`` (10) content words (words outside template shingles shared by many
+  items), anywhere in the row (prompt or response). Words are the tokens
   other than prose punctuation (``, . ; : ! ? ' "``), so a re-punctuated copy has no edits, while
   symbols (``+ - = < (`` ...) stay words. Candidates share enough disjoint 5-word blocks of the item
   (an edit breaks at most one block), then a word alignment (difflib) counts the edits: per gap,
@@ -287,7 +288,10 @@ class OverlapIndex:
             wids = tuple(toks[k] for k in keep)
             self.edit_words.append(wids)
             self.edit_numbers.append(self.numbers[e][keep] if keep else np.zeros(0, dtype=bool))
-            allowed = min(EDIT_MAX, len(wids) // EDIT_WORDS_PER_EDIT)
+            # Edits allowed per content word: template words (inside a 5-word shingle shared by
+            # many items, e.g. "Write the word '...' backwards in capital letters") do not count.
+            content = int(self._shingle_content[e][keep].sum()) if keep else 0
+            allowed = min(EDIT_MAX, content // EDIT_WORDS_PER_EDIT)
             if allowed == 0:
                 continue
             self.edit_allowed[e] = allowed
@@ -397,7 +401,13 @@ class OverlapIndex:
         w = self._eval_windows(self.shingle)
         self._template_shingles = self._template(w)
         self._template_bitmap = bitmap(self._template_shingles)
-        keep = ~member(w.hash, self._template_shingles)
+        is_tmpl = member(w.hash, self._template_shingles)
+        marks = np.zeros(len(self._item_of) + 1, dtype=np.int64)  # template shingles cover [p, p + k)
+        np.add.at(marks, w.start[is_tmpl], 1)
+        np.add.at(marks, w.start[is_tmpl] + self.shingle, -1)
+        covered = np.cumsum(marks)[:-1] > 0
+        self._shingle_content = np.split(~covered, self._offsets[1:-1]) if len(self.eval_ids) else []
+        keep = ~is_tmpl
         self._shingle_hashes = np.unique(w.hash[keep])
         self._shingle_bitmap = bitmap(self._shingle_hashes)
         self.eval_shingles: list[set[int]] = [set() for _ in self.eval_ids]
@@ -488,14 +498,24 @@ class OverlapIndex:
         if rows:
             yield from self._scan_batch(self._tokenize(prompts, responses, rows))
 
+    def scan_columns(self, prompts: list, responses: list, first_row: int = 0) -> Iterator[Hit]:
+        """:meth:`scan` of rows given as two columns (None reads as empty): no per-row Python loop."""
+        prompts = [p or "" for p in prompts]
+        responses = [r or "" for r in responses]
+        for start in range(0, len(prompts), self.batch_rows):
+            stop = min(start + self.batch_rows, len(prompts))
+            rows = list(range(first_row + start, first_row + stop))
+            yield from self._scan_batch(self._tokenize(prompts[start:stop], responses[start:stop], rows))
+
     def _tokenize(self, prompts: list[str], responses: list[str], rows: list[int]) -> _Batch:
         """Eval-vocabulary ids of a batch of rows: one lower-casing and one tokenising pass over the
         joined batch (row and prompt/response borders marked by sentinel tokens), falling back to
         row-by-row tokenising when a text holds a sentinel character itself."""
         b = _Batch(rows=rows)
         vocab_get, punct = self.vocab.get, self.punctuation
-        parts = [f"{p}\n{_RESPONSE}\n{r}" for p, r in zip(prompts, responses)]
-        joined = f"\n{_ROW}\n".join(parts)
+        parts = [_ROW] * (4 * len(rows) - 1)  # prompt, mark, response, mark, prompt, ...
+        parts[0::4], parts[1::4], parts[2::4] = prompts, [_RESPONSE] * len(rows), responses
+        joined = "\n".join(parts)
         toks = tokens(joined, punct)
         n_marks = joined.count(_ROW) + joined.count(_RESPONSE)
         ids = np.array(list(map(self._scan_vocab.get, toks, repeat(0))), dtype=np.int64)
