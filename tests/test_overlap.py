@@ -221,3 +221,43 @@ def test_short_questions_and_other_numbers_stay_clean():
     assert not any(d for _, _, d in _kinds(idx, (twin, "")))  # other numbers: another problem
     copy = "A farmer has 120 sheep and buys 35 more at the autumn fair in the next village"
     assert ("num", "edited", True) in _kinds(idx, (copy, ""))
+
+
+# Unicode-heavy texts: whitespace of every kind (\x1c-\x1f, U+0085, U+00A0, U+2028, U+3000 ...),
+# case pairs whose lower-casing changes length or depends on context ('İ', final sigma 'Σ'),
+# ASCII and non-ASCII punctuation, digits, the row/response sentinel characters themselves.
+_TRICKY = list(" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2028\u2029\u202f\u3000\u200b")
+_TRICKY += list("İıΣσςẞßǅǄﬁΑΒ") + list(string.punctuation) + list("“”«»—…·") + ["\x01", "\x02", "\x00"]
+_WORDS = ["What", "is", "the", "capital", "OF", "France", "12+5", "x=y", "ΟΔΟΣ", "İstanbul", "naïve", "ǅemal"]
+
+
+def _texts():
+    from hypothesis import strategies as st
+
+    piece = st.one_of(st.sampled_from(_WORDS), st.sampled_from(_TRICKY), st.text(max_size=6))
+    return st.lists(piece, max_size=25).map("".join)
+
+
+@pytest.mark.parametrize("punctuation", ["delete", "keep"])
+def test_batch_tokeniser_gives_the_reference_ids(punctuation):
+    """The batch path (whole batch lower-cased, split on whitespace, cached per word) gives exactly
+    the ids of :func:`tokens` row by row (the reference path), on Unicode-heavy texts."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    items = {f"q{i}": t for i, t in enumerate(["What is the capital of France?", "ΟΔΟΣ İstanbul, naïve ǅemal: 12+5 x=y"])}
+    index = OverlapIndex(items, punctuation=punctuation)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(st.tuples(_texts(), _texts()), min_size=1, max_size=6))
+    def check(rows):
+        b = index._tokenize([p for p, _ in rows], [r for _, r in rows], list(range(len(rows))))
+        ids = [int(i) for i in b.ids]
+        for k, (p, r) in enumerate(rows):
+            want_p = [index.vocab.get(t, 0) for t in tokens(p, punctuation)]
+            want_r = [index.vocab.get(t, 0) for t in tokens(r, punctuation)]
+            assert ids[b.starts[k] : b.prompt_ends[k]] == want_p
+            assert ids[b.prompt_ends[k] : b.ends[k]] == want_r
+        assert len(ids) == b.ends[-1]
+
+    check()

@@ -50,7 +50,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -84,6 +84,37 @@ def tokens(text: str, punctuation: str = "delete") -> list[str]:
     if punctuation == "keep":
         return _KEEP_RE.findall(text.lower())
     raise ValueError("punctuation must be 'delete' or 'keep'")
+
+
+def _split_lowered(word: str, punctuation: str) -> list[str]:
+    """:func:`tokens` of text that is already lower-cased (no second ``lower``: it is not applied twice
+    on the reference path either)."""
+    return word.translate(_DELETE_PUNCT).split() if punctuation == "delete" else _KEEP_RE.findall(word)
+
+
+class _WordIds(dict):
+    """Scan-vocabulary ids of the tokens of one lower-cased whitespace word, computed on first sight.
+
+    A batch is lower-cased once and split on whitespace (``str.split``: the same ``isspace`` characters
+    as ``\\s`` in :data:`_KEEP_RE`, and no token spans whitespace in either mode), then each word is
+    looked up here: the regular expression and the per-token lookups run once per distinct word
+    instead of once per occurrence. The ids are those of :func:`tokens` on the whole batch (property
+    test ``tests/test_overlap.py``). Cleared when it reaches ``limit`` words, bounding memory on
+    text with endless distinct words (numbers, URLs).
+    """
+
+    __slots__ = ("_vocab", "_punctuation", "_limit")
+
+    def __init__(self, scan_vocab: dict[str, int], punctuation: str, limit: int = 1_000_000) -> None:
+        super().__init__()
+        self._vocab, self._punctuation, self._limit = scan_vocab, punctuation, limit
+
+    def __missing__(self, word: str) -> tuple[int, ...]:
+        if len(self) >= self._limit:
+            self.clear()
+        get = self._vocab.get
+        ids = self[word] = tuple(get(t, 0) for t in _split_lowered(word, self._punctuation))
+        return ids
 
 
 def normalize(text: str, punctuation: str = "delete") -> str:
@@ -198,6 +229,7 @@ class OverlapIndex:
             self.vocab.setdefault(w, len(self.vocab) + 1)  # edited copies must see them to skip them
         self.hasher = WindowHasher(len(self.vocab), seed)
         self._scan_vocab = {**self.vocab, _ROW: -1, _RESPONSE: -2}
+        self._word_ids = _WordIds(self._scan_vocab, punctuation)
         self.eval_tokens = [tuple(self.vocab[w] for w in ws) for ws in words]
         # Number tokens: a problem re-told with other numbers is another problem, not a copy.
         self.numbers = [np.array([any(c.isdigit() for c in w) for w in ws], dtype=bool) for ws in words]
@@ -515,10 +547,9 @@ class OverlapIndex:
         vocab_get, punct = self.vocab.get, self.punctuation
         parts = [_ROW] * (4 * len(rows) - 1)  # prompt, mark, response, mark, prompt, ...
         parts[0::4], parts[1::4], parts[2::4] = prompts, [_RESPONSE] * len(rows), responses
-        joined = "\n".join(parts)
-        toks = tokens(joined, punct)
+        joined = "\n".join(parts).lower()
         n_marks = joined.count(_ROW) + joined.count(_RESPONSE)
-        ids = np.array(list(map(self._scan_vocab.get, toks, repeat(0))), dtype=np.int64)
+        ids = np.fromiter(chain.from_iterable(map(self._word_ids.__getitem__, joined.split())), dtype=np.int64)
         marks = np.flatnonzero(ids < 0)
         if n_marks != 2 * len(rows) - 1 or len(marks) != n_marks:
             for p, r in zip(prompts, responses):
@@ -529,7 +560,7 @@ class OverlapIndex:
                     b.ids.extend(map(vocab_get, tokens(r, punct), repeat(0)))
                 b.ends.append(len(b.ids))
             return b
-        bounds = np.concatenate(([-1], marks, [len(toks)]))
+        bounds = np.concatenate(([-1], marks, [len(ids)]))
         k = np.arange(len(rows))
         b.ids = ids[ids >= 0]  # sentinels (negative ids) dropped; positions shift by the marks before them
         b.starts = bounds[2 * k] + 1 - 2 * k
