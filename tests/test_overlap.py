@@ -247,6 +247,7 @@ def test_batch_tokeniser_gives_the_reference_ids(punctuation):
 
     items = {f"q{i}": t for i, t in enumerate(["What is the capital of France?", "ΟΔΟΣ İstanbul, naïve ǅemal: 12+5 x=y"])}
     index = OverlapIndex(items, punctuation=punctuation)
+    index._word_ids._limit = 40  # the word cache is emptied between many of the batches below
 
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(st.tuples(_texts(), _texts()), min_size=1, max_size=6))

@@ -93,28 +93,77 @@ def _split_lowered(word: str, punctuation: str) -> list[str]:
 
 
 class _WordIds(dict):
-    """Scan-vocabulary ids of the tokens of one lower-cased whitespace word, computed on first sight.
+    """Scan-vocabulary ids of the tokens of lower-cased whitespace words, computed once per distinct word.
 
     A batch is lower-cased once and split on whitespace (``str.split``: the same ``isspace`` characters
     as ``\\s`` in :data:`_KEEP_RE`, and no token spans whitespace in either mode), then each word is
     looked up here: the regular expression and the per-token lookups run once per distinct word
     instead of once per occurrence. The ids are those of :func:`tokens` on the whole batch (property
-    test ``tests/test_overlap.py``). Cleared when it reaches ``limit`` words, bounding memory on
-    text with endless distinct words (numbers, URLs).
+    test ``tests/test_overlap.py``).
+
+    A word maps to one int: its token's id (>= -2, sentinels negative) when it is one token, else
+    ``-3 - k`` with ``k`` its entry in ``multi`` (several tokens, or none), expanded with numpy. The
+    cache is emptied between batches once it holds ``limit`` words (memory bound on text with endless
+    distinct words: numbers, URLs).
     """
 
-    __slots__ = ("_vocab", "_punctuation", "_limit")
+    __slots__ = ("_vocab", "_punctuation", "_limit", "multi", "_flat", "_start", "_length")
 
     def __init__(self, scan_vocab: dict[str, int], punctuation: str, limit: int = 1_000_000) -> None:
         super().__init__()
         self._vocab, self._punctuation, self._limit = scan_vocab, punctuation, limit
+        self._reset()
 
-    def __missing__(self, word: str) -> tuple[int, ...]:
-        if len(self) >= self._limit:
-            self.clear()
+    def _reset(self) -> None:
+        self.clear()
+        self.multi: list[tuple[int, ...]] = []
+        self._flat = np.zeros(0, dtype=np.int64)  # numpy copy of multi[: len(_start)], concatenated
+        self._start = np.zeros(0, dtype=np.int64)
+        self._length = np.zeros(0, dtype=np.int64)
+
+    def __missing__(self, word: str) -> int:
         get = self._vocab.get
-        ids = self[word] = tuple(get(t, 0) for t in _split_lowered(word, self._punctuation))
-        return ids
+        ids = tuple(get(t, 0) for t in _split_lowered(word, self._punctuation))
+        if len(ids) == 1:
+            code = ids[0]
+        else:
+            code = -3 - len(self.multi)
+            self.multi.append(ids)
+        self[word] = code
+        return code
+
+    def ids(self, words: list[str]) -> np.ndarray:
+        """Token ids of ``words`` in order (the concatenation of each word's tokens)."""
+        if len(self) >= self._limit:
+            self._reset()
+        codes = np.fromiter(map(self.__getitem__, words), dtype=np.int64, count=len(words))
+        multi = np.flatnonzero(codes <= -3)
+        if not len(multi):
+            return codes
+        self._sync()
+        k = -3 - codes[multi]
+        n = self._length[k]
+        lengths = np.ones(len(codes), dtype=np.int64)
+        lengths[multi] = n
+        out = np.repeat(codes, lengths)  # the multi words' places are overwritten below
+        total = int(n.sum())
+        if total:
+            within = np.arange(total) - np.repeat(np.cumsum(n) - n, n)
+            first = np.cumsum(lengths)[multi] - n  # where each multi word's tokens go in out
+            out[np.repeat(first, n) + within] = self._flat[np.repeat(self._start[k], n) + within]
+        return out
+
+    def _sync(self) -> None:
+        """Append the multi-token words added since the last batch to the numpy tables."""
+        new = self.multi[len(self._start) :]
+        if not new:
+            return
+        length = np.fromiter(map(len, new), dtype=np.int64, count=len(new))
+        start = len(self._flat) + np.cumsum(length) - length
+        flat = np.fromiter(chain.from_iterable(new), dtype=np.int64, count=int(length.sum()))
+        self._flat = np.concatenate((self._flat, flat))
+        self._start = np.concatenate((self._start, start))
+        self._length = np.concatenate((self._length, length))
 
 
 def normalize(text: str, punctuation: str = "delete") -> str:
@@ -549,7 +598,7 @@ class OverlapIndex:
         parts[0::4], parts[1::4], parts[2::4] = prompts, [_RESPONSE] * len(rows), responses
         joined = "\n".join(parts).lower()
         n_marks = joined.count(_ROW) + joined.count(_RESPONSE)
-        ids = np.fromiter(chain.from_iterable(map(self._word_ids.__getitem__, joined.split())), dtype=np.int64)
+        ids = self._word_ids.ids(joined.split())
         marks = np.flatnonzero(ids < 0)
         if n_marks != 2 * len(rows) - 1 or len(marks) != n_marks:
             for p, r in zip(prompts, responses):
