@@ -733,25 +733,29 @@ class OverlapIndex:
         if not len(h) or not len(self._shingle_hashes):
             return []
         n = len(h)
-        idx = np.arange(n)
-        in_prompt = idx + k <= pends[:n]
-        in_vocab = oov[k : k + n] == oov[:n]
-        counted = in_prompt & ~(in_vocab & member(h, self._template_shingles, self._template_bitmap))
-        shared = counted & in_vocab & member(h, self._shingle_hashes, self._shingle_bitmap)
-        rows = row_of[:n]
-        total = np.bincount(rows[counted], minlength=len(b.rows))
+        # Only prompt shingles count (the response, most of a row, is never looked at here).
+        at = np.flatnonzero(np.arange(k, n + k) <= pends[:n])
+        h, in_vocab = h[at], oov[at + k] == oov[at]
+        template = np.zeros(len(at), dtype=bool)
+        template[in_vocab] = member(h[in_vocab], self._template_shingles, self._template_bitmap)
+        at, h, in_vocab = at[~template], h[~template], in_vocab[~template]  # the counted shingles
+        shared = np.zeros(len(at), dtype=bool)
+        shared[in_vocab] = member(h[in_vocab], self._shingle_hashes, self._shingle_bitmap)
+        rows = row_of[at]
+        total = np.bincount(rows, minlength=len(b.rows))
         hit = np.bincount(rows[shared], minlength=len(b.rows))
         # Necessary condition for Jaccard >= t with one item: at least t of the row's distinct
         # shingles are eval shingles; a factor 2 of slack covers repeated shingles (counted per position).
         cand = np.flatnonzero((hit > 0) & (2 * hit >= self.lsh_threshold * total))
         if not len(cand):
             return []
-        # A shingle with an out-of-vocabulary word matches nothing; salt it so that distinct ones stay distinct.
+        sel = np.isin(rows, cand)
+        # A shingle with an out-of-vocabulary word matches nothing; salt it (by its position in the
+        # batch) so that distinct ones stay distinct.
         with np.errstate(over="ignore"):
-            salted = np.where(in_vocab, h, h ^ (idx.astype(np.uint64) * _OOV_SALT))
-        sel = np.isin(rows, cand) & counted
+            salted = np.where(in_vocab[sel], h[sel], h[sel] ^ (at[sel].astype(np.uint64) * _OOV_SALT))
         sets: dict[int, set[int]] = {int(r): set() for r in cand.tolist()}
-        for r, hv in zip(rows[sel].tolist(), salted[sel].tolist()):
+        for r, hv in zip(rows[sel].tolist(), salted.tolist()):
             sets[r].add(hv)
         order = [r for r in cand.tolist() if sets[r]]
         sketches = self._minhash([sets[r] for r in order])
