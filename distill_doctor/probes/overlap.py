@@ -358,6 +358,8 @@ class OverlapIndex:
         punctuation dropped) for items of at least ``EDIT_WORDS_PER_EDIT`` words, template anchors
         removed; stored as sorted hashes with CSR postings (item, word position)."""
         self._free_ids = np.asarray([self.vocab[w] for w in FREE_PUNCTUATION if w in self.vocab], dtype=np.int64)
+        self._is_free = np.zeros(len(self.vocab) + 1, dtype=bool)  # by id: a gather, not np.isin
+        self._is_free[self._free_ids] = True
         a = EDIT_ANCHOR
         self.edit_words: list[tuple[int, ...]] = []
         self.edit_numbers: list[np.ndarray] = []
@@ -417,7 +419,7 @@ class OverlapIndex:
         a = EDIT_ANCHOR
         if not len(self._anchor_keys):
             return []
-        words = ~np.isin(ids, self._free_ids)
+        words = ~self._is_free[ids]
         wids, wrow = ids[words], row_of[words]
         n = len(wids) - a + 1
         if n <= 0:
