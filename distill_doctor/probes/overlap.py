@@ -106,7 +106,8 @@ class _WordIds(dict):
     A word maps to one int: its token's id (>= -2, sentinels negative) when it is one token, else
     ``-3 - k`` with ``k`` its entry in ``multi`` (several tokens, or none), expanded with numpy. The
     cache is emptied between batches once it holds ``limit`` words (memory bound on text with endless
-    distinct words: numbers, URLs).
+    distinct words: numbers, URLs). Being mutable, it makes :meth:`OverlapIndex.scan` unsafe to run
+    from several threads on one index at once (scan workers are processes, each with its own copy).
     """
 
     __slots__ = ("_vocab", "_punctuation", "_limit", "multi", "_flat", "_start", "_length")
