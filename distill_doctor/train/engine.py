@@ -55,7 +55,7 @@ from distill_doctor.train.data import (
     collate,
     pack_examples,
 )
-from distill_doctor.train.distributed import process_note, replicated_loading
+from distill_doctor.train.distributed import Sharding, process_note, replicated_loading, sharding_of
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "train_config.yaml"
@@ -345,22 +345,30 @@ class Run:
 
     def save_model(self, directory: Path, *, final: bool = True) -> None:
         """The student as a plain checkpoint (safetensors) + tokenizer; with LoRA also ``adapter/``, and the
-        adapters merged into a copy of the base weights, so every reader loads it without peft."""
-        if self.cfg.use_peft:
-            if self.accelerator.is_main_process:
-                from distill_doctor.train.lora import save_merged
+        adapters merged into a copy of the base weights, so every reader loads it without peft.
 
-                with hf_progress_bars(not self.cfg.quiet):
-                    save_merged(self.unwrapped_student, directory, in_place=final)
-                self.tokenizer.save_pretrained(str(directory))
-            self.accelerator.wait_for_everyone()
-            return
+        The full state dict is gathered on every process first (a collective under FSDP2 and ZeRO-3);
+        only the main process writes.
+        """
         state_dict = self.accelerator.get_state_dict(self.student)
         if self.accelerator.is_main_process:
             with hf_progress_bars(not self.cfg.quiet):
-                self.unwrapped_student.save_pretrained(str(directory), state_dict=state_dict)
+                if self.cfg.use_peft:
+                    self._save_lora(directory, state_dict, final=final)
+                else:
+                    self.unwrapped_student.save_pretrained(str(directory), state_dict=state_dict)
             self.tokenizer.save_pretrained(str(directory))
         self.accelerator.wait_for_everyone()
+
+    def _save_lora(self, directory: Path, state_dict: dict, *, final: bool) -> None:
+        """``adapter/`` and the merged model; a sharded student is first rebuilt whole from ``state_dict``
+        (peft saves and merges only modules that hold their full weights)."""
+        from distill_doctor.train.lora import save_merged, whole_peft_model
+
+        if sharding_of(self.accelerator) is Sharding.NONE:
+            save_merged(self.unwrapped_student, directory, in_place=final)
+        else:
+            save_merged(whole_peft_model(self.cfg, self.accelerator, state_dict), directory, in_place=True)
 
     # -- metrics -------------------------------------------------------------------------------
 
