@@ -23,3 +23,18 @@ def qwen152k(tmp_path_factory):
     from distill_doctor.testing.qwen_fixture import build_qwen_fixture
 
     return build_qwen_fixture(tmp_path_factory.mktemp("qwen152k"))
+
+
+@pytest.fixture(params=["bubblewrap", "python-guard"])
+def sandbox_tier(request, monkeypatch):
+    """The code sandbox's two isolation tiers (bubblewrap skipped where it cannot run)."""
+    from distill_doctor.verify import isolation
+
+    isolation.isolation.cache_clear()
+    if request.param == "python-guard":
+        monkeypatch.setenv("DISTILL_DOCTOR_SANDBOX", "guard")
+    elif isolation.isolation().name != "bubblewrap":
+        pytest.skip(f"bubblewrap cannot run here: {isolation.isolation().detail}")
+    yield request.param
+    monkeypatch.undo()
+    isolation.isolation.cache_clear()

@@ -419,14 +419,20 @@ def _run(task: str, task_root: Path, answers: Path, out_dir: Path) -> Path:
     return found
 
 
-def build(root: str | Path, tasks: tuple[str, ...] | None = None) -> dict[str, Built]:
-    """Write the datasets, task YAMLs and both roles' lm-eval logs under ``root``; returns where they are."""
+def offline_lm_eval() -> None:
+    """Offline settings for lm-eval runs in this process, and this folder importable for the replay
+    model (lm-eval imports it by module name when it builds the model)."""
     for key, value in {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
                        "HF_ALLOW_CODE_EVAL": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
         os.environ.setdefault(key, value)
     here = str(Path(__file__).parent)
     if here not in sys.path:
         sys.path.insert(0, here)
+
+
+def build(root: str | Path, tasks: tuple[str, ...] | None = None) -> dict[str, Built]:
+    """Write the datasets, task YAMLs and both roles' lm-eval logs under ``root``; returns where they are."""
+    offline_lm_eval()
     root = Path(root).resolve()
     built = {}
     for task, (data, rows, answer_fn) in _task_dirs(root).items():

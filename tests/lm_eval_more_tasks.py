@@ -12,7 +12,6 @@ Options pass through to lm-eval as the CLI would (``num_fewshot``, ``limit``, ``
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sys
@@ -20,7 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lm_eval_fixtures import ARC_QUESTIONS, _installed_tasks, _local_data, _right, _write_jsonl, arc_rows
+from lm_eval_fixtures import (
+    ARC_QUESTIONS,
+    _installed_tasks,
+    _local_data,
+    _right,
+    _write_jsonl,
+    arc_rows,
+    offline_lm_eval,
+)
 
 # ---- datasets in the real layouts -------------------------------------------------------------
 
@@ -265,12 +272,7 @@ def build_task(root: str | Path, task: str, *, roles: tuple[str, ...] = ("teache
                options: dict[str, dict[str, Any]] | None = None,
                answers_edit: Callable[[list, str], list] | None = None) -> dict[str, Path]:
     """Write ``task``'s data and YAML under ``root`` and log each role; ``options[role]`` passes to lm-eval."""
-    for key, value in {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
-                       "HF_ALLOW_CODE_EVAL": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
-        os.environ.setdefault(key, value)
-    here = str(Path(__file__).parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
+    offline_lm_eval()
     root = Path(root).resolve()
     rows, answer_fn = TASKS[task](root, task)
     out = {}

@@ -12,19 +12,10 @@ from distill_doctor.verify import containment, run_python
 FAST = {"timeout_s": 3.0, "memory_mb": 256}
 
 
-@pytest.fixture(autouse=True, params=["bubblewrap", "python-guard"])
-def tier(request, monkeypatch):
-    """Every test runs under both isolation tiers (bubblewrap skipped where it cannot run)."""
-    from distill_doctor.verify import isolation
-
-    isolation.isolation.cache_clear()
-    if request.param == "python-guard":
-        monkeypatch.setenv("DISTILL_DOCTOR_SANDBOX", "guard")
-    elif isolation.isolation().name != "bubblewrap":
-        pytest.skip(f"bubblewrap cannot run here: {isolation.isolation().detail}")
-    yield request.param
-    monkeypatch.undo()
-    isolation.isolation.cache_clear()
+@pytest.fixture(autouse=True)
+def tier(sandbox_tier):
+    """Every test runs under both isolation tiers (``sandbox_tier`` in conftest)."""
+    return sandbox_tier
 
 
 def test_a_plain_program_passes_and_its_output_comes_back():

@@ -6,6 +6,7 @@ Every escape must fail to pass and fail to read or write outside, under both iso
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -31,18 +32,9 @@ ADD = Item(
 )
 
 
-@pytest.fixture(autouse=True, params=["bubblewrap", "python-guard"])
-def tier(request, monkeypatch):
-    from distill_doctor.verify import isolation
-
-    isolation.isolation.cache_clear()
-    if request.param == "python-guard":
-        monkeypatch.setenv("DISTILL_DOCTOR_SANDBOX", "guard")
-    elif isolation.isolation().name != "bubblewrap":
-        pytest.skip(f"bubblewrap cannot run here: {isolation.isolation().detail}")
-    yield request.param
-    monkeypatch.undo()
-    isolation.isolation.cache_clear()
+@pytest.fixture(autouse=True)
+def tier(sandbox_tier):
+    return sandbox_tier
 
 
 CHEATS = {
@@ -169,17 +161,26 @@ _FORK_EXEC = (
     "m = importlib.util.module_from_spec(spec)\n"
     "spec.loader.exec_module(m)\n"
     "r, w = os.pipe()\n"
-    "m.fork_exec(['/bin/sleep', '987.654'], [b'/bin/sleep'], True, (), None, None, -1, -1, -1, -1, -1, -1,"
+    "m.fork_exec(['/bin/sleep', 'SLEEP_ARG'], [b'/bin/sleep'], True, (), None, None, -1, -1, -1, -1, -1, -1,"
     " r, w, False, True, -1, None, None, -1, -1, None)\n"
 )
 
 
-def _sleepers() -> list[str]:
+def _sleep_arg() -> str:
+    """A sleep length no other test (or xdist worker, or concurrent run) uses: its processes are found
+    by this argument in /proc."""
+    return f"987.{os.getpid()}{next(_SLEEP_IDS)}"
+
+
+_SLEEP_IDS = itertools.count()
+
+
+def _sleepers(arg: str) -> list[str]:
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if b"987.654" in fh.read():
+                if arg.encode() in fh.read().split(b"\0"):
                     found.append(pid)
         except OSError:
             pass
@@ -187,9 +188,10 @@ def _sleepers() -> list[str]:
 
 
 def test_blocked_extension_under_another_name_and_new_session_child():
-    r = run_python(_FORK_EXEC, **FAST)
+    arg = _sleep_arg()
+    r = run_python(_FORK_EXEC.replace("SLEEP_ARG", arg), **FAST)
     assert not r.passed and r.signature == "PermissionError" and "_posixsubprocess" in r.reason, r
-    assert not _sleepers()
+    assert not _sleepers(arg)
 
 
 def test_thousands_of_nested_folders_are_cleaned_up(tmp_path, monkeypatch):
@@ -285,17 +287,18 @@ def test_descendants_in_a_new_session_die_with_the_run(tier):
     """The tiers' own mechanisms, exercised directly (the guard stops the fork before them)."""
     from distill_doctor.verify import isolation as iso
 
-    spawn = "import subprocess\nsubprocess.Popen(['/bin/sleep', '987.654'], start_new_session=True)\n"
+    arg = _sleep_arg()
+    spawn = f"import subprocess\nsubprocess.Popen(['/bin/sleep', '{arg}'], start_new_session=True)\n"
     if tier == "bubblewrap":  # the PID namespace: killing bwrap ends everything inside
         prog = spawn + "import time\ntime.sleep(30)\n"
         cmd = [*iso.bwrap_args({}, 1 << 20), iso.python_executable(), "-S", "-c", prog]
         proc = subprocess.Popen(cmd, env=iso.child_env("/work"), start_new_session=True)
-        assert _wait_for(lambda: bool(_sleepers()))
+        assert _wait_for(lambda: bool(_sleepers(arg)))
         os.killpg(proc.pid, 9)
         proc.wait()
     else:  # no namespace at all: the per-run environment marker finds the orphan
         marker = iso.new_marker()
         env = {**iso.child_env("/tmp"), iso.MARKER: marker}
         subprocess.run([sys.executable, "-S", "-c", spawn], env=env, timeout=30)
-        assert _sleepers() and iso.kill_marked(marker) >= 1
-    assert _wait_for(lambda: not _sleepers())
+        assert _sleepers(arg) and iso.kill_marked(marker) >= 1
+    assert _wait_for(lambda: not _sleepers(arg))
