@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from distill_doctor.data.records import Item, ModelOutput, Verdict
+from distill_doctor.data.records import Item, ModelOutput, Judgement
 from distill_doctor.probes.base import DiagnosisInputs
 
 KINDS = ("clean_high", "clean_low", "tiny", "error_transfer", "capacity_gap", "superficial", "data_quality")
@@ -99,8 +99,8 @@ def make_run(
     items: list[Item] = []
     teacher: dict[str, ModelOutput] = {}
     student: dict[str, ModelOutput] = {}
-    tv: dict[str, Verdict] = {}
-    sv: dict[str, Verdict] = {}
+    tv: dict[str, Judgement] = {}
+    sv: dict[str, Judgement] = {}
     operands: dict[str, tuple[int, int]] = {}
 
     difficulty = rng.integers(1, 6, size=n)
@@ -144,8 +144,8 @@ def make_run(
         style = "steps"
         teacher[item_id] = ModelOutput(item_id, render(t_ans, a, b, style))
         student[item_id] = ModelOutput(item_id, render(s_ans, a, b, style))
-        tv[item_id] = Verdict(t_ok, str(t_ans), "" if t_ok else "wrong answer")
-        sv[item_id] = Verdict(s_ok, str(s_ans), "" if s_ok else "wrong answer")
+        tv[item_id] = Judgement(t_ok, str(t_ans), "" if t_ok else "wrong answer")
+        sv[item_id] = Judgement(s_ok, str(s_ans), "" if s_ok else "wrong answer")
 
     train_ds = None
     if with_train:
@@ -246,14 +246,14 @@ def make_edge(kind: str, n: int = 60, seed: int = 0) -> DiagnosisInputs:
     items = list(base.items)
     teacher, student = dict(base.teacher), dict(base.student)
     if kind == "teacher_all_right":
-        tv = {i: Verdict(True, str(it.reference)) for it in items for i in [it.id]}
+        tv = {i: Judgement(True, str(it.reference)) for it in items for i in [it.id]}
     elif kind in ("student_all_wrong", "both_all_wrong"):
-        sv = {i: Verdict(False, str(int(it.reference) + 7)) for it in items for i in [it.id]}
+        sv = {i: Judgement(False, str(int(it.reference) + 7)) for it in items for i in [it.id]}
         if kind == "both_all_wrong":
-            tv = {i: Verdict(False, str(int(it.reference) + 3)) for it in items for i in [it.id]}
+            tv = {i: Judgement(False, str(int(it.reference) + 3)) for it in items for i in [it.id]}
     elif kind == "no_answers":
-        tv = {it.id: Verdict(False, None, "no answer") for it in items}
-        sv = {it.id: Verdict(False, None, "no answer") for it in items}
+        tv = {it.id: Judgement(False, None, "no answer") for it in items}
+        sv = {it.id: Judgement(False, None, "no answer") for it in items}
         teacher = {i: ModelOutput(i, "I am not sure.") for i in teacher}
         student = {i: ModelOutput(i, "") for i in student}
     elif kind == "no_tags":
@@ -272,8 +272,8 @@ def make_edge(kind: str, n: int = 60, seed: int = 0) -> DiagnosisInputs:
         ]
         for it in items:
             t_ok, s_ok = bool(rng.random() < 0.6), bool(rng.random() < 0.5)
-            tv[it.id] = Verdict(t_ok, None if t_ok else "AssertionError")
-            sv[it.id] = Verdict(s_ok, None if s_ok else "AssertionError")
+            tv[it.id] = Judgement(t_ok, None if t_ok else "AssertionError")
+            sv[it.id] = Judgement(s_ok, None if s_ok else "AssertionError")
             k = int(rng.integers(0, 1000))
             teacher[it.id] = ModelOutput(
                 it.id,

@@ -7,7 +7,7 @@ from datasets import Dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distill_doctor.data.records import Item, ModelOutput, Verdict
+from distill_doctor.data.records import Item, ModelOutput, Judgement
 from distill_doctor.probes.base import DiagnosisInputs
 from distill_doctor.probes.contamination import run as contamination
 from distill_doctor.produce.generate import GenerateOptions, generate_dataset
@@ -23,7 +23,7 @@ PLAIN = GenerateOptions(samples_per_prompt=1, reject_with="none", filters=(), ne
 def contamination_of(items: list[Item], rows: list[dict]) -> int:
     """Dirty items the diagnose probe finds for these training rows."""
     student = {it.id: ModelOutput(it.id, "0") for it in items}
-    verdicts = {it.id: Verdict(False, "0") for it in items}
+    verdicts = {it.id: Judgement(False, "0") for it in items}
     train = Dataset.from_list(rows) if rows else Dataset.from_dict({"prompt": [], "response": []})
     finding = contamination(
         DiagnosisInputs(items=items, student=student, student_verdicts=verdicts, train=train)

@@ -79,14 +79,14 @@ def test_members_score_higher_than_non_members(memorised):
 
 
 def test_contamination_reports_membership_with_a_student_model(memorised):
-    from distill_doctor.data.records import Item, ModelOutput, Verdict
+    from distill_doctor.data.records import Item, ModelOutput, Judgement
     from distill_doctor.probes.base import DiagnosisInputs
 
     _, _, members, others, path = memorised
     texts = members + others
     items = [Item(id=f"i{k}", prompt=t, reference=0, verifier="numeric") for k, t in enumerate(texts)]
     student = {it.id: ModelOutput(it.id, "0") for it in items}
-    sv = {it.id: Verdict(True, "0") for it in items}
+    sv = {it.id: Judgement(True, "0") for it in items}
     train = Dataset.from_list([{"prompt": t, "response": ""} for t in members])
     inputs = DiagnosisInputs(
         items=items, student=student, student_verdicts=sv, train=train, student_model=path

@@ -12,7 +12,7 @@ import pytest
 from synthetic_runs import make_run
 
 from distill_doctor.cli import main
-from distill_doctor.data.records import Item, ModelOutput, Verdict
+from distill_doctor.data.records import Item, ModelOutput, Judgement
 from distill_doctor.probes import capacity_gap, superficial_imitation
 from distill_doctor.reports.schema import schema_errors
 from distill_doctor.verify import verify_outputs
@@ -41,9 +41,9 @@ def test_k_values():
     assert k_values(8) == [1, 2, 4, 8]
 
 
-def item_verdict(*samples: tuple[bool, str | None]) -> Verdict:
-    vs = tuple(Verdict(p, a) for p, a in samples)
-    return Verdict(vs[0].passed, vs[0].answer, samples=vs)
+def item_verdict(*samples: tuple[bool, str | None]) -> Judgement:
+    vs = tuple(Judgement(p, a) for p, a in samples)
+    return Judgement(vs[0].passed, vs[0].answer, samples=vs)
 
 
 def test_majority_vote_ties_go_to_the_earliest_answer():
@@ -137,7 +137,7 @@ def test_probes_take_shares_for_means_and_first_samples_for_exact_tests():
     multi = replace(
         single,
         student_verdicts={
-            i: replace(v, samples=(v, Verdict(not v.passed, "x"))) for i, v in single.student_verdicts.items()
+            i: replace(v, samples=(v, Judgement(not v.passed, "x"))) for i, v in single.student_verdicts.items()
         },
     )
     cap = capacity_gap.run(multi).metrics

@@ -81,7 +81,7 @@ def test_collapse_made_of_degenerate_outputs_points_to_exposure_bias():
     """The same planted collapse, but the hard-side failures are loops without a final answer."""
     import dataclasses
 
-    from distill_doctor.data.records import ModelOutput, Verdict
+    from distill_doctor.data.records import ModelOutput, Judgement
 
     inputs = make_run("capacity_gap", n=400, seed=0)
     assert probe.run(inputs).verdict == "fail"
@@ -91,7 +91,7 @@ def test_collapse_made_of_degenerate_outputs_points_to_exposure_bias():
     for item_id, v in inputs.student_verdicts.items():
         if not v.passed and inputs.teacher_verdicts[item_id].passed:
             student[item_id] = ModelOutput(id=item_id, output=loop)
-            verdicts[item_id] = Verdict(passed=False, answer=None, reason="no answer")
+            verdicts[item_id] = Judgement(passed=False, answer=None, reason="no answer")
     derailing = dataclasses.replace(inputs, student=student, student_verdicts=verdicts)
     finding = probe.run(derailing)
     check_finding(finding)

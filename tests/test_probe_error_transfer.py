@@ -3,7 +3,7 @@
 import pytest
 from synthetic_runs import EDGE_KINDS, check_finding, false_fail_sweep, make_edge, make_run
 
-from distill_doctor.data.records import Verdict
+from distill_doctor.data.records import Judgement
 from distill_doctor.probes import teacher_error_transfer as probe
 
 
@@ -32,7 +32,7 @@ def test_kappa_alone_is_not_a_verdict():
     for it in inputs.items:
         t = inputs.teacher_verdicts[it.id]
         if not t.passed:
-            inputs.student_verdicts[it.id] = Verdict(False, str(int(it.reference) + 1000 + len(it.id)))
+            inputs.student_verdicts[it.id] = Judgement(False, str(int(it.reference) + 1000 + len(it.id)))
     f = probe.run(inputs)
     assert f.metrics["kappa"] > 0.3
     assert f.verdict == "pass"
@@ -84,7 +84,7 @@ def test_student_repeats_wrong_training_targets():
         prompt = it.prompt if k % 2 == 0 else f"system: Be brief.\nuser: {it.prompt}"
         rows.append({"prompt": prompt, "response": f"The answer is {wrong}.", "reference": str(it.reference)})
         if k < 30:  # the student learned 30 of the 40 wrong targets
-            inputs.student_verdicts[it.id] = Verdict(False, str(wrong))
+            inputs.student_verdicts[it.id] = Judgement(False, str(wrong))
     inputs.train = Dataset.from_list(rows)
     f = probe.run(inputs)
     check_finding(f)
@@ -116,7 +116,7 @@ def test_shared_default_answer_raises_chance():
     for it in inputs.items:
         for verdicts in (inputs.teacher_verdicts, inputs.student_verdicts):
             if not verdicts[it.id].passed:
-                verdicts[it.id] = Verdict(False, "0")
+                verdicts[it.id] = Judgement(False, "0")
     f = probe.run(inputs)
     assert f.metrics["same_wrong_rate"] == 1.0
     assert f.metrics["chance"]["global"] == 1.0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from synthetic_runs import EDGE_KINDS, check_finding, false_fail_sweep, make_edge, make_run
 
-from distill_doctor.data.records import Item, ModelOutput, Verdict
+from distill_doctor.data.records import Item, ModelOutput, Judgement
 from distill_doctor.probes.base import DiagnosisInputs
 from distill_doctor.probes.exposure_bias import PROBE, degeneration, derailment, run
 
@@ -26,19 +26,19 @@ def _steps(rng, k: int, wrong_at: int | None = None) -> tuple[list[str], int]:
     return lines, total
 
 
-def _output(rng, k: int, ok: bool, degenerate: str | None) -> tuple[str, Verdict]:
+def _output(rng, k: int, ok: bool, degenerate: str | None) -> tuple[str, Judgement]:
     lines, total = _steps(rng, k, wrong_at=None if ok else int(rng.integers(0, k)))
     if degenerate == "loop":
         text = "\n".join(lines[: max(1, k // 2)] + [lines[max(0, k // 2 - 1)]] * 8)
-        return text, Verdict(False, None, "no answer")
+        return text, Judgement(False, None, "no answer")
     if degenerate == "cutoff":  # cut off mid-derivation: the numeric fallback still finds a number
         text = "\n".join(lines[: max(1, k // 2)])
-        return text, Verdict(False, text.rsplit(" ", 1)[-1], "wrong answer")
+        return text, Judgement(False, text.rsplit(" ", 1)[-1], "wrong answer")
     if degenerate == "truncated":
         text = "\n".join(lines[: max(1, k // 2)]) + f"\nStep {k // 2 + 2}: {total} + 3 ="
-        return text, Verdict(False, None, "no answer")
+        return text, Judgement(False, None, "no answer")
     text = "\n".join(lines) + f"\nThe answer is {total}."
-    return text, Verdict(ok, str(total))
+    return text, Judgement(ok, str(total))
 
 
 def exposure_run(kind: str, n: int = 300, seed: int = 0) -> DiagnosisInputs:
@@ -160,7 +160,7 @@ def test_length_falls_back_to_prompt_when_teacher_lengths_do_not_vary():
         k = int(it.tags["difficulty"])
         items.append(replace(it, prompt=" ".join(["add"] + [str(j) for j in range(3 * k)])))
         inputs.teacher[it.id] = ModelOutput(it.id, "The answer is 5.")
-        inputs.teacher_verdicts[it.id] = Verdict(True, "5")
+        inputs.teacher_verdicts[it.id] = Judgement(True, "5")
     inputs.items = items
     f = run(inputs)
     assert f.metrics["length_measure"] == "prompt words"

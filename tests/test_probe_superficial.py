@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from synthetic_runs import EDGE_KINDS, check_finding, false_fail_sweep, make_edge, make_run
 
-from distill_doctor.data.records import Item, ModelOutput, Verdict
+from distill_doctor.data.records import Item, ModelOutput, Judgement
 from distill_doctor.probes import superficial_imitation as probe
 from distill_doctor.probes import text_features as tf
 from distill_doctor.probes.base import DiagnosisInputs
@@ -123,7 +123,7 @@ def _ceiling_run(seed: int, student: str, groups: int = 80) -> DiagnosisInputs:
                 ok = bool(rng.random() < p)
                 answer = "7" if ok else "8"
                 outputs[iid] = ModelOutput(iid, f"Step 1: 3 + 4 = 7.\nThe answer is {answer}.")
-                verdicts[iid] = Verdict(ok, answer)
+                verdicts[iid] = Judgement(ok, answer)
     return DiagnosisInputs(items, student_out, sv, teacher, tv, seed=seed)
 
 

@@ -47,8 +47,8 @@ class ModelOutput:
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """The verifier's judgement of one output.
+class Judgement:
+    """The verifier's judgement of one output (not a probe's verdict: see ``vocabulary.Verdict``).
 
     ``answer`` is the extracted final answer in canonical form (numbers normalised,
     exact answers case-folded), so two wrong answers can be compared for equality.
@@ -62,7 +62,7 @@ class Verdict:
     # Items with several samples (SPEC "Several samples per item"): ``passed``, ``answer`` and
     # ``reason`` are the first sample's (the text the probes read); ``samples`` holds every
     # sample's verdict, in order, and ``score`` the share that passed.
-    samples: tuple[Verdict, ...] = ()
+    samples: tuple[Judgement, ...] = ()
 
     @property
     def n_samples(self) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from distill_doctor.data.records import Verdict
+from distill_doctor.data.records import Judgement
 
 MAX_DISAGREEMENT = 0.01  # share of compared items
 SHOWN_ITEMS = 10
@@ -46,7 +46,7 @@ class PairAgreement:
 
 
 def pair_agreement(
-    metric: str, filt: str, logged: dict[str, float], verdicts: dict[str, Verdict], ids: list[str]
+    metric: str, filt: str, logged: dict[str, float], verdicts: dict[str, Judgement], ids: list[str]
 ) -> PairAgreement:
     """Compare on ``ids`` (item order) where lm-eval logged a 0/1 score and the verifier judged."""
     n = agree = 0
@@ -63,7 +63,7 @@ def pair_agreement(
     return PairAgreement(metric, filt, n, agree, tuple(bad))
 
 
-def best_pair(scores: Any, verdicts: dict[str, Verdict], ids: list[str]) -> tuple[PairAgreement, list[PairAgreement]]:
+def best_pair(scores: Any, verdicts: dict[str, Judgement], ids: list[str]) -> tuple[PairAgreement, list[PairAgreement]]:
     """Every logged pair's agreement, and the best one (highest rate; the first logged on ties)."""
     pairs = [pair_agreement(m, f, values, verdicts, ids) for (m, f), values in scores.values.items()]
     compared = [p for p in pairs if p.n]
@@ -71,7 +71,7 @@ def best_pair(scores: Any, verdicts: dict[str, Verdict], ids: list[str]) -> tupl
     return best, pairs
 
 
-def agreement_block(scores: Any, verdicts: dict[str, Verdict], ids: list[str]) -> dict[str, Any] | None:
+def agreement_block(scores: Any, verdicts: dict[str, Judgement], ids: list[str]) -> dict[str, Any] | None:
     """The ``lm_eval_agreement.<role>`` block of report.json, or None when lm-eval logged no score."""
     if scores is None or not scores.values:
         return None

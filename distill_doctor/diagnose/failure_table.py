@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distill_doctor.data.records import Verdict
+from distill_doctor.data.records import Judgement
 
 CATEGORIES = (
     "both_right",
@@ -15,7 +15,7 @@ CATEGORIES = (
 )
 
 
-def categorise(teacher: Verdict, student: Verdict) -> str:
+def categorise(teacher: Judgement, student: Judgement) -> str:
     """One item's category. Two wrong answers are "the same" only when both were extracted and equal."""
     if teacher.passed and student.passed:
         return "both_right"
@@ -30,8 +30,8 @@ def categorise(teacher: Verdict, student: Verdict) -> str:
 
 def failure_table(
     ids: list[str],
-    teacher: dict[str, Verdict],
-    student: dict[str, Verdict],
+    teacher: dict[str, Judgement],
+    student: dict[str, Judgement],
     *,
     max_examples: int = 5,
 ) -> dict[str, Any]:

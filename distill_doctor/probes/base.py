@@ -20,25 +20,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from distill_doctor.data.records import Item, ModelOutput, Verdict
+from distill_doctor.data.records import Item, Judgement, ModelOutput
+from distill_doctor.vocabulary import ALPHA, MODE_ORDER, STAGE_OF_MODE, STAGE_ORDER, Mode, Stage, Verdict
 
-DEBUG_ORDER = ("data", "capacity", "mismatch", "provenance")
-
-STAGE_OF_MODE = {
-    "data_quality": "data",
-    "teacher_error_transfer": "data",
-    "capacity_gap": "capacity",
-    "superficial_imitation": "capacity",
-    "exposure_bias": "mismatch",
-    "contamination": "provenance",
-    "provenance": "provenance",
-}
-MODES = tuple(STAGE_OF_MODE)  # also the order findings are reported in
-
-VERDICTS = ("pass", "warn", "fail", "skipped")
-ALPHA = 0.05
+# The plain-string views of the vocabulary (distill_doctor/vocabulary.py), for callers that
+# compare with report.json's strings.
+DEBUG_ORDER: tuple[str, ...] = tuple(s.value for s in STAGE_ORDER)
+MODES: tuple[str, ...] = tuple(m.value for m in MODE_ORDER)  # also the order findings are reported in
+VERDICTS: tuple[str, ...] = tuple(v.value for v in Verdict)
 
 
 @dataclass
@@ -47,9 +38,9 @@ class DiagnosisInputs:
 
     items: list[Item]
     student: dict[str, ModelOutput]
-    student_verdicts: dict[str, Verdict]
+    student_verdicts: dict[str, Judgement]
     teacher: dict[str, ModelOutput] | None = None
-    teacher_verdicts: dict[str, Verdict] | None = None
+    teacher_verdicts: dict[str, Judgement] | None = None
     train: Any | None = None  # datasets.Dataset with columns prompt, response, id, source, reference
     train_path: Path | None = None
     manifest: dict[str, Any] | None = None
@@ -89,12 +80,33 @@ class StatTest:
         return d
 
 
+class Rule(Protocol):
+    """A probe's verdict rule: its thresholds as a frozen dataclass that ``decide`` applies.
+
+    ``as_metrics`` is what the finding records under ``metrics["fail_rule"]`` (the thresholds as
+    applied); ``describe`` is the rule in words, the README's "fails when" column (a test keeps
+    the two equal)."""
+
+    def as_metrics(self, alpha: float) -> dict[str, Any]: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Ruling:
+    """What a probe's ``decide`` concluded: the verdict and the primary p-value it rests on (the
+    one the diagnosis adjusts for multiplicity, Holm)."""
+
+    verdict: Verdict
+    p_value: float | None = None
+
+
 @dataclass
 class Finding:
     """A probe's result; ``to_dict`` is the ``findings[]`` entry of report.json."""
 
-    mode: str
-    verdict: str
+    mode: Mode
+    verdict: Verdict
     summary: str
     metrics: dict[str, Any] = field(default_factory=dict)
     evidence: list[dict[str, Any]] = field(default_factory=list)  # [{"id": ..., "why": ...}, ...]
@@ -105,20 +117,24 @@ class Finding:
     skipped_reason: str | None = None
 
     @property
-    def stage(self) -> str:
-        return STAGE_OF_MODE[self.mode]
+    def stage(self) -> Stage:
+        return STAGE_OF_MODE[Mode(self.mode)]
 
     def __post_init__(self) -> None:
-        if self.mode not in STAGE_OF_MODE:
-            raise ValueError(f"unknown mode {self.mode!r}")
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"unknown verdict {self.verdict!r}")
+        try:
+            self.mode = Mode(self.mode)
+        except ValueError:
+            raise ValueError(f"unknown mode {self.mode!r}") from None
+        try:
+            self.verdict = Verdict(self.verdict)
+        except ValueError:
+            raise ValueError(f"unknown verdict {self.verdict!r}") from None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "mode": self.mode,
-            "stage": self.stage,
-            "verdict": self.verdict,
+            "mode": Mode(self.mode).value,
+            "stage": self.stage.value,
+            "verdict": Verdict(self.verdict).value,
             "summary": self.summary,
             "metrics": self.metrics,
             "evidence": self.evidence,
@@ -132,20 +148,20 @@ class Finding:
         return d
 
 
-def skipped(mode: str, reason: str) -> Finding:
-    return Finding(mode=mode, verdict="skipped", summary=f"Skipped: {reason}", skipped_reason=reason)
+def skipped(mode: Mode | str, reason: str) -> Finding:
+    return Finding(mode=Mode(mode), verdict=Verdict.SKIPPED, summary=f"Skipped: {reason}", skipped_reason=reason)
 
 
 @dataclass(frozen=True)
 class Probe:
-    mode: str
+    mode: Mode
     needs: tuple[str, ...]  # DiagnosisInputs fields that must not be None
     run: Callable[[DiagnosisInputs], Finding]
     describe: str = ""
 
     @property
-    def stage(self) -> str:
-        return STAGE_OF_MODE[self.mode]
+    def stage(self) -> Stage:
+        return STAGE_OF_MODE[Mode(self.mode)]
 
     def missing(self, inputs: DiagnosisInputs) -> list[str]:
         return [name for name in self.needs if getattr(inputs, name) is None]

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from distill_doctor.data.records import Item, Verdict
+from distill_doctor.data.records import Item, Judgement
 from distill_doctor.probes import text_features as tf
 from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
 from distill_doctor.probes.wrong_answer_chance import (
@@ -75,7 +75,7 @@ GUARDRAIL = (
 )
 
 
-def _same_wrong(item: Item, t: Verdict, s: Verdict, t_text: str, s_text: str) -> bool:
+def _same_wrong(item: Item, t: Judgement, s: Judgement, t_text: str, s_text: str) -> bool:
     if t.answer is None or s.answer is None or t.answer != s.answer:
         return False
     if item.verifier_kind != "code":
@@ -83,7 +83,7 @@ def _same_wrong(item: Item, t: Verdict, s: Verdict, t_text: str, s_text: str) ->
     return same_code(code_completion(item, t_text), code_completion(item, s_text))
 
 
-def _format_faults(item: Item, text: str | None, verdict: Verdict) -> bool:
+def _format_faults(item: Item, text: str | None, verdict: Judgement) -> bool:
     """No extractable answer (not for code, whose passing verdicts carry no answer), truncation or a loop."""
     no_answer = item.verifier_kind != "code" and verdict.answer is None
     return no_answer or tf.truncated(text) or tf.repetition_loop(text)

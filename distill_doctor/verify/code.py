@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from distill_doctor.data.records import Item, Verdict
+from distill_doctor.data.records import Item, Judgement
 from distill_doctor.verify.sandbox import SandboxResult, run_tests
 
 _FENCE_LINE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})(.*)$")
@@ -74,13 +74,13 @@ def build_program(prompt: str, output: str, tests: str, entry_point: str) -> str
     return f"{build_candidate(prompt, output, entry_point)}\n{tests}\n\ncheck({entry_point})\n"
 
 
-def verdict_from_result(result: SandboxResult) -> Verdict:
-    """``Verdict.answer`` is the short failure signature (``"pass"``, ``"AssertionError"``, ``"timeout"``)."""
+def verdict_from_result(result: SandboxResult) -> Judgement:
+    """``Judgement.answer`` is the short failure signature (``"pass"``, ``"AssertionError"``, ``"timeout"``)."""
     reason = result.reason if len(result.reason) <= 300 else result.reason[:297] + "..."
-    return Verdict(passed=result.passed, answer=result.signature or "error", reason=reason)
+    return Judgement(passed=result.passed, answer=result.signature or "error", reason=reason)
 
 
-def verify_code(item: Item, text: str, *, timeout_s: float = 10.0, memory_mb: int = 1024) -> Verdict:
+def verify_code(item: Item, text: str, *, timeout_s: float = 10.0, memory_mb: int = 1024) -> Judgement:
     """Run ``item``'s tests against the model output ``text``: tests trusted, candidate sandboxed.
 
     The tests run in a trusted process; the candidate's program runs in the sandbox and only

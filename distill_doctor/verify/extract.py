@@ -9,7 +9,7 @@ Order (SPEC "Items"): the last ``\\boxed{..}`` (nested braces allowed), then the
 answer of the wanted kind, the fallback: numeric -> the last number in the text, exact ->
 the last non-empty line, choice -> the last option-looking letter ("(B)", "B)", a line "B").
 
-Canonical forms (what :func:`extract_answer` returns, and ``Verdict.answer`` holds):
+Canonical forms (what :func:`extract_answer` returns, and ``Judgement.answer`` holds):
 
 - numeric: the exact value, written plainly: integers as ``"1234"`` (from ``1,234``,
   ``1234.0``, ``$1,234``, ``1234 apples``, ``1.234e3``), finite decimals as ``"-3.5"``,

@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from distill_doctor.data.records import Verdict
+from distill_doctor.data.records import Judgement
 from distill_doctor.verify.extract import marked_answers
 
 TIMEOUT_S = 3
@@ -119,7 +119,7 @@ def _canonical(parsed: list, timeout_s: int) -> str:
     return text[:_MAX_CANONICAL_CHARS]
 
 
-def judge(reference: object, body: str, timeout_s: int = TIMEOUT_S) -> Verdict:
+def judge(reference: object, body: str, timeout_s: int = TIMEOUT_S) -> Judgement:
     """Judge the answer text ``body`` (reasoning already removed) against ``reference``.
 
     Runs on the calling thread with math-verify's signal timeouts: call it on a main thread
@@ -128,7 +128,7 @@ def judge(reference: object, body: str, timeout_s: int = TIMEOUT_S) -> Verdict:
     try:
         gold = parse_reference(reference, timeout_s)
         if not gold:
-            return Verdict(
+            return Judgement(
                 False, None, f"the reference {str(reference)[:60]!r} is not readable as mathematics"
             )
         for where, text in _candidates(body):
@@ -136,11 +136,11 @@ def judge(reference: object, body: str, timeout_s: int = TIMEOUT_S) -> Verdict:
             if parsed:
                 return _compare(gold, parsed, where, timeout_s)
     except _Overrun as err:
-        return Verdict(False, None, f"math-verify {err}: counted wrong")
-    return Verdict(False, None, "no math final answer found")
+        return Judgement(False, None, f"math-verify {err}: counted wrong")
+    return Judgement(False, None, "no math final answer found")
 
 
-def _compare(gold: list, parsed: list, where: str, timeout_s: int) -> Verdict:
+def _compare(gold: list, parsed: list, where: str, timeout_s: int) -> Judgement:
     mv = _math_verify()
     from math_verify.errors import TimeoutException
 
@@ -148,11 +148,11 @@ def _compare(gold: list, parsed: list, where: str, timeout_s: int) -> Verdict:
     try:
         passed = bool(mv.verify(gold, parsed, timeout_seconds=timeout_s, raise_on_error=True))
     except TimeoutException:
-        return Verdict(False, answer, f"math-verify's comparison took over {timeout_s} s: counted wrong")
+        return Judgement(False, answer, f"math-verify's comparison took over {timeout_s} s: counted wrong")
     except Exception:  # one pair of forms failed in SymPy: let math-verify try the others, as it does
         passed = bool(mv.verify(gold, parsed, timeout_seconds=timeout_s))
     why = "equals the reference" if passed else f"{answer!r} is not equal to the reference"
-    return Verdict(passed, answer, f"{why} (math-verify, {where})")
+    return Judgement(passed, answer, f"{why} (math-verify, {where})")
 
 
 def _worker_main() -> None:
@@ -184,7 +184,7 @@ class _Helper:
             )
         return self.proc
 
-    def ask(self, reference: object, body: str, timeout_s: int, budget: float) -> Verdict | None:
+    def ask(self, reference: object, body: str, timeout_s: int, budget: float) -> Judgement | None:
         """The helper's verdict, or None when it did not answer within ``budget`` seconds (then killed)."""
         proc = self._start()
         assert proc.stdin is not None and proc.stdout is not None
@@ -202,13 +202,13 @@ class _Helper:
             self.proc = None
             return None
         passed, answer, reason = json.loads(line)
-        return Verdict(bool(passed), answer, reason)
+        return Judgement(bool(passed), answer, reason)
 
 
 _helper = _Helper()
 
 
-def judge_bounded(reference: object, body: str, timeout_s: int = TIMEOUT_S) -> Verdict:
+def judge_bounded(reference: object, body: str, timeout_s: int = TIMEOUT_S) -> Judgement:
     """:func:`judge` within a time bound on any thread.
 
     On the main thread math-verify's own alarms bound each step. Elsewhere (signals are
@@ -219,12 +219,12 @@ def judge_bounded(reference: object, body: str, timeout_s: int = TIMEOUT_S) -> V
     if threading.current_thread() is threading.main_thread():
         return judge(reference, body, timeout_s)
     if isinstance(reference, float) and not math.isfinite(reference):
-        return Verdict(False, None, "the reference is not a finite number")
+        return Judgement(False, None, "the reference is not a finite number")
     budget = 3 * timeout_s + 10  # parse the reference, parse the answer, compare; plus the helper's start
     with _worker_lock:
         verdict = _helper.ask(reference, body, timeout_s, budget)
     if verdict is None:
-        return Verdict(False, None, f"math-verify did not finish in {budget} s: counted wrong")
+        return Judgement(False, None, f"math-verify did not finish in {budget} s: counted wrong")
     return verdict
 
 

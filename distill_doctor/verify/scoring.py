@@ -1,8 +1,8 @@
 """Scoring items that carry several samples (R1-style evaluation): pass@1, maj@k, pass@k.
 
-- pass@1: the mean over items of the share of an item's samples that passed (``Verdict.score``).
+- pass@1: the mean over items of the share of an item's samples that passed (``Judgement.score``).
 - maj@k: the share of items whose majority answer is correct. Votes are the samples' canonical
-  answers (``Verdict.answer``: the number, the case-folded text, the letter, SymPy's form for
+  answers (``Judgement.answer``: the number, the case-folded text, the letter, SymPy's form for
   ``math``, the outcome signature for ``code``); samples without an answer do not vote, and an
   item where no sample has one counts wrong. A tie goes to the answer that appeared first in
   sample order, so the result does not depend on anything but the samples and their order.
@@ -19,15 +19,15 @@ from collections.abc import Mapping, Sequence
 from math import comb
 from typing import Any
 
-from distill_doctor.data.records import Verdict
+from distill_doctor.data.records import Judgement
 
 TIE_BREAK = "earliest first appearance in sample order"
 
 
-def majority_vote(verdict: Verdict) -> Verdict | None:
+def majority_vote(verdict: Judgement) -> Judgement | None:
     """The verdict of the first sample that gave the majority answer, or None when no sample answered."""
     votes: dict[str, int] = {}
-    first: dict[str, Verdict] = {}
+    first: dict[str, Judgement] = {}
     for sample in verdict.samples or (verdict,):
         if sample.answer is None:
             continue
@@ -58,11 +58,11 @@ def k_values(k_min: int) -> list[int]:
     return sorted(set(ks) | {k_min})
 
 
-def is_multi_sample(verdicts: Mapping[str, Verdict] | None, ids: Sequence[str]) -> bool:
+def is_multi_sample(verdicts: Mapping[str, Judgement] | None, ids: Sequence[str]) -> bool:
     return verdicts is not None and any(verdicts[i].n_samples > 1 for i in ids)
 
 
-def summarize(verdicts: Mapping[str, Verdict], ids: Sequence[str]) -> dict[str, Any]:
+def summarize(verdicts: Mapping[str, Judgement], ids: Sequence[str]) -> dict[str, Any]:
     """pass@1, first-sample accuracy, maj@k and pass@k over ``ids`` (each item at its own sample count)."""
     if not ids:
         return {"n": 0}

@@ -8,16 +8,16 @@
 - ``regex:<pattern>``: ``regex.search(pattern, final answer)`` (``re`` syntax; each search
   limited to ``REGEX_TIMEOUT_S``, a timeout is a failed match with that reason) where the final answer is the
   marked answer (boxed / ``####`` / ``answer is``) or else the last non-empty line; when
-  that does not match, ``regex.search(pattern, whole output)``. ``Verdict.reason`` says which
-  one matched. ``Verdict.answer`` is the final answer in exact-canonical form.
+  that does not match, ``regex.search(pattern, whole output)``. ``Judgement.reason`` says which
+  one matched. ``Judgement.answer`` is the final answer in exact-canonical form.
 - ``math``: LaTeX and symbolic equivalence with Hugging Face's math-verify (``math_answers.py``);
-  ``Verdict.answer`` is SymPy's form of the parsed answer.
-- ``code``: the HumanEval program runs in the sandbox (``code.py``); ``Verdict.answer`` is
+  ``Judgement.answer`` is SymPy's form of the parsed answer.
+- ``code``: the HumanEval program runs in the sandbox (``code.py``); ``Judgement.answer`` is
   the failure signature (``"pass"``, ``"AssertionError"``, ``"timeout"`` ...).
 
 Every verifier reads only the answer part of an output (``extract.answer_text``): what follows
 the last closing reasoning tag (``</think>`` and its variants). An output cut off inside its
-reasoning has no answer: it fails with ``Verdict.answer`` None, whatever its kind.
+reasoning has no answer: it fails with ``Judgement.answer`` None, whatever its kind.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from fractions import Fraction
 
 import regex
 
-from distill_doctor.data.records import Item, ModelOutput, Verdict
+from distill_doctor.data.records import Item, ModelOutput, Judgement
 from distill_doctor.verify.code import verify_code
 from distill_doctor.verify.extract import (
     answer_text,
@@ -45,7 +45,7 @@ from distill_doctor.verify.math_answers import judge_bounded
 
 _REL_TOL = 1e-6
 MATH_TIMEOUT_S = 3  # per math-verify step (parse the reference, parse the answer, compare)
-CUT_OFF = Verdict(False, None, "cut off inside its reasoning block: no answer")
+CUT_OFF = Judgement(False, None, "cut off inside its reasoning block: no answer")
 REGEX_TIMEOUT_S = 1.0  # per search; the regex package checks it periodically, so allow a few s on a busy host
 
 
@@ -83,27 +83,27 @@ def numbers_equal(answer: str, reference: str) -> bool:
     return abs(a - b) <= _REL_TOL * max(abs(a), abs(b))
 
 
-def _verify_regex(item: Item, text: str, *, timeout_s: float = REGEX_TIMEOUT_S) -> Verdict:
+def _verify_regex(item: Item, text: str, *, timeout_s: float = REGEX_TIMEOUT_S) -> Judgement:
     """``regex`` (re-compatible V0 syntax) with a time limit per search: a timeout is a failed match."""
     try:
         pattern = regex.compile(item.verifier.split(":", 1)[1])
     except regex.error as err:  # the loader checked it with re; the two differ only at the edges
-        return Verdict(False, None, f"the pattern does not compile with the regex package: {err}")
+        return Judgement(False, None, f"the pattern does not compile with the regex package: {err}")
     final = raw_final_answer(text)
     answer = extract_answer(text, "exact")
     try:
         if final is not None and pattern.search(final, timeout=timeout_s):
-            return Verdict(True, answer, "pattern matched the final answer")
+            return Judgement(True, answer, "pattern matched the final answer")
         if pattern.search(text, timeout=timeout_s):
-            return Verdict(True, answer, "pattern matched the output (not the final answer)")
+            return Judgement(True, answer, "pattern matched the output (not the final answer)")
     except TimeoutError:
-        return Verdict(
+        return Judgement(
             False, answer, f"regex timed out after {timeout_s:g} s (catastrophic backtracking?): counted as no match"
         )
-    return Verdict(False, answer, "pattern matched neither the final answer nor the output")
+    return Judgement(False, answer, "pattern matched neither the final answer nor the output")
 
 
-def verify(item: Item, text: str, *, timeout_s: float = 10.0) -> Verdict:
+def verify(item: Item, text: str, *, timeout_s: float = 10.0) -> Judgement:
     """Judge one output ``text`` for ``item``. Code items run in the sandbox (see ``code.py``)."""
     kind = item.verifier_kind
     text = text if isinstance(text, str) else ""
@@ -125,9 +125,9 @@ def verify(item: Item, text: str, *, timeout_s: float = 10.0) -> Verdict:
     if ref is None:
         raise ValueError(f"item {item.id!r}: the reference {item.reference!r} has no {kind} answer")
     if answer is None:
-        return Verdict(False, None, f"no {kind} final answer found")
+        return Judgement(False, None, f"no {kind} final answer found")
     passed = numbers_equal(answer, ref) if kind == "numeric" else answer == ref
-    return Verdict(passed, answer, "matches the reference" if passed else f"{answer!r} != reference {ref!r}")
+    return Judgement(passed, answer, "matches the reference" if passed else f"{answer!r} != reference {ref!r}")
 
 
 def default_workers() -> int:
@@ -139,7 +139,7 @@ def sample_texts(out: ModelOutput) -> tuple[str, ...]:
     return out.samples if len(out.samples) > 1 else (out.output,)
 
 
-def combine_samples(verdicts: list[Verdict]) -> Verdict:
+def combine_samples(verdicts: list[Judgement]) -> Judgement:
     """One item's verdict from its samples' (in order): the first sample's, carrying them all."""
     if len(verdicts) == 1:
         return verdicts[0]
@@ -154,7 +154,7 @@ def verify_outputs(
     timeout_s: float = 10.0,
     progress: bool = False,
     announce: bool = False,
-) -> dict[str, Verdict]:
+) -> dict[str, Judgement]:
     """Verdicts for every item that has an output (keyed by item id, in item order).
 
     Every sample of an output is verified (``sample_texts``) and the item's verdict combines
@@ -162,7 +162,7 @@ def verify_outputs(
     sandbox, ``workers`` at a time (default ``min(4, cpu_count)``), each with a wall-clock
     ``timeout_s``. ``progress`` shows a bar; ``announce`` says on stderr which isolation runs the code.
     """
-    per_sample: dict[str, list[Verdict | None]] = {}
+    per_sample: dict[str, list[Judgement | None]] = {}
     code_jobs: list[tuple[Item, int, str]] = []
     for item in items:
         out = outputs.get(item.id)
