@@ -10,7 +10,7 @@ rows (``PLANTS``): verbatim prompts, prompts inside a response, behind a prefix,
 words changed, re-punctuated, short prompts with one word changed (all must be dirty), and
 "same story, other numbers" twins and 16-word fragments (must stay clean).
 
-Measured in one run on the same rows: the contamination index (``contamination.index_for``'s
+Measured in one run on the same rows: the contamination index (``text.decontamination.index_for``'s
 settings: punctuation kept, templates removed) built once and scanned in shards on ``--workers``
 processes (every core by default), and ``lm_eval.decontamination.janitor.Janitor`` (its Python
 path: the C++ helper is not built) over every row, single-threaded as it comes. Reported: wall and
@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distill_doctor.atomic import atomic_write_text  # noqa: E402
-from distill_doctor.probes.overlap import HitSummary, OverlapIndex  # noqa: E402
 from distill_doctor.probes.shards import Shard, TrainingSource, map_shards, resolve_workers  # noqa: E402
+from distill_doctor.text.overlap import HitSummary, OverlapIndex  # noqa: E402
 
 TEMPLATE = "Answer the following question."
 

@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from distill_doctor.data.records import Item, ModelOutput, Judgement
+from distill_doctor.data.records import Item, Judgement, ModelOutput
 from distill_doctor.probes.base import DiagnosisInputs
 
 KINDS = ("clean_high", "clean_low", "tiny", "error_transfer", "capacity_gap", "superficial", "data_quality")

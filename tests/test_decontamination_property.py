@@ -7,7 +7,7 @@ from datasets import Dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distill_doctor.data.records import Item, ModelOutput, Judgement
+from distill_doctor.data.records import Item, Judgement, ModelOutput
 from distill_doctor.probes.base import DiagnosisInputs
 from distill_doctor.probes.contamination import run as contamination
 from distill_doctor.produce.generate import GenerateOptions, generate_dataset

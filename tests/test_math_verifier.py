@@ -173,8 +173,8 @@ def test_code_verifier_reads_after_the_reasoning():
 
 
 def test_cut_off_inside_reasoning_is_degenerate():
-    from distill_doctor.probes import text_features as tf
     from distill_doctor.probes.exposure_bias import degeneration
+    from distill_doctor.text import text_features as tf
 
     cut = "<think>Let me add 2 and 3. That is 5, so the answer is \\boxed{5}. Let me double-check"
     assert degeneration(cut, True, is_code=False) == ["no final answer", "cut off inside reasoning"]

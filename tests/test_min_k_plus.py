@@ -79,7 +79,7 @@ def test_members_score_higher_than_non_members(memorised):
 
 
 def test_contamination_reports_membership_with_a_student_model(memorised):
-    from distill_doctor.data.records import Item, ModelOutput, Judgement
+    from distill_doctor.data.records import Item, Judgement, ModelOutput
     from distill_doctor.probes.base import DiagnosisInputs
 
     _, _, members, others, path = memorised

@@ -12,7 +12,7 @@ import pytest
 from synthetic_runs import make_run
 
 from distill_doctor.cli import main
-from distill_doctor.data.records import Item, ModelOutput, Judgement
+from distill_doctor.data.records import Item, Judgement, ModelOutput
 from distill_doctor.probes import capacity_gap, superficial_imitation
 from distill_doctor.reports.schema import schema_errors
 from distill_doctor.verify import verify_outputs

@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from distill_doctor.probes.overlap import OverlapIndex, normalize, summarize_hits, tokens, word_ngrams
+from distill_doctor.text.overlap import OverlapIndex, normalize, summarize_hits, tokens, word_ngrams
 
 WORDS = [
     "apple",
@@ -171,7 +171,7 @@ def test_invalid_parameters():
 def test_window_hashes_agree_with_tuple_hashes_and_count_items():
     import numpy as np
 
-    from distill_doctor.probes.window_hash import WindowHasher, items_per_hash, member
+    from distill_doctor.text.window_hash import WindowHasher, items_per_hash, member
 
     wh = WindowHasher(50, seed=3)
     ids = np.array([1, 2, 3, 4, 1, 2, 3, 9], dtype=np.int64)

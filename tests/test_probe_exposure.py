@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from synthetic_runs import EDGE_KINDS, check_finding, false_fail_sweep, make_edge, make_run
 
-from distill_doctor.data.records import Item, ModelOutput, Judgement
+from distill_doctor.data.records import Item, Judgement, ModelOutput
 from distill_doctor.probes.base import DiagnosisInputs
 from distill_doctor.probes.exposure_bias import PROBE, degeneration, derailment, run
 

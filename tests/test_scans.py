@@ -15,7 +15,7 @@ from distill_doctor.cli import main
 from distill_doctor.data import load_training
 from distill_doctor.probes import contamination, data_quality, shards
 from distill_doctor.probes.base import MODES
-from distill_doctor.probes.overlap import summarize_hits
+from distill_doctor.text.overlap import summarize_hits
 
 
 def _finding_dict(finding) -> dict:

@@ -1,5 +1,5 @@
 """The shared pieces generate and the probes build on: the causal-LM loader and generation core
-(:mod:`distill_doctor.causal_lm`) and the MinHash/LSH helpers (:mod:`distill_doctor.probes.minhash`)."""
+(:mod:`distill_doctor.causal_lm`) and the MinHash/LSH helpers (:mod:`distill_doctor.text.minhash`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from produce_helpers import tiny_models
 
 from distill_doctor.causal_lm import encode_left_padded, generate_new_tokens, load_causal_lm
 from distill_doctor.errors import InputError
-from distill_doctor.probes import minhash
+from distill_doctor.text import minhash
 
 torch.set_num_threads(1)
 

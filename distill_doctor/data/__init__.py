@@ -4,7 +4,7 @@ from distill_doctor.data.items import ItemList, lm_doc_hash, load_items
 from distill_doctor.data.jsonl import iter_jsonl
 from distill_doctor.data.manifest import load_manifest
 from distill_doctor.data.outputs import load_outputs
-from distill_doctor.data.records import Item, ModelOutput, OutputSet, Judgement
+from distill_doctor.data.records import Item, Judgement, ModelOutput, OutputSet
 from distill_doctor.data.training import load_training, render_messages
 
 __all__ = [

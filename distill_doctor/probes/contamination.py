@@ -1,6 +1,6 @@
 """Contamination: evaluation items that appear in the training data.
 
-Every eval prompt (and every reference of at least 13 words) is indexed (:mod:`distill_doctor.probes.overlap`) and every training row
+Every eval prompt (and every reference of at least 13 words) is indexed (:mod:`distill_doctor.text.overlap`) and every training row
 (prompt + response) streams through it. An item is *dirty* when a training row
 
 - equals its prompt after normalisation (``exact``; short prompts have no 13-grams),
@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
-from distill_doctor.probes.overlap import HitSummary, OverlapIndex, tokens
 from distill_doctor.probes.shards import Shard, TrainingSource, map_shards, source_of
 from distill_doctor.stats import clopper_pearson, fisher_exact, json_float, json_interval
+from distill_doctor.text.decontamination import REF_SUFFIX, index_for
+from distill_doctor.text.overlap import HitSummary, OverlapIndex
 
 MODE = "contamination"
 MIN_DIRTY = 3
@@ -44,13 +45,6 @@ MIN_SHARE = 0.01
 MIN_ITEMS = 30
 PARTIAL_COVERAGE = 0.2  # Llama 2: below 20% coverage is clean
 MIN_K_MAX_ITEMS = 200  # cap on prompts scored with the model (speed)
-REF_SUFFIX = "\x00reference"
-MIN_REFERENCE_WORDS = 13
-DECONTAMINATION_METHOD = (
-    "distill-doctor contamination index (the diagnose probe's): prompts and long references of the "
-    "eval items; whole-text, contained short item, word 13-gram coverage >= 0.8 by one row (numbers "
-    "kept), MinHash/LSH near-duplicate prompt confirmed by exact Jaccard; punctuation kept as tokens"
-)
 _KIND_RANK = {"exact": 0, "contained": 1, "edited": 2, "ngram": 3, "near": 4}
 
 
@@ -100,22 +94,6 @@ def _train_ids(train: Any, rows: list[int]) -> dict[int, Any]:
     if not rows or "id" not in src.column_names():
         return {}
     return src.values_at(rows, "id")
-
-
-def eval_documents(items: list) -> dict[str, str]:
-    """Texts to index: every prompt, plus references long enough to hold an n-gram (a number or a
-    label matching somewhere proves nothing). Reference keys are ``<id>`` + ``REF_SUFFIX``."""
-    docs = {it.id: it.prompt or "" for it in items}
-    for it in items:
-        if isinstance(it.reference, str) and len(tokens(it.reference, "keep")) >= MIN_REFERENCE_WORDS:
-            docs[it.id + REF_SUFFIX] = it.reference
-    return docs
-
-
-def index_for(items: list) -> OverlapIndex:
-    """The contamination index over one evaluation set: what the probe scans training rows with,
-    and what ``generate --decontaminate`` drops rows with (one rule for both)."""
-    return OverlapIndex(eval_documents(items), punctuation="keep")
 
 
 def _by_item(per_doc: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -45,9 +45,7 @@ from typing import Any
 import numpy as np
 
 from distill_doctor.data.records import Item
-from distill_doctor.probes import text_features as tf
 from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
-from distill_doctor.probes.near_duplicates import NearDupConfig, near_duplicate_pairs
 from distill_doctor.probes.shards import Shard, TrainingSource, map_shards, source_of
 from distill_doctor.stats import (
     binom_test_greater,
@@ -57,6 +55,8 @@ from distill_doctor.stats import (
     robust_z,
     two_proportion_diff_ci,
 )
+from distill_doctor.text import text_features as tf
+from distill_doctor.text.near_duplicates import NearDupConfig, near_duplicate_pairs
 
 MODE = "data_quality"
 TEXT_SAMPLE = 100_000

@@ -45,14 +45,6 @@ import numpy as np
 from scipy.stats import ttest_ind
 
 from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest, skipped
-from distill_doctor.probes.text_features import (
-    cut_off_in_reasoning,
-    explicit_answer_format,
-    mixed_script,
-    repetition_loop,
-    truncated,
-    word_count,
-)
 from distill_doctor.stats import (
     binom_test_greater,
     bootstrap_distribution,
@@ -61,6 +53,14 @@ from distill_doctor.stats import (
     json_interval,
     percentile_ci,
     permutation_test,
+)
+from distill_doctor.text.text_features import (
+    cut_off_in_reasoning,
+    explicit_answer_format,
+    mixed_script,
+    repetition_loop,
+    truncated,
+    word_count,
 )
 
 MODE = "exposure_bias"

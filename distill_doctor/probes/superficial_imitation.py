@@ -68,7 +68,6 @@ from collections import defaultdict
 
 import numpy as np
 
-from distill_doctor.probes import text_features as tf
 from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
 from distill_doctor.stats import (
     cluster_bootstrap_means,
@@ -78,6 +77,7 @@ from distill_doctor.stats import (
     percentile_ci,
     smoothed_log_odds,
 )
+from distill_doctor.text import text_features as tf
 
 MODE = "superficial_imitation"
 MIN_PAIRS = 20

@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 
 from distill_doctor.data.records import Item, Judgement
-from distill_doctor.probes import text_features as tf
 from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
 from distill_doctor.probes.wrong_answer_chance import (
     choice_chance,
@@ -62,6 +61,7 @@ from distill_doctor.stats import (
     json_interval,
     kappa_statistic,
 )
+from distill_doctor.text import text_features as tf
 
 MODE = "teacher_error_transfer"
 MIN_BOTH_WRONG = 10

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from distill_doctor.data.records import Item
-from distill_doctor.probes import text_features as tf
+from distill_doctor.text import text_features as tf
 
 CODE_SIMILARITY = 0.9  # word 3-gram Jaccard of two completions
 MIN_CODE_WORDS = 8  # shorter completions are stubs ("pass", "return None") that coincide by chance

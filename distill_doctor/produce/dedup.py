@@ -19,8 +19,8 @@ from typing import Any
 
 from datasketch import MinHashLSH
 
-from distill_doctor.probes import minhash
-from distill_doctor.probes.overlap import tokens
+from distill_doctor.text import minhash
+from distill_doctor.text.overlap import tokens
 
 MINHASH_SCHEME = minhash.SCHEME
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from distill_doctor.data.records import Item
-from distill_doctor.probes.text_features import has_final_answer, periodic_loop
+from distill_doctor.text.text_features import has_final_answer, periodic_loop
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ Stages, in order; each counts the candidate responses it kept and dropped (the m
 4. ``exact_dedup`` then ``near_dedup`` (:mod:`dedup`) over (prompt, response);
 5. ``decontamination``: rows that the contamination probe would call dirty against any given
    evaluation set are removed, with the probe's own index and rules
-   (:func:`distill_doctor.probes.contamination.index_for`): one decontamination, so what is kept
+   (:func:`distill_doctor.text.decontamination.index_for`): one decontamination, so what is kept
    passes ``diagnose``'s contamination check on the same evaluation files.
 
 Format filters run before the verifier so that a prompt whose first correct sample loops or is
@@ -189,10 +189,10 @@ def _decontaminate(
 ) -> tuple[list[str | None], dict[str, Any]]:
     """Drop every row the contamination probe would call dirty against any of the benchmarks.
 
-    Each benchmark gets the probe's own index (:func:`distill_doctor.probes.contamination.index_for`:
+    Each benchmark gets the probe's own index (:func:`distill_doctor.text.decontamination.index_for`:
     same documents, normalisation, template rule and dirty rules), so whatever is kept here passes
     ``diagnose``'s contamination check on each of those evaluation files."""
-    from distill_doctor.probes.contamination import DECONTAMINATION_METHOD, index_for
+    from distill_doctor.text.decontamination import DECONTAMINATION_METHOD, index_for
 
     record: dict[str, Any] = {
         "benchmarks": list(benchmarks),

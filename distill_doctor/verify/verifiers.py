@@ -31,7 +31,7 @@ from fractions import Fraction
 
 import regex
 
-from distill_doctor.data.records import Item, ModelOutput, Judgement
+from distill_doctor.data.records import Item, Judgement, ModelOutput
 from distill_doctor.verify.code import verify_code
 from distill_doctor.verify.extract import (
     answer_text,

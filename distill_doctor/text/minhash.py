@@ -16,7 +16,7 @@ from typing import Any
 
 from datasketch import MinHash
 
-from distill_doctor.probes.text_features import ngrams
+from distill_doctor.text.text_features import ngrams
 
 LIBRARY = "datasketch"
 SCHEME = "affine32"  # datasketch >= 2.0 default, stated explicitly

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-from distill_doctor.probes import minhash
-from distill_doctor.probes.text_features import words
+from distill_doctor.text import minhash
+from distill_doctor.text.text_features import words
 
 SCHEME = minhash.SCHEME
 HASHFUNC = "sha1_hash32"

@@ -58,8 +58,8 @@ from typing import Any
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from distill_doctor.probes import minhash
-from distill_doctor.probes.window_hash import WindowHasher, bitmap, items_per_hash, member
+from distill_doctor.text import minhash
+from distill_doctor.text.window_hash import WindowHasher, bitmap, items_per_hash, member
 
 _DELETE_PUNCT = str.maketrans("", "", string.punctuation)
 _PUNCT = re.escape(string.punctuation)
