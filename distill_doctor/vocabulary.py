@@ -11,19 +11,13 @@ from __future__ import annotations
 import enum
 
 
-class Verdict(str, enum.Enum):
+class Verdict(enum.StrEnum):
     """A probe's conclusion about one failure mode."""
 
     PASS = "pass"
     WARN = "warn"
     FAIL = "fail"
     SKIPPED = "skipped"
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
     @property
     def rank(self) -> int:
@@ -45,7 +39,7 @@ def worst(verdicts) -> Verdict:
     return max(found, key=lambda v: v.rank, default=Verdict.PASS) if found else Verdict.PASS
 
 
-class Stage(str, enum.Enum):
+class Stage(enum.StrEnum):
     """The debug order (SPEC.md): fix the data before blaming capacity, capacity before the
     train-test mismatch, and read provenance last. Members are declared in that order."""
 
@@ -54,18 +48,12 @@ class Stage(str, enum.Enum):
     MISMATCH = "mismatch"
     PROVENANCE = "provenance"
 
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
-
     @property
     def rank(self) -> int:
         return STAGE_ORDER.index(self)
 
 
-class Mode(str, enum.Enum):
+class Mode(enum.StrEnum):
     """The failure modes, declared in report order (debug order, then within a stage)."""
 
     DATA_QUALITY = "data_quality"
@@ -75,12 +63,6 @@ class Mode(str, enum.Enum):
     EXPOSURE_BIAS = "exposure_bias"
     CONTAMINATION = "contamination"
     PROVENANCE = "provenance"
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
     @property
     def stage(self) -> Stage:

@@ -306,7 +306,7 @@ def build_report(
     report: dict[str, Any] = {
         "schema_version": 1,
         "tool": {"name": "distill-doctor", "version": __version__},
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "debug_order": list(DEBUG_ORDER),
         "primary_suspect": failing[0].mode if failing else None,
         "accuracy": accuracy_block(inputs),

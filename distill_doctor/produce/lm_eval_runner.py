@@ -15,7 +15,7 @@ import json
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +244,7 @@ def write_outputs(path: str | Path, outputs: list[ModelOutput]) -> Path:
 
 def samples_filename(task: str, when: datetime | None = None) -> str:
     """lm-eval's ``--log_samples`` naming: ``samples_<task>_<timestamp>.jsonl``."""
-    when = when or datetime.now(timezone.utc)
+    when = when or datetime.now(UTC)
     return f"samples_{task}_{when.strftime('%Y-%m-%dT%H-%M-%S.%f')}.jsonl"
 
 
