@@ -26,6 +26,7 @@ import numpy as np
 from distill_doctor.data.records import Item, Judgement, ModelOutput
 from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, Ruling, StatTest
 from distill_doctor.probes.wrong_answer_chance import (
+    CodePair,
     choice_chance,
     code_chance,
     code_completion,
@@ -303,11 +304,11 @@ def _chance(inputs: DiagnosisInputs, items: dict[str, Item], both_wrong: list[st
     plain = [i for i in both_wrong if items[i].verifier_kind != "code"]
     code_items = [i for i in both_wrong if items[i].verifier_kind == "code"]
     code_pairs = [
-        (
-            code_completion(items[i], _text(t_out, i) or ""),
-            code_completion(items[i], _text(s_out, i) or ""),
-            tv[i].answer or "",
-            sv[i].answer or "",
+        CodePair(
+            teacher=code_completion(items[i], _text(t_out, i) or ""),
+            student=code_completion(items[i], _text(s_out, i) or ""),
+            teacher_signature=tv[i].answer or "",
+            student_signature=sv[i].answer or "",
         )
         for i in code_items
     ]
