@@ -297,11 +297,11 @@ def degeneration(text: str | None, answer_missing: bool, *, is_code: bool) -> li
 def student_degeneration(inputs: DiagnosisInputs, ids: list[str]) -> dict[str, list[str]]:
     """This probe's degeneration signs of the student's outputs on ``ids``, by item id.
 
-    The same definition :func:`run` uses, so other probes (capacity_gap's degenerate-collapse rule)
+    The same definition :func:`measure` uses, so other probes (capacity_gap's degenerate-collapse rule)
     count exactly what this probe counts: "no final answer" includes a reasoning-length output
     without an answer marker in a run whose teacher marks its answers (a derivation cut off mid-way,
     where a last-number fallback still extracts a number). The convention is read from the
-    teacher's outputs on every scored item, as in :func:`run`.
+    teacher's outputs on every scored item, as in :func:`measure`.
     """
     if inputs.teacher is None:
         return {}
