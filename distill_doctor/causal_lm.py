@@ -112,3 +112,13 @@ def generate_new_tokens(
             torch.manual_seed(seed)
             out = run()
     return out[:, input_ids.shape[1] : input_ids.shape[1] + max_new_tokens]
+
+
+def same_tokenizer(t_tok, s_tok, teacher_dir: str | Path, student_dir: str | Path) -> None:
+    """Refuse a teacher/student pair whose tokenizers (``t_tok``, ``s_tok``) differ: per-token
+    comparisons of their distributions need one vocabulary (``InputError`` naming both folders)."""
+    if t_tok.get_vocab() != s_tok.get_vocab():
+        raise InputError(
+            f"--teacher-model and --student-model must share a tokenizer (vocabularies differ; student: {student_dir})",
+            path=teacher_dir,
+        )

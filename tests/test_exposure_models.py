@@ -61,7 +61,9 @@ def _items(n: int = 24) -> list[Item]:
 
 def test_ratios_are_finite_positive_with_cis(pair):
     tok, teacher, student = pair
-    res = measure_with_models(teacher, student, tok, _items(), lengths=(8, 16, 32), max_prompts=16)
+    res = measure_with_models(
+        teacher, student, tok, _items(), lengths=(8, 16, 32), max_prompts=16
+    ).as_metrics()
     assert res["n_prompts"] == 16
     assert [r["length"] for r in res["ratios"]] == [8, 16, 32]
     for r in res["ratios"]:
@@ -80,7 +82,7 @@ def test_identical_models_have_zero_divergence(pair):
     tok, teacher, _ = pair
     res = measure_with_models(
         teacher, teacher, tok, _items(6), lengths=(8,), max_prompts=6, verify_answers=False
-    )
+    ).as_metrics()
     r = res["ratios"][0]
     assert r["L_TF"] == pytest.approx(0.0, abs=1e-6)
     assert r["ratio"] is None  # 0 / 0 is reported as undefined, never as a number
@@ -115,7 +117,7 @@ def test_sampled_decoding_and_from_disk(pair, tmp_path):
         max_prompts=8,
         do_sample=True,
         verify_answers=False,
-    )
+    ).as_metrics()
     assert res["decoding"].startswith("sampled")
     assert res["ratios"][0]["ratio"] > 0
 
@@ -163,7 +165,10 @@ def test_model_evidence_upgrades_conservatively(monkeypatch, tmp_path):
     import distill_doctor.probes.exposure_models as em
     from distill_doctor.probes.exposure_bias import run
 
-    fake = {"n_prompts": 64, "ratios": [{"length": 64, "ratio": 2.5, "ci": [2.0, 3.0]}]}
+    ratio = em.RatioAt(
+        64, em.RatioBlock(base=0.1, test=0.25, ratio=2.5, ci=[2.0, 3.0], pct=150.0, pct_ci=[100.0, 200.0])
+    )
+    fake = em.ModelExposure(n_prompts=64, decoding="greedy", lengths=(64,), inject_at=2, ratios=(ratio,))
     monkeypatch.setattr(em, "measure_exposure_bias", lambda *a, **k: fake)
 
     def verdict(kind: str, n: int) -> str:

@@ -189,7 +189,7 @@ def test_training_echo_compares_math_targets_as_mathematics():
     from datasets import Dataset
 
     from distill_doctor.probes.base import DiagnosisInputs
-    from distill_doctor.probes.teacher_error_transfer import _train_overlap
+    from distill_doctor.probes.teacher_error_transfer import TrainEcho, _train_overlap
 
     items = [Item(id=f"m{k}", prompt=f"Problem {k}", reference=r"\frac{1}{2}", verifier="math") for k in range(2)]
     student = {"m0": verify(items[0], r"\boxed{1/3}"), "m1": verify(items[1], r"\boxed{1/3}")}
@@ -203,7 +203,7 @@ def test_training_echo_compares_math_targets_as_mathematics():
     inputs = DiagnosisInputs(items=items, student={}, student_verdicts=student, train=train)
     seen, echo = _train_overlap(inputs, {it.id: it for it in items})
     assert seen == {"m0", "m1"}
-    assert echo == {"n": 1, "k": 1, "ids": ["m1"]}  # only the wrong target, which the student repeats
+    assert echo == TrainEcho(n=1, k=1, ids=("m1",))  # only the wrong target, which the student repeats
 
 
 _TAG_FREE = st.text(max_size=120).filter(lambda t: answer_text(t) == t)  # holds no reasoning tag

@@ -5,6 +5,7 @@ from synthetic_runs import EDGE_KINDS, check_finding, false_fail_sweep, make_edg
 
 from distill_doctor.data.records import Judgement
 from distill_doctor.probes import teacher_error_transfer as probe
+from distill_doctor.vocabulary import Verdict
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -121,3 +122,93 @@ def test_shared_default_answer_raises_chance():
     assert f.metrics["same_wrong_rate"] == 1.0
     assert f.metrics["chance"]["global"] == 1.0
     assert f.verdict == "pass"
+
+
+# --- the rule on hand-built measurements (decide) and its words (README) --------------------------
+
+
+def _readme_fails_when(mode: str) -> str:
+    """The "fails when" cell of ``mode``'s row in README.md's probe table."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("|") and f"| `{mode}` |" in line)
+    return row.strip().strip("|").split(" | ")[-1].strip()
+
+
+def test_rule_words_are_the_readme_cell():
+    assert probe.RULE.describe() == _readme_fails_when("teacher_error_transfer")
+
+
+def _measured(n=300, both_wrong=20, shared=10, p_value=0.001, echo=None, echo_p=None, floor=0.25):
+    """A hand-built measurement: ``shared`` of ``both_wrong`` shared wrong answers, chance = ``floor``."""
+    return probe.TransferMeasured(
+        n=n,
+        teacher_wrong=both_wrong,
+        both_wrong=both_wrong,
+        shared=tuple(probe.SharedWrong(f"i{k}", "7", "3") for k in range(shared)),
+        chance=probe.Chance(
+            cross_item=0.0, cross_item_pairs=0, global_=0.0, code=0.0, choice=0.0, floor=floor
+        ),
+        p_value=p_value,
+        kappa=0.0,
+        kappa_ci=None,
+        acc_when_teacher_wrong=None,
+        acc_when_teacher_right=None,
+        faults=probe.FormatFaults(0, 0),
+        echo=echo,
+        echo_p_value=echo_p,
+        excluded_seen_in_train=0,
+    )
+
+
+def test_decide_fails_exactly_at_the_thresholds():
+    rule, alpha = probe.RULE, 0.05
+    at_edge = _measured(n=rule.min_items, both_wrong=rule.min_both_wrong, shared=5, p_value=0.049)
+    assert at_edge.rate == rule.threshold(0.25) == 0.5
+    ruling = probe.decide(at_edge, rule, alpha)
+    assert ruling.verdict == "fail" and ruling.p_value == 0.049
+
+
+def test_decide_just_below_each_threshold_is_at_most_warn():
+    rule, alpha = probe.RULE, 0.05
+    assert probe.decide(_measured(n=29, both_wrong=10, shared=5), rule, alpha).verdict == "warn"
+    # a significant rate of 0.4: below the fail rate 0.5, at least 1.5 x chance
+    assert probe.decide(_measured(both_wrong=10, shared=4), rule, alpha).verdict == "warn"
+    assert probe.decide(_measured(both_wrong=10, shared=5, p_value=alpha), rule, alpha).verdict == "pass"
+    assert probe.decide(_measured(both_wrong=10, shared=3), rule, alpha).verdict == "pass"  # 0.3 < 0.375
+
+
+def test_decide_small_samples_give_at_most_warn():
+    rule, alpha = probe.RULE, 0.05
+    for n, bw, k in [(8, 8, 8), (12, 9, 9), (29, 20, 20), (300, 9, 9)]:
+        assert (
+            probe.decide(_measured(n=n, both_wrong=bw, shared=k, p_value=1e-6), rule, alpha).verdict == "warn"
+        )
+    # fewer than 10 both-wrong items, not significant: three shared at the fail rate still warn, two don't
+    assert probe.decide(_measured(both_wrong=6, shared=3, p_value=0.2), rule, alpha).verdict == "warn"
+    assert probe.decide(_measured(both_wrong=4, shared=2, p_value=0.2), rule, alpha).verdict == "pass"
+
+
+def test_decide_threshold_follows_the_chance_rate():
+    rule, alpha = probe.RULE, 0.05
+    m = _measured(both_wrong=20, shared=13, floor=0.4)  # 0.65 < 2 x 0.4
+    assert rule.threshold(0.4) == 0.8
+    assert probe.decide(m, rule, alpha).verdict == "warn"  # significant and >= 1.5 x chance
+    assert rule.as_metrics(alpha, 0.4) == {
+        "min_items": 30,
+        "min_both_wrong": 10,
+        "min_rate": 0.8,
+        "alpha": alpha,
+    }
+
+
+def test_decide_echo_alone_is_at_most_warn_with_its_rounded_p():
+    rule, alpha = probe.RULE, 0.05
+    echo = probe.TrainEcho(n=6, k=3, ids=("a", "b", "c"))
+    m = _measured(both_wrong=0, shared=0, p_value=None, echo=echo, echo_p=0.0123456789)
+    assert probe.decide(m, rule, alpha) == probe.Ruling(Verdict.WARN, 0.01234568)
+    fewer = _measured(
+        both_wrong=0, shared=0, p_value=None, echo=probe.TrainEcho(6, 2, ("a", "b")), echo_p=0.1
+    )
+    assert probe.decide(fewer, rule, alpha).verdict == "pass"

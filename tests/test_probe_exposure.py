@@ -10,8 +10,10 @@ import pytest
 from synthetic_runs import EDGE_KINDS, check_finding, false_fail_sweep, make_edge, make_run
 
 from distill_doctor.data.records import Item, Judgement, ModelOutput
+from distill_doctor.probes import exposure_bias as eb
 from distill_doctor.probes.base import DiagnosisInputs
 from distill_doctor.probes.exposure_bias import PROBE, degeneration, derailment, run
+from distill_doctor.vocabulary import Verdict
 
 
 def _steps(rng, k: int, wrong_at: int | None = None) -> tuple[list[str], int]:
@@ -206,3 +208,119 @@ def test_terse_student_answers_are_not_degeneration():
     for i, v in inputs.student_verdicts.items():
         inputs.student[i] = ModelOutput(i, str(v.answer))  # "42": no marker, but no reasoning either
     assert run(inputs).verdict == "pass"
+
+
+# --- the rule on hand-built measurements (decide) and its words (README) --------------------------
+
+
+def test_rule_words_are_the_readme_cell():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("|") and "| `exposure_bias` |" in line)
+    assert eb.RULE.describe() == row.strip().strip("|").split(" | ")[-1].strip()
+
+
+def test_rule_metrics_are_todays_rule_keys():
+    assert eb.RULE.as_metrics(0.05) == {
+        "min_items": 40,
+        "min_side": 15,
+        "did_margin": 0.10,
+        "long_margin": 0.10,
+        "overall_margin": 0.05,
+        "r_margin": 1.5,
+    }
+
+
+def _measured(
+    n=100,
+    did=0.2,
+    p_did=0.001,
+    ci_low=0.05,
+    long_only=(20, 5),
+    p_long=0.001,
+    all_only=(20, 15),
+    p_all=0.2,
+    carry_on=None,
+    models=None,
+):
+    """A hand-built measurement: ``n`` items, half long; ``long_only``/``all_only`` are (items only the
+    student degenerates on, items only the teacher does) on the long half and on all items."""
+    n_long = n // 2
+    return eb.ExposureMeasured(
+        ids=tuple(f"e{k}" for k in range(n)),
+        length_measure="teacher output words",
+        lengths=tuple(float(k) for k in range(n)),
+        long=tuple(k >= n - n_long for k in range(n)),
+        teacher_signs=((),) * n,
+        student_signs=((),) * n,
+        overall=eb.McNemar(*all_only, p_all, n),
+        long_half=eb.McNemar(*long_only, p_long, n_long),
+        compounding=eb.Compounding(did, p_did, "permutation test", (ci_low, 0.3), 0.0),
+        derail_teacher=eb.Derailment(),
+        derail_student=eb.Derailment(),
+        carry_on=carry_on,
+        by_length=(),
+        models=models,
+    )
+
+
+def test_decide_fails_exactly_at_the_thresholds():
+    rule, alpha = eb.RULE, 0.05
+    # 80 items, 40 per half; DiD exactly 0.10 and long-half excess (12 - 8) / 40 = 0.10
+    m = _measured(n=rule.min_items * 2, did=rule.did_margin, long_only=(12, 8))
+    assert m.long_half.excess == rule.long_margin
+    r = eb.decide(m, rule, alpha)
+    assert r.verdict == Verdict.FAIL and r.compounding and r.p_value == 0.001
+    edge = _measured(n=rule.min_items, did=0.2, long_only=(12, 8))  # 40 items, 20 per half
+    assert eb.decide(edge, rule, alpha).verdict == Verdict.FAIL
+
+
+def test_decide_below_a_threshold_is_at_most_warn():
+    rule, alpha = eb.RULE, 0.05
+    # just below the DiD margin, or the long-half excess (14 - 10) / 50 = 0.08 below its margin: pass
+    assert eb.decide(_measured(did=0.0999), rule, alpha).verdict == Verdict.PASS
+    assert eb.decide(_measured(long_only=(14, 10)), rule, alpha).verdict == Verdict.PASS
+    # not significant, or the DiD CI touching 0: the large long-half excess (0.3) still warns
+    assert eb.decide(_measured(p_did=alpha), rule, alpha).verdict == Verdict.WARN
+    assert eb.decide(_measured(ci_low=0.0), rule, alpha).verdict == Verdict.WARN
+    # the primary p is the larger of the two tests (intersection-union)
+    assert eb.decide(_measured(p_did=0.01, p_long=0.02), rule, alpha).p_value == 0.02
+
+
+def test_decide_small_samples_give_at_most_warn():
+    rule, alpha = eb.RULE, 0.05
+    for n in (10, 30, rule.min_items - 1):
+        r = eb.decide(_measured(n=n, long_only=(n // 2, 0)), rule, alpha)
+        assert r.verdict == Verdict.WARN and r.compounding
+
+
+def test_decide_uniform_and_carry_on_warn_only():
+    rule, alpha = eb.RULE, 0.05
+    flat = dict(did=0.0, p_did=0.6, long_only=(10, 8), p_long=0.4)
+    r = eb.decide(_measured(all_only=(30, 25), p_all=0.01, **flat), rule, alpha)
+    assert r.verdict == Verdict.WARN and r.uniform  # excess 0.05: exactly the margin
+    assert eb.decide(_measured(all_only=(30, 26), p_all=0.01, **flat), rule, alpha).verdict == Verdict.PASS
+    carry = eb.CarryOn(n=40, p_value=0.01, effect=0.2, odds_ratio=4.0)
+    r = eb.decide(_measured(carry_on=carry, **flat), rule, alpha)
+    assert r.verdict == Verdict.WARN and r.carries
+    weak = eb.CarryOn(n=40, p_value=0.01, effect=0.19, odds_ratio=4.0)
+    assert eb.decide(_measured(carry_on=weak, **flat), rule, alpha).verdict == Verdict.PASS
+
+
+def test_decide_model_evidence_upgrades_conservatively():
+    from distill_doctor.probes.exposure_models import ModelExposure, RatioAt, RatioBlock
+
+    def models(n_prompts, ci_low):
+        block = RatioBlock(base=0.1, test=0.2, ratio=2.0, ci=[ci_low, 3.0], pct=100.0, pct_ci=None)
+        return ModelExposure(n_prompts, "greedy", (64,), 2, ratios=(RatioAt(64, block),))
+
+    rule, alpha = eb.RULE, 0.05
+    quiet = dict(did=0.0, p_did=0.6, long_only=(10, 8), p_long=0.4)
+    assert eb.decide(_measured(models=models(32, 1.51), **quiet), rule, alpha).verdict == Verdict.WARN
+    assert eb.decide(_measured(models=models(31, 2.0), **quiet), rule, alpha).verdict == Verdict.PASS
+    assert eb.decide(_measured(models=models(32, 1.5), **quiet), rule, alpha).verdict == Verdict.PASS
+    uniform = dict(quiet, all_only=(30, 20), p_all=0.01)
+    assert eb.decide(_measured(models=models(32, 1.51), **uniform), rule, alpha).verdict == Verdict.FAIL
+    small = dict(uniform, n=30)
+    assert eb.decide(_measured(models=models(64, 2.0), **small), rule, alpha).verdict == Verdict.WARN

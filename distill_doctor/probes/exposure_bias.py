@@ -1,50 +1,30 @@
 """Exposure bias: the student degenerates as its own generations grow longer, much faster than the teacher.
 
-Trained only on teacher-written prefixes, a student never learns to continue from its own
-mistakes; at inference the mismatch compounds with length. The output-level signature, per
-item and per model:
+Trained only on teacher-written prefixes, a student never learns to continue from its own mistakes.
+Measured per item, for both models: degeneration (a loop, no final answer or a derivation cut off
+mid-way, a truncated ending, a switch of writing system) and derailment (the first wrong
+``a op b = c`` step carried on rather than corrected), by the TEACHER's output length (the student's
+own length would be circular: a looping output is long because it degenerated). Tests, on
+d = student - teacher degeneration per item: the DiD of d between the long and short halves
+(permutation test, bootstrap CI), and exact McNemar on the long half and on all items. With models
+(:mod:`exposure_models`): Arora et al.'s R_l = L_FR / L_TF.
 
-- ``degenerate`` = a repetition loop, or no final answer (none the verifier could extract, or, when
-  the teacher marks answers explicitly in >= 80% of outputs, a 20+-word output without such a
-  marker: a derivation cut off mid-way; not for code items), a truncated ending (:mod:`text_features`),
-  or a switch of writing system mid-output (``mixed script``);
-- ``derailed``: in outputs with checkable ``a op b = c`` steps, the first wrong step is carried
-  into later steps or the answer instead of being corrected. Every model carries some errors on,
-  so only a student carrying them on much more often than the teacher (Fisher exact, one-sided,
-  difference >= 0.2, at least 10 student outputs with a wrong step) counts, and only as ``warn``.
-
-Items are bucketed by the TEACHER's output length in words, not the student's: a looping or
-rambling student output is long *because* it degenerated, so bucketing by its own length would
-find "degeneration grows with length" in any run (circular). The teacher's length measures how
-long a generation the item needs (when it barely varies: the reference's, then the prompt's length).
-
-Tests, with d_i = student_degenerate_i - teacher_degenerate_i (paired on the item):
-- compounding: DiD = mean(d | long) - mean(d | short), long = teacher length above the median;
-  one-sided permutation test of the long/short labels (Welch's t-test above 2,000 items),
-  percentile bootstrap CI over items;
-- long bucket: one-sided exact McNemar (student vs teacher degeneration on the same long items);
-- overall: the same McNemar on all items (degeneration with no length trend gives ``warn``).
-
-``fail`` needs both the DiD and the long-bucket test significant (intersection-union test: the
-primary p is the larger of the two), DiD >= 0.10 with its CI above 0, the long-bucket excess
->= 0.10, at least ``MIN_ITEMS`` items and ``MIN_SIDE`` per side. This separates exposure bias
-from a capacity gap (accuracy on hard slices): a student that is merely less accurate, even much
-less accurate on long items, still ends its outputs with an answer and does not loop.
-Model-based measurements (``--teacher-model --student-model``, :mod:`exposure_models`) are
-supporting evidence: on their own at most ``warn``, and they upgrade an output-level ``warn``
-that rests on a significant degeneration excess on a big enough sample to ``fail`` only when the
-R_l CI lies entirely above ``R_MARGIN`` on at least ``R_MIN_PROMPTS`` prompts.
+Rule (:data:`RULE`): ``fail`` when the DiD and the long-half excess are both significant and
+>= 0.10 (DiD CI above 0) on >= 40 items with >= 15 per half; a uniform excess, a small sample or
+carried-on wrong steps give at most ``warn``. Strong model evidence (R_l CI above 1.5 on >= 32
+prompts) lifts ``pass`` to ``warn``, and to ``fail`` a big-sample ``warn`` with a significant excess.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from scipy.stats import ttest_ind
 
-from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest, skipped
+from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, Ruling, StatTest, skipped
 from distill_doctor.stats import (
     binom_test_greater,
     bootstrap_distribution,
@@ -62,8 +42,12 @@ from distill_doctor.text.text_features import (
     truncated,
     word_count,
 )
+from distill_doctor.vocabulary import Mode, Verdict
 
-MODE = "exposure_bias"
+if TYPE_CHECKING:  # exposure_models imports torch: loaded only when models are given
+    from distill_doctor.probes.exposure_models import ModelExposure, RatioAt
+
+MODE = Mode.EXPOSURE_BIAS
 MIN_ITEMS = 40
 MIN_SIDE = 15
 DID_MARGIN = 0.10
@@ -82,6 +66,173 @@ GUARDRAIL = (
     "# on-policy GKD: the student learns from its own generations; meanwhile cap max_new_tokens "
     "and add a repetition penalty at inference"
 )
+
+
+@dataclass(frozen=True)
+class ExposureRule:
+    """The verdict rule's thresholds (see the module docstring)."""
+
+    min_items: int = MIN_ITEMS
+    min_side: int = MIN_SIDE  # items per half (long / short by teacher length)
+    did_margin: float = DID_MARGIN
+    long_margin: float = LONG_MARGIN
+    overall_margin: float = OVERALL_MARGIN
+    r_margin: float = R_MARGIN  # model evidence: R_l CI lower bound above this
+    r_min_prompts: int = R_MIN_PROMPTS
+    derail_margin: float = DERAIL_MARGIN
+    small_min_student_only: int = 3  # small-sample warn: >= 3 long items only the student degenerates on
+
+    def as_metrics(self, alpha: float) -> dict[str, Any]:
+        """``metrics["rules"]`` (this probe records no alpha there)."""
+        return {
+            "min_items": self.min_items,
+            "min_side": self.min_side,
+            "did_margin": self.did_margin,
+            "long_margin": self.long_margin,
+            "overall_margin": self.overall_margin,
+            "r_margin": self.r_margin,
+        }
+
+    def describe(self) -> str:
+        return "degeneration grows with length significantly faster than the teacher's"
+
+
+RULE = ExposureRule()
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """One-sided exact McNemar on paired degeneration: items only the student degenerates on
+    against items only the teacher does, out of ``n`` items."""
+
+    student_only: int
+    teacher_only: int
+    p_value: float
+    n: int
+
+    @property
+    def excess(self) -> float:
+        """Student minus teacher degeneration rate."""
+        return (self.student_only - self.teacher_only) / self.n if self.n else 0.0
+
+
+@dataclass(frozen=True)
+class Compounding:
+    """DiD of d = student - teacher degeneration between the long and short halves."""
+
+    did: float
+    p_value: float
+    test: str  # "permutation test" or "Welch t-test"
+    ci: tuple[float, float]  # percentile bootstrap over items
+    accuracy_did: float  # the same DiD of the teacher - student accuracy gap
+
+
+@dataclass(frozen=True)
+class Derailment:
+    """How often a model's outputs carry their first wrong step on, recover, or stop."""
+
+    carried: int = 0
+    recovered: int = 0
+    stopped: int = 0
+
+    @property
+    def decided(self) -> int:
+        return self.carried + self.recovered
+
+    def as_metrics(self) -> dict[str, Any]:
+        share = json_float(self.carried / self.decided) if self.decided else None
+        return {
+            "carried": self.carried,
+            "recovered": self.recovered,
+            "stopped": self.stopped,
+            "carried_share": share,
+        }
+
+
+@dataclass(frozen=True)
+class CarryOn:
+    """Fisher exact, one-sided: does the student carry a first wrong step on more often than the
+    teacher? Values as reported (6 digits)."""
+
+    n: int
+    p_value: float | None
+    effect: float | None  # carried share, student - teacher
+    odds_ratio: float | None
+
+
+@dataclass(frozen=True)
+class LengthBucket:
+    bucket: str  # "lo-hi" words
+    n: int
+    teacher_acc: float
+    student_acc: float
+    teacher_degenerate: float
+    student_degenerate: float
+
+    def as_metrics(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "n": self.n,
+            "teacher_acc": json_float(self.teacher_acc),
+            "student_acc": json_float(self.student_acc),
+            "teacher_degenerate": json_float(self.teacher_degenerate),
+            "student_degenerate": json_float(self.student_degenerate),
+        }
+
+
+@dataclass(frozen=True)
+class ExposureMeasured:
+    """What the probe measured, item-aligned with ``ids``; no verdict."""
+
+    ids: tuple[str, ...]
+    length_measure: str
+    lengths: tuple[float, ...]
+    long: tuple[bool, ...]  # teacher length above the median
+    teacher_signs: tuple[tuple[str, ...], ...]
+    student_signs: tuple[tuple[str, ...], ...]
+    overall: McNemar
+    long_half: McNemar
+    compounding: Compounding | None  # None when a half is empty
+    derail_teacher: Derailment
+    derail_student: Derailment
+    carry_on: CarryOn | None  # None with too few student outputs with a wrong step
+    by_length: tuple[LengthBucket, ...]
+    models: ModelExposure | None  # with --teacher-model and --student-model
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_long(self) -> int:
+        return sum(self.long)
+
+    @property
+    def n_short(self) -> int:
+        return self.n - self.n_long
+
+    @property
+    def teacher_degenerate(self) -> float:
+        return sum(bool(x) for x in self.teacher_signs) / self.n
+
+    @property
+    def student_degenerate(self) -> float:
+        return sum(bool(x) for x in self.student_signs) / self.n
+
+
+@dataclass(frozen=True)
+class ExposureRuling(Ruling):
+    """The verdict with the findings it rests on (the summary names them)."""
+
+    compounding: bool = False
+    uniform: bool = False
+    carries: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# features: degeneration and derailment of one output
+
+
 _NUM = r"-?\d+(?:\.\d+)?"
 _EQ = re.compile(rf"({_NUM})\s*([-+*/×x])\s*({_NUM})\s*=\s*({_NUM})")
 
@@ -146,11 +297,11 @@ def degeneration(text: str | None, answer_missing: bool, *, is_code: bool) -> li
 def student_degeneration(inputs: DiagnosisInputs, ids: list[str]) -> dict[str, list[str]]:
     """This probe's degeneration signs of the student's outputs on ``ids``, by item id.
 
-    The same definition :func:`run` uses, so other probes (capacity_gap's degenerate-collapse rule)
+    The same definition :func:`measure` uses, so other probes (capacity_gap's degenerate-collapse rule)
     count exactly what this probe counts: "no final answer" includes a reasoning-length output
     without an answer marker in a run whose teacher marks its answers (a derivation cut off mid-way,
     where a last-number fallback still extracts a number). The convention is read from the
-    teacher's outputs on every scored item, as in :func:`run`.
+    teacher's outputs on every scored item, as in :func:`measure`.
     """
     if inputs.teacher is None:
         return {}
@@ -184,40 +335,6 @@ def _answer_missing(text: str | None, answer: str | None, explicit: bool) -> boo
     return explicit and word_count(text) >= MIN_REASONING_WORDS and explicit_answer_format(text) is None
 
 
-def _bucket_edges(lengths: np.ndarray) -> list[float]:
-    qs = np.quantile(lengths, np.linspace(0, 1, N_BUCKETS + 1)[1:-1])
-    return sorted(set(float(q) for q in qs))
-
-
-def _by_length(lengths, t_ok, s_ok, t_deg, s_deg) -> list[dict[str, Any]]:
-    edges = _bucket_edges(lengths)
-    which = np.searchsorted(edges, lengths, side="left")
-    rows = []
-    for b in range(len(edges) + 1):
-        sel = which == b
-        if not sel.any():
-            continue
-        lo, hi = int(lengths[sel].min()), int(lengths[sel].max())
-        rows.append(
-            {
-                "bucket": f"{lo}-{hi}",
-                "n": int(sel.sum()),
-                "teacher_acc": json_float(t_ok[sel].mean()),
-                "student_acc": json_float(s_ok[sel].mean()),
-                "teacher_degenerate": json_float(t_deg[sel].mean()),
-                "student_degenerate": json_float(s_deg[sel].mean()),
-            }
-        )
-    return rows
-
-
-def _mcnemar_greater(s: np.ndarray, t: np.ndarray) -> tuple[int, int, float]:
-    """One-sided exact McNemar: does the student degenerate where the teacher does not, more than the reverse?"""
-    b = int((s & ~t).sum())
-    c = int((t & ~s).sum())
-    return b, c, binom_test_greater(b, b + c, 0.5)
-
-
 def _did_stat(d: np.ndarray, long: np.ndarray) -> np.ndarray:
     """(B, n) d and long-labels -> (B,) mean(d | long) - mean(d | short); nan when a side is empty."""
     lf = long.astype(float)
@@ -244,172 +361,6 @@ def _did_test(d: np.ndarray, long: np.ndarray, seed: int) -> tuple[float, float,
     return did, p, "Welch t-test"
 
 
-def run(inputs: DiagnosisInputs) -> Finding:
-    ids = [i for i in inputs.scored_ids() if inputs.teacher and i in inputs.teacher and i in inputs.student]
-    items = {it.id: it for it in inputs.items}
-    n = len(ids)
-    tv, sv = inputs.teacher_verdicts, inputs.student_verdicts
-    if n == 0 or tv is None:  # nothing tested: never a pass
-        return skipped(MODE, "no item has both a teacher and a student output to compare")
-    is_code = [items[i].verifier_kind == "code" for i in ids]
-    t_text = [inputs.teacher[i].output for i in ids]
-    s_text = [inputs.student[i].output for i in ids]
-    explicit = _explicit_convention(t_text, is_code)
-    t_signs = [
-        degeneration(x, _answer_missing(x, tv[i].answer, explicit), is_code=c)
-        for x, i, c in zip(t_text, ids, is_code)
-    ]
-    s_signs = [
-        degeneration(x, _answer_missing(x, sv[i].answer, explicit), is_code=c)
-        for x, i, c in zip(s_text, ids, is_code)
-    ]
-    t_deg = np.array([bool(x) for x in t_signs])
-    s_deg = np.array([bool(x) for x in s_signs])
-    t_ok = np.array([tv[i].passed for i in ids], dtype=bool)
-    s_ok = np.array([sv[i].passed for i in ids], dtype=bool)
-    measure, lengths = _length_measure([items[i] for i in ids], t_text)
-    d = s_deg.astype(float) - t_deg.astype(float)
-
-    long = lengths > np.median(lengths)
-    n_long, n_short = int(long.sum()), int((~long).sum())
-    b_all, c_all, p_all = _mcnemar_greater(s_deg, t_deg)
-    excess_all = (b_all - c_all) / n
-    b_long, c_long, p_long = _mcnemar_greater(s_deg[long], t_deg[long])
-    excess_long = (b_long - c_long) / n_long if n_long else 0.0
-    tests = [
-        StatTest(
-            "exact McNemar, one-sided (student degenerates more than teacher, all items)",
-            n,
-            json_float(p_all),
-            json_float(excess_all),
-            "student - teacher degeneration",
-            statistic=float(b_all),
-        ),
-        StatTest(
-            "exact McNemar, one-sided (long half by teacher length)",
-            n_long,
-            json_float(p_long),
-            json_float(excess_long),
-            "student - teacher degeneration (long)",
-            statistic=float(b_long),
-        ),
-    ]
-    did = p_did = None
-    did_ci: tuple[float, float] | None = None
-    if n_long and n_short:
-        did, p_did, did_test = _did_test(d, long, inputs.seed)
-        reps = bootstrap_distribution(
-            _did_stat, d, long, n_boot=2000 if n <= PERMUTATION_MAX_N else 1000, seed=inputs.seed
-        )
-        did_ci = percentile_ci(reps)
-        tests.insert(
-            0,
-            StatTest(
-                f"{did_test}, one-sided (DiD of degeneration, long vs short)",
-                n,
-                json_float(p_did),
-                json_float(did),
-                "DiD (student - teacher degeneration)",
-                ci=(json_float(did_ci[0]), json_float(did_ci[1])),
-            ),
-        )
-        acc_d = t_ok.astype(float) - s_ok.astype(float)
-        acc_did = float(_did_stat(acc_d[None, :], long[None, :])[0])
-    else:
-        acc_did = None
-
-    derail = {
-        "teacher": _derail_counts(t_text, [tv[i].answer for i in ids]),
-        "student": _derail_counts(s_text, [sv[i].answer for i in ids]),
-    }
-    derail_test = _derail_test(derail)
-    if derail_test is not None:
-        tests.append(derail_test)
-    metrics: dict[str, Any] = {
-        "n": n,
-        "length_measure": measure,
-        "median_length": json_float(float(np.median(lengths))),
-        "n_long": n_long,
-        "n_short": n_short,
-        "teacher_degenerate": json_float(t_deg.mean()),
-        "student_degenerate": json_float(s_deg.mean()),
-        "student_signs": _sign_counts(s_signs),
-        "teacher_signs": _sign_counts(t_signs),
-        "did_degeneration": json_float(did),
-        "did_ci": json_interval(did_ci),
-        "excess_long": json_float(excess_long),
-        "excess_all": json_float(excess_all),
-        "did_accuracy_gap": json_float(acc_did),
-        "derailment": derail,
-        "by_length": _by_length(lengths, t_ok, s_ok, t_deg, s_deg),
-        "rules": {
-            "min_items": MIN_ITEMS,
-            "min_side": MIN_SIDE,
-            "did_margin": DID_MARGIN,
-            "long_margin": LONG_MARGIN,
-            "overall_margin": OVERALL_MARGIN,
-            "r_margin": R_MARGIN,
-        },
-    }
-
-    alpha = inputs.alpha
-    big = n >= MIN_ITEMS and min(n_long, n_short) >= MIN_SIDE
-    compounding = (
-        p_did is not None
-        and p_did < alpha
-        and p_long < alpha
-        and did >= DID_MARGIN
-        and did_ci is not None
-        and did_ci[0] > 0
-        and excess_long >= LONG_MARGIN
-    )
-    uniform = p_all < alpha and excess_all >= OVERALL_MARGIN
-    small_signal = excess_long >= 2 * LONG_MARGIN and b_long >= 3 and (did or 0) >= DID_MARGIN
-    carries = (
-        derail_test is not None
-        and derail_test.p_value is not None
-        and derail_test.p_value < alpha
-        and (derail_test.effect or 0) >= DERAIL_MARGIN
-    )
-    primary = max(p_did, p_long) if p_did is not None else p_all
-    metrics["derailment_warn"] = bool(carries)
-
-    if compounding and big:
-        verdict = "fail"
-    elif compounding or uniform or small_signal or carries:
-        verdict = "warn"
-    else:
-        verdict = "pass"
-
-    if inputs.teacher_model is not None and inputs.student_model is not None:
-        verdict = _with_models(inputs, ids, metrics, tests, verdict, big and (uniform or compounding))
-
-    summary = _summary(verdict, metrics, compounding, uniform)
-    evidence = _evidence(ids, long, lengths, s_deg, t_deg, s_signs)
-    return Finding(
-        MODE,
-        verdict,
-        summary,
-        metrics=metrics,
-        evidence=evidence,
-        guardrail=GUARDRAIL,
-        tests=tests,
-        p_value=json_float(primary),
-        n=n,
-    )
-
-
-def _derail_counts(texts: list[str], answers: list[str | None]) -> dict[str, Any]:
-    counts = {"carried": 0, "recovered": 0, "stopped": 0}
-    for x, a in zip(texts, answers):
-        kind = derailment(x, a)
-        if kind:
-            counts[kind] += 1
-    decided = counts["carried"] + counts["recovered"]
-    counts["carried_share"] = json_float(counts["carried"] / decided) if decided else None
-    return counts
-
-
 def _length_measure(items: list, teacher_texts: list[str]) -> tuple[str, np.ndarray]:
     """The generation length an item needs, never the student's own: the teacher's output words;
     when those barely vary (a median split leaves fewer than ``MIN_SIDE`` on a side), the
@@ -430,24 +381,258 @@ def _length_measure(items: list, teacher_texts: list[str]) -> tuple[str, np.ndar
     return candidates[0][0], np.asarray(candidates[0][1], dtype=float)
 
 
-def _derail_test(derail: dict[str, Any]) -> StatTest | None:
-    """Fisher exact, one-sided: after a first wrong step, does the student carry the error on more often?"""
-    s, t = derail["student"], derail["teacher"]
-    ns, nt = s["carried"] + s["recovered"], t["carried"] + t["recovered"]
-    if ns < MIN_DERAILED or nt == 0:
+def _mcnemar_greater(s: np.ndarray, t: np.ndarray) -> McNemar:
+    """One-sided exact McNemar: does the student degenerate where the teacher does not, more than the reverse?"""
+    b = int((s & ~t).sum())
+    c = int((t & ~s).sum())
+    return McNemar(b, c, binom_test_greater(b, b + c, 0.5), len(s))
+
+
+def _compounding(
+    d: np.ndarray, long: np.ndarray, t_ok: np.ndarray, s_ok: np.ndarray, seed: int
+) -> Compounding | None:
+    if not (long.any() and (~long).any()):
         return None
-    odds, p = fisher_exact(s["carried"], s["recovered"], t["carried"], t["recovered"], alternative="greater")
-    return StatTest(
-        "Fisher exact, one-sided (student carries its first wrong step on more often than the teacher)",
-        ns + nt,
-        json_float(p),
-        json_float(s["carried"] / ns - t["carried"] / nt),
-        "carried share student - teacher",
-        statistic=json_float(odds),
+    did, p_did, test = _did_test(d, long, seed)
+    n_boot = 2000 if len(d) <= PERMUTATION_MAX_N else 1000
+    ci = percentile_ci(bootstrap_distribution(_did_stat, d, long, n_boot=n_boot, seed=seed))
+    acc_d = t_ok.astype(float) - s_ok.astype(float)
+    acc_did = float(_did_stat(acc_d[None, :], long[None, :])[0])
+    return Compounding(did, p_did, test, ci, acc_did)
+
+
+def _by_length(lengths, t_ok, s_ok, t_deg, s_deg) -> tuple[LengthBucket, ...]:
+    edges = _bucket_edges(lengths)
+    which = np.searchsorted(edges, lengths, side="left")
+    rows = []
+    for b in range(len(edges) + 1):
+        sel = which == b
+        if not sel.any():
+            continue
+        lo, hi = int(lengths[sel].min()), int(lengths[sel].max())
+        means = (t_ok[sel].mean(), s_ok[sel].mean(), t_deg[sel].mean(), s_deg[sel].mean())
+        rows.append(LengthBucket(f"{lo}-{hi}", int(sel.sum()), *(float(x) for x in means)))
+    return tuple(rows)
+
+
+def _bucket_edges(lengths: np.ndarray) -> list[float]:
+    qs = np.quantile(lengths, np.linspace(0, 1, N_BUCKETS + 1)[1:-1])
+    return sorted(set(float(q) for q in qs))
+
+
+def _derail_counts(texts: list[str], answers: list[str | None]) -> Derailment:
+    counts = {"carried": 0, "recovered": 0, "stopped": 0}
+    for x, a in zip(texts, answers):
+        kind = derailment(x, a)
+        if kind:
+            counts[kind] += 1
+    return Derailment(**counts)
+
+
+def _carry_on(s: Derailment, t: Derailment) -> CarryOn | None:
+    """Fisher exact, one-sided: after a first wrong step, does the student carry the error on more often?"""
+    if s.decided < MIN_DERAILED or t.decided == 0:
+        return None
+    odds, p = fisher_exact(s.carried, s.recovered, t.carried, t.recovered, alternative="greater")
+    effect = s.carried / s.decided - t.carried / t.decided
+    return CarryOn(s.decided + t.decided, json_float(p), json_float(effect), json_float(odds))
+
+
+def _compared_ids(inputs: DiagnosisInputs) -> list[str]:
+    teacher = inputs.teacher or {}
+    return [i for i in inputs.scored_ids() if i in teacher and i in inputs.student]
+
+
+def _signs(inputs: DiagnosisInputs, ids: list[str], teacher: bool) -> list[tuple[str, ...]]:
+    """Degeneration signs of the teacher's (or the student's) outputs on ``ids``."""
+    items = {it.id: it for it in inputs.items}
+    outputs = (inputs.teacher or {}) if teacher else inputs.student
+    verdicts = (inputs.teacher_verdicts or {}) if teacher else inputs.student_verdicts
+    is_code = [items[i].verifier_kind == "code" for i in ids]
+    explicit = _explicit_convention([(inputs.teacher or {})[i].output for i in ids], is_code)
+    return [
+        tuple(
+            degeneration(
+                outputs[i].output, _answer_missing(outputs[i].output, verdicts[i].answer, explicit), is_code=c
+            )
+        )
+        for i, c in zip(ids, is_code)
+    ]
+
+
+def _models(inputs: DiagnosisInputs, ids: list[str]) -> ModelExposure | None:
+    if inputs.teacher_model is None or inputs.student_model is None:
+        return None
+    from distill_doctor.probes import exposure_models
+
+    items = {it.id: it for it in inputs.items}
+    return exposure_models.measure_exposure_bias(
+        inputs.teacher_model, inputs.student_model, [items[i] for i in ids], seed=inputs.seed
     )
 
 
-def _sign_counts(signs: list[list[str]]) -> dict[str, int]:
+def measure(inputs: DiagnosisInputs) -> ExposureMeasured | None:
+    """Degeneration of both models by teacher length; None when no item has both outputs."""
+    ids = _compared_ids(inputs)
+    tv, sv = inputs.teacher_verdicts, inputs.student_verdicts
+    if not ids or tv is None or inputs.teacher is None:
+        return None
+    items = {it.id: it for it in inputs.items}
+    t_text = [inputs.teacher[i].output for i in ids]
+    s_text = [inputs.student[i].output for i in ids]
+    t_signs, s_signs = _signs(inputs, ids, teacher=True), _signs(inputs, ids, teacher=False)
+    t_deg, s_deg = np.array([bool(x) for x in t_signs]), np.array([bool(x) for x in s_signs])
+    t_ok = np.array([tv[i].passed for i in ids], dtype=bool)
+    s_ok = np.array([sv[i].passed for i in ids], dtype=bool)
+    length_measure, lengths = _length_measure([items[i] for i in ids], t_text)
+    long = lengths > np.median(lengths)
+    derail_t = _derail_counts(t_text, [tv[i].answer for i in ids])
+    derail_s = _derail_counts(s_text, [sv[i].answer for i in ids])
+    d = s_deg.astype(float) - t_deg.astype(float)
+    return ExposureMeasured(
+        ids=tuple(ids),
+        length_measure=length_measure,
+        lengths=tuple(float(x) for x in lengths),
+        long=tuple(bool(x) for x in long),
+        teacher_signs=tuple(t_signs),
+        student_signs=tuple(s_signs),
+        overall=_mcnemar_greater(s_deg, t_deg),
+        long_half=_mcnemar_greater(s_deg[long], t_deg[long]),
+        compounding=_compounding(d, long, t_ok, s_ok, inputs.seed),
+        derail_teacher=derail_t,
+        derail_student=derail_s,
+        carry_on=_carry_on(derail_s, derail_t),
+        by_length=_by_length(lengths, t_ok, s_ok, t_deg, s_deg),
+        models=_models(inputs, ids),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# decide
+
+
+def _with_models(verdict: Verdict, models: ModelExposure, rule: ExposureRule, upgradable: bool) -> Verdict:
+    """Model evidence upgrades conservatively: a pass to warn, a big-sample warn with a significant
+    output-level excess (``upgradable``) to fail, only when R_l's CI lies above the margin."""
+    longest = models.longest
+    if longest is None or longest.block.ci is None or longest.block.ci[0] is None:
+        return verdict
+    strong = models.n_prompts >= rule.r_min_prompts and longest.block.ci[0] > rule.r_margin
+    if strong and verdict == Verdict.PASS:
+        return Verdict.WARN
+    if strong and verdict == Verdict.WARN and upgradable:
+        return Verdict.FAIL
+    return verdict
+
+
+def decide(m: ExposureMeasured, rule: ExposureRule, alpha: float) -> ExposureRuling:
+    """Apply ``rule`` (see the module docstring); a small sample gives at most ``warn``."""
+    c, lh = m.compounding, m.long_half
+    compounding = (
+        c is not None
+        and c.p_value < alpha
+        and lh.p_value < alpha
+        and c.did >= rule.did_margin
+        and c.ci[0] > 0
+        and lh.excess >= rule.long_margin
+    )
+    uniform = m.overall.p_value < alpha and m.overall.excess >= rule.overall_margin
+    did = c.did if c is not None else 0.0
+    small_signal = (
+        lh.excess >= 2 * rule.long_margin
+        and lh.student_only >= rule.small_min_student_only
+        and did >= rule.did_margin
+    )
+    co = m.carry_on
+    carries = (
+        co is not None
+        and co.p_value is not None
+        and co.p_value < alpha
+        and (co.effect or 0) >= rule.derail_margin
+    )
+    big = m.n >= rule.min_items and min(m.n_long, m.n_short) >= rule.min_side
+    if compounding and big:
+        verdict = Verdict.FAIL
+    elif compounding or uniform or small_signal or carries:
+        verdict = Verdict.WARN
+    else:
+        verdict = Verdict.PASS
+    if m.models is not None:
+        verdict = _with_models(verdict, m.models, rule, big and (uniform or compounding))
+    primary = max(c.p_value, lh.p_value) if c is not None else m.overall.p_value
+    return ExposureRuling(
+        verdict, json_float(primary), compounding=compounding, uniform=uniform, carries=carries
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# summarize
+
+
+def _tests(m: ExposureMeasured) -> list[StatTest]:
+    tests = []
+    c = m.compounding
+    if c is not None:
+        tests.append(
+            StatTest(
+                f"{c.test}, one-sided (DiD of degeneration, long vs short)",
+                m.n,
+                json_float(c.p_value),
+                json_float(c.did),
+                "DiD (student - teacher degeneration)",
+                ci=cast(tuple[float, float], (json_float(c.ci[0]), json_float(c.ci[1]))),  # None: not finite
+            )
+        )
+    for mc, what, effect in (
+        (m.overall, "student degenerates more than teacher, all items", "student - teacher degeneration"),
+        (m.long_half, "long half by teacher length", "student - teacher degeneration (long)"),
+    ):
+        tests.append(
+            StatTest(
+                f"exact McNemar, one-sided ({what})",
+                mc.n,
+                json_float(mc.p_value),
+                json_float(mc.excess),
+                effect,
+                statistic=float(mc.student_only),
+            )
+        )
+    if m.carry_on is not None:
+        co = m.carry_on
+        tests.append(
+            StatTest(
+                "Fisher exact, one-sided (student carries its first wrong step on more often than the teacher)",
+                co.n,
+                co.p_value,
+                co.effect,
+                "carried share student - teacher",
+                statistic=co.odds_ratio,
+            )
+        )
+    longest = m.models.longest if m.models is not None else None
+    if (
+        m.models is not None
+        and longest is not None
+        and longest.block.ci is not None
+        and longest.block.ci[0] is not None
+    ):
+        tests.append(_ratio_test(m.models.n_prompts, longest))
+    return tests
+
+
+def _ratio_test(n_prompts: int, longest: RatioAt) -> StatTest:
+    ci = cast(list[float], longest.block.ci)
+    return StatTest(
+        f"R_l = L_FR / L_TF at l = {longest.length} (bootstrap over prompts)",
+        n_prompts,
+        None,
+        longest.block.ratio,
+        "R_l",
+        ci=(ci[0], ci[1]),
+    )
+
+
+def _sign_counts(signs: tuple[tuple[str, ...], ...]) -> dict[str, int]:
     out: dict[str, int] = {}
     for s in signs:
         for k in s:
@@ -455,80 +640,102 @@ def _sign_counts(signs: list[list[str]]) -> dict[str, int]:
     return out
 
 
-def _evidence(ids, long, lengths, s_deg, t_deg, s_signs) -> list[dict[str, str]]:
-    only_student = [k for k in range(len(ids)) if s_deg[k] and not t_deg[k]]
-    only_student.sort(key=lambda k: (not long[k], -lengths[k]))
+def _metrics(m: ExposureMeasured, r: ExposureRuling, rule: ExposureRule, alpha: float) -> dict[str, Any]:
+    c = m.compounding
+    metrics: dict[str, Any] = {
+        "n": m.n,
+        "length_measure": m.length_measure,
+        "median_length": json_float(float(np.median(m.lengths))),
+        "n_long": m.n_long,
+        "n_short": m.n_short,
+        "teacher_degenerate": json_float(m.teacher_degenerate),
+        "student_degenerate": json_float(m.student_degenerate),
+        "student_signs": _sign_counts(m.student_signs),
+        "teacher_signs": _sign_counts(m.teacher_signs),
+        "did_degeneration": json_float(c.did if c is not None else None),
+        "did_ci": json_interval(c.ci if c is not None else None),
+        "excess_long": json_float(m.long_half.excess),
+        "excess_all": json_float(m.overall.excess),
+        "did_accuracy_gap": json_float(c.accuracy_did if c is not None else None),
+        "derailment": {"teacher": m.derail_teacher.as_metrics(), "student": m.derail_student.as_metrics()},
+        "by_length": [b.as_metrics() for b in m.by_length],
+        "rules": rule.as_metrics(alpha),
+        "derailment_warn": bool(r.carries),
+    }
+    if m.models is not None:
+        metrics["model_based"] = m.models.as_metrics()
+    return metrics
+
+
+def _summary(m: ExposureMeasured, r: ExposureRuling) -> str:
+    s, t = json_float(m.student_degenerate), json_float(m.teacher_degenerate)
+    if r.verdict == Verdict.PASS:
+        return (
+            f"No compounding degeneration: student {s:.0%} vs teacher {t:.0%} degenerate outputs, "
+            "with no excess growing with length."
+        )
+    if r.compounding and m.compounding is not None:
+        return (
+            f"Student degeneration grows with generation length faster than the teacher's (DiD "
+            f"{json_float(m.compounding.did):+.2f}, long-half excess {json_float(m.long_half.excess):+.2f}): "
+            "train on-policy."
+        )
+    if r.uniform:
+        return (
+            f"The student degenerates more often than the teacher ({s:.0%} vs {t:.0%}) but not clearly "
+            "more on long generations: check loops and missing answers."
+        )
+    if r.carries:
+        ds, dt = (
+            m.derail_student.as_metrics()["carried_share"],
+            m.derail_teacher.as_metrics()["carried_share"],
+        )
+        return (
+            f"After a first wrong step the student carries the error on ({ds:.0%}) far more often than "
+            f"the teacher ({dt:.0%}), which corrects itself: it never learned to recover from its own mistakes."
+        )
+    longest = m.models.longest if m.models is not None else None
+    if longest is not None and longest.block.ratio is not None:
+        return (
+            f"The student diverges from the teacher {longest.block.ratio:.2f}x more on its own prefixes than on the "
+            f"teacher's (R_l at {longest.length} tokens): exposure bias at the model level."
+        )
+    return "Signs of exposure bias too weak or too few to be conclusive: inspect the listed outputs."
+
+
+def _evidence(m: ExposureMeasured) -> list[dict[str, str]]:
+    only_student = [k for k in range(m.n) if m.student_signs[k] and not m.teacher_signs[k]]
+    only_student.sort(key=lambda k: (not m.long[k], -m.lengths[k]))
     return [
         {
-            "id": ids[k],
-            "why": f"student output: {', '.join(s_signs[k])}; the teacher's "
-            f"({int(lengths[k])} words) is clean",
+            "id": m.ids[k],
+            "why": f"student output: {', '.join(m.student_signs[k])}; the teacher's "
+            f"({int(m.lengths[k])} words) is clean",
         }
         for k in only_student[:10]
     ]
 
 
-def _summary(verdict: str, m: dict[str, Any], compounding: bool, uniform: bool) -> str:
-    s, t = m["student_degenerate"], m["teacher_degenerate"]
-    if verdict == "pass":
-        return (
-            f"No compounding degeneration: student {s:.0%} vs teacher {t:.0%} degenerate outputs, "
-            "with no excess growing with length."
-        )
-    if compounding:
-        return (
-            f"Student degeneration grows with generation length faster than the teacher's (DiD "
-            f"{m['did_degeneration']:+.2f}, long-half excess {m['excess_long']:+.2f}): train on-policy."
-        )
-    if uniform:
-        return (
-            f"The student degenerates more often than the teacher ({s:.0%} vs {t:.0%}) but not clearly "
-            "more on long generations: check loops and missing answers."
-        )
-    if m.get("derailment_warn"):
-        ds, dt = m["derailment"]["student"]["carried_share"], m["derailment"]["teacher"]["carried_share"]
-        return (
-            f"After a first wrong step the student carries the error on ({ds:.0%}) far more often than "
-            f"the teacher ({dt:.0%}), which corrects itself: it never learned to recover from its own mistakes."
-        )
-    mb = m.get("model_based")
-    if mb and mb.get("ratios") and mb["ratios"][-1].get("ratio") is not None:
-        r = mb["ratios"][-1]
-        return (
-            f"The student diverges from the teacher {r['ratio']:.2f}x more on its own prefixes than on the "
-            f"teacher's (R_l at {r['length']} tokens): exposure bias at the model level."
-        )
-    return "Signs of exposure bias too weak or too few to be conclusive: inspect the listed outputs."
-
-
-def _with_models(inputs: DiagnosisInputs, ids, metrics, tests, verdict: str, upgradable: bool) -> str:
-    """Add the model-based divergence ratio; upgrade conservatively (see the module docstring)."""
-    from distill_doctor.probes.exposure_models import measure_exposure_bias
-
-    items = {it.id: it for it in inputs.items}
-    res = measure_exposure_bias(
-        inputs.teacher_model, inputs.student_model, [items[i] for i in ids], seed=inputs.seed
+def summarize(m: ExposureMeasured, ruling: ExposureRuling, rule: ExposureRule, alpha: float) -> Finding:
+    """The finding: text, metrics (with ``rule`` as applied), tests and evidence."""
+    return Finding(
+        MODE,
+        ruling.verdict,
+        _summary(m, ruling),
+        metrics=_metrics(m, ruling, rule, alpha),
+        evidence=_evidence(m),
+        guardrail=GUARDRAIL,
+        tests=_tests(m),
+        p_value=ruling.p_value,
+        n=m.n,
     )
-    metrics["model_based"] = res
-    longest = res["ratios"][-1] if res.get("ratios") else None
-    if longest is None or longest.get("ci") is None or longest["ci"][0] is None:
-        return verdict
-    tests.append(
-        StatTest(
-            f"R_l = L_FR / L_TF at l = {longest['length']} (bootstrap over prompts)",
-            res["n_prompts"],
-            None,
-            longest["ratio"],
-            "R_l",
-            ci=(longest["ci"][0], longest["ci"][1]),
-        )
-    )
-    strong = res["n_prompts"] >= R_MIN_PROMPTS and longest["ci"][0] > R_MARGIN
-    if strong and verdict == "pass":
-        return "warn"
-    if strong and verdict == "warn" and upgradable:  # significant output-level excess on a big sample
-        return "fail"
-    return verdict
+
+
+def run(inputs: DiagnosisInputs) -> Finding:
+    measured = measure(inputs)
+    if measured is None:  # nothing tested: never a pass
+        return skipped(MODE, "no item has both a teacher and a student output to compare")
+    return summarize(measured, decide(measured, RULE, inputs.alpha), RULE, inputs.alpha)
 
 
 PROBE = Probe(

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,10 +52,21 @@ def global_chance(t_ans: list[str], s_ans: list[str]) -> float:
     return (sum(c * ct.get(a, 0) for a, c in cs.items()) - same_item) / (m * (m - 1))
 
 
-def code_chance(pairs: list[tuple[str, str, str, str]], seed: int, max_pairs: int = 2000) -> float:
-    """Chance that a student completion matches the teacher's completion of a *different* item.
+@dataclass(frozen=True)
+class CodePair:
+    """One both-wrong code item: each model's completion (:func:`code_completion`) and failure
+    signature (the verdict's answer, e.g. "AssertionError")."""
 
-    ``pairs``: (teacher completion, student completion, teacher signature, student signature)."""
+    teacher: str
+    student: str
+    teacher_signature: str
+    student_signature: str
+
+
+def code_chance(pairs: Sequence[CodePair], seed: int, max_pairs: int = 2000) -> float:
+    """Chance that a student completion matches the teacher's completion of a *different* item:
+    the share of up to ``max_pairs`` random pairs (i, j != i) with the same signature and the same
+    program (:func:`same_code`)."""
     m = len(pairs)
     if m < 2:
         return 0.0
@@ -61,7 +74,8 @@ def code_chance(pairs: list[tuple[str, str, str, str]], seed: int, max_pairs: in
     i = rng.integers(0, m, size=min(max_pairs, m * (m - 1)))
     j = (i + rng.integers(1, m, size=i.size)) % m  # j != i
     hits = sum(
-        pairs[a][3] == pairs[b][2] and same_code(pairs[a][1], pairs[b][0])
+        pairs[a].student_signature == pairs[b].teacher_signature
+        and same_code(pairs[a].student, pairs[b].teacher)
         for a, b in zip(i.tolist(), j.tolist())
     )
     return hits / i.size
@@ -87,25 +101,35 @@ def cross_item_chance(
         by_ref[r].append(pos)
     matches, pairs = 0, 0
     for positions in by_ref.values():
-        m = len(positions)
-        if m < 2:
+        if len(positions) < 2:
             continue
-        ct = Counter(t_ans[p] for p in positions)
-        cs = Counter(s_ans[p] for p in positions)
-        by_group: dict[str, list[int]] = defaultdict(list)
-        for p in positions:
-            by_group[groups[p]].append(p)
-        same_group_matches, same_group_pairs = 0, 0
-        for members in by_group.values():
-            gt = Counter(t_ans[p] for p in members)
-            gs = Counter(s_ans[p] for p in members)
-            same_group_matches += sum(c * gt.get(a, 0) for a, c in gs.items())
-            same_group_pairs += len(members) ** 2
-        matches += sum(c * ct.get(a, 0) for a, c in cs.items()) - same_group_matches
-        pairs += m * m - same_group_pairs
+        k, n = _matches_across_groups(positions, t_ans, s_ans, groups)
+        matches, pairs = matches + k, pairs + n
     if pairs < MIN_CROSS_PAIRS:
         return 0.0, pairs
     return matches / pairs, pairs
+
+
+def _matching_pairs(positions: list[int], t_ans: list[str], s_ans: list[str]) -> int:
+    """Ordered pairs (i, j) of ``positions``, i == j included, where student i's answer is teacher j's."""
+    ct = Counter(t_ans[p] for p in positions)
+    cs = Counter(s_ans[p] for p in positions)
+    return sum(c * ct.get(a, 0) for a, c in cs.items())
+
+
+def _matches_across_groups(
+    positions: list[int], t_ans: list[str], s_ans: list[str], groups: list[str]
+) -> tuple[int, int]:
+    """(matching pairs, pairs) among ``positions`` (one reference), pairs within a group left out."""
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for p in positions:
+        by_group[groups[p]].append(p)
+    within = [_matching_pairs(members, t_ans, s_ans) for members in by_group.values()]
+    within_pairs = sum(len(members) ** 2 for members in by_group.values())
+    return (
+        _matching_pairs(positions, t_ans, s_ans) - sum(within),
+        len(positions) ** 2 - within_pairs,
+    )
 
 
 _OPTION = re.compile(r"^\s*\(?([A-Ja-j])[.):]\s", re.M)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from distill_doctor.causal_lm import load_causal_lm
-from distill_doctor.probes.exposure_models import _same_tokenizer
+from distill_doctor.causal_lm import same_tokenizer as _same_tokenizer
 
 MAX_TOKENS = 256  # output tokens scored per text
 BATCH = 32
