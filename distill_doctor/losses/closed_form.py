@@ -190,17 +190,27 @@ ValueAndGrad = tuple[torch.Tensor, torch.Tensor | None]
 
 
 def forward_kl(
-    z: torch.Tensor, t: torch.Tensor, parameter: float | None = None, *, temperature: float, scale: float,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    parameter: float | None = None,
+    *,
+    temperature: float,
+    scale: float,
     need_grad: bool,
-) -> ValueAndGrad:  # fmt: skip
+) -> ValueAndGrad:
     """KL(p_T || p_S) of a chunk: student logits ``z``, teacher log-probs ``t`` (c, V)."""
     return kl_value_and_grad_(z, t, reverse=False, temperature=temperature, scale=scale, need_grad=need_grad)
 
 
 def reverse_kl(
-    z: torch.Tensor, t: torch.Tensor, parameter: float | None = None, *, temperature: float, scale: float,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    parameter: float | None = None,
+    *,
+    temperature: float,
+    scale: float,
     need_grad: bool,
-) -> ValueAndGrad:  # fmt: skip
+) -> ValueAndGrad:
     """KL(p_S || p_T) of a chunk."""
     return kl_value_and_grad_(z, t, reverse=True, temperature=temperature, scale=scale, need_grad=need_grad)
 
@@ -219,9 +229,15 @@ def jsd(
 
 
 def _skew(
-    z: torch.Tensor, t: torch.Tensor, alpha: float | None, *, reverse: bool, temperature: float, scale: float,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    alpha: float | None,
+    *,
+    reverse: bool,
+    temperature: float,
+    scale: float,
     need_grad: bool,
-) -> ValueAndGrad:  # fmt: skip
+) -> ValueAndGrad:
     assert alpha is not None  # the table row says the skew KLs need alpha
     if alpha == 0.0:
         return kl_value_and_grad_(
@@ -262,9 +278,14 @@ def skew_reverse_kl(
 
 
 def tv(
-    z: torch.Tensor, t: torch.Tensor, parameter: float | None = None, *, temperature: float, scale: float,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    parameter: float | None = None,
+    *,
+    temperature: float,
+    scale: float,
     need_grad: bool,
-) -> ValueAndGrad:  # fmt: skip
+) -> ValueAndGrad:
     """Total variation of a chunk."""
     s = log_softmax_(z, temperature)
     return tv_value_and_grad_(s, t, scale=scale / temperature, need_grad=need_grad)
@@ -285,6 +306,10 @@ def divergence_value_and_grad_(
     with respect to the student logits (c, V), or None. Both inputs are overwritten."""
     row = lookup(name)
     return row.closed_form()(
-        student_logits, teacher_log_probs, row.parameter_value(beta=beta, alpha=alpha),
-        temperature=temperature, scale=scale, need_grad=need_grad,
-    )  # fmt: skip
+        student_logits,
+        teacher_log_probs,
+        row.parameter_value(beta=beta, alpha=alpha),
+        temperature=temperature,
+        scale=scale,
+        need_grad=need_grad,
+    )

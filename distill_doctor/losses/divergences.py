@@ -74,9 +74,14 @@ def forward_kl(
 ) -> torch.Tensor:
     """KL(p_T || p_S) = sum_v p_T (log p_T - log p_S): mean-seeking, the classic KD objective."""
     return divergence(
-        "forward_kl", student_logits, teacher_logits, mask=mask, temperature=temperature,
-        num_tokens=num_tokens, scale_by_t2=scale_by_t2,
-    )  # fmt: skip
+        "forward_kl",
+        student_logits,
+        teacher_logits,
+        mask=mask,
+        temperature=temperature,
+        num_tokens=num_tokens,
+        scale_by_t2=scale_by_t2,
+    )
 
 
 def reverse_kl(
@@ -90,9 +95,14 @@ def reverse_kl(
 ) -> torch.Tensor:
     """KL(p_S || p_T) = sum_v p_S (log p_S - log p_T): mode-seeking (MiniLLM, on-policy GKD)."""
     return divergence(
-        "reverse_kl", student_logits, teacher_logits, mask=mask, temperature=temperature,
-        num_tokens=num_tokens, scale_by_t2=scale_by_t2,
-    )  # fmt: skip
+        "reverse_kl",
+        student_logits,
+        teacher_logits,
+        mask=mask,
+        temperature=temperature,
+        num_tokens=num_tokens,
+        scale_by_t2=scale_by_t2,
+    )
 
 
 def generalized_jsd(
@@ -112,9 +122,15 @@ def generalized_jsd(
     (TRL's special cases; the mixture formula itself tends to 0 at both ends).
     """
     return divergence(
-        "jsd", student_logits, teacher_logits, mask=mask, temperature=temperature,
-        num_tokens=num_tokens, scale_by_t2=scale_by_t2, beta=beta,
-    )  # fmt: skip
+        "jsd",
+        student_logits,
+        teacher_logits,
+        mask=mask,
+        temperature=temperature,
+        num_tokens=num_tokens,
+        scale_by_t2=scale_by_t2,
+        beta=beta,
+    )
 
 
 def skew_forward_kl(
@@ -129,9 +145,15 @@ def skew_forward_kl(
 ) -> torch.Tensor:
     """DistiLLM skew KL: KL(p_T || alpha p_T + (1 - alpha) p_S); alpha = 0 is forward KL."""
     return divergence(
-        "skew_forward_kl", student_logits, teacher_logits, mask=mask, temperature=temperature,
-        num_tokens=num_tokens, scale_by_t2=scale_by_t2, alpha=alpha,
-    )  # fmt: skip
+        "skew_forward_kl",
+        student_logits,
+        teacher_logits,
+        mask=mask,
+        temperature=temperature,
+        num_tokens=num_tokens,
+        scale_by_t2=scale_by_t2,
+        alpha=alpha,
+    )
 
 
 def skew_reverse_kl(
@@ -146,9 +168,15 @@ def skew_reverse_kl(
 ) -> torch.Tensor:
     """DistiLLM skew reverse KL: KL(p_S || alpha p_S + (1 - alpha) p_T); alpha = 0 is reverse KL."""
     return divergence(
-        "skew_reverse_kl", student_logits, teacher_logits, mask=mask, temperature=temperature,
-        num_tokens=num_tokens, scale_by_t2=scale_by_t2, alpha=alpha,
-    )  # fmt: skip
+        "skew_reverse_kl",
+        student_logits,
+        teacher_logits,
+        mask=mask,
+        temperature=temperature,
+        num_tokens=num_tokens,
+        scale_by_t2=scale_by_t2,
+        alpha=alpha,
+    )
 
 
 def total_variation(
@@ -162,6 +190,11 @@ def total_variation(
 ) -> torch.Tensor:
     """Total variation distance 0.5 * sum_v |p_T - p_S| (bounded in [0, 1] per token)."""
     return divergence(
-        "tv", student_logits, teacher_logits, mask=mask, temperature=temperature,
-        num_tokens=num_tokens, scale_by_t2=scale_by_t2,
-    )  # fmt: skip
+        "tv",
+        student_logits,
+        teacher_logits,
+        mask=mask,
+        temperature=temperature,
+        num_tokens=num_tokens,
+        scale_by_t2=scale_by_t2,
+    )
