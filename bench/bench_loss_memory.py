@@ -7,7 +7,7 @@ What one configuration measures, each in a fresh subprocess: student hidden stat
 gradient, a student head (V, H) with gradient, teacher hidden states (N, H) and head (V, H) without;
 then the loss and its backward, once, timed with ``perf_counter``:
 
-* dense: ``logits = h @ W.T`` for both models, then ``losses.divergence`` (the trainer's dense path),
+* dense: ``logits = h @ W.T`` for both models, then ``losses.divergences.divergence`` (the trainer's dense path),
   then ``backward()``;
 * chunked: ``chunked_distill_loss(...)`` then ``backward()``.
 
@@ -60,8 +60,8 @@ def run_one(cfg: dict) -> dict:
     """Child process: build inputs, run one forward + backward, report time and peak memory."""
     import torch
 
-    from distill_doctor.train.chunked_loss import chunked_distill_loss
-    from distill_doctor.train.losses import divergence
+    from distill_doctor.losses.chunked import chunked_distill_loss
+    from distill_doctor.losses.divergences import divergence
 
     torch.set_num_threads(cfg["threads"])
     device = torch.device(cfg["device"])
@@ -72,8 +72,7 @@ def run_one(cfg: dict) -> dict:
     s_weight = (torch.randn(V, H, generator=g) * H**-0.5).to(device, dtype).requires_grad_(True)
     t_hidden = torch.randn(N, H, generator=g).to(device, dtype)
     t_weight = (torch.randn(V, H, generator=g) * 1.5 * H**-0.5).to(device, dtype)
-    kw = {"beta": 0.5} if cfg["divergence"] == "jsd" else {}
-    kw.update({"alpha": 0.1} if cfg["divergence"].startswith("skew_") else {})
+    kw = {"beta": 0.5, "alpha": 0.1}  # each divergence reads the one it takes (losses.table)
 
     def step():
         if cfg["path"] == "trl":  # TRL 1.16's GKD loss on dense logits, per-token mean like ours
@@ -286,7 +285,7 @@ def main() -> int:
     p.add_argument("--vocabs", type=int, nargs="+", default=[32768, 131072], help="vocabulary sizes")
     p.add_argument("--tokens", type=int, default=8192, help="loss tokens per step (B*T)")
     p.add_argument("--hidden", type=int, default=512, help="hidden size of both models")
-    p.add_argument("--divergence", default="forward_kl", help="divergence name (losses.DIVERGENCES)")
+    p.add_argument("--divergence", default="forward_kl", help="divergence name (losses.table.DIVERGENCES)")
     p.add_argument("--chunk-size", type=int, default=1024, help="tokens per chunk of the chunked path")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     p.add_argument("--dtype", default="float32", help="dtype of hidden states and heads (float32, bfloat16)")

@@ -33,9 +33,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from distill_doctor.atomic import atomic_write_text  # noqa: E402
+from distill_doctor.losses.divergences import forward_kl, reverse_kl  # noqa: E402
+from distill_doctor.losses.topk import sparse_kd_loss  # noqa: E402
 from distill_doctor.train.data import Example, collate, tokenize_all  # noqa: E402
-from distill_doctor.train.losses import forward_kl, reverse_kl  # noqa: E402
-from distill_doctor.train.topk_cache import TopKCache, build_topk_cache, sparse_kd_loss  # noqa: E402
+from distill_doctor.train.topk_cache import TopKCache, build_topk_cache  # noqa: E402
 
 
 def corpus(max_chars: int) -> tuple[list[str], list[str]]:

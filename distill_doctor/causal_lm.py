@@ -46,7 +46,7 @@ def load_causal_lm(
     tok.padding_side = "left"
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # transformers types .to's wrapper as taking self
     return model, tok
 
 

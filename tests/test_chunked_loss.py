@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill_doctor.train.chunked_loss import chunked_cross_entropy, chunked_distill_loss
-from distill_doctor.train.losses import DIVERGENCES, align_vocab, cross_entropy, divergence
+from distill_doctor.losses.chunked import chunked_cross_entropy, chunked_distill_loss
+from distill_doctor.losses.cross_entropy import cross_entropy
+from distill_doctor.losses.divergences import divergence
+from distill_doctor.losses.table import DIVERGENCES
+from distill_doctor.losses.vocab import align_vocab
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad:UserWarning")
 
@@ -220,8 +223,9 @@ def test_masked_vocabulary_slots_give_no_nan(name):
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_closed_form_kl_gradient_equals_autograd(reverse, temperature):
-    from distill_doctor.train.chunk_math import kl_value_and_grad_
-    from distill_doctor.train.losses import forward_kl, log_probs, reverse_kl
+    from distill_doctor.losses.closed_form import kl_value_and_grad_
+    from distill_doctor.losses.divergences import forward_kl, reverse_kl
+    from distill_doctor.losses.per_token import log_probs
 
     g = torch.Generator().manual_seed(9)
     z = torch.randn(7, 30, generator=g, dtype=torch.float64) * 3
@@ -272,9 +276,9 @@ CLOSED_FORM_CASES = [
 def test_closed_form_gradient_of_every_divergence_equals_autograd_in_float64(
     name, params, temperature, ruled_out
 ):
-    """chunk_math's value and logit gradient = autograd through losses.token_divergence, to 1e-12."""
-    from distill_doctor.train.chunk_math import divergence_value_and_grad_
-    from distill_doctor.train.losses import log_probs, token_divergence
+    """closed_form's value and logit gradient = autograd through per_token.token_divergence, to 1e-12."""
+    from distill_doctor.losses.closed_form import divergence_value_and_grad_
+    from distill_doctor.losses.per_token import log_probs, token_divergence
 
     g = torch.Generator().manual_seed(11)
     z = torch.randn(6, 40, generator=g, dtype=torch.float64) * 3
@@ -298,8 +302,8 @@ def test_closed_form_gradient_of_every_divergence_equals_autograd_in_float64(
 
 
 def test_identical_distributions_give_zero_loss_and_gradient():
-    from distill_doctor.train.chunk_math import divergence_value_and_grad_
-    from distill_doctor.train.losses import log_probs
+    from distill_doctor.losses.closed_form import divergence_value_and_grad_
+    from distill_doctor.losses.per_token import log_probs
 
     z = torch.randn(5, 30, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     for name, params in CLOSED_FORM_CASES:
@@ -312,7 +316,7 @@ def test_identical_distributions_give_zero_loss_and_gradient():
 
 
 def test_large_vocabulary_chunks_are_cut_to_the_element_budget():
-    from distill_doctor.train.chunked_loss import MAX_CHUNK_ELEMENTS, _rows_per_chunk
+    from distill_doctor.losses.chunked import MAX_CHUNK_ELEMENTS, _rows_per_chunk
 
     assert _rows_per_chunk(1024, 32768) == 1024
     assert _rows_per_chunk(1024, 151936) == MAX_CHUNK_ELEMENTS // 151936 == 441

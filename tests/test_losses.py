@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from distill_doctor.train.losses import (
-    align_vocab,
-    cross_entropy,
+from distill_doctor.losses.cross_entropy import cross_entropy
+from distill_doctor.losses.divergences import (
     divergence,
     forward_kl,
     generalized_jsd,
@@ -20,6 +19,7 @@ from distill_doctor.train.losses import (
     skew_reverse_kl,
     total_variation,
 )
+from distill_doctor.losses.vocab import align_vocab
 
 # name -> extra keyword arguments
 CASES = {

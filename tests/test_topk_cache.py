@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from distill_doctor.errors import InputError
+from distill_doctor.losses.divergences import forward_kl, reverse_kl
+from distill_doctor.losses.topk import sparse_kd_loss, topk_targets
 from distill_doctor.train.data import Example, collate, tokenize_all
-from distill_doctor.train.losses import forward_kl, reverse_kl
-from distill_doctor.train.topk_cache import TopKCache, build_topk_cache, sparse_kd_loss, topk_targets
+from distill_doctor.train.topk_cache import TopKCache, build_topk_cache
 
 
 def logits_pair(seed=0, N=9, V=13, dtype=torch.float64):
@@ -56,7 +57,7 @@ def test_top_k_of_the_whole_vocabulary_is_the_dense_loss(name):
     assert torch.isneginf(tail).all()
     s = s.clone().requires_grad_(True)
     got = sparse_kd_loss(s, ids, lp, tail, divergence=name, beta=0.4, temperature=1.0)
-    from distill_doctor.train.losses import divergence
+    from distill_doctor.losses.divergences import divergence
 
     want = divergence(name, s, t, **({"beta": 0.4} if name == "jsd" else {}))
     assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-10, abs=1e-12)

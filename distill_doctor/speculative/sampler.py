@@ -72,14 +72,16 @@ def _round(target, draft, seq, lens, gamma: int, vocab: int, temperature: float,
     n_verified (B,), expected (B,), variance (B,))."""
     b = seq.shape[0]
     rows = torch.arange(b, device=seq.device)
-    cur, q_all, x_all = seq.clone(), [], []
+    cur = seq.clone()
+    qs: list[torch.Tensor] = []
+    xs: list[torch.Tensor] = []
     for j in range(gamma):
         q = next_token_probs(_last_logits(draft, cur, lens + j, vocab)[:, 0], temperature)  # (B, V)
         x = _sample(q, gen)
         cur[rows, lens + j] = x
-        q_all.append(q)
-        x_all.append(x)
-    q_all, x_all = torch.stack(q_all, 1), torch.stack(x_all, 1)  # (B, g, V), (B, g)
+        qs.append(q)
+        xs.append(x)
+    q_all, x_all = torch.stack(qs, 1), torch.stack(xs, 1)  # (B, g, V), (B, g)
     p_all = next_token_probs(_last_logits(target, cur, lens, vocab, gamma + 1), temperature)  # (B, g+1, V)
     p_x = p_all[:, :gamma].gather(-1, x_all[..., None]).squeeze(-1)
     q_x = q_all.gather(-1, x_all[..., None]).squeeze(-1)

@@ -4,6 +4,7 @@ the optimizer and the learning-rate schedule."""
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 
@@ -80,9 +81,10 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
         # Llama/Qwen-style attention applies ``self.attention_dropout`` inside the kernel, not a Dropout module.
         if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
-    if isinstance(getattr(model.config, "attention_dropout", None), float):
-        model.config.attention_dropout = 0.0
+            setattr(module, "attention_dropout", 0.0)  # noqa: B010 (nn.Module's typed __setattr__ refuses floats)
+    config: Any = getattr(model, "config", None)  # a transformers PretrainedConfig
+    if isinstance(getattr(config, "attention_dropout", None), float):
+        config.attention_dropout = 0.0
 
 
 def prepare_student(model, cfg: TrainConfig):
@@ -190,7 +192,8 @@ def make_accelerator(cfg: TrainConfig):
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; weight decay on matrices only (not on norms and biases)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)

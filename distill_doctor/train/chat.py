@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill_doctor.errors import InputError
+from distill_doctor.losses.batch import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 TURNS = ("all", "last")
 

@@ -122,9 +122,10 @@ def load_checkpoint(accelerator, path: str | Path) -> dict:
     path = Path(path)
     state = read_state(path)
     _quiet_accelerate()
+    errors: tuple[type[BaseException], ...] = (*model_load_errors(), KeyError)
     try:
         accelerator.load_state(str(path))
-    except (*model_load_errors(), KeyError) as err:
+    except errors as err:
         raise InputError(f"does not load: {' '.join(str(err).split())[:200]}", path=path) from None
     return state
 

@@ -23,10 +23,10 @@ from typing import Any
 import yaml
 
 from distill_doctor.errors import InputError
+from distill_doctor.losses.table import DIVERGENCES
 from distill_doctor.paths import check_input_file
 
 METHODS = ("sft", "logit_kd", "gkd", "skd")
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tv")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -558,7 +558,7 @@ def text_line_of_byte(path: Path, offset: int) -> int | None:
         return None
 
 
-def _line_of(path: Path, dotted: str) -> int | None:
+def _line_of(path: Path, dotted: str | None) -> int | None:
     """1-based line of ``dotted`` (e.g. ``loss.beta``) in the YAML file, or None when it is not there."""
     try:
         node = yaml.compose(path.read_text(encoding="utf-8"))

@@ -24,9 +24,8 @@ from pathlib import Path
 import torch
 
 from distill_doctor.errors import InputError
+from distill_doctor.losses.batch import IGNORE_INDEX
 from distill_doctor.train.sources import Example, RowFormat, iter_examples
-
-IGNORE_INDEX = -100
 
 
 @dataclass

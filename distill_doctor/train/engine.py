@@ -24,13 +24,14 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from distill_doctor.atomic import atomic_write_text
 from distill_doctor.errors import InputError
+from distill_doctor.losses.batch import LossParts, loss_token_count
 from distill_doctor.paths import check_output_dir
 from distill_doctor.train.build import (
     build_optimizer,
@@ -48,13 +49,7 @@ from distill_doctor.train.build import (
 )
 from distill_doctor.train.checkpoint import latest_checkpoint, load_resumable, save_checkpoint
 from distill_doctor.train.config import TrainConfig
-from distill_doctor.train.data import (
-    IGNORE_INDEX,
-    BatchOrder,
-    TokenizedExample,
-    collate,
-    pack_examples,
-)
+from distill_doctor.train.data import BatchOrder, TokenizedExample, collate, pack_examples
 from distill_doctor.train.distributed import Sharding, process_note, replicated_loading, sharding_of
 
 METRICS_FILE = "metrics.jsonl"
@@ -65,39 +60,7 @@ class TrainingError(RuntimeError):
     """The run cannot go on (non-finite loss or gradient). The last good checkpoint is kept."""
 
 
-@dataclass
-class LossParts:
-    """What one micro-batch contributes; every tensor is already divided by the step's global token count."""
-
-    loss: torch.Tensor  # what is back-propagated
-    soft: torch.Tensor | None = None  # the divergence part
-    hard: torch.Tensor | None = None  # the cross-entropy part
-    kl: torch.Tensor | None = None  # teacher-student KL(p_T || p_S) at temperature 1, detached (monitoring)
-    extra: dict[str, float] = field(default_factory=dict)  # method-specific (summed over micro-batches)
-
-
 # ----------------------------------------------------------------------------- small pieces
-
-
-def shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Next-token view: logits (B, T, V) -> (B, T-1, V) predicting labels[:, 1:]; returns (logits, labels, mask)."""
-    labels = labels[:, 1:]
-    return logits[:, :-1], labels, labels != IGNORE_INDEX
-
-
-def loss_token_count(batch: dict) -> int:
-    """Tokens that carry a loss in one micro-batch (targets after the shift)."""
-    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-
-
-def model_inputs(batch: dict) -> dict:
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-
-
-def final_hidden(model, batch: dict) -> torch.Tensor:
-    """Final (post-norm) hidden states (B, T, H) without computing full logits (only the last position's)."""
-    out = model(**model_inputs(batch), output_hidden_states=True, logits_to_keep=1)
-    return out.hidden_states[-1]
 
 
 def prepare_output_dir(cfg: TrainConfig) -> Path | None:
@@ -151,11 +114,12 @@ class Run:
         self.output_dir = Path(cfg.output_dir)
         self.step = 0  # optimizer steps done
         self.micro_index = 0  # micro-batches consumed from the data order (this process)
-        self.optimizer = None
-        self.scheduler = None
+        self.optimizer: Any = None  # accelerate's wrapped AdamW, set by start()
+        self.scheduler: Any = None  # the learning-rate schedule, set by start()
         self.stop_ids: list[int] = []  # on-policy sampling stops at these (EOS, the template's end of turn)
         self.eval_rows: list[TokenizedExample] = []
-        self._bar = None
+        self._bar: Any = None  # the tqdm progress bar while iterating
+        self._last_batch: dict[str, Any] = {}  # named in a failure message
         self._reset_step_stats()
 
     # -- setup ---------------------------------------------------------------------------------
@@ -174,6 +138,7 @@ class Run:
             tokenizer = student_tokenizer(cfg)
             teacher = None
             if needs_teacher:
+                assert cfg.teacher is not None  # TrainConfig requires one wherever a method needs it
                 t_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
                     cfg.mixed_precision, torch.float32
                 )
@@ -374,7 +339,7 @@ class Run:
 
     def _reset_step_stats(self) -> None:
         self._stats: dict[str, float] = {"loss": 0.0, "tokens": 0, "loss_tokens": 0}
-        self._last_batch: dict = {}
+        self._last_batch = {}
         self._step_start = time.perf_counter()
 
     def _log(self, lr: float, grad_norm: float) -> None:

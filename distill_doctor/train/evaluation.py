@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass
 import torch
 
 from distill_doctor.atomic import atomic_write_text
+from distill_doctor.losses.batch import model_inputs, shifted
+from distill_doctor.losses.cross_entropy import cross_entropy
+from distill_doctor.losses.divergences import forward_kl
+from distill_doctor.losses.vocab import align_vocab
 from distill_doctor.train.data import collate
-from distill_doctor.train.engine import model_inputs, shifted
-from distill_doctor.train.losses import align_vocab, cross_entropy, forward_kl
 
 EVAL_FILE = "eval_metrics.jsonl"
 BEST_DIR = "best"

@@ -16,12 +16,12 @@ import random
 from contextlib import nullcontext
 from pathlib import Path
 
+from distill_doctor.losses.kd import dense_kd_loss
 from distill_doctor.train.config import TrainConfig
 from distill_doctor.train.data import collate, completion_rows, prompt_ids
 from distill_doctor.train.distributed import full_student
 from distill_doctor.train.engine import Run
 from distill_doctor.train.generation import sample_completions
-from distill_doctor.train.kd_loss import dense_kd_loss
 
 
 def with_completions(run: Run, batch: dict, student) -> dict:

@@ -17,18 +17,12 @@ from pathlib import Path
 import torch
 
 from distill_doctor.errors import InputError
+from distill_doctor.losses.batch import IGNORE_INDEX, LossParts, final_hidden, model_inputs, shifted
+from distill_doctor.losses.cross_entropy import cross_entropy
+from distill_doctor.losses.kd import dense_kd_loss
 from distill_doctor.train.build import check_chunked_supported
 from distill_doctor.train.config import LossConfig, TrainConfig
-from distill_doctor.train.data import IGNORE_INDEX
-from distill_doctor.train.engine import (
-    LossParts,
-    Run,
-    final_hidden,
-    model_inputs,
-    shifted,
-)
-from distill_doctor.train.kd_loss import dense_kd_loss, divergence_kwargs
-from distill_doctor.train.losses import cross_entropy
+from distill_doctor.train.engine import Run
 
 
 def chunked_kd_loss(
@@ -38,7 +32,7 @@ def chunked_kd_loss(
 
     ``student`` may be wrapped (DDP); ``student_head`` is its output layer (``get_output_embeddings()``).
     """
-    from distill_doctor.train.chunked_loss import chunked_distill_loss
+    from distill_doctor.losses.chunked import chunked_distill_loss
 
     s_hidden = final_hidden(student, batch)[:, :-1]  # (B, T-1, H_s)
     with torch.no_grad():
@@ -68,7 +62,7 @@ def chunked_kd_loss(
 
 def cached_kd_loss(run: Run, cache, batch: dict, *, num_tokens: int) -> LossParts:
     """Soft loss against the top-k teacher cache (+ optional CE), for one micro-batch."""
-    from distill_doctor.train.topk_cache import sparse_kd_loss
+    from distill_doctor.losses.topk import sparse_kd_loss
 
     loss_cfg = run.cfg.loss
     logits = run.student(**model_inputs(batch)).logits  # (B, T, V)
@@ -83,7 +77,8 @@ def cached_kd_loss(run: Run, cache, batch: dict, *, num_tokens: int) -> LossPart
         temperature=loss_cfg.temperature,
         divergence=loss_cfg.divergence,
         num_tokens=num_tokens,
-        **divergence_kwargs(loss_cfg.divergence, beta=loss_cfg.beta, alpha=loss_cfg.alpha),
+        beta=loss_cfg.beta,
+        alpha=loss_cfg.alpha,
     )
     loss = (1.0 - loss_cfg.hard_weight) * soft
     hard = None

@@ -11,17 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from distill_doctor.losses.batch import LossParts, final_hidden, model_inputs, shifted
+from distill_doctor.losses.chunked import chunked_cross_entropy
+from distill_doctor.losses.cross_entropy import cross_entropy
 from distill_doctor.train.build import check_chunked_supported
-from distill_doctor.train.chunked_loss import chunked_cross_entropy
 from distill_doctor.train.config import TrainConfig
-from distill_doctor.train.engine import (
-    LossParts,
-    Run,
-    final_hidden,
-    model_inputs,
-    shifted,
-)
-from distill_doctor.train.losses import cross_entropy
+from distill_doctor.train.engine import Run
 
 
 def sft_loss(student, batch: dict, *, num_tokens: int) -> LossParts:

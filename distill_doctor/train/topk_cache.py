@@ -24,8 +24,8 @@ cache's row i is the trainer's row i; ``example_ids`` lets a reader check that.
 Temperature: the cached log-probs are the teacher's at the temperature the cache was built with
 (``build_topk_cache(..., temperature=tau)``, recorded in index.json, default 1). Re-tempering
 top-k log-probs afterwards is ill-defined for the tail (its mass at another temperature depends on
-logits that were not kept), so ``sparse_kd_loss(temperature=...)`` applies the temperature to the
-student only: build the cache at the temperature you train with.
+logits that were not kept), so ``losses.topk.sparse_kd_loss(temperature=...)`` applies the
+temperature to the student only: build the cache at the temperature you train with.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import torch
 
 from distill_doctor.atomic import atomic_write_text
 from distill_doctor.errors import InputError
+from distill_doctor.losses.topk import topk_targets
 from distill_doctor.train.data import Example, collate, tokenize_example
-from distill_doctor.train.losses import DIVERGENCES, _flat, _reduce, log_probs, token_divergence
 
 FORMAT = "distill-doctor-topk-cache"
 VERSION = 1
@@ -56,19 +56,6 @@ class TopKTargets:
     ids: torch.Tensor  # (T_r, k) long
     logprobs: torch.Tensor  # (T_r, k) float32
     tail_logprob: torch.Tensor  # (T_r,) float32, log of the probability outside the top-k
-
-
-def topk_targets(logits: torch.Tensor, k: int, temperature: float = 1.0):
-    """Top-k ids, log-probs and tail log-prob of softmax(logits / tau): (..., V) -> (..., k), (..., k), (...)."""
-    z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-    if temperature != 1.0:
-        z = z / temperature
-    lse = torch.logsumexp(z, dim=-1, keepdim=True)  # (..., 1)
-    k = min(k, z.shape[-1])
-    values, ids = z.topk(k, dim=-1)  # (..., k)
-    rest = z.scatter(-1, ids, float("-inf"))
-    tail = torch.logsumexp(rest, dim=-1) - lse.squeeze(-1)  # (...,)  -inf when k = V
-    return ids, values - lse, tail
 
 
 def _example(row, i: int) -> Example:
@@ -223,65 +210,3 @@ class TopKCache:
             logprobs=torch.from_numpy(self._logprobs[a:b].astype(np.float32)),
             tail_logprob=torch.from_numpy(self._tail[a:b].astype(np.float32)),
         )
-
-
-def bucket_log_probs(logits: torch.Tensor, topk_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """A model's distribution collapsed to (its probs at topk_ids, the rest): (n, V), (n, k) -> (n, k + 1) log-probs."""
-    logp = log_probs(logits, temperature)  # (n, V)
-    top = logp.gather(-1, topk_ids)  # (n, k)
-    rest = logp.scatter(-1, topk_ids, float("-inf"))  # (n, V)
-    empty = torch.isneginf(rest).all(dim=-1)  # (n,) nothing outside the top-k
-    # logsumexp over an all -inf row has a NaN gradient: compute those rows on zeros, then overwrite
-    rest = torch.where(empty[:, None], torch.zeros_like(rest), rest)
-    tail = torch.where(
-        empty, torch.full_like(empty, float("-inf"), dtype=logp.dtype), torch.logsumexp(rest, -1)
-    )
-    return torch.cat([top, tail[:, None]], dim=-1)
-
-
-def sparse_kd_loss(
-    student_logits: torch.Tensor,
-    topk_ids: torch.Tensor,
-    topk_logprobs: torch.Tensor,
-    tail_logprob: torch.Tensor,
-    *,
-    mask: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    divergence: str = "forward_kl",
-    num_tokens=None,
-    beta: float | None = None,
-    alpha: float | None = None,
-) -> torch.Tensor:
-    """Divergence between teacher and student on k + 1 buckets: the teacher's top-k ids, and the rest.
-
-    student_logits (B, T, V) / (N, V); topk_ids, topk_logprobs (B, T, k) / (N, k); tail_logprob
-    (B, T) / (N,); mask (B, T) / (N,) or None. The teacher side is (cached top-k, tail), renormalised
-    (float16 storage leaves its sum a little off 1); the student side is its probabilities at the
-    same ids plus everything else. The divergence is then exact for these bucketed distributions and,
-    by the data-processing inequality, at most the full-vocabulary divergence. Any name of
-    ``losses.DIVERGENCES`` works (jsd needs ``beta``, the skew KLs ``alpha``); forward and reverse KL
-    are the usual choices (top-k reverse KL on student samples has been reported unstable).
-    ``temperature`` applies to the student; the teacher's is the cache's (see the module docstring).
-    Returns the sum over unmasked tokens / num_tokens (default: their count).
-    """
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"unknown divergence {divergence!r}; expected one of {', '.join(DIVERGENCES)}")
-    k = topk_ids.shape[-1]
-    s = _flat(student_logits, mask)  # (n, V)
-    flat_mask = None if mask is None else mask.reshape(-1).to(torch.bool)
-    ids = topk_ids.reshape(-1, k)
-    t_top = topk_logprobs.reshape(-1, k)
-    t_tail = tail_logprob.reshape(-1)
-    if flat_mask is not None:
-        ids, t_top, t_tail = ids[flat_mask], t_top[flat_mask], t_tail[flat_mask]
-    ids = ids.long()
-    if ids.numel() and int(ids.max()) >= s.shape[-1]:
-        raise ValueError(
-            f"cached ids reach {int(ids.max())} but the student has {s.shape[-1]} vocabulary slots; "
-            "build the cache with vocab_size=<student vocabulary>"
-        )
-    teacher = torch.cat([t_top.to(s.dtype), t_tail.to(s.dtype)[:, None]], dim=-1).detach()  # (n, k + 1)
-    teacher = teacher - torch.logsumexp(teacher, dim=-1, keepdim=True)
-    student = bucket_log_probs(s, ids, temperature)  # (n, k + 1)
-    per_token = token_divergence(divergence, student, teacher, beta=beta, alpha=alpha)  # (n,)
-    return _reduce(per_token, num_tokens)

@@ -1,6 +1,6 @@
 """Closed-form loss values and logit gradients for one chunk, computed in place to save memory.
 
-The chunked loss (``chunked_loss.py``) needs, per chunk of c tokens, the loss and its gradient with
+The chunked loss (``chunked.py``) needs, per chunk of c tokens, the loss and its gradient with
 respect to the student's (c, V) logits. Autograd on the chunk gives that for any divergence but
 keeps about eight (c, V) float32 tensors alive; for the common objectives the gradient has a short
 closed form that can overwrite the logits buffer, keeping about four:
@@ -19,7 +19,9 @@ d/dz = p_S * (h - <p_S, h>) / tau, which covers the rest:
 * total variation 0.5 sum |p_T - p_S|:  h = 0.5 sign(p_S - p_T) (the subgradient 0 where equal,
   as autograd's abs)
 
-Values agree with ``losses.py`` to float32 rounding (the tests compare with the dense path).
+One function per row of ``table.TABLE``, named as the row, with the signature
+``(student_logits, teacher_log_probs, parameter, *, temperature, scale, need_grad)``; values agree
+with ``per_token`` to float32 rounding (the tests compare with autograd through it).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import math
 
 import torch
 
-from distill_doctor.train.losses import kl_from_log_probs
+from distill_doctor.losses.per_token import kl_from_log_probs
+from distill_doctor.losses.table import lookup
 
 
 def log_softmax_(z: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -87,7 +90,6 @@ def kl_value_and_grad_(
         else:
             p_t = t.exp()
             per_token = _rowdot(p_t, t - s)  # (c,)
-            t = None
         value = per_token.sum()
         if not need_grad:
             return value, None
@@ -179,6 +181,116 @@ def tv_value_and_grad_(
     return value, _softmax_chain_(p_s, diff.sign_().mul_(0.5), scale)
 
 
+# ----------------------------------------------------------------------------- one per table row
+# Each: sum over rows of the divergence (0-d) and ``scale`` * its gradient with respect to the
+# student logits (c, V), or None; both inputs are overwritten. The end points follow ``per_token``:
+# jsd at beta 0 / 1 is forward / reverse KL, a skew KL at alpha 0 is the plain KL and at alpha 1 is 0.
+
+ValueAndGrad = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def forward_kl(
+    z: torch.Tensor,
+    t: torch.Tensor,
+    parameter: float | None = None,
+    *,
+    temperature: float,
+    scale: float,
+    need_grad: bool,
+) -> ValueAndGrad:
+    """KL(p_T || p_S) of a chunk: student logits ``z``, teacher log-probs ``t`` (c, V)."""
+    return kl_value_and_grad_(z, t, reverse=False, temperature=temperature, scale=scale, need_grad=need_grad)
+
+
+def reverse_kl(
+    z: torch.Tensor,
+    t: torch.Tensor,
+    parameter: float | None = None,
+    *,
+    temperature: float,
+    scale: float,
+    need_grad: bool,
+) -> ValueAndGrad:
+    """KL(p_S || p_T) of a chunk."""
+    return kl_value_and_grad_(z, t, reverse=True, temperature=temperature, scale=scale, need_grad=need_grad)
+
+
+def jsd(
+    z: torch.Tensor, t: torch.Tensor, beta: float | None, *, temperature: float, scale: float, need_grad: bool
+) -> ValueAndGrad:
+    """Generalized JSD(beta) of a chunk."""
+    assert beta is not None  # the table row says jsd needs beta
+    if beta in (0.0, 1.0):
+        return kl_value_and_grad_(
+            z, t, reverse=beta == 1.0, temperature=temperature, scale=scale, need_grad=need_grad
+        )
+    s = log_softmax_(z, temperature)
+    return jsd_value_and_grad_(s, t, beta=beta, scale=scale / temperature, need_grad=need_grad)
+
+
+def _skew(
+    z: torch.Tensor,
+    t: torch.Tensor,
+    alpha: float | None,
+    *,
+    reverse: bool,
+    temperature: float,
+    scale: float,
+    need_grad: bool,
+) -> ValueAndGrad:
+    assert alpha is not None  # the table row says the skew KLs need alpha
+    if alpha == 0.0:
+        return kl_value_and_grad_(
+            z, t, reverse=reverse, temperature=temperature, scale=scale, need_grad=need_grad
+        )
+    s = log_softmax_(z, temperature)
+    if alpha == 1.0:  # KL(p || p) = 0
+        return s.new_zeros(()), (s.zero_() if need_grad else None)
+    return skew_value_and_grad_(
+        s, t, reverse=reverse, alpha=alpha, scale=scale / temperature, need_grad=need_grad
+    )
+
+
+def skew_forward_kl(
+    z: torch.Tensor,
+    t: torch.Tensor,
+    alpha: float | None,
+    *,
+    temperature: float,
+    scale: float,
+    need_grad: bool,
+) -> ValueAndGrad:
+    """KL(p_T || alpha p_T + (1 - alpha) p_S) of a chunk."""
+    return _skew(z, t, alpha, reverse=False, temperature=temperature, scale=scale, need_grad=need_grad)
+
+
+def skew_reverse_kl(
+    z: torch.Tensor,
+    t: torch.Tensor,
+    alpha: float | None,
+    *,
+    temperature: float,
+    scale: float,
+    need_grad: bool,
+) -> ValueAndGrad:
+    """KL(p_S || alpha p_S + (1 - alpha) p_T) of a chunk."""
+    return _skew(z, t, alpha, reverse=True, temperature=temperature, scale=scale, need_grad=need_grad)
+
+
+def tv(
+    z: torch.Tensor,
+    t: torch.Tensor,
+    parameter: float | None = None,
+    *,
+    temperature: float,
+    scale: float,
+    need_grad: bool,
+) -> ValueAndGrad:
+    """Total variation of a chunk."""
+    s = log_softmax_(z, temperature)
+    return tv_value_and_grad_(s, t, scale=scale / temperature, need_grad=need_grad)
+
+
 def divergence_value_and_grad_(
     name: str,
     student_logits: torch.Tensor,
@@ -189,33 +301,15 @@ def divergence_value_and_grad_(
     need_grad: bool,
     beta: float = 0.5,
     alpha: float = 0.1,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Sum over rows of divergence ``name`` (as ``losses.token_divergence``) and ``scale`` * its gradient
-    with respect to the student logits (c, V), or None. Both inputs are overwritten.
-
-    The end points follow ``token_divergence``: jsd at beta 0 / 1 is forward / reverse KL, a skew KL at
-    alpha 0 is the plain KL and at alpha 1 is 0.
-    """
-    if name == "jsd" and beta in (0.0, 1.0):
-        name = "forward_kl" if beta == 0.0 else "reverse_kl"
-    if name.startswith("skew_") and alpha == 0.0:
-        name = name.removeprefix("skew_")
-    if name in ("forward_kl", "reverse_kl"):
-        return kl_value_and_grad_(
-            student_logits, teacher_log_probs, reverse=name == "reverse_kl", temperature=temperature,
-            scale=scale, need_grad=need_grad,
-        )  # fmt: skip
-    s = log_softmax_(student_logits, temperature)
-    if name.startswith("skew_") and alpha == 1.0:  # KL(p || p) = 0
-        return s.new_zeros(()), (s.zero_() if need_grad else None)
-    step = scale / temperature
-    if name == "jsd":
-        return jsd_value_and_grad_(s, teacher_log_probs, beta=beta, scale=step, need_grad=need_grad)
-    if name in ("skew_forward_kl", "skew_reverse_kl"):
-        return skew_value_and_grad_(
-            s, teacher_log_probs, reverse=name == "skew_reverse_kl", alpha=alpha, scale=step,
-            need_grad=need_grad,
-        )  # fmt: skip
-    if name == "tv":
-        return tv_value_and_grad_(s, teacher_log_probs, scale=step, need_grad=need_grad)
-    raise ValueError(f"no closed-form gradient for divergence {name!r}")
+) -> ValueAndGrad:
+    """Sum over rows of divergence ``name`` (as ``per_token.token_divergence``) and ``scale`` * its gradient
+    with respect to the student logits (c, V), or None. Both inputs are overwritten."""
+    row = lookup(name)
+    return row.closed_form()(
+        student_logits,
+        teacher_log_probs,
+        row.parameter_value(beta=beta, alpha=alpha),
+        temperature=temperature,
+        scale=scale,
+        need_grad=need_grad,
+    )

@@ -8,31 +8,26 @@ Padded vocabularies (more model rows than tokens on one side) are aligned with `
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from distill_doctor.train.engine import LossParts, model_inputs, shifted
-from distill_doctor.train.losses import align_vocab, cross_entropy, divergence, forward_kl
-
-
-def divergence_kwargs(name: str, *, beta: float, alpha: float) -> dict:
-    """The extra parameter a divergence takes: ``beta`` for jsd, ``alpha`` for the skew KLs."""
-    if name == "jsd":
-        return {"beta": beta}
-    if name in ("skew_forward_kl", "skew_reverse_kl"):
-        return {"alpha": alpha}
-    return {}
+from distill_doctor.losses.batch import LossParts, model_inputs, shifted
+from distill_doctor.losses.cross_entropy import cross_entropy
+from distill_doctor.losses.divergences import divergence, forward_kl
+from distill_doctor.losses.vocab import align_vocab
 
 
 @torch.no_grad()
-def teacher_logits(teacher, batch: dict) -> torch.Tensor:
+def teacher_logits(teacher: Any, batch: dict[str, Any]) -> torch.Tensor:
     """Teacher logits (B, T, V_t) for the batch's tokens, without gradient."""
     return teacher(**model_inputs(batch)).logits
 
 
 def dense_kd_loss(
-    student,
-    teacher,
-    batch: dict,
+    student: Any,
+    teacher: Any,
+    batch: dict[str, Any],
     *,
     divergence_name: str,
     beta: float,
@@ -41,7 +36,10 @@ def dense_kd_loss(
     hard_weight: float,
     num_tokens: int,
 ) -> LossParts:
-    """One micro-batch's KD loss, divided by the step's global loss-token count ``num_tokens``."""
+    """One micro-batch's KD loss, divided by the step's global loss-token count ``num_tokens``.
+
+    ``divergence_name`` is a row of ``table.TABLE``; ``beta`` / ``alpha`` go to the rows that take them.
+    """
     # The divergence is computed in float32 whatever the autocast dtype of the forward passes.
     s_logits = student(**model_inputs(batch)).logits.float()  # (B, T, V_s)
     t_logits = teacher_logits(teacher, batch).float()  # (B, T, V_t)
@@ -55,7 +53,8 @@ def dense_kd_loss(
         mask=mask,
         temperature=temperature,
         num_tokens=num_tokens,
-        **divergence_kwargs(divergence_name, beta=beta, alpha=alpha),
+        beta=beta,
+        alpha=alpha,
     )
     loss = (1.0 - hard_weight) * soft
     hard = None

@@ -4,8 +4,8 @@ The dense path materialises (N, V) float32 logits for both models, plus several 
 intermediates of the softmax math and of its backward. Here only the loss tokens are gathered,
 and they are processed ``chunk_size`` at a time: for one chunk both models' logits are computed,
 the loss and its gradient with respect to the chunk's student logits are taken in closed form and
-in place for every divergence and the cross-entropy (``chunk_math.py``: no chunk runs autograd), the gradient is pushed through
-the head into the chunk's hidden states and into an accumulated head-weight gradient, and the
+in place for every divergence and the cross-entropy (``closed_form.py``: no chunk runs autograd),
+the gradient is pushed through the head into the chunk's hidden states and into an accumulated head-weight gradient, and the
 chunk's logits are freed. This is Liger's fused-linear approach: the forward pass stores only
 ``grad_hidden`` (n, H) and ``grad_weight`` (V, H) and the backward pass multiplies them by the
 incoming gradient, so the backward is chunked too and peak memory is O(chunk_size * V).
@@ -26,12 +26,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from distill_doctor.train.chunk_math import (
-    cross_entropy_value_and_grad,
-    divergence_value_and_grad_,
-    log_softmax_,
-)
-from distill_doctor.train.losses import DIVERGENCES, _check_unit
+from distill_doctor.losses.batch import IGNORE_INDEX
+from distill_doctor.losses.closed_form import cross_entropy_value_and_grad, log_softmax_
+from distill_doctor.losses.table import check_unit, lookup
 
 HeadLike = torch.Tensor | torch.nn.Module | tuple
 
@@ -52,8 +49,9 @@ def _head(head: HeadLike) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(head, tuple):
         weight, bias = head
         return weight, bias
-    if hasattr(head, "weight"):
-        return head.weight, getattr(head, "bias", None)
+    weight = getattr(head, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        return weight, getattr(head, "bias", None)
     raise TypeError(f"expected a weight tensor, an nn.Linear-like module or (weight, bias), got {type(head)}")
 
 
@@ -169,9 +167,9 @@ def chunked_distill_loss(
     num_tokens: int | None = None,
     chunk_size: int = 1024,
     scale_by_t2: bool = False,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
 ) -> ChunkedLossOutput:
-    """The dense KD loss of ``kd_loss``, from final hidden states, without full logits.
+    """The dense KD loss of ``kd``, from final hidden states, without full logits.
 
     student_hidden (B, T, H_s) or (N, H_s), differentiable; student_head: its lm_head (weight
     (V_s, H_s) tensor, nn.Linear, or (weight, bias)); teacher_hidden (B, T, H_t) / (N, H_t) and
@@ -188,13 +186,12 @@ def chunked_distill_loss(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"unknown divergence {divergence!r}; expected one of {', '.join(DIVERGENCES)}")
+    row = lookup(divergence)
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    _check_unit("hard_weight", hard_weight)
-    _check_unit("beta", beta)
-    _check_unit("alpha", alpha)
+    check_unit("hard_weight", hard_weight)
+    check_unit("beta", beta)
+    check_unit("alpha", alpha)
     if hard_weight > 0 and labels is None:
         raise ValueError("hard_weight > 0 needs labels")
     s_weight, s_bias = _head(student_head)
@@ -216,14 +213,15 @@ def chunked_distill_loss(
     n_hard = 0 if sel_labels is None else int((sel_labels != ignore_index).sum())
     hard_den = _count(num_tokens, n_hard)
     t2 = temperature**2 if scale_by_t2 else 1.0
-    kw = {"beta": beta} if divergence == "jsd" else {"alpha": alpha} if divergence.startswith("skew_") else {}
+    parameter = row.parameter_value(beta=beta, alpha=alpha)
+    chunk_divergence = row.closed_form()
 
     def teacher_log_probs(rows: slice) -> torch.Tensor:
         with torch.no_grad():
             return log_softmax_(F.linear(t_hidden[rows], t_w, t_b).float(), temperature)  # (c, V)
 
     def closed_form_loss(logits: torch.Tensor, rows: slice, need_grad: bool):
-        """The divergence (+ CE) and its logit gradient in closed form, in place (``chunk_math``)."""
+        """The divergence (+ CE) and its logit gradient in closed form, in place (``closed_form``)."""
         hard = ce_grad = None
         if sel_labels is not None:  # before the logits buffer is overwritten
             hard, ce_grad = cross_entropy_value_and_grad(
@@ -231,12 +229,12 @@ def chunked_distill_loss(
                 need_grad=need_grad and hard_weight > 0,
             )  # fmt: skip
             hard = hard / hard_den
-        soft, grad = divergence_value_and_grad_(
-            divergence, logits, teacher_log_probs(rows), temperature=temperature,
-            scale=(1.0 - hard_weight) * t2 / soft_den, need_grad=need_grad, **kw,
+        soft, grad = chunk_divergence(
+            logits, teacher_log_probs(rows), parameter, temperature=temperature,
+            scale=(1.0 - hard_weight) * t2 / soft_den, need_grad=need_grad,
         )  # fmt: skip
         soft = soft * (t2 / soft_den)
-        if ce_grad is not None:
+        if ce_grad is not None and grad is not None:  # both or neither (need_grad)
             grad = grad.add_(ce_grad)
         total = (1.0 - hard_weight) * soft
         if hard is None:
@@ -257,7 +255,7 @@ def chunked_cross_entropy(
     *,
     num_tokens: int | None = None,
     chunk_size: int = 1024,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """``cross_entropy(hidden @ W.T + b, labels)`` without full logits (SFT on large vocabularies).
 

@@ -1,0 +1,89 @@
+"""The divergences a student can be trained with: one table for config, dense, chunked and top-k losses.
+
+Each row names a divergence between the teacher's and the student's next-token distributions
+p_T and p_S, and the one extra argument it needs (``beta`` for jsd, ``alpha`` for the skew KLs).
+Its two implementations are the functions of the same name in
+
+* ``per_token``: log-probabilities (n, V) -> per-token values (n,), differentiable; the dense
+  losses (``divergences``) and the top-k loss (``topk``) are built on it;
+* ``closed_form``: the value and the logit gradient of one chunk, in place, without autograd;
+  the chunked loss (``chunked``) is built on it.
+
+A new divergence is one row here and one function in each of those modules (a test checks that
+every row has both). This module imports no torch, so validating a config stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+    # (log p_S (n, V), log p_T (n, V), parameter) -> (n,)
+    PerToken = Callable[[torch.Tensor, torch.Tensor, float | None], torch.Tensor]
+    # (student logits (c, V), log p_T (c, V), parameter, *, temperature, scale, need_grad) -> (value, grad | None)
+    ChunkValueAndGrad = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def check_unit(name: str, value: float) -> None:
+    """Refuse a weight outside [0, 1] (beta, alpha, hard_weight)."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """One divergence: its name, the extra argument it needs, and what it computes."""
+
+    name: str
+    parameter: Literal["beta", "alpha"] | None
+    definition: str
+
+    def parameter_value(self, *, beta: float | None = None, alpha: float | None = None) -> float | None:
+        """The value of this divergence's extra argument (None when it takes none), checked to lie in [0, 1]."""
+        if self.parameter is None:
+            return None
+        value = beta if self.parameter == "beta" else alpha
+        if value is None:
+            raise ValueError(f"divergence {self.name!r} needs {self.parameter}")
+        check_unit(self.parameter, value)
+        return value
+
+    def per_token(self) -> PerToken:
+        """The differentiable per-token function ``per_token.<name>``."""
+        from distill_doctor.losses import per_token
+
+        fn: PerToken = getattr(per_token, self.name)
+        return fn
+
+    def closed_form(self) -> ChunkValueAndGrad:
+        """The in-place chunk value-and-gradient function ``closed_form.<name>``."""
+        from distill_doctor.losses import closed_form
+
+        fn: ChunkValueAndGrad = getattr(closed_form, self.name)
+        return fn
+
+
+TABLE = (
+    Divergence("forward_kl", None, "KL(p_T || p_S): mean-seeking, the classic KD objective"),
+    Divergence("reverse_kl", None, "KL(p_S || p_T): mode-seeking (MiniLLM, on-policy GKD)"),
+    Divergence(
+        "jsd", "beta", "beta KL(p_T || M) + (1 - beta) KL(p_S || M), M = beta p_T + (1 - beta) p_S (GKD)"
+    ),
+    Divergence("skew_forward_kl", "alpha", "KL(p_T || alpha p_T + (1 - alpha) p_S) (DistiLLM)"),
+    Divergence("skew_reverse_kl", "alpha", "KL(p_S || alpha p_S + (1 - alpha) p_T) (DistiLLM)"),
+    Divergence("tv", None, "0.5 sum_v |p_T - p_S|: total variation (DistillSpec)"),
+)
+DIVERGENCES = tuple(d.name for d in TABLE)
+_BY_NAME = {d.name: d for d in TABLE}
+
+
+def lookup(name: str) -> Divergence:
+    """The table row called ``name``; ValueError naming the known ones otherwise."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown divergence {name!r}; expected one of {', '.join(DIVERGENCES)}") from None
