@@ -92,8 +92,6 @@ class CapacityRule:
 
 
 RULE = CapacityRule()
-MARGIN = RULE.margin
-DEGENERATE_SHARE = RULE.degenerate_share
 
 
 # --- what is measured -------------------------------------------------------------------------
