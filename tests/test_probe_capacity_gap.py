@@ -35,6 +35,7 @@ def test_uniform_gap_passes():
     import numpy as np
 
     rng = np.random.default_rng(0)
+    assert inputs.teacher_verdicts is not None
     for it in inputs.items:
         t = inputs.teacher_verdicts[it.id]
         s = inputs.student_verdicts[it.id]
@@ -90,6 +91,7 @@ def test_collapse_made_of_degenerate_outputs_points_to_exposure_bias():
     loop = "carry the one and add the tens again " * 12
     student = dict(inputs.student)
     verdicts = dict(inputs.student_verdicts)
+    assert inputs.teacher_verdicts is not None
     for item_id, v in inputs.student_verdicts.items():
         if not v.passed and inputs.teacher_verdicts[item_id].passed:
             student[item_id] = ModelOutput(id=item_id, output=loop)

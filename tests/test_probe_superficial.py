@@ -11,6 +11,7 @@ from distill_doctor.data.records import Item, Judgement, ModelOutput
 from distill_doctor.probes import superficial_imitation as probe
 from distill_doctor.probes.base import DiagnosisInputs
 from distill_doctor.text import text_features as tf
+from distill_doctor.vocabulary import Verdict
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -108,7 +109,11 @@ def _ceiling_run(seed: int, student: str, groups: int = 80) -> DiagnosisInputs:
     0.89). ``student``: "excess" matches the teacher on originals and loses 30 points more on the
     variants; "behind" is 1.8 logits behind the teacher on every item (the uniformly-behind trap)."""
     rng = np.random.default_rng(seed)
-    items, teacher, student_out, tv, sv = [], {}, {}, {}, {}
+    items: list[Item] = []
+    teacher: dict[str, ModelOutput] = {}
+    student_out: dict[str, ModelOutput] = {}
+    tv: dict[str, Judgement] = {}
+    sv: dict[str, Judgement] = {}
     for g in range(groups):
         base = rng.normal(3.2, 0.8)
         for variant in ("original", "numbers", "distractor"):
@@ -142,7 +147,7 @@ def test_large_excess_drop_near_the_ceiling_fails():
 
 def test_uniformly_behind_student_near_the_ceiling_does_not_fail():
     verdicts = [probe.run(_ceiling_run(100 + seed, "behind", groups=200)).verdict for seed in range(10)]
-    assert verdicts.count("fail") <= 1, verdicts
+    assert verdicts.count(Verdict.FAIL) <= 1, verdicts
 
 
 # --- decide() on hand-built measurements: the rule's edges --------------------------------------

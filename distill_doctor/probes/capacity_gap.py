@@ -38,7 +38,7 @@ from distill_doctor.stats import (
     percentile_ci,
     permutation_test,
 )
-from distill_doctor.vocabulary import Mode, Verdict
+from distill_doctor.vocabulary import ALPHA, Mode, Verdict
 
 MODE = Mode.CAPACITY_GAP
 MAX_CATEGORIES = 20  # a categorical tag with more values is not a split
@@ -443,7 +443,7 @@ class CapacityRuling(Ruling):
     reading: Reading = Reading.NOTHING_TO_TEST
     chosen: SplitTest | None = None
     rule: CapacityRule = RULE
-    alpha: float = 0.05
+    alpha: float = ALPHA
 
 
 def split_verdict(c: SplitTest, rule: CapacityRule, alpha: float) -> Verdict:

@@ -36,7 +36,7 @@ from distill_doctor.stats import (
     smoothed_log_odds,
 )
 from distill_doctor.text import text_features as tf
-from distill_doctor.vocabulary import Mode, Verdict
+from distill_doctor.vocabulary import ALPHA, Mode, Verdict
 
 MODE = Mode.SUPERFICIAL_IMITATION
 N_BOOT = 2000
@@ -280,7 +280,9 @@ def _uniform_shift(inputs: DiagnosisInputs, pairs: list[_Pair]) -> dict[str, Any
     items is the same on originals and on variants; shift = log((c + 1/2) / (b + 1/2)) estimates
     delta on each side, and excess shift = shift_perturbed - shift_original is the student's extra
     loss on variants beyond a uniform shift. CI: cluster bootstrap by group; one-sided p: the share
-    of replicates <= 0."""
+    of replicates <= 0. Where the student is right almost only where the teacher is (student-only
+    counts near 0 on both sides, common after distillation) the split saturates and the excess shift
+    mostly compares the teacher-only counts; capacity_gap does not use this test for that reason."""
     names, counts = _discordant_counts(inputs, pairs)
     c_o, b_o, c_p, b_p = counts.sum(axis=0)
     excess = float(_shift(c_p, b_p) - _shift(c_o, b_o))
@@ -448,7 +450,7 @@ class SuperficialRuling(Ruling):
 
     reading: Reading = Reading.NOTHING_TO_TEST
     rule: SuperficialRule = RULE
-    alpha: float = 0.05
+    alpha: float = ALPHA
 
 
 def _drops(p: Perturbation, rule: SuperficialRule, alpha: float) -> bool:
