@@ -1,6 +1,7 @@
 """superficial_imitation on planted, clean, tiny and degenerate runs, and its chart contract."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from distill_doctor.data.records import Item, Judgement, ModelOutput
 from distill_doctor.probes import superficial_imitation as probe
 from distill_doctor.probes.base import DiagnosisInputs
 from distill_doctor.text import text_features as tf
+from distill_doctor.vocabulary import Verdict
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -18,7 +20,7 @@ def test_planted_superficial_fails(seed):
     d = check_finding(f)
     assert f.verdict == "fail"
     p = d["metrics"]["perturbation"]
-    assert p["student_drop"] > 0.5 and p["diff_ci"][0] > probe.MARGIN
+    assert p["student_drop"] > 0.5 and p["diff_ci"][0] > probe.RULE.margin
     assert {v["variant"] for v in p["by_variant"]} == {"numbers", "distractor"}
     assert "perturbed" in f.evidence[0]["why"]
 
@@ -40,7 +42,7 @@ def test_drop_without_imitation_is_only_warn():
     for i in inputs.student:
         inputs.student[i] = ModelOutput(i, "ok " * 200 + "\n\\boxed{1}")
     f = probe.run(inputs)
-    assert f.metrics["style"]["style_score"] < probe.STYLE_FAIL
+    assert f.metrics["style"]["style_score"] < probe.RULE.style_fail
     assert f.verdict == "warn"
 
 
@@ -107,7 +109,11 @@ def _ceiling_run(seed: int, student: str, groups: int = 80) -> DiagnosisInputs:
     0.89). ``student``: "excess" matches the teacher on originals and loses 30 points more on the
     variants; "behind" is 1.8 logits behind the teacher on every item (the uniformly-behind trap)."""
     rng = np.random.default_rng(seed)
-    items, teacher, student_out, tv, sv = [], {}, {}, {}, {}
+    items: list[Item] = []
+    teacher: dict[str, ModelOutput] = {}
+    student_out: dict[str, ModelOutput] = {}
+    tv: dict[str, Judgement] = {}
+    sv: dict[str, Judgement] = {}
     for g in range(groups):
         base = rng.normal(3.2, 0.8)
         for variant in ("original", "numbers", "distractor"):
@@ -141,4 +147,133 @@ def test_large_excess_drop_near_the_ceiling_fails():
 
 def test_uniformly_behind_student_near_the_ceiling_does_not_fail():
     verdicts = [probe.run(_ceiling_run(100 + seed, "behind", groups=200)).verdict for seed in range(10)]
-    assert verdicts.count("fail") <= 1, verdicts
+    assert verdicts.count(Verdict.FAIL) <= 1, verdicts
+
+
+# --- decide() on hand-built measurements: the rule's edges --------------------------------------
+
+ALPHA = 0.05
+
+
+def _pert(**kw) -> probe.Perturbation:
+    """Pairs on which the student clearly loses more than the teacher, beyond a uniform shift."""
+    base = probe.Perturbation(
+        n_pairs=40,
+        n_groups=40,
+        teacher_original=0.9,
+        teacher_perturbed=0.85,
+        student_original=0.85,
+        student_perturbed=0.3,
+        teacher_drop=0.056,
+        student_drop=0.647,
+        diff=0.6,
+        diff_ci=[0.4, 0.8],
+        log_odds_diff=2.0,
+        log_odds_diff_ci=[1.0, 3.0],
+        shift_original=0.0,
+        shift_perturbed=2.0,
+        discordant_original={"teacher_only": 3, "student_only": 3},
+        discordant_perturbed={"teacher_only": 22, "student_only": 3},
+        excess_shift=2.0,
+        excess_shift_ci=[1.0, 3.0],
+        uniform_shift_p=0.001,
+        student_breaks=22,
+        student_repairs=1,
+        mcnemar_p=0.0001,
+        diff_sign_flip_p=0.001,
+        by_variant=[],
+    )
+    return dataclasses.replace(base, **kw)
+
+
+def _measured(pert: probe.Perturbation | None, style: float | None = 0.9, **kw) -> probe.SuperficialMeasured:
+    base = probe.SuperficialMeasured(
+        n=80,
+        teacher=0.88,
+        student=0.6,
+        style=probe.Style({"n": 80, "style_score": style}, style, 0.9, 0.9),
+        perturbation=pert,
+        teacher_only_failures=("a", "b"),
+    )
+    return dataclasses.replace(base, **kw)
+
+
+def _verdict(pert: probe.Perturbation | None, **kw) -> str:
+    return probe.decide(_measured(pert, **kw), probe.RULE, ALPHA).verdict
+
+
+def test_decide_clear_case_fails_on_the_larger_p():
+    r = probe.decide(_measured(_pert()), probe.RULE, ALPHA)
+    assert r.verdict == "fail" and r.reading == probe.Reading.IMITATES_FORM
+    assert r.p_value == 0.001  # max(McNemar, sign flip): an intersection-union test
+
+
+@pytest.mark.parametrize(
+    "change,verdict",
+    [
+        ({"n_pairs": 20}, "fail"),  # exactly the minimum
+        ({"n_pairs": 19}, "warn"),  # a small sample is at most warn
+        ({"n_pairs": 19, "diff": 0.15}, "pass"),  # and its warn needs a drop above the margin
+        ({"diff": 0.15}, "fail"),  # exactly the margin
+        ({"diff": 0.149}, "pass"),
+        ({"diff_ci": [0.0, 0.8]}, "warn"),  # the CI must be above 0
+        ({"mcnemar_p": ALPHA}, "pass"),  # p must be below alpha
+        ({"diff_sign_flip_p": 0.06}, "pass"),  # both tests must be significant
+        ({"student_breaks": 1}, "pass"),  # as many repairs as breaks: no drop
+        ({"excess_shift": 0.5}, "fail"),  # exactly the shift margin
+        ({"excess_shift": 0.49}, "warn"),  # a uniform shift explains it
+        ({"uniform_shift_p": ALPHA}, "warn"),
+        ({"student_original": 0.5}, "fail"),  # competent on the originals: >= 50% ...
+        ({"student_original": 0.49}, "warn"),
+        ({"student_original": 0.1875, "teacher_original": 0.25}, "fail"),  # ... or >= 75% of a weak teacher
+        ({"student_original": 0.18, "teacher_original": 0.25}, "warn"),
+    ],
+)
+def test_decide_rule_edges(change, verdict):
+    assert _verdict(_pert(**change)) == verdict
+
+
+@pytest.mark.parametrize("style,verdict", [(0.5, "fail"), (0.49, "warn"), (None, "warn")])
+def test_decide_style_edges(style, verdict):
+    assert _verdict(_pert(), style=style) == verdict
+
+
+def test_decide_readings_pick_the_summary():
+    r = probe.decide(_measured(_pert(excess_shift=0.2)), probe.RULE, ALPHA)
+    assert r.reading == probe.Reading.UNIFORM_SHIFT
+    assert "fixed number of logits" in probe.summarize(_measured(_pert(excess_shift=0.2)), r).summary
+    r = probe.decide(_measured(_pert(mcnemar_p=0.2)), probe.RULE, ALPHA)
+    assert r.verdict == "pass" and r.reading == probe.Reading.UNCLEAR_DROP and r.p_value == 0.2
+
+
+@pytest.mark.parametrize(
+    "change,verdict",
+    [
+        ({}, "warn"),
+        ({"n": 19}, "skipped"),  # too few items for the style-only warn
+        ({"style": 0.59}, "skipped"),
+        ({"student": 0.41}, "skipped"),  # more than half the teacher's accuracy
+        ({"teacher": 0.49, "student": 0.2}, "skipped"),  # a weak teacher
+        ({"of_failing": 0.84}, "skipped"),  # failing outputs less teacher-like than passing ones
+    ],
+)
+def test_decide_without_pairs_at_most_warn(change, verdict):
+    given = {"n": 20, "teacher": 0.8, "student": 0.4, "style": 0.6, "of_failing": 0.86, **change}
+    style, of_failing = given.pop("style"), given.pop("of_failing")
+    m = _measured(None, **given)
+    m = dataclasses.replace(m, style=probe.Style({"n": m.n}, style, of_failing, 0.9))
+    r = probe.decide(m, probe.RULE, ALPHA)
+    assert r.verdict == verdict and r.p_value is None
+    f = probe.summarize(m, r)
+    assert [e["id"] for e in f.evidence] == (["a", "b"] if verdict == "warn" else [])
+
+
+def test_rule_matches_the_readme_and_the_report():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(
+        line for line in readme.splitlines() if line.startswith("| capacity | `superficial_imitation` |")
+    )
+    assert probe.RULE.describe() == row.rstrip(" |").split(" | ")[-1]
+    f = probe.summarize(_measured(_pert()), probe.decide(_measured(_pert()), probe.RULE, ALPHA))
+    assert f.metrics["fail_rule"] == probe.RULE.as_metrics(ALPHA)
+    assert list(f.metrics["perturbation"])[-1] == "by_variant"  # the ids behind evidence stay out

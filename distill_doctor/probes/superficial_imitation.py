@@ -1,74 +1,32 @@
 """Superficial imitation: the student copies the teacher's style but not its competence.
 
-Two kinds of evidence are set against each other.
+Measures style similarity to the teacher on the same items (length, step lines, answer markers,
+answer format; word bigrams and a cross-item template baseline reported beside them) and, on
+perturbed variants paired with their group's original, both models' drop rate 1 - acc_perturbed /
+acc_original: exact McNemar on the student's pairs, a sign-flip test by group on the student's extra
+drop over the teacher's, a cluster-bootstrap CI of the drop difference, and the uniform-shift test
+(:func:`_uniform_shift`), which asks whether the extra drop exceeds a student uniformly behind in
+logits.
 
-Style (per item, student output vs teacher output on the same item, averaged): length
-similarity min/max of word counts, line-count similarity, Jaccard of style markers
-(``Step``, ``####``, ``\\boxed``, "the answer is", ...; see ``text_features``), same
-answer format; their mean is the style score in [0, 1]. Word-bigram Jaccard is reported
-too (it also reflects shared content). A cross-item baseline (teacher output of another
-item) shows how much of the similarity is template rather than item.
-
-Substance under perturbation (items with ``group``/``variant``): every perturbed variant is
-paired with its group's original, for items both models were scored on. Drop rate =
-1 - acc_perturbed / acc_original (GSM-Plus), for both models on the same pairs. Tests:
-exact McNemar on the student's original-vs-perturbed pass/fail pairs (two-sided; the
-direction must be a drop); a one-sided sign-flip test (4,000 flips) on the per-group sums of
-D = (S_orig - S_pert) - (T_orig - T_pert), which asks whether the student loses more than the
-teacher on the same pairs; and a cluster bootstrap (by group, 2,000 replicates) CI for
-student_drop - teacher_drop. The primary p-value is the larger of the McNemar and sign-flip
-p-values (an intersection-union test: a fail needs both).
-
-Is the extra drop more than a weaker student's? A student a fixed number of logits behind the
-teacher on every item (logit S_i = logit T_i - delta) loses more *accuracy* than the teacher on
-variants that are harder for both, without being any less robust; the drop difference alone cannot
-tell the two apart. The uniform-shift test removes every item's difficulty the way conditional
-logistic regression does: on an item where exactly one model is right, the chance that it is the
-teacher is p_T (1 - p_S) / (p_T (1 - p_S) + p_S (1 - p_T)) = sigmoid(delta) whatever the item's
-difficulty. So under "uniform shift" the teacher-only / student-only split of the discordant items
-is the same on originals and on perturbed variants, and its log odds, shift =
-log((c + 1/2) / (b + 1/2)) (c = teacher-only, b = student-only), estimates delta on each side. The
-excess shift = shift_perturbed - shift_original is the student's extra loss on variants in logits
-beyond what a uniformly weaker student would show; it does not depend on where the teacher sits
-(near its ceiling, the aggregate log odds of 0.94 vs 0.90 are too noisy to test, which is why a
-rule on them lost a real 30-point excess drop). Inference: a cluster bootstrap by group (2,000
-replicates; the original and its variants share a story) gives the CI, and the one-sided p-value is
-the share of replicates with an excess shift <= 0. Limitation: where the student is right almost
-only where the teacher is (student-only counts near 0 on both sides, common after distillation), the
-split saturates and the excess shift mostly compares the teacher-only counts; capacity_gap dropped
-this test for that reason (its docstring has the case).
-
-Fail needs >= 20 pairs; the McNemar and sign-flip p-values both < alpha with more breaks than
-repairs (the primary p-value is the larger of the two, an intersection-union test, and enters the
-diagnosis's Holm family); a practically large drop difference (point estimate >= 0.15 with its CI
-above 0); the guard against a uniformly weaker student: uniform-shift p < alpha and an excess shift
-of at least ``SHIFT_MARGIN`` logits; teacher-like style (style score >= 0.5); and a student that
-looks competent on the originals (accuracy >= 50%, or >= 75% of a weaker teacher's). The guard is a
-condition at alpha rather than a member of the Holm family: on a uniformly weaker student the
-primary hypothesis (the student loses more accuracy) is true, so only the guard protects against
-that trap, and folding its p-value into Holm (7 probe tests) downgraded a validation run with a
-26-point excess drop (guard p = 0.037) to ``warn``. Its one-sided level alpha bounds the trap's false fails at 5% of the runs
-that meet every other condition. The power it leaves is set by the discordant originals: near
-the teacher's ceiling few originals split the two models, which widens the excess shift's CI (a
-run with 25 discordant originals and a 30-point excess drop gets p = 0.06 and stays ``warn``).
-The aggregate log-odds difference (logit S_orig - logit S_pert) - (logit T_orig - logit T_pert)
-is still reported. Before/after numbers: bench/results/diagnosis_validation.md and the README.
-A large significant drop that a uniform shift explains is ``warn`` (a weaker student, not a
-superficial one), as is one from a student that does not imitate or fails the originals too (it
-has another problem). Without perturbation pairs the probe has nothing to test and is ``skipped``
-(unless the style-only warn below fires: a capacity-limited student also looks like its teacher and
-fails): warn when the style score >= 0.6, the teacher is at least 50% accurate, the student reaches
-at most half the teacher's accuracy on >= 20 items, and its failing outputs are as teacher-like as
-its passing ones.
+Rule (:class:`SuperficialRule`): ``fail`` on >= 20 pairs when McNemar and sign-flip p < alpha (the
+larger is the primary p-value, an intersection-union test) with more breaks than repairs, a drop
+difference >= 0.15 with its CI above 0, an excess shift >= 0.5 logits with uniform-shift p < alpha
+(a guard at alpha, outside the Holm family), style score >= 0.5, and a student competent on the
+originals (>= 50%, or >= 75% of the teacher). A significant drop that misses the rest is ``warn``.
+Without pairs: ``warn`` when the student looks like the teacher (style >= 0.6) yet reaches at most
+half its accuracy on >= 20 items and fails as teacher-like as it passes; otherwise ``skipped``.
 """
 
 from __future__ import annotations
 
+import enum
 from collections import defaultdict
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
-from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
+from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, Ruling, StatTest
 from distill_doctor.stats import (
     cluster_bootstrap_means,
     exact_mcnemar,
@@ -78,22 +36,130 @@ from distill_doctor.stats import (
     smoothed_log_odds,
 )
 from distill_doctor.text import text_features as tf
+from distill_doctor.vocabulary import ALPHA, Mode, Verdict
 
-MODE = "superficial_imitation"
-MIN_PAIRS = 20
-MARGIN = 0.15
-STYLE_FAIL = 0.5
-STYLE_WARN = 0.6
-SHIFT_MARGIN = 0.5  # logits: the student loses at least this much more on variants than on originals
+MODE = Mode.SUPERFICIAL_IMITATION
 N_BOOT = 2000
-MIN_ORIGINAL = 0.5  # the student must look competent on the familiar form ...
-ORIGINAL_RETENTION = 0.75  # ... or, with a weak teacher, keep 75% of the teacher's accuracy there
+N_FLIPS = 4000
 GUARDRAIL = (
     "Train on substance, not surface: add verified perturbed variants of the training prompts and "
     "reject targets that fail the verifier (`distill-doctor generate --reject-with verifier ...`), "
     "then distil on-policy (`distill-doctor train gkd --config gkd.yaml`, lambda 0.5) and re-check "
     "the perturbation drop."
 )
+
+
+# --- the rule ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SuperficialRule:
+    """The thresholds :func:`decide` applies (module docstring)."""
+
+    min_pairs: int = 20  # perturbation pairs for a fail; also items for the style-only warn
+    margin: float = 0.15  # student drop - teacher drop
+    shift_margin: float = 0.5  # logits: the student loses at least this much more on variants
+    style_fail: float = 0.5
+    style_warn: float = 0.6  # style-only warn (no pairs)
+    min_original: float = 0.5  # the student must look competent on the familiar form ...
+    original_retention: float = 0.75  # ... or, with a weak teacher, keep 75% of its accuracy there
+    style_only_teacher: float = 0.5  # style-only warn: the teacher is at least this accurate ...
+    style_only_share: float = 0.5  # ... and the student reaches at most this share of it ...
+    style_only_slack: float = 0.05  # ... failing outputs as teacher-like as passing ones, within this
+
+    def as_metrics(self, alpha: float) -> dict[str, Any]:
+        return {
+            "min_pairs": self.min_pairs,
+            "margin": self.margin,
+            "diff_ci_low_above": 0.0,
+            "excess_shift_margin": self.shift_margin,
+            "style_fail": self.style_fail,
+            "style_warn": self.style_warn,
+            "min_student_original": self.min_original,
+            "or_share_of_teacher_original": self.original_retention,
+            "alpha": alpha,
+        }
+
+    def describe(self) -> str:
+        return (
+            f"the student's perturbation drop exceeds the teacher's significantly (by >= {self.margin:g}, "
+            "CI above 0) and beyond what a student uniformly behind in logits would lose (a conditional "
+            "test on the items only one model gets right) while its style matches"
+        )
+
+
+RULE = SuperficialRule()
+
+
+# --- what is measured -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Style:
+    """Style similarity, student vs teacher output per item, averaged: the report block and the
+    values the rule reads from it."""
+
+    block: dict[str, Any]  # metrics["style"]
+    score: float | None  # mean of the length, line, marker and format similarities
+    of_failing: float | None  # mean style score of the student's failing outputs
+    of_passing: float | None
+
+
+def _report() -> Any:
+    """A :class:`Perturbation` field that goes into metrics["perturbation"]."""
+    return field(metadata={"report": True})
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """Both models on the (original, perturbed variant) pairs; values rounded as reported."""
+
+    n_pairs: int = _report()
+    n_groups: int = _report()
+    teacher_original: float | None = _report()
+    teacher_perturbed: float | None = _report()
+    student_original: float | None = _report()
+    student_perturbed: float | None = _report()
+    teacher_drop: float | None = _report()
+    student_drop: float | None = _report()
+    diff: float | None = _report()  # student drop - teacher drop
+    diff_ci: list[float | None] | None = _report()
+    log_odds_diff: float | None = _report()
+    log_odds_diff_ci: list[float | None] | None = _report()
+    shift_original: float | None = _report()  # uniform-shift test (_uniform_shift)
+    shift_perturbed: float | None = _report()
+    discordant_original: dict[str, int] = _report()
+    discordant_perturbed: dict[str, int] = _report()
+    excess_shift: float | None = _report()
+    excess_shift_ci: list[float | None] | None = _report()
+    uniform_shift_p: float = _report()
+    student_breaks: int = _report()  # student passes the original, fails the variant
+    student_repairs: int = _report()
+    mcnemar_p: float = _report()
+    diff_sign_flip_p: float = _report()
+    by_variant: list[dict[str, Any]] = _report()
+    broken: tuple[str, ...] = ()  # perturbed ids the student breaks on, in pair order
+    teacher_passes: frozenset[str] = frozenset()  # perturbed ids the teacher passes
+
+    @property
+    def primary_p(self) -> float:
+        """Intersection-union test: a fail needs both McNemar and the sign-flip test."""
+        return max(self.mcnemar_p, self.diff_sign_flip_p)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("report")}
+
+
+@dataclass(frozen=True)
+class SuperficialMeasured:
+    """What :func:`measure` found: accuracies, style and the perturbation pairs (no verdict)."""
+
+    n: int
+    teacher: float  # accuracy on the scored items (nan with none)
+    student: float
+    style: Style
+    perturbation: Perturbation | None  # None without perturbation pairs
+    teacher_only_failures: tuple[str, ...]  # items the student fails and the teacher passes
 
 
 def _sim(a: float, b: float) -> float:
@@ -114,40 +180,54 @@ def _style_pair(s: str, t: str) -> dict[str, float]:
     return parts
 
 
-def _style(inputs: DiagnosisInputs, ids: list[str]) -> tuple[dict, np.ndarray]:
-    """Mean style similarity over ``ids`` and the per-item style scores, shape (len(ids),)."""
+def _cross_item(inputs: DiagnosisInputs, ids: list[str]) -> dict[str, Any]:
+    """The template baseline: the student's output against the teacher's on another item."""
+    t_out, s_out = inputs.teacher or {}, inputs.student
+    sample = np.random.default_rng(inputs.seed).permutation(len(ids))[: min(len(ids), 500)]
+    cross = [
+        _style_pair(
+            s_out[ids[j]].output if ids[j] in s_out else "",
+            t_out[ids[(j + 1) % len(ids)]].output if ids[(j + 1) % len(ids)] in t_out else "",
+        )
+        for j in sample
+    ]
+    return {
+        "cross_item_style_score": json_float(float(np.mean([c["style_score"] for c in cross]))),
+        "cross_item_bigram_jaccard": json_float(float(np.mean([c["bigram_jaccard"] for c in cross]))),
+    }
+
+
+def _style(inputs: DiagnosisInputs, ids: list[str], s_ok: np.ndarray) -> Style:
+    """Mean style similarity over ``ids`` (the length ratio's median), the cross-item baseline, and
+    the style of the student's failing and passing outputs."""
     t_out, s_out = inputs.teacher or {}, inputs.student
     rows = [
         _style_pair(s_out[i].output if i in s_out else "", t_out[i].output if i in t_out else "") for i in ids
     ]
-    if not rows:
-        return {"n": 0}, np.zeros(0)
-    out = {"n": len(rows)}
-    for key in rows[0]:
+    block: dict[str, Any] = {"n": len(rows)}
+    for key in rows[0] if rows else ():
         vals = np.array([r[key] for r in rows], dtype=float)
         vals = vals[np.isfinite(vals)]
-        out[key] = (
-            json_float(float(np.median(vals) if key == "length_ratio" else vals.mean()))
-            if vals.size
-            else None
-        )
-    rng = np.random.default_rng(inputs.seed)
+        stat = float(np.median(vals) if key == "length_ratio" else vals.mean()) if vals.size else None
+        block[key] = json_float(stat)
     if len(ids) >= 2:
-        sample = rng.permutation(len(ids))[: min(len(ids), 500)]
-        cross = [
-            _style_pair(
-                s_out[ids[j]].output if ids[j] in s_out else "",
-                t_out[ids[(j + 1) % len(ids)]].output if ids[(j + 1) % len(ids)] in t_out else "",
-            )
-            for j in sample
-        ]
-        out["cross_item_style_score"] = json_float(float(np.mean([c["style_score"] for c in cross])))
-        out["cross_item_bigram_jaccard"] = json_float(float(np.mean([c["bigram_jaccard"] for c in cross])))
-    return out, np.array([r["style_score"] for r in rows])
+        block.update(_cross_item(inputs, ids))
+    per_item = np.array([r["style_score"] for r in rows]) if rows else np.zeros(0)
+    block["style_of_failing"] = json_float(per_item[~s_ok].mean()) if (~s_ok).any() else None
+    block["style_of_passing"] = json_float(per_item[s_ok].mean()) if s_ok.any() else None
+    return Style(block, block.get("style_score"), block["style_of_failing"], block["style_of_passing"])
 
 
-def _pairs(inputs: DiagnosisInputs, scored: set[str]) -> list[tuple[str, str, str, str]]:
-    """(group, original id, perturbed id, variant) for every perturbed item with a scored original."""
+@dataclass(frozen=True)
+class _Pair:
+    group: str
+    original: str  # item ids
+    perturbed: str
+    variant: str
+
+
+def _pairs(inputs: DiagnosisInputs, scored: set[str]) -> list[_Pair]:
+    """Every perturbed item with a scored original of its group (the group's first original)."""
     by_group: dict[str, list] = defaultdict(list)
     for it in inputs.items:
         if it.group is not None and it.id in scored:
@@ -159,7 +239,7 @@ def _pairs(inputs: DiagnosisInputs, scored: set[str]) -> list[tuple[str, str, st
             continue
         for it in members:
             if not it.is_original:
-                pairs.append((g, originals[0].id, it.id, str(it.variant)))
+                pairs.append(_Pair(g, originals[0].id, it.id, str(it.variant)))
     return pairs
 
 
@@ -173,21 +253,37 @@ def _shift(c: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.log((c + 0.5) / (b + 0.5))
 
 
-def _uniform_shift(inputs: DiagnosisInputs, pairs: list) -> dict:
-    """The uniform-shift test (module docstring): each item once, originals and perturbed variants
-    apart; per group the counts of teacher-only (c) and student-only (b) items on each side."""
+def _discordant_counts(inputs: DiagnosisInputs, pairs: list[_Pair]) -> tuple[list[str], np.ndarray]:
+    """Group names and, per group, teacher-only and student-only counts on originals and on
+    perturbed variants (columns c_orig, b_orig, c_pert, b_pert); each item counted once."""
     tv, sv = inputs.teacher_verdicts or {}, inputs.student_verdicts
     items: dict[str, tuple[str, bool]] = {}
-    for g, orig, pert, _ in pairs:
-        items[orig] = (g, True)
-        items[pert] = (g, False)
+    for p in pairs:
+        items[p.original] = (p.group, True)
+        items[p.perturbed] = (p.group, False)
     names = sorted({g for g, _ in items.values()})
     index = {g: k for k, g in enumerate(names)}
-    counts = np.zeros((len(names), 4))  # per group: c_orig, b_orig, c_pert, b_pert
+    counts = np.zeros((len(names), 4))
     for i, (g, is_orig) in items.items():
         t, s = tv[i].passed, sv[i].passed
         if t != s:
             counts[index[g], (0 if is_orig else 2) + (0 if t else 1)] += 1
+    return names, counts
+
+
+def _uniform_shift(inputs: DiagnosisInputs, pairs: list[_Pair]) -> dict[str, Any]:
+    """Is the student's extra drop more than a student uniformly behind in logits would show?
+
+    Where exactly one model is right, the chance that it is the teacher is sigmoid(delta) whatever
+    the item's difficulty when logit S = logit T - delta on every item (as in conditional logistic
+    regression). So under a uniform shift the teacher-only / student-only split of the discordant
+    items is the same on originals and on variants; shift = log((c + 1/2) / (b + 1/2)) estimates
+    delta on each side, and excess shift = shift_perturbed - shift_original is the student's extra
+    loss on variants beyond a uniform shift. CI: cluster bootstrap by group; one-sided p: the share
+    of replicates <= 0. Where the student is right almost only where the teacher is (student-only
+    counts near 0 on both sides, common after distillation) the split saturates and the excess shift
+    mostly compares the teacher-only counts; capacity_gap does not use this test for that reason."""
+    names, counts = _discordant_counts(inputs, pairs)
     c_o, b_o, c_p, b_p = counts.sum(axis=0)
     excess = float(_shift(c_p, b_p) - _shift(c_o, b_o))
     rng = np.random.default_rng(inputs.seed + 2)
@@ -205,272 +301,362 @@ def _uniform_shift(inputs: DiagnosisInputs, pairs: list) -> dict:
     }
 
 
-def _perturbation(inputs: DiagnosisInputs, pairs: list) -> dict:
-    tv, sv = inputs.teacher_verdicts or {}, inputs.student_verdicts
-    groups = np.array([p[0] for p in pairs], dtype=object)
-    # Means and the sign-flip test take each item's share of passing samples (0/1 with one
-    # sample); the exact McNemar test needs binary outcomes: the first sample's (SPEC).
-    to = np.array([tv[p[1]].score for p in pairs], dtype=float)
-    tp = np.array([tv[p[2]].score for p in pairs], dtype=float)
-    so = np.array([sv[p[1]].score for p in pairs], dtype=float)
-    sp = np.array([sv[p[2]].score for p in pairs], dtype=float)
-    so_1 = np.array([sv[p[1]].passed for p in pairs], dtype=float)
-    sp_1 = np.array([sv[p[2]].passed for p in pairs], dtype=float)
-    m_to, m_tp, m_so, m_sp = cluster_bootstrap_means(groups, to, tp, so, sp, n_boot=2000, seed=inputs.seed)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_drop_b = 1 - m_tp / m_to
-        s_drop_b = 1 - m_sp / m_so
-        diff_b = s_drop_b - t_drop_b  # resamples with an undefined drop are dropped by percentile_ci
-    diff_ci = percentile_ci(diff_b)
-    # The same comparison on the log-odds scale: a student uniformly behind the teacher in logits
-    # loses more accuracy on harder variants without being any less robust.
-    n_pairs = len(pairs)
+@dataclass(frozen=True)
+class _Scores:
+    """Per-pair scores: the share of passing samples (means, bootstrap, sign flips) and, for the
+    student, the first sample's outcome (exact McNemar needs binary outcomes; SPEC)."""
 
-    def log_odds_drop(orig, pert):
+    groups: np.ndarray
+    to: np.ndarray
+    tp: np.ndarray
+    so: np.ndarray
+    sp: np.ndarray
+    so_1: np.ndarray
+    sp_1: np.ndarray
+
+
+def _scores(inputs: DiagnosisInputs, pairs: list[_Pair]) -> _Scores:
+    tv, sv = inputs.teacher_verdicts or {}, inputs.student_verdicts
+
+    def score(verdicts: dict, ids: list[str]) -> np.ndarray:
+        return np.array([verdicts[i].score for i in ids], dtype=float)
+
+    orig, pert = [p.original for p in pairs], [p.perturbed for p in pairs]
+    return _Scores(
+        groups=np.array([p.group for p in pairs], dtype=object),
+        to=score(tv, orig),
+        tp=score(tv, pert),
+        so=score(sv, orig),
+        sp=score(sv, pert),
+        so_1=np.array([sv[i].passed for i in orig], dtype=float),
+        sp_1=np.array([sv[i].passed for i in pert], dtype=float),
+    )
+
+
+def _drop_difference(sc: _Scores, seed: int) -> dict[str, Any]:
+    """Student drop - teacher drop: cluster bootstrap CI by group, and the same comparison on the
+    log-odds scale (a student uniformly behind in logits loses more accuracy on harder variants
+    without being any less robust)."""
+    m_to, m_tp, m_so, m_sp = cluster_bootstrap_means(
+        sc.groups, sc.to, sc.tp, sc.so, sc.sp, n_boot=N_BOOT, seed=seed
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        diff_b = (1 - m_sp / m_so) - (1 - m_tp / m_to)  # undefined drops are dropped by percentile_ci
+    n_pairs = sc.to.size
+
+    def log_odds_drop(orig: Any, pert: Any) -> np.ndarray:
         return smoothed_log_odds(orig, n_pairs) - smoothed_log_odds(pert, n_pairs)
 
-    log_diff = float(log_odds_drop(so.mean(), sp.mean()) - log_odds_drop(to.mean(), tp.mean()))
-    log_diff_ci = percentile_ci(log_odds_drop(m_so, m_sp) - log_odds_drop(m_to, m_tp))
-    shift = _uniform_shift(inputs, pairs)
-    # Differential test: D = (So - Sp) - (To - Tp) per pair, summed per group (pairs of a group
-    # share an original); one-sided sign-flip test on the group sums (mean 0 when the two
-    # models are equally robust).
-    d = (so - sp) - (to - tp)
-    _, inv = np.unique(groups.astype(str), return_inverse=True)
-    sums = np.bincount(inv, weights=d)
-    rng = np.random.default_rng(inputs.seed + 1)
-    flips = rng.choice(np.array([-1.0, 1.0]), size=(4000, sums.size))
-    null = (flips * sums).mean(axis=1)
-    p_diff = float((1 + np.sum(null >= sums.mean() - 1e-12)) / (1 + null.size))
-    b = int(((so_1 == 1) & (sp_1 == 0)).sum())  # student breaks under perturbation
-    c = int(((so_1 == 0) & (sp_1 == 1)).sum())  # student repaired by perturbation
-    by_variant = []
-    variants = np.array([p[3] for p in pairs], dtype=object)
-    for v in sorted(set(variants.tolist())):
-        m = variants == v
-        by_variant.append(
-            {
-                "variant": v,
-                "n_pairs": int(m.sum()),
-                "teacher_drop": json_float(_drop(to[m], tp[m])),
-                "student_drop": json_float(_drop(so[m], sp[m])),
-            }
-        )
-    t_drop, s_drop = _drop(to, tp), _drop(so, sp)
+    log_diff = float(log_odds_drop(sc.so.mean(), sc.sp.mean()) - log_odds_drop(sc.to.mean(), sc.tp.mean()))
+    t_drop, s_drop = _drop(sc.to, sc.tp), _drop(sc.so, sc.sp)
     return {
-        "n_pairs": len(pairs),
-        "n_groups": int(len(set(groups.tolist()))),
-        "teacher_original": json_float(to.mean()),
-        "teacher_perturbed": json_float(tp.mean()),
-        "student_original": json_float(so.mean()),
-        "student_perturbed": json_float(sp.mean()),
         "teacher_drop": json_float(t_drop),
         "student_drop": json_float(s_drop),
         "diff": json_float(s_drop - t_drop),
-        "diff_ci": json_interval(diff_ci),
+        "diff_ci": json_interval(percentile_ci(diff_b)),
         "log_odds_diff": json_float(log_diff),
-        "log_odds_diff_ci": json_interval(log_diff_ci),
-        **shift,
-        "student_breaks": b,
-        "student_repairs": c,
-        "mcnemar_p": exact_mcnemar(b, c),
-        "diff_sign_flip_p": p_diff,
-        "by_variant": by_variant,
-        "_broken_ids": [p[2] for p, o_, p_ in zip(pairs, so_1, sp_1) if o_ == 1 and p_ == 0],
-        "_teacher_ok": [bool(tv[p[2]].passed) for p in pairs],
+        "log_odds_diff_ci": json_interval(
+            percentile_ci(log_odds_drop(m_so, m_sp) - log_odds_drop(m_to, m_tp))
+        ),
     }
 
 
-def run(inputs: DiagnosisInputs) -> Finding:
+def _sign_flip_p(sc: _Scores, seed: int) -> float:
+    """One-sided sign-flip test on the per-group sums of D = (So - Sp) - (To - Tp): does the student
+    lose more than the teacher on the same pairs? (Pairs of a group share an original.)"""
+    d = (sc.so - sc.sp) - (sc.to - sc.tp)
+    _, inv = np.unique(sc.groups.astype(str), return_inverse=True)
+    sums = np.bincount(inv, weights=d)
+    flips = np.random.default_rng(seed).choice(np.array([-1.0, 1.0]), size=(N_FLIPS, sums.size))
+    null = (flips * sums).mean(axis=1)
+    return float((1 + np.sum(null >= sums.mean() - 1e-12)) / (1 + null.size))
+
+
+def _by_variant(sc: _Scores, pairs: list[_Pair]) -> list[dict[str, Any]]:
+    variants = np.array([p.variant for p in pairs], dtype=object)
+    out = []
+    for v in sorted(set(variants.tolist())):
+        m = variants == v
+        out.append(
+            {
+                "variant": v,
+                "n_pairs": int(m.sum()),
+                "teacher_drop": json_float(_drop(sc.to[m], sc.tp[m])),
+                "student_drop": json_float(_drop(sc.so[m], sc.sp[m])),
+            }
+        )
+    return out
+
+
+def _perturbation(inputs: DiagnosisInputs, pairs: list[_Pair]) -> Perturbation:
+    sc = _scores(inputs, pairs)
+    tv = inputs.teacher_verdicts or {}
+    breaks = (sc.so_1 == 1) & (sc.sp_1 == 0)
+    b, c = int(breaks.sum()), int(((sc.so_1 == 0) & (sc.sp_1 == 1)).sum())
+    return Perturbation(
+        n_pairs=len(pairs),
+        n_groups=int(len(set(sc.groups.tolist()))),
+        teacher_original=json_float(sc.to.mean()),
+        teacher_perturbed=json_float(sc.tp.mean()),
+        student_original=json_float(sc.so.mean()),
+        student_perturbed=json_float(sc.sp.mean()),
+        **_drop_difference(sc, inputs.seed),
+        **_uniform_shift(inputs, pairs),
+        student_breaks=b,
+        student_repairs=c,
+        mcnemar_p=exact_mcnemar(b, c),
+        diff_sign_flip_p=_sign_flip_p(sc, inputs.seed + 1),
+        by_variant=_by_variant(sc, pairs),
+        broken=tuple(p.perturbed for p, k in zip(pairs, breaks) if k),
+        teacher_passes=frozenset(p.perturbed for p in pairs if tv[p.perturbed].passed),
+    )
+
+
+def measure(inputs: DiagnosisInputs) -> SuperficialMeasured:
+    """Accuracy and style on the items scored for both models, and the perturbation pairs."""
     ids = inputs.scored_ids()
     tv, sv = inputs.teacher_verdicts or {}, inputs.student_verdicts
     n = len(ids)
-    style, per_item = _style(inputs, ids)
-    style_score = style.get("style_score")
-    t_acc = float(np.mean([tv[i].score for i in ids])) if n else float("nan")
-    s_acc = float(np.mean([sv[i].score for i in ids])) if n else float("nan")
     s_ok = np.array([sv[i].passed for i in ids], dtype=bool)
-    style["style_of_failing"] = json_float(per_item[~s_ok].mean()) if (~s_ok).any() else None
-    style["style_of_passing"] = json_float(per_item[s_ok].mean()) if s_ok.any() else None
-
     pairs = _pairs(inputs, set(ids))
-    tests: list[StatTest] = []
-    evidence: list[dict] = []
-    pert = None
-    p_value = None
-    if pairs:
-        pert = _perturbation(inputs, pairs)
-        broken = pert.pop("_broken_ids")
-        teacher_ok = dict(zip([p[2] for p in pairs], pert.pop("_teacher_ok")))
-        # Intersection-union test: a fail needs both tests, so its p-value is the larger one. The
-        # uniform-shift test is a guard at alpha (module docstring), not part of the Holm family.
-        p_value = max(pert["mcnemar_p"], pert["diff_sign_flip_p"])
-        tests.append(
-            StatTest(
-                name="exact McNemar, student original vs perturbed (two-sided)",
-                n=pert["n_pairs"],
-                p_value=pert["mcnemar_p"],
-                effect=pert["student_drop"],
-                effect_name="student drop rate",
-                statistic=float(pert["student_breaks"] - pert["student_repairs"]),
+    return SuperficialMeasured(
+        n=n,
+        teacher=float(np.mean([tv[i].score for i in ids])) if n else float("nan"),
+        student=float(np.mean([sv[i].score for i in ids])) if n else float("nan"),
+        style=_style(inputs, ids, s_ok),
+        perturbation=_perturbation(inputs, pairs) if pairs else None,
+        teacher_only_failures=tuple(i for i, ok in zip(ids, s_ok) if not ok and tv[i].passed),
+    )
+
+
+# --- the decision -----------------------------------------------------------------------------
+
+
+class Reading(enum.Enum):
+    """Which story the verdict tells (it picks the summary)."""
+
+    IMITATES_FORM = "teacher-like style, accuracy collapses under perturbation"
+    UNIFORM_SHIFT = "the extra drop is what a student uniformly behind in logits shows"
+    DROPS = "the student drops more than the teacher, short of a fail"
+    STYLE_ONLY = "no pairs; teacher-like style with half the teacher's accuracy"
+    UNCLEAR_DROP = "a larger drop than the teacher's, not significant"
+    ROBUST = "the drop is in line with the teacher's"
+    NOTHING_TO_TEST = "no perturbation pairs"
+
+
+@dataclass(frozen=True)
+class SuperficialRuling(Ruling):
+    """The verdict, the reading that explains it, and the rule as applied."""
+
+    reading: Reading = Reading.NOTHING_TO_TEST
+    rule: SuperficialRule = RULE
+    alpha: float = ALPHA
+
+
+def _drops(p: Perturbation, rule: SuperficialRule, alpha: float) -> bool:
+    """A practically large, significant extra drop on enough pairs."""
+    lo = p.diff_ci[0] if p.diff_ci else None
+    return (
+        p.n_pairs >= rule.min_pairs
+        and p.primary_p < alpha
+        and p.student_breaks > p.student_repairs
+        and (p.diff or 0) >= rule.margin
+        and lo is not None
+        and lo > 0
+    )
+
+
+def _style_only_warn(m: SuperficialMeasured, rule: SuperficialRule) -> bool:
+    """Without pairs: a student that looks like its teacher, reaches at most half its accuracy and
+    fails in the same style as it passes (cannot be told from a capacity gap; at most warn)."""
+    st = m.style
+    return (
+        m.n >= rule.min_pairs
+        and st.score is not None
+        and st.score >= rule.style_warn
+        and m.teacher >= rule.style_only_teacher
+        and m.student <= rule.style_only_share * m.teacher
+        and (st.of_failing or 0) >= (st.of_passing or 0) - rule.style_only_slack
+    )
+
+
+def _decide_pairs(m: SuperficialMeasured, p: Perturbation, rule: SuperficialRule, alpha: float) -> Reading:
+    # Beyond a uniform shift: the guard is a condition at alpha, not part of the Holm family.
+    uniform = not (p.excess_shift or 0) >= rule.shift_margin or p.uniform_shift_p >= alpha
+    imitates = (
+        m.style.score is not None
+        and m.style.score >= rule.style_fail
+        and (p.student_original or 0)
+        >= min(rule.min_original, rule.original_retention * (p.teacher_original or 0))
+    )
+    drops = _drops(p, rule, alpha)
+    if drops and imitates and not uniform:
+        return Reading.IMITATES_FORM
+    if drops and uniform:
+        return Reading.UNIFORM_SHIFT
+    if drops or (
+        p.primary_p < alpha and (p.diff or 0) > rule.margin and p.student_breaks > p.student_repairs
+    ):
+        return Reading.DROPS
+    return Reading.UNCLEAR_DROP if (p.diff or 0) > rule.margin else Reading.ROBUST
+
+
+_VERDICT_OF = {
+    Reading.IMITATES_FORM: Verdict.FAIL,
+    Reading.UNIFORM_SHIFT: Verdict.WARN,
+    Reading.DROPS: Verdict.WARN,
+    Reading.STYLE_ONLY: Verdict.WARN,
+    Reading.UNCLEAR_DROP: Verdict.PASS,
+    Reading.ROBUST: Verdict.PASS,
+    Reading.NOTHING_TO_TEST: Verdict.SKIPPED,
+}
+
+
+def decide(measured: SuperficialMeasured, rule: SuperficialRule, alpha: float) -> SuperficialRuling:
+    """The verdict under ``rule`` (module docstring); the primary p-value is the larger of McNemar's
+    and the sign-flip test's."""
+    p = measured.perturbation
+    if p is not None:
+        reading = _decide_pairs(measured, p, rule, alpha)
+    elif _style_only_warn(measured, rule):
+        reading = Reading.STYLE_ONLY
+    else:
+        reading = Reading.NOTHING_TO_TEST
+    return SuperficialRuling(_VERDICT_OF[reading], p.primary_p if p else None, reading, rule, alpha)
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def _summary(m: SuperficialMeasured, r: SuperficialRuling) -> str:
+    p = m.perturbation
+    if p is None:
+        if r.reading == Reading.STYLE_ONLY:
+            return (
+                f"The student looks like the teacher (style {m.style.score:.2f}) but reaches {m.student:.0%} vs "
+                f"{m.teacher:.0%}; without perturbation pairs this cannot be told from a capacity gap: add "
+                "group/variant items."
             )
+        return (
+            "Skipped: no perturbation pairs to test (items with group/variant whose original is scored "
+            "for both models); the style-only check found nothing to warn about. Add perturbed variants."
         )
-        tests.append(
-            StatTest(
-                name="student drop - teacher drop: cluster bootstrap CI; sign-flip test by group (one-sided)",
-                n=pert["n_pairs"],
-                p_value=pert["diff_sign_flip_p"],
-                effect=pert["diff"],
-                effect_name="difference of drop rates",
-                ci=tuple(pert["diff_ci"]) if None not in pert["diff_ci"] else None,
-            )
+    if r.reading == Reading.IMITATES_FORM:
+        return (
+            f"The student writes like the teacher (style {m.style.score:.2f}) but its accuracy drops "
+            f"{p.student_drop:.0%} under perturbation vs the teacher's {p.teacher_drop:.0%}: "
+            "it imitates the form, not the reasoning."
         )
-        tests.append(
-            StatTest(
-                name="guard, excess shift beyond a uniform logit shift: discordant split, perturbed vs "
-                "original; cluster bootstrap by group (one-sided)",
-                n=pert["n_pairs"],
-                p_value=pert["uniform_shift_p"],
-                effect=pert["excess_shift"],
-                effect_name="shift_perturbed - shift_original (logits)",
-                ci=tuple(pert["excess_shift_ci"]) if None not in pert["excess_shift_ci"] else None,
-            )
+    if r.reading == Reading.UNIFORM_SHIFT:
+        return (
+            f"The student's accuracy drops more than the teacher's under perturbation "
+            f"({p.student_drop:.0%} vs {p.teacher_drop:.0%}), but no more than a student a fixed "
+            f"number of logits behind the teacher would (excess shift {p.excess_shift:+.2f} logits, "
+            f"p = {p.uniform_shift_p:.2g}): such a student loses more accuracy on variants that are "
+            "harder for both; a weaker student rather than a superficial one. Check the listed variants."
         )
-        broken.sort(key=lambda i: not teacher_ok.get(i, False))
+    if r.reading == Reading.DROPS:
+        return (
+            f"The student's accuracy drops more than the teacher's under perturbation "
+            f"({p.student_drop:.0%} vs {p.teacher_drop:.0%}), short of a fail; check the listed variants."
+        )
+    change_s, change_t = -(p.student_drop or 0), -(p.teacher_drop or 0)
+    if r.reading == Reading.UNCLEAR_DROP:
+        return (
+            f"No clear superficial imitation: the student's accuracy change under perturbation "
+            f"({change_s:+.0%}) is worse than the teacher's ({change_t:+.0%}), but not significantly on "
+            f"{p.n_pairs} pairs (p = {p.primary_p:.2g}); add perturbed variants to decide."
+        )
+    return (
+        f"No superficial imitation: the student's accuracy change under perturbation "
+        f"({change_s:+.0%}) is in line with the teacher's ({change_t:+.0%})."
+    )
+
+
+def _tests(p: Perturbation) -> list[StatTest]:
+    def ci(pair: list[float | None] | None) -> tuple[float, float] | None:
+        return (pair[0], pair[1]) if pair and pair[0] is not None and pair[1] is not None else None
+
+    return [
+        StatTest(
+            name="exact McNemar, student original vs perturbed (two-sided)",
+            n=p.n_pairs,
+            p_value=p.mcnemar_p,
+            effect=p.student_drop,
+            effect_name="student drop rate",
+            statistic=float(p.student_breaks - p.student_repairs),
+        ),
+        StatTest(
+            name="student drop - teacher drop: cluster bootstrap CI; sign-flip test by group (one-sided)",
+            n=p.n_pairs,
+            p_value=p.diff_sign_flip_p,
+            effect=p.diff,
+            effect_name="difference of drop rates",
+            ci=ci(p.diff_ci),
+        ),
+        StatTest(
+            name="guard, excess shift beyond a uniform logit shift: discordant split, perturbed vs "
+            "original; cluster bootstrap by group (one-sided)",
+            n=p.n_pairs,
+            p_value=p.uniform_shift_p,
+            effect=p.excess_shift,
+            effect_name="shift_perturbed - shift_original (logits)",
+            ci=ci(p.excess_shift_ci),
+        ),
+    ]
+
+
+def _evidence(m: SuperficialMeasured, verdict: Verdict) -> list[dict[str, Any]]:
+    """Variants the student breaks on (those the teacher passes first); for a warn without any,
+    teacher-like outputs that fail where the teacher passes."""
+    p = m.perturbation
+    evidence = []
+    if p is not None:
+        broken = sorted(p.broken, key=lambda i: i not in p.teacher_passes)
         evidence = [
             {
                 "id": i,
                 "why": "student passes the original but fails this perturbed variant"
-                + (" (the teacher passes it)" if teacher_ok.get(i) else ""),
+                + (" (the teacher passes it)" if i in p.teacher_passes else ""),
             }
             for i in broken[:10]
         ]
+    if not evidence and verdict == Verdict.WARN:
+        why = "teacher-like output that fails the verifier while the teacher passes"
+        evidence = [{"id": i, "why": why} for i in m.teacher_only_failures[:10]]
+    return evidence
 
-    lo = pert["diff_ci"][0] if pert else None
-    # beyond a uniform shift: the excess shift is significant (part of p_value) and large enough
-    uniform = (
-        pert is None
-        or not (pert["excess_shift"] or 0) >= SHIFT_MARGIN
-        or pert["uniform_shift_p"] >= inputs.alpha
-    )
-    drops = (
-        pert is not None
-        and pert["n_pairs"] >= MIN_PAIRS
-        and max(pert["mcnemar_p"], pert["diff_sign_flip_p"]) < inputs.alpha
-        and pert["student_breaks"] > pert["student_repairs"]
-        and (pert["diff"] or 0) >= MARGIN
-        and lo is not None
-        and lo > 0
-    )
-    imitates = (
-        style_score is not None
-        and style_score >= STYLE_FAIL
-        and pert is not None
-        and (pert["student_original"] or 0)
-        >= min(MIN_ORIGINAL, ORIGINAL_RETENTION * (pert["teacher_original"] or 0))
-    )
-    if drops and imitates and not uniform:
-        verdict = "fail"
-    elif drops or (
-        pert is not None
-        and max(pert["mcnemar_p"], pert["diff_sign_flip_p"]) < inputs.alpha
-        and (pert["diff"] or 0) > MARGIN
-        and pert["student_breaks"] > pert["student_repairs"]
-    ):
-        verdict = "warn"
-    elif (
-        pert is None
-        and n >= MIN_PAIRS
-        and style_score is not None
-        and style_score >= STYLE_WARN
-        and t_acc >= 0.5
-        and s_acc <= 0.5 * t_acc
-        and (style["style_of_failing"] or 0) >= (style["style_of_passing"] or 0) - 0.05
-    ):
-        verdict = "warn"
-    else:
-        verdict = "pass"
 
-    if not evidence and verdict == "warn":
-        evidence = [
-            {"id": i, "why": "teacher-like output that fails the verifier while the teacher passes"}
-            for i, ok in zip(ids, s_ok)
-            if not ok and tv[i].passed
-        ][:10]
-
-    if verdict == "fail":
-        summary = (
-            f"The student writes like the teacher (style {style_score:.2f}) but its accuracy drops "
-            f"{pert['student_drop']:.0%} under perturbation vs the teacher's {pert['teacher_drop']:.0%}: "
-            "it imitates the form, not the reasoning."
-        )
-    elif verdict == "warn" and pert is not None and drops and uniform:
-        summary = (
-            f"The student's accuracy drops more than the teacher's under perturbation "
-            f"({pert['student_drop']:.0%} vs {pert['teacher_drop']:.0%}), but no more than a student a fixed "
-            f"number of logits behind the teacher would (excess shift {pert['excess_shift']:+.2f} logits, "
-            f"p = {pert['uniform_shift_p']:.2g}): such a student loses more accuracy on variants that are "
-            "harder for both; a weaker student rather than a superficial one. Check the listed variants."
-        )
-    elif verdict == "warn" and pert is not None:
-        summary = (
-            f"The student's accuracy drops more than the teacher's under perturbation "
-            f"({pert['student_drop']:.0%} vs {pert['teacher_drop']:.0%}), short of a fail; check the listed variants."
-        )
-    elif verdict == "warn":
-        summary = (
-            f"The student looks like the teacher (style {style_score:.2f}) but reaches {s_acc:.0%} vs {t_acc:.0%}; "
-            "without perturbation pairs this cannot be told from a capacity gap: add group/variant items."
-        )
-    elif pert is not None and (pert["diff"] or 0) > MARGIN:
-        summary = (
-            f"No clear superficial imitation: the student's accuracy change under perturbation "
-            f"({-(pert['student_drop'] or 0):+.0%}) is worse than the teacher's "
-            f"({-(pert['teacher_drop'] or 0):+.0%}), but not significantly on {pert['n_pairs']} pairs "
-            f"(p = {p_value if p_value is not None else float('nan'):.2g}); add perturbed variants to decide."
-        )
-    elif pert is not None:
-        summary = (
-            f"No superficial imitation: the student's accuracy change under perturbation "
-            f"({-(pert['student_drop'] or 0):+.0%}) is in line with the teacher's ({-(pert['teacher_drop'] or 0):+.0%})."
-        )
-    else:
-        verdict = "skipped"
-        summary = (
-            "Skipped: no perturbation pairs to test (items with group/variant whose original is scored "
-            "for both models); the style-only check found nothing to warn about. Add perturbed variants."
-        )
-
+def summarize(measured: SuperficialMeasured, ruling: SuperficialRuling) -> Finding:
+    """The finding: summary, metrics (style, perturbation, the rule), tests, evidence."""
+    m, p = measured, measured.perturbation
+    summary = _summary(m, ruling)
     metrics = {
-        "n": n,
-        "teacher": json_float(t_acc),
-        "student": json_float(s_acc),
-        "style": style,
-        "perturbation": pert,
-        "fail_rule": {
-            "min_pairs": MIN_PAIRS,
-            "margin": MARGIN,
-            "diff_ci_low_above": 0.0,
-            "excess_shift_margin": SHIFT_MARGIN,
-            "style_fail": STYLE_FAIL,
-            "style_warn": STYLE_WARN,
-            "min_student_original": MIN_ORIGINAL,
-            "or_share_of_teacher_original": ORIGINAL_RETENTION,
-            "alpha": inputs.alpha,
-        },
+        "n": m.n,
+        "teacher": json_float(m.teacher),
+        "student": json_float(m.student),
+        "style": m.style.block,
+        "perturbation": p.to_dict() if p else None,
+        "fail_rule": ruling.rule.as_metrics(ruling.alpha),
     }
     return Finding(
         mode=MODE,
-        verdict=verdict,
+        verdict=ruling.verdict,
         summary=summary,
         metrics=metrics,
-        evidence=evidence,
-        guardrail=GUARDRAIL if verdict in ("warn", "fail") else "",
-        tests=tests,
-        p_value=p_value,
-        n=pert["n_pairs"] if pert else n,
-        skipped_reason=summary.removeprefix("Skipped: ") if verdict == "skipped" else None,
+        evidence=_evidence(m, ruling.verdict),
+        guardrail=GUARDRAIL if ruling.verdict.flagged else "",
+        tests=_tests(p) if p else [],
+        p_value=ruling.p_value,
+        n=p.n_pairs if p else m.n,
+        skipped_reason=summary.removeprefix("Skipped: ") if ruling.verdict == Verdict.SKIPPED else None,
     )
+
+
+def run(inputs: DiagnosisInputs) -> Finding:
+    """The probe: measure, decide under :data:`RULE`, summarize."""
+    measured = measure(inputs)
+    return summarize(measured, decide(measured, RULE, inputs.alpha))
 
 
 PROBE = Probe(
