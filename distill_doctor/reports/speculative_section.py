@@ -7,7 +7,10 @@ acceptance by output position (a chart) and by slice. Empty when the block is ab
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from markupsafe import Markup
 
 from distill_doctor.reports.text import fmt_ci, fmt_num, fmt_pct, is_number
 
@@ -85,53 +88,64 @@ def markdown_section(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def html_section(report: dict[str, Any]) -> str:
-    """The HTML section with its charts ("" without a ``speculative`` block)."""
+def html_section(report: dict[str, Any]) -> Markup:
+    """The HTML section with its charts (empty without a ``speculative`` block).
+
+    The markup is ``templates/speculative.html.j2``; this chooses the rows and draws the charts.
+    """
     b = _block(report)
     if b is None:
-        return ""
-    from distill_doctor.reports import charts
+        return Markup("")
+    from distill_doctor.reports import charts, templating
     from distill_doctor.reports.charts import STUDENT_COLOR, TEACHER_COLOR, Series
-    from distill_doctor.reports.html import _e, _table
 
-    parts = ["<h2 id='speculative'>Speculative decoding readiness</h2>", f"<p>{_e(_headline(b))}</p>"]
-    parts.append(_table(GAMMA_HEADER, [[_e(c) for c in row] for row in _gamma_rows(b)]))
-    parts.append(f"<p class='muted'>{_e(NOTE)}</p>")
     positions = b.get("by_position") or []
-    if positions:
-        labels = [f"{p['start']}-{p['end'] - 1}" for p in positions]
-        parts.append(
-            charts.bar_chart(
-                "Draft acceptance by output position",
-                labels,
-                [Series("acceptance", STUDENT_COLOR, [p.get("acceptance_rate") for p in positions])],
-                notes=[f"n={p.get('n_tokens')}" for p in positions],
-            )
+    position_chart = (
+        charts.bar_chart(
+            "Draft acceptance by output position",
+            [f"{p['start']}-{p['end'] - 1}" for p in positions],
+            [Series("acceptance", STUDENT_COLOR, [p.get("acceptance_rate") for p in positions])],
+            notes=[f"n={p.get('n_tokens')}" for p in positions],
         )
+        if positions
+        else None
+    )
     eff = b.get("block_efficiency") or {}
+    gamma_chart = None
     if eff:
         gammas = sorted(eff, key=int)
         seq = b.get("block_efficiency_sequential") or {}
         spd = b.get("speedup") or {}
-        parts.append(
-            charts.line_chart(
-                "Expected tokens per teacher call and speedup by draft length gamma",
-                [f"gamma={g}" for g in gammas],
-                [
-                    Series("tokens/call (i.i.d.)", TEACHER_COLOR, [eff.get(g) for g in gammas]),
-                    Series("tokens/call (replay)", TEACHER_COLOR, [seq.get(g) for g in gammas], dashed=True),
-                    Series("speedup", STUDENT_COLOR, [spd.get(g) for g in gammas]),
-                ],
-                percent=False,
-                unit=False,
-            )
+        gamma_chart = charts.line_chart(
+            "Expected tokens per teacher call and speedup by draft length gamma",
+            [f"gamma={g}" for g in gammas],
+            [
+                Series("tokens/call (i.i.d.)", TEACHER_COLOR, [eff.get(g) for g in gammas]),
+                Series("tokens/call (replay)", TEACHER_COLOR, [seq.get(g) for g in gammas], dashed=True),
+                Series("speedup", STUDENT_COLOR, [spd.get(g) for g in gammas]),
+            ],
+            percent=False,
+            unit=False,
         )
-    slices = _slice_rows(b)
-    if slices:
-        rows = [
-            [_e(f"{k} = {v}"), _e(fmt_pct(e.get("acceptance_rate"))), _e(fmt_ci(e.get("acceptance_ci"), pct=True)),
-             _e(fmt_num(e.get("n_tokens"))), _e(fmt_num(e.get("n_items")))]
-            for k, v, e in slices
-        ]
-        parts.append(_table(["slice", "acceptance", "95% CI", "tokens", "items"], rows))
-    return "\n".join(parts)
+    slice_rows = [
+        [f"{k} = {v}", fmt_pct(e.get("acceptance_rate")), fmt_ci(e.get("acceptance_ci"), pct=True),
+         fmt_num(e.get("n_tokens")), fmt_num(e.get("n_items"))]
+        for k, v, e in _slice_rows(b)
+    ]
+    view = SpeculativeView(
+        _headline(b), GAMMA_HEADER, _gamma_rows(b), NOTE, position_chart, gamma_chart, slice_rows
+    )
+    return templating.macro("speculative.html.j2", "section")(view)
+
+
+@dataclass(frozen=True)
+class SpeculativeView:
+    """What the HTML section shows (plain text is escaped by the template; charts are markup)."""
+
+    headline: str
+    gamma_header: list[str]
+    gamma_rows: list[list[str]]
+    note: str
+    position_chart: Markup | None
+    gamma_chart: Markup | None
+    slice_rows: list[list[str]]
