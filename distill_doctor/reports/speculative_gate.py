@@ -102,10 +102,10 @@ def baseline_check(report: dict[str, Any], baseline: dict[str, Any], policy: Pol
         )
         dropped = upper < 0
     else:
-        se = [_se(b) for b in (new, old)]
-        if None in se:
+        se_new, se_old = _se(new), _se(old)
+        if se_new is None or se_old is None:
             return [CheckResult(name, "baseline", "skipped", f"not compared ({change}; no intervals and no common items)")]
-        z = (old["acceptance_rate"] - new["acceptance_rate"]) / max(math.hypot(*se), 1e-12)
+        z = (old["acceptance_rate"] - new["acceptance_rate"]) / max(math.hypot(se_new, se_old), 1e-12)
         p = 0.5 * math.erfc(z / math.sqrt(2))
         detail = f"{change}; unpaired z-test from the two intervals (no common items): p={fmt_num(p)}, alpha={fmt_num(alpha)}"
         dropped = p < alpha
