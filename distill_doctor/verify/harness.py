@@ -119,7 +119,7 @@ def _print_traceback(err: BaseException) -> None:
 
 def _run(job: dict, candidate: Candidate) -> dict:
     entry = job["entry"]
-    namespace = {"__name__": "__test__", "__builtins__": builtins}
+    namespace: dict = {"__name__": "__test__", "__builtins__": builtins}
     try:
         prelude = compile(job["prelude"], "prompt.py", "exec") if job.get("prelude") else None
     except SyntaxError:

@@ -96,8 +96,9 @@ class _Context:
 
 
 _ENCODER = _json.make_encoder(None, _not_json, _json.encode_basestring_ascii, None, ":", ",", False, False, True)
-_TAGGED_SCANNER = _json.make_scanner(_Context(_tagged))
-_PLAIN_SCANNER = _json.make_scanner(_Context(None))
+# typeshed wants a JSONDecoder-like make_scanner here; _json reads only _Context's attributes.
+_TAGGED_SCANNER = _json.make_scanner(_Context(_tagged))  # type: ignore[arg-type]
+_PLAIN_SCANNER = _json.make_scanner(_Context(None))  # type: ignore[arg-type]
 
 
 def json_dumps(obj) -> str:
