@@ -173,7 +173,17 @@ ODD_VALUES = [
     [{"bucket": None, "n": None}],
     float("nan"),
 ]
-CHART_KEYS = ["slices", "length_buckets", "did", "perturbation", "by_length", "student_acc_dirty", "teacher_acc_clean", "dirty", "n_items"]
+CHART_KEYS = [
+    "slices",
+    "length_buckets",
+    "did",
+    "perturbation",
+    "by_length",
+    "student_acc_dirty",
+    "teacher_acc_clean",
+    "dirty",
+    "n_items",
+]
 
 
 @pytest.mark.parametrize("odd", ODD_VALUES, ids=repr)

@@ -217,12 +217,16 @@ def render_html(report: dict[str, Any]) -> str:
     """The whole report as one self-contained HTML document."""
     findings = ordered_findings(report)
     suspect = report.get("primary_suspect")
-    return templating.environment().get_template("report.html.j2").render(
-        report=report,
-        findings=findings,
-        suspect=(finding_for(report, suspect) or {}) if suspect else {},
-        accuracy=_accuracy(report),
-        speculative=speculative_section.html_section(report),
-        finding_views=[_finding(report, f) for f in findings],
-        inputs=_inputs(report),
+    return (
+        templating.environment()
+        .get_template("report.html.j2")
+        .render(
+            report=report,
+            findings=findings,
+            suspect=(finding_for(report, suspect) or {}) if suspect else {},
+            accuracy=_accuracy(report),
+            speculative=speculative_section.html_section(report),
+            finding_views=[_finding(report, f) for f in findings],
+            inputs=_inputs(report),
+        )
     )

@@ -91,7 +91,9 @@ def report_cases(report: dict[str, Any]) -> list[Case]:
     cases = []
     for f in ordered_findings(report):
         verdict = f.get("verdict")
-        status = "failed" if verdict == Verdict.FAIL else "skipped" if verdict == Verdict.SKIPPED else "passed"
+        status = (
+            "failed" if verdict == Verdict.FAIL else "skipped" if verdict == Verdict.SKIPPED else "passed"
+        )
         message = (
             clean(f.get("skipped_reason") or f.get("summary", ""))
             if status == "skipped"

@@ -112,7 +112,12 @@ def _accuracy(report: dict[str, Any]) -> list[str]:
     lines = ["## Accuracy", "", *_table(header, rows), "", *note]
     multi = multi_sample_rows(report)
     if multi:  # several samples per item: accuracy is pass@1 (SPEC)
-        lines += ["Several samples per item: accuracy is pass@1.", "", *_table(MULTI_SAMPLE_HEADER, multi), ""]
+        lines += [
+            "Several samples per item: accuracy is pass@1.",
+            "",
+            *_table(MULTI_SAMPLE_HEADER, multi),
+            "",
+        ]
     return lines + _lm_eval_agreement(report)
 
 

@@ -149,9 +149,7 @@ def parse_policy(data: dict[str, Any], source: str) -> Policy:
     policy = Policy(source=source)
 
     defaults = _Reader(top.get("defaults", (dict,), {}), "defaults", source)
-    policy.default_max_verdict = defaults.get(
-        "max_verdict", (str,), Verdict.WARN.value, choices=MAX_VERDICTS
-    )
+    policy.default_max_verdict = defaults.get("max_verdict", (str,), Verdict.WARN.value, choices=MAX_VERDICTS)
     policy.default_required = defaults.get("required", (bool,), False)
     defaults.done()
 

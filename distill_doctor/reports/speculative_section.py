@@ -44,7 +44,13 @@ def _gamma_rows(b: dict[str, Any]) -> list[list[str]]:
     ]
 
 
-GAMMA_HEADER = ["gamma", "tokens per teacher call (i.i.d.)", "95% CI", "per-position replay", "expected speedup"]
+GAMMA_HEADER = [
+    "gamma",
+    "tokens per teacher call (i.i.d.)",
+    "95% CI",
+    "per-position replay",
+    "expected speedup",
+]
 NOTE = (
     "The i.i.d. column is Leviathan et al.'s (1 - alpha^(gamma+1)) / (1 - alpha); speedup divides it "
     "by (gamma c + 1). The replay uses each position's own acceptance and stops at the end of each "
@@ -57,12 +63,16 @@ def _position_bars(b: dict[str, Any]) -> str:
     for p in b.get("by_position") or []:
         rate = p.get("acceptance_rate")
         bar = "█" * round(BAR_WIDTH * rate) if is_number(rate) else ""
-        lines.append(f"{p['start']:>4}-{p['end'] - 1:<4} {bar:<{BAR_WIDTH}} {fmt_pct(rate):>6}  n={p.get('n_tokens')}")
+        lines.append(
+            f"{p['start']:>4}-{p['end'] - 1:<4} {bar:<{BAR_WIDTH}} {fmt_pct(rate):>6}  n={p.get('n_tokens')}"
+        )
     return "\n".join(lines)
 
 
 def _slice_rows(b: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    rows = [(key, str(e.get("value")), e) for key, entries in (b.get("by_slice") or {}).items() for e in entries]
+    rows = [
+        (key, str(e.get("value")), e) for key, entries in (b.get("by_slice") or {}).items() for e in entries
+    ]
     return rows[:MAX_SLICE_ROWS]
 
 
@@ -76,12 +86,22 @@ def markdown_section(report: dict[str, Any]) -> list[str]:
     lines = ["## Speculative decoding readiness", "", md_text(_headline(b)), ""]
     lines += _table(GAMMA_HEADER, _gamma_rows(b)) + ["", md_text(NOTE), ""]
     if b.get("by_position"):
-        lines += ["Acceptance by output position (token index):", "", fenced(_position_bars(b), limit=None), ""]
+        lines += [
+            "Acceptance by output position (token index):",
+            "",
+            fenced(_position_bars(b), limit=None),
+            "",
+        ]
     slices = _slice_rows(b)
     if slices:
         rows = [
-            [md_text(f"{k} = {v}"), fmt_pct(e.get("acceptance_rate")), fmt_ci(e.get("acceptance_ci"), pct=True),
-             fmt_num(e.get("n_tokens")), fmt_num(e.get("n_items"))]
+            [
+                md_text(f"{k} = {v}"),
+                fmt_pct(e.get("acceptance_rate")),
+                fmt_ci(e.get("acceptance_ci"), pct=True),
+                fmt_num(e.get("n_tokens")),
+                fmt_num(e.get("n_items")),
+            ]
             for k, v, e in slices
         ]
         lines += _table(["slice", "acceptance", "95% CI", "tokens", "items"], rows) + [""]
@@ -128,8 +148,13 @@ def html_section(report: dict[str, Any]) -> Markup:
             unit=False,
         )
     slice_rows = [
-        [f"{k} = {v}", fmt_pct(e.get("acceptance_rate")), fmt_ci(e.get("acceptance_ci"), pct=True),
-         fmt_num(e.get("n_tokens")), fmt_num(e.get("n_items"))]
+        [
+            f"{k} = {v}",
+            fmt_pct(e.get("acceptance_rate")),
+            fmt_ci(e.get("acceptance_ci"), pct=True),
+            fmt_num(e.get("n_tokens")),
+            fmt_num(e.get("n_items")),
+        ]
         for k, v, e in _slice_rows(b)
     ]
     view = SpeculativeView(

@@ -69,7 +69,13 @@ def environment() -> jinja2.Environment:
         extensions=["jinja2.ext.do"],
     )
     env.filters.update(
-        num=fmt_num, pct=fmt_pct, p=fmt_p, ci=fmt_ci, level=ci_level, slug=slug, output=output_text,
+        num=fmt_num,
+        pct=fmt_pct,
+        p=fmt_p,
+        ci=fmt_ci,
+        level=ci_level,
+        slug=slug,
+        output=output_text,
         verdict_class=verdict_class,
     )
     return env

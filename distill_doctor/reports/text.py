@@ -157,6 +157,13 @@ def multi_sample_rows(report: dict[str, Any]) -> list[list[str]]:
         top = max(at_k, key=lambda s: int(s) if str(s).isdigit() else 0) if at_k else None
         pass_k = f"{fmt_pct(at_k[top])} (k={clean(top)})" if top is not None else "n/a"
         rows.append(
-            [role, k, fmt_pct(m.get("pass_at_1")), fmt_pct(m.get("first_sample")), fmt_pct(m.get("maj_at_k")), pass_k]
+            [
+                role,
+                k,
+                fmt_pct(m.get("pass_at_1")),
+                fmt_pct(m.get("first_sample")),
+                fmt_pct(m.get("maj_at_k")),
+                pass_k,
+            ]
         )
     return rows

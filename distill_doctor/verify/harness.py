@@ -63,7 +63,9 @@ class Candidate:
         try:
             return self._wire.read_frame(self._replies)
         except EOFError:
-            raise CandidateError("CandidateExited", "the candidate's process ended without answering") from None
+            raise CandidateError(
+                "CandidateExited", "the candidate's process ended without answering"
+            ) from None
         except self._wire.WireError as err:
             raise CandidateError("NotPlainData", f"the candidate's answer is not plain data: {err}") from None
 

@@ -337,7 +337,9 @@ def _run(code, result_fd: int) -> str:
         try:  # the program's frames only, not this bootstrap's (imported only when needed: startup time)
             import traceback
 
-            traceback.print_exception(type(err), err, err.__traceback__.tb_next if err.__traceback__ else None)
+            traceback.print_exception(
+                type(err), err, err.__traceback__.tb_next if err.__traceback__ else None
+            )
         except BaseException:  # noqa: BLE001
             pass
     for stream in (sys.__stdout__, sys.__stderr__):
