@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as _st
@@ -132,12 +131,6 @@ def holm(p_values: Sequence[float]) -> list[float]:
     out = np.empty(m)
     out[order] = adjusted_sorted
     return [float(x) for x in out]
-
-
-def bonferroni(p_values: Sequence[float]) -> list[float]:
-    """Bonferroni-adjusted p-values, capped at 1."""
-    m = len(p_values)
-    return [min(1.0, float(p) * m) for p in p_values]
 
 
 # --- agreement --------------------------------------------------------------------------
@@ -339,8 +332,8 @@ def permutation_test(
             shuffled = rng.permuted(np.tile(pos, (n_perm, 1)), axis=1)
             perms[:, pos] = lab[shuffled]
     null = np.asarray(statistic_fn(perms), dtype=float).reshape(n_perm)
-    ge = (1 + np.sum(null >= observed - 1e-12)) / (1 + n_perm)
-    le = (1 + np.sum(null <= observed + 1e-12)) / (1 + n_perm)
+    ge = float((1 + np.sum(null >= observed - 1e-12)) / (1 + n_perm))
+    le = float((1 + np.sum(null <= observed + 1e-12)) / (1 + n_perm))
     if alternative == "greater":
         p = ge
     elif alternative == "less":
@@ -369,52 +362,3 @@ def robust_z(x: Sequence[float] | np.ndarray, min_scale: float = 0.0) -> np.ndar
     if mad <= 0:
         return np.zeros_like(x)
     return (x - med) / mad
-
-
-def iqr_outliers(x: Sequence[float] | np.ndarray, k: float = 3.0) -> np.ndarray:
-    """Bool mask of values outside [Q1 - k IQR, Q3 + k IQR] (Tukey's far-out fences for k=3)."""
-    x = np.asarray(x, dtype=float)
-    if x.size == 0:
-        return np.zeros(0, dtype=bool)
-    q1, q3 = np.quantile(x, [0.25, 0.75])
-    iqr = q3 - q1
-    return (x < q1 - k * iqr) | (x > q3 + k * iqr)
-
-
-# --- verdict helper ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A probe's verdict and the reason, from its primary test and effect size.
-
-    ``fail`` needs p < alpha, the effect's conservative bound beyond the practical
-    margin, and at least ``min_n`` observations; otherwise ``warn`` when the point
-    estimate alone crosses the warn margin (or the fail rule held on too few
-    observations), else ``pass``.
-    """
-
-    verdict: str
-    reason: str
-
-    @staticmethod
-    def decide(
-        *,
-        p_value: float | None,
-        effect_bound: float | None,
-        fail_margin: float,
-        n: int,
-        min_n: int,
-        alpha: float = 0.05,
-        effect: float | None = None,
-        warn_margin: float | None = None,
-    ) -> Decision:
-        significant = p_value is not None and p_value < alpha
-        large = effect_bound is not None and math.isfinite(effect_bound) and effect_bound > fail_margin
-        if significant and large and n >= min_n:
-            return Decision("fail", f"p={p_value:.3g} < {alpha} and bound {effect_bound:.3g} > {fail_margin}")
-        if significant and large:
-            return Decision("warn", f"effect present but n={n} < {min_n}: too few for a fail")
-        if warn_margin is not None and effect is not None and math.isfinite(effect) and effect > warn_margin:
-            return Decision("warn", f"estimate {effect:.3g} > {warn_margin} but not statistically supported")
-        return Decision("pass", "no supported effect")

@@ -173,7 +173,17 @@ ODD_VALUES = [
     [{"bucket": None, "n": None}],
     float("nan"),
 ]
-CHART_KEYS = ["slices", "length_buckets", "did", "perturbation", "by_length", "student_acc_dirty", "teacher_acc_clean", "dirty", "n_items"]
+CHART_KEYS = [
+    "slices",
+    "length_buckets",
+    "did",
+    "perturbation",
+    "by_length",
+    "student_acc_dirty",
+    "teacher_acc_clean",
+    "dirty",
+    "n_items",
+]
 
 
 @pytest.mark.parametrize("odd", ODD_VALUES, ids=repr)
@@ -219,3 +229,21 @@ def test_raw_metric_tables_are_folded_under_summary_tests_and_chart():
         if "<svg" in body:
             assert body.index("<svg") < details
     assert folded >= 3
+
+
+def test_a_script_in_an_output_and_in_an_item_id_is_escaped_wherever_it_appears():
+    """The same hostile id shows in the evidence table and the example's summary, the output in
+    its <pre>: each place shows the text, none runs it (report.html goes through Jinja2 templates)."""
+    bad_id, bad_output = "gsm-<script>id()</script>", "x = 1 <script>alert('out')</script>"
+    report = sample_report()
+    sample = report["samples"].pop("gsm-17")
+    report["samples"][bad_id] = {**sample, "student": bad_output}
+    failing = next(f for f in report["findings"] if f["mode"] == "teacher_error_transfer")
+    failing["evidence"][0]["id"] = bad_id
+    page = render_html(report)
+    assert "<script" not in page.lower()
+    text = "".join(parse(page).text)
+    assert text.count(bad_id) == 2  # the evidence table row and the example's <summary>
+    assert page.count("gsm-&lt;script&gt;id()&lt;/script&gt;") == 2
+    assert text.count(bad_output) == 1
+    assert page.count("x = 1 &lt;script&gt;alert(&#x27;out&#x27;)&lt;/script&gt;") == 1

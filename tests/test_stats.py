@@ -163,17 +163,6 @@ def test_permutation_test_detects_and_nulls():
 def test_robust_outliers():
     x = np.r_[np.linspace(5, 15, 100), [100.0]]
     assert stats.robust_z(x)[-1] > 10
-    assert stats.iqr_outliers(x)[-1]
-    assert not stats.iqr_outliers(x)[:-1].any()
-
-
-def test_decision():
-    d = stats.Decision.decide(p_value=0.001, effect_bound=0.3, fail_margin=0.15, n=50, min_n=20)
-    assert d.verdict == "fail"
-    d = stats.Decision.decide(p_value=0.001, effect_bound=0.3, fail_margin=0.15, n=10, min_n=20)
-    assert d.verdict == "warn"
-    d = stats.Decision.decide(p_value=0.2, effect_bound=0.0, fail_margin=0.15, n=50, min_n=20, effect=0.05)
-    assert d.verdict == "pass"
 
 
 def test_json_float():

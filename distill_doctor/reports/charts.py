@@ -1,16 +1,21 @@
-"""Inline SVG charts for report.html: plain strings, no JavaScript, no fonts or files to fetch.
+"""Inline SVG charts for report.html: no JavaScript, no fonts or files to fetch.
 
-Each function is pure (data in, ``<svg>`` string out), escapes every label, and draws
-nothing for a missing or non-finite value (the label then says ``n/a``).
+Each function is pure (data in, ``<svg>`` markup out): the geometry is computed from numbers,
+and every label (a slice value or a series name can come from the user's data) is escaped
+with :func:`~distill_doctor.reports.templating.escape_text`, the function the templates use.
+The result is :class:`~markupsafe.Markup`, so a template inserts it as is. Nothing is drawn for
+a missing or non-finite value (the label then says ``n/a``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from html import escape
 from typing import Any
 
+from markupsafe import Markup
+
+from distill_doctor.reports.templating import escape_text as _e
 from distill_doctor.reports.text import clean, finite, fmt_num, interval
 
 TEACHER_COLOR = "#3b6ea8"
@@ -28,10 +33,6 @@ class Series:
     values: list[Any]
     cis: list[Any] | None = None
     dashed: bool = False
-
-
-def _e(value: Any) -> str:
-    return escape(clean(value), quote=True)
 
 
 def _scale(series: list[Series], unit: bool) -> tuple[float, float, list[float]]:
@@ -95,7 +96,7 @@ def bar_chart(
     percent: bool = True,
     unit: bool = True,
     notes: list[Any] | None = None,
-) -> str:
+) -> Markup:
     """Grouped bars: one group per label, one bar per series, with interval whiskers where given.
 
     ``percent`` formats values as percentages; ``unit`` fixes the axis at [0, 1] when the data
@@ -141,7 +142,7 @@ def bar_chart(
             )
     parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{zero:.1f}" y2="{zero:.1f}" class="axis"/>')
     parts.append("</svg>")
-    return "\n".join(parts)
+    return Markup("\n".join(parts))
 
 
 def line_chart(
@@ -152,7 +153,7 @@ def line_chart(
     percent: bool = True,
     unit: bool = True,
     notes: list[Any] | None = None,
-) -> str:
+) -> Markup:
     """One polyline per series over ordered x labels (e.g. output-length buckets); gaps at missing values."""
     lo, hi, ticks = _scale(series, unit)
     parts = _frame(title, lo, hi, ticks, percent, series)
@@ -190,10 +191,10 @@ def line_chart(
                 f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 32}" text-anchor="middle" class="note">{_e(notes[i])}</text>'
             )
     parts.append("</svg>")
-    return "\n".join(parts)
+    return Markup("\n".join(parts))
 
 
-def agreement_matrix(counts: dict[str, Any], n: Any = None) -> str:
+def agreement_matrix(counts: dict[str, Any], n: Any = None) -> Markup:
     """The teacher-vs-student error-agreement matrix: 2x2, the both-wrong cell split into same/different."""
     get = {k: int(v) if finite(v) is not None else 0 for k, v in counts.items()}
     total = sum(get.values()) or 1
@@ -232,7 +233,7 @@ def agreement_matrix(counts: dict[str, Any], n: Any = None) -> str:
     cell(1, 1, size, size / 2, "same wrong answer", get.get("both_wrong_same", 0))
     cell(1, 1.5, size, size / 2, "different wrong answers", get.get("both_wrong_different", 0))
     parts.append("</svg>")
-    return "\n".join(parts)
+    return Markup("\n".join(parts))
 
 
 def _short(label: Any, limit: int = 18) -> str:

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from distill_doctor.reports.policy import BaselineMetric, Policy
 from distill_doctor.reports.text import (
-    VERDICT_RANK,
     finding_for,
     fmt_num,
     fmt_p,
@@ -32,6 +31,7 @@ from distill_doctor.reports.text import (
     is_number,
     one_line,
 )
+from distill_doctor.vocabulary import Verdict
 
 MISSING = object()
 
@@ -88,13 +88,22 @@ def two_proportion_p(k_old: int, n_old: int, k_new: int, n_new: int) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
+# The verdicts a gate compares; a skipped probe has no severity to compare with another verdict.
+_COMPARABLE = frozenset({Verdict.PASS, Verdict.WARN, Verdict.FAIL})
+
+
+def _severity(verdict: Any) -> int:
+    """A verdict's rank; a word that is not a comparable verdict counts as a fail (never a pass)."""
+    return Verdict(verdict).rank if verdict in _COMPARABLE else Verdict.FAIL.rank
+
+
 def _verdict_checks(report: dict[str, Any], policy: Policy) -> list[CheckResult]:
     out = []
     present = {f.get("mode") for f in report.get("findings") or []}
     for f in report.get("findings") or []:
         mode, verdict = f.get("mode"), f.get("verdict")
         name = f"verdict {mode}"
-        if verdict == "skipped":
+        if verdict == Verdict.SKIPPED:
             why = one_line(f.get("skipped_reason") or f.get("summary", ""), 200)
             if policy.is_required(mode):
                 out.append(CheckResult(name, "verdict", "failed", f"required mode was skipped ({why})"))
@@ -102,7 +111,7 @@ def _verdict_checks(report: dict[str, Any], policy: Policy) -> list[CheckResult]
                 out.append(CheckResult(name, "verdict", "skipped", f"probe skipped ({why})"))
             continue
         allowed = policy.allowed(mode)
-        if VERDICT_RANK.get(verdict, 2) > VERDICT_RANK[allowed]:
+        if _severity(verdict) > _severity(allowed):
             reason = f"{verdict} exceeds max_verdict {allowed}: {one_line(f.get('summary', ''), 200)}"
             out.append(CheckResult(name, "verdict", "failed", reason))
         else:
@@ -174,8 +183,9 @@ def same_items(report: dict[str, Any], baseline: dict[str, Any]) -> str | None:
     """
     fingerprints = []
     for name, rep in (("report", report), ("baseline", baseline)):
-        fp = rep.get("items_fingerprint")
-        sha = fp.get("sha256") if isinstance(fp, dict) else None
+        found = rep.get("items_fingerprint")
+        fp: dict[str, Any] = found if isinstance(found, dict) else {}
+        sha = fp.get("sha256")
         if not isinstance(sha, str):
             return (
                 f"the {name} has no items_fingerprint.sha256 (written before distill-doctor recorded "
@@ -199,20 +209,20 @@ def _baseline_checks(report: dict[str, Any], baseline: dict[str, Any], policy: P
             old_f = finding_for(baseline, mode)
             name = f"baseline verdict {mode}"
             old = old_f.get("verdict") if old_f else None
-            if old not in VERDICT_RANK or new not in VERDICT_RANK:
+            if old not in _COMPARABLE or new not in _COMPARABLE:
                 out.append(
                     CheckResult(
                         name, "baseline", "skipped", f"not compared (baseline {old or 'absent'}, now {new})"
                     )
                 )
-            elif VERDICT_RANK[new] > VERDICT_RANK[old] and (
-                policy.baseline_verdicts == "any" or new == "fail"
+            elif _severity(new) > _severity(old) and (
+                policy.baseline_verdicts == "any" or new == Verdict.FAIL
             ):
                 rule = f"baseline.verdicts = {policy.baseline_verdicts!r}"
                 out.append(
                     CheckResult(name, "baseline", "failed", f"verdict got worse: {old} -> {new} ({rule})")
                 )
-            elif VERDICT_RANK[new] > VERDICT_RANK[old]:
+            elif _severity(new) > _severity(old):
                 rule = 'baseline.verdicts = "fail": only a new fail fails'
                 out.append(CheckResult(name, "baseline", "passed", f"{old} -> {new} (got worse; {rule})"))
             else:
@@ -230,7 +240,7 @@ def _accuracy_drop(report: dict[str, Any], baseline: dict[str, Any], alpha: floa
     values = (old.get("student"), old.get("n"), new.get("student"), new.get("n"))
     if not all(is_number(v) and math.isfinite(v) for v in values) or not old.get("n") or not new.get("n"):
         return CheckResult(name, "baseline", "skipped", "not compared (student accuracy or n missing)")
-    p_old, n_old, p_new, n_new = values
+    p_old, n_old, p_new, n_new = cast(tuple[float, float, float, float], values)  # all numbers (checked)
     p = two_proportion_p(round(p_old * n_old), int(n_old), round(p_new * n_new), int(n_new))
     change = f"{fmt_pct(p_old)} (n={n_old}) -> {fmt_pct(p_new)} (n={n_new})"
     shown_p = fmt_p(p)
@@ -252,6 +262,7 @@ def _metric_drift(report: dict[str, Any], baseline: dict[str, Any], spec: Baseli
         return CheckResult(name, "baseline", "skipped", "not compared (metric missing in one of the reports)")
     higher_bad = spec.worse == "higher"
     if spec.ci is not None:
+        assert new_f is not None  # its metric was found above
         ci = interval(resolve(new_f, spec.ci))
         if ci is None:
             return CheckResult(name, "baseline", "skipped", f"not compared (no interval at {spec.ci!r})")
@@ -267,6 +278,7 @@ def _metric_drift(report: dict[str, Any], baseline: dict[str, Any], spec: Baseli
                 f"significantly {spec.worse} (worse): {detail} excludes the baseline",
             )
         return CheckResult(name, "baseline", "passed", detail)
+    assert spec.tolerance is not None  # parse_policy requires exactly one of ci and tolerance
     limit = old + spec.tolerance if higher_bad else old - spec.tolerance
     worse = new > limit if higher_bad else new < limit
     detail = f"baseline {fmt_num(old)}, now {fmt_num(new)}, tolerance {fmt_num(spec.tolerance)}"

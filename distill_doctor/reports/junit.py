@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distill_doctor.reports.text import clean, fmt_ci, fmt_num, fmt_p, ordered_findings
+from distill_doctor.vocabulary import Verdict
 
 STATUSES = ("passed", "failed", "skipped")
 
@@ -90,7 +91,9 @@ def report_cases(report: dict[str, Any]) -> list[Case]:
     cases = []
     for f in ordered_findings(report):
         verdict = f.get("verdict")
-        status = {"fail": "failed", "skipped": "skipped"}.get(verdict, "passed")
+        status = (
+            "failed" if verdict == Verdict.FAIL else "skipped" if verdict == Verdict.SKIPPED else "passed"
+        )
         message = (
             clean(f.get("skipped_reason") or f.get("summary", ""))
             if status == "skipped"
@@ -103,7 +106,7 @@ def report_cases(report: dict[str, Any]) -> list[Case]:
                 status=status,
                 message=message,
                 details=_finding_details(f) if status == "failed" else "",
-                output=f"WARN: {_finding_details(f)}" if verdict == "warn" else "",
+                output=f"WARN: {_finding_details(f)}" if verdict == Verdict.WARN else "",
                 properties={"verdict": clean(verdict), "n": fmt_num(f.get("n"))},
             )
         )

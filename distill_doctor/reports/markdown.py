@@ -26,8 +26,14 @@ from distill_doctor.reports.text import (
     scalar_metrics,
     truncate,
 )
+from distill_doctor.vocabulary import Verdict
 
-VERDICT_LABEL = {"pass": "✅ pass", "warn": "⚠️ warn", "fail": "❌ fail", "skipped": "➖ skipped"}
+VERDICT_LABEL = {
+    Verdict.PASS: "✅ pass",
+    Verdict.WARN: "⚠️ warn",
+    Verdict.FAIL: "❌ fail",
+    Verdict.SKIPPED: "➖ skipped",
+}
 OUTPUT_LIMIT = 600
 EVIDENCE_PER_FINDING = 3
 EVIDENCE_TOTAL = 9
@@ -106,7 +112,12 @@ def _accuracy(report: dict[str, Any]) -> list[str]:
     lines = ["## Accuracy", "", *_table(header, rows), "", *note]
     multi = multi_sample_rows(report)
     if multi:  # several samples per item: accuracy is pass@1 (SPEC)
-        lines += ["Several samples per item: accuracy is pass@1.", "", *_table(MULTI_SAMPLE_HEADER, multi), ""]
+        lines += [
+            "Several samples per item: accuracy is pass@1.",
+            "",
+            *_table(MULTI_SAMPLE_HEADER, multi),
+            "",
+        ]
     return lines + _lm_eval_agreement(report)
 
 
@@ -127,10 +138,22 @@ def _lm_eval_agreement(report: dict[str, Any]) -> list[str]:
     return ["lm-eval's own scores (the accuracy above is the verifier's):", "", *lines, ""] if lines else []
 
 
+def _verdict_label(finding: dict[str, Any]) -> str:
+    """The finding's verdict with its sign (``❌ fail``); an unknown word as escaped text."""
+    verdict = finding.get("verdict")
+    return VERDICT_LABEL[verdict] if verdict in VERDICT_LABEL else md_text(finding.get("verdict", ""))
+
+
+def _flagged(finding: dict[str, Any]) -> bool:
+    """True for a finding a reader must act on (it fails or warns)."""
+    verdict = finding.get("verdict")
+    return verdict in (Verdict.FAIL, Verdict.WARN)
+
+
 def _suspect(report: dict[str, Any], findings: list[dict[str, Any]]) -> list[str]:
     suspect = report.get("primary_suspect")
     if not suspect:
-        warned = [f for f in findings if f.get("verdict") == "warn"]
+        warned = [f for f in findings if f.get("verdict") == Verdict.WARN]
         note = f" {len(warned)} finding(s) warn; see below." if warned else ""
         return ["**No failing mode.**" + note, ""]
     finding = next((f for f in findings if f.get("mode") == suspect), {})
@@ -152,7 +175,7 @@ def _verdicts(report: dict[str, Any], findings: list[dict[str, Any]]) -> list[st
         [
             md_text(f.get("stage", "")),
             md_code(f.get("mode", ""), in_table=True),
-            VERDICT_LABEL.get(f.get("verdict"), md_text(f.get("verdict", ""))),
+            _verdict_label(f),
             _num(f.get("n")),
             fmt_p(f.get("p_adjusted")),
             md_text(f.get("summary", ""), 300),
@@ -166,7 +189,7 @@ def _verdicts(report: dict[str, Any], findings: list[dict[str, Any]]) -> list[st
 def _key_numbers(findings: list[dict[str, Any]]) -> list[str]:
     lines: list[str] = []
     for f in findings:
-        if f.get("verdict") not in ("fail", "warn"):
+        if not _flagged(f):
             continue
         lines += [f"### {md_code(f.get('mode', ''))}: {VERDICT_LABEL[f['verdict']]}", ""]
         tests = [t for t in f.get("tests") or [] if isinstance(t, dict)]
@@ -217,7 +240,7 @@ def _evidence(report: dict[str, Any], findings: list[dict[str, Any]]) -> list[st
     lines: list[str] = []
     shown = 0
     for f in findings:
-        if f.get("verdict") not in ("fail", "warn"):
+        if not _flagged(f):
             continue
         for ev in [e for e in f.get("evidence") or [] if isinstance(e, dict)][:EVIDENCE_PER_FINDING]:
             shown += 1

@@ -9,15 +9,20 @@ mistakes too, so a typo can never silently switch a check off.
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from distill_doctor.errors import InputError
-from distill_doctor.reports.text import MODE_ORDER
+from distill_doctor.vocabulary import MODE_ORDER, Verdict
 
 DEFAULT_POLICY = "default_policy.toml"
+MODES: tuple[str, ...] = tuple(m.value for m in MODE_ORDER)  # plain strings: messages show them
+# The verdicts a max_verdict may name (a cap of "skipped" would mean nothing).
+MAX_VERDICTS: tuple[str, ...] = tuple(v.value for v in (Verdict.PASS, Verdict.WARN, Verdict.FAIL))
+# if_missing: what a check does when its number is absent (a check's outcome, not a verdict).
 MISSING_ACTIONS = ("fail", "pass")
 # [baseline] verdicts: which verdict regressions fail the gate (docs/ci.md). max_verdict caps a
 # verdict on its own; this rule is about the change against the baseline, whatever max_verdict says.
@@ -60,7 +65,7 @@ class SpeculativeBounds:
 @dataclass
 class Policy:
     source: str  # the file it came from, for messages
-    default_max_verdict: str = "warn"
+    default_max_verdict: str = Verdict.WARN.value
     default_required: bool = False
     max_verdict: dict[str, str] = field(default_factory=dict)
     required: dict[str, bool] = field(default_factory=dict)
@@ -84,13 +89,6 @@ class Policy:
 
 
 def _toml_loads(text: str) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError:
-            raise InputError("reading a TOML policy needs Python 3.11+ or the 'tomli' package") from None
     return tomllib.loads(text)
 
 
@@ -139,7 +137,7 @@ class _Reader:
 
 
 def _mode(reader: _Reader) -> str:
-    return reader.required("mode", (str,), choices=MODE_ORDER)
+    return reader.required("mode", (str,), choices=MODES)
 
 
 def parse_policy(data: dict[str, Any], source: str) -> Policy:
@@ -148,22 +146,21 @@ def parse_policy(data: dict[str, Any], source: str) -> Policy:
     version = top.get("version", (int,), 1)
     if version != 1:
         top.fail("version", f"unsupported policy version {version}; this distill-doctor reads 1")
-    verdicts = ("pass", "warn", "fail")
     policy = Policy(source=source)
 
     defaults = _Reader(top.get("defaults", (dict,), {}), "defaults", source)
-    policy.default_max_verdict = defaults.get("max_verdict", (str,), "warn", choices=verdicts)
+    policy.default_max_verdict = defaults.get("max_verdict", (str,), Verdict.WARN.value, choices=MAX_VERDICTS)
     policy.default_required = defaults.get("required", (bool,), False)
     defaults.done()
 
     modes = _Reader(top.get("modes", (dict,), {}), "modes", source)
     for mode in list(modes.table):
-        if mode not in MODE_ORDER:
-            modes.fail(f"modes.{mode}", f"unknown mode; expected one of {', '.join(MODE_ORDER)}")
+        if mode not in MODES:
+            modes.fail(f"modes.{mode}", f"unknown mode; expected one of {', '.join(MODES)}")
         modes.seen.add(mode)
         entry = _Reader(modes.table[mode], f"modes.{mode}", source)
         if "max_verdict" in entry.table:
-            policy.max_verdict[mode] = entry.get("max_verdict", (str,), choices=verdicts)
+            policy.max_verdict[mode] = entry.get("max_verdict", (str,), choices=MAX_VERDICTS)
         if "required" in entry.table:
             policy.required[mode] = entry.get("required", (bool,))
         entry.done()
@@ -194,13 +191,13 @@ def parse_policy(data: dict[str, Any], source: str) -> Policy:
         policy.rules.append(rule)
 
     base = _Reader(top.get("baseline", (dict,), {}), "baseline", source)
-    rule = base.get("verdicts", (str, bool), "fail")
-    if isinstance(rule, bool):  # the 0.x spelling: true meant "any" regression, false "off"
-        rule = "any" if rule else "off"
-    if rule not in BASELINE_VERDICT_RULES:
+    verdicts_rule = base.get("verdicts", (str, bool), "fail")
+    if isinstance(verdicts_rule, bool):  # the 0.x spelling: true meant "any" regression, false "off"
+        verdicts_rule = "any" if verdicts_rule else "off"
+    if verdicts_rule not in BASELINE_VERDICT_RULES:
         choices = ", ".join(map(repr, BASELINE_VERDICT_RULES))
-        base.fail("baseline.verdicts", f"expected one of {choices} (or true/false), got {rule!r}")
-    policy.baseline_verdicts = rule
+        base.fail("baseline.verdicts", f"expected one of {choices} (or true/false), got {verdicts_rule!r}")
+    policy.baseline_verdicts = verdicts_rule
     policy.baseline_accuracy = base.get("accuracy", (bool,), True)
     policy.baseline_alpha = base.get("alpha", (float,), 0.05)
     policy.baseline_speculative = base.get("speculative", (bool,), True)

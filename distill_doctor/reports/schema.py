@@ -1,26 +1,26 @@
 """report.json schema_version 1: load a report and check it against ``schema.json``.
 
 ``schema.json`` (JSON Schema draft 2020-12, shipped as package data) is the one source
-of truth. With ``jsonschema`` installed (the ``dev`` extra) it validates fully; without it,
-:func:`schema_errors` walks the same schema with a small interpreter of the keywords
-``schema.json`` uses (``type``, ``enum``, ``const``, ``required``, ``properties``,
-``additionalProperties``, ``items``, ``minItems``/``maxItems``, ``minimum``/``maximum``,
-``minLength``, ``$ref``, ``allOf``, ``if``/``then``). Checks JSON Schema cannot express
-(``primary_suspect`` names the first failing mode) are in :func:`consistency_errors`.
+of truth; ``jsonschema`` (a core dependency) validates against it with the validator of the
+draft the schema declares. Checks JSON Schema cannot express (``primary_suspect`` names the
+first failing mode) are in :func:`consistency_errors`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+
 from distill_doctor.errors import InputError
+from distill_doctor.vocabulary import Stage, Verdict
 
 SCHEMA_VERSION = 1
-STAGE_RANK = {"data": 0, "capacity": 1, "mismatch": 2, "provenance": 3}
 
 
 @functools.lru_cache(maxsize=1)
@@ -30,32 +30,33 @@ def load_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
-def _where(path: list[str | int]) -> str:
+@functools.lru_cache(maxsize=1)
+def _validator() -> Any:
+    """A validator for the draft ``schema.json`` declares (``$schema``), built once.
+
+    ``check_schema`` first, so a broken schema fails loudly here rather than passing reports.
+    """
+    schema = load_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _where(path: Sequence[str | int]) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 
 
-def schema_errors(report: Any, *, use_jsonschema: bool | None = None) -> list[tuple[str, str]]:
+def schema_errors(report: Any) -> list[tuple[str, str]]:
     """Schema violations as ``(where, message)`` pairs, e.g. ``("findings[2].verdict", "...")``.
 
-    ``use_jsonschema=None`` uses the ``jsonschema`` package when it is importable.
+    ``where`` is the JSON path of the offending value (for a missing key: of the object that
+    lacks it); the pairs are sorted by path so the first one is stable from run to run.
     """
-    schema = load_schema()
-    if use_jsonschema is not False:
-        try:
-            import jsonschema
-        except ImportError:
-            if use_jsonschema:
-                raise
-        else:
-            validator = jsonschema.Draft202012Validator(schema)
-            errors = sorted(validator.iter_errors(report), key=lambda e: [str(p) for p in e.absolute_path])
-            return [(_where(list(e.absolute_path)), e.message) for e in errors]
-    errors: list[tuple[str, str]] = []
-    _check(report, schema, schema, [], errors)
-    return errors
+    errors = sorted(_validator().iter_errors(report), key=lambda e: [str(p) for p in e.absolute_path])
+    return [(_where(list(e.absolute_path)), e.message) for e in errors]
 
 
 def consistency_errors(report: dict[str, Any]) -> list[tuple[str, str]]:
@@ -67,7 +68,7 @@ def consistency_errors(report: dict[str, Any]) -> list[tuple[str, str]]:
         if f["mode"] in seen:
             errors.append((f"findings[{i}].mode", f"mode {f['mode']!r} appears twice"))
         seen.add(f["mode"])
-    failing = {f["mode"]: STAGE_RANK[f["stage"]] for f in findings if f["verdict"] == "fail"}
+    failing = {f["mode"]: Stage(f["stage"]).rank for f in findings if f["verdict"] == Verdict.FAIL}
     suspect = report.get("primary_suspect")
     if failing and suspect is None:
         errors.append(("primary_suspect", "is null but a finding fails"))
@@ -121,84 +122,3 @@ def load_report(path: str | Path) -> dict[str, Any]:
         )
     validate_report(report, path=path)
     return report
-
-
-# --- the fallback interpreter (a subset of JSON Schema 2020-12: the keywords schema.json uses) ---
-
-_TYPES = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "integer": lambda v: (
-        (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
-    ),
-}
-
-
-def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
-    if not ref.startswith("#/"):
-        raise ValueError(f"only local $ref is supported, got {ref!r}")
-    node: Any = root
-    for part in ref[2:].split("/"):
-        node = node[part]
-    return node
-
-
-def _check(value: Any, schema: dict[str, Any], root: dict, path: list, errors: list) -> None:
-    if "$ref" in schema:
-        _check(value, _resolve(schema["$ref"], root), root, path, errors)
-    types = schema.get("type")
-    if types is not None:
-        names = [types] if isinstance(types, str) else types
-        if not any(_TYPES[name](value) for name in names):
-            errors.append((_where(path), f"{value!r:.60} is not of type {' or '.join(names)}"))
-            return
-    if "const" in schema and not _same(value, schema["const"]):
-        errors.append((_where(path), f"{schema['const']!r} was expected, got {value!r:.60}"))
-    if "enum" in schema and not any(_same(value, option) for option in schema["enum"]):
-        errors.append((_where(path), f"{value!r:.60} is not one of {schema['enum']}"))
-    if _TYPES["number"](value):
-        if "minimum" in schema and value < schema["minimum"]:
-            errors.append((_where(path), f"{value} is less than the minimum of {schema['minimum']}"))
-        if "maximum" in schema and value > schema["maximum"]:
-            errors.append((_where(path), f"{value} is greater than the maximum of {schema['maximum']}"))
-    if isinstance(value, str) and len(value) < schema.get("minLength", 0):
-        errors.append((_where(path), f"{value!r} is too short"))
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            errors.append((_where(path), f"should have at least {schema['minItems']} items"))
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            errors.append((_where(path), f"should have at most {schema['maxItems']} items"))
-        if "items" in schema:
-            for i, element in enumerate(value):
-                _check(element, schema["items"], root, [*path, i], errors)
-    if isinstance(value, dict):
-        for key in schema.get("required", []):
-            if key not in value:
-                errors.append((_where(path), f"{key!r} is a required property"))
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        for key, element in value.items():
-            if key in props:
-                _check(element, props[key], root, [*path, key], errors)
-            elif extra is False:
-                errors.append((_where(path), f"additional property {key!r} is not allowed"))
-            elif isinstance(extra, dict):
-                _check(element, extra, root, [*path, key], errors)
-    for sub in schema.get("allOf", []):
-        _check(value, sub, root, path, errors)
-    if "if" in schema:
-        probe: list = []
-        _check(value, schema["if"], root, path, probe)
-        if not probe and "then" in schema:
-            _check(value, schema["then"], root, path, errors)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """JSON equality: ``1 == 1.0`` but ``True != 1``."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    return a == b

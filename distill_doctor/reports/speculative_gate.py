@@ -36,7 +36,10 @@ def bound_checks(report: dict[str, Any], policy: Policy) -> list[CheckResult]:
         return []
     block = _block(report)
     out = []
-    for key, low in (("acceptance_rate", bounds.min_acceptance), ("greedy_agreement", bounds.min_greedy_agreement)):
+    for key, low in (
+        ("acceptance_rate", bounds.min_acceptance),
+        ("greedy_agreement", bounds.min_greedy_agreement),
+    ):
         if low is None:
             continue
         name = f"speculative.{key}"
@@ -49,7 +52,9 @@ def bound_checks(report: dict[str, Any], policy: Policy) -> list[CheckResult]:
     return out
 
 
-def _paired(new: dict[str, Any], old: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+def _paired(
+    new: dict[str, Any], old: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """Per-item (accepted sum, tokens) of both reports on their common items, or None if too few."""
     a, b = new.get("per_item") or {}, old.get("per_item") or {}
     if new.get("along") != old.get("along"):
@@ -89,8 +94,16 @@ def baseline_check(report: dict[str, Any], baseline: dict[str, Any], policy: Pol
     new, old = _block(report), _block(baseline)
     if new is None and old is None:
         return []  # neither run measured it: nothing to compare, nothing to report
-    if new is None or old is None or not (is_number(new.get("acceptance_rate")) and is_number(old.get("acceptance_rate"))):
-        return [CheckResult(name, "baseline", "skipped", "not compared (no speculative block in one of the reports)")]
+    if (
+        new is None
+        or old is None
+        or not (is_number(new.get("acceptance_rate")) and is_number(old.get("acceptance_rate")))
+    ):
+        return [
+            CheckResult(
+                name, "baseline", "skipped", "not compared (no speculative block in one of the reports)"
+            )
+        ]
     alpha = policy.baseline_alpha
     change = f"{fmt_pct(old['acceptance_rate'])} -> {fmt_pct(new['acceptance_rate'])}"
     pairs = _paired(new, old)
@@ -102,10 +115,14 @@ def baseline_check(report: dict[str, Any], baseline: dict[str, Any], policy: Pol
         )
         dropped = upper < 0
     else:
-        se = [_se(b) for b in (new, old)]
-        if None in se:
-            return [CheckResult(name, "baseline", "skipped", f"not compared ({change}; no intervals and no common items)")]
-        z = (old["acceptance_rate"] - new["acceptance_rate"]) / max(math.hypot(*se), 1e-12)
+        se_new, se_old = _se(new), _se(old)
+        if se_new is None or se_old is None:
+            return [
+                CheckResult(
+                    name, "baseline", "skipped", f"not compared ({change}; no intervals and no common items)"
+                )
+            ]
+        z = (old["acceptance_rate"] - new["acceptance_rate"]) / max(math.hypot(se_new, se_old), 1e-12)
         p = 0.5 * math.erfc(z / math.sqrt(2))
         detail = f"{change}; unpaired z-test from the two intervals (no common items): p={fmt_num(p)}, alpha={fmt_num(alpha)}"
         dropped = p < alpha

@@ -7,7 +7,10 @@ acceptance by output position (a chart) and by slice. Empty when the block is ab
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from markupsafe import Markup
 
 from distill_doctor.reports.text import fmt_ci, fmt_num, fmt_pct, is_number
 
@@ -41,7 +44,13 @@ def _gamma_rows(b: dict[str, Any]) -> list[list[str]]:
     ]
 
 
-GAMMA_HEADER = ["gamma", "tokens per teacher call (i.i.d.)", "95% CI", "per-position replay", "expected speedup"]
+GAMMA_HEADER = [
+    "gamma",
+    "tokens per teacher call (i.i.d.)",
+    "95% CI",
+    "per-position replay",
+    "expected speedup",
+]
 NOTE = (
     "The i.i.d. column is Leviathan et al.'s (1 - alpha^(gamma+1)) / (1 - alpha); speedup divides it "
     "by (gamma c + 1). The replay uses each position's own acceptance and stops at the end of each "
@@ -54,12 +63,16 @@ def _position_bars(b: dict[str, Any]) -> str:
     for p in b.get("by_position") or []:
         rate = p.get("acceptance_rate")
         bar = "█" * round(BAR_WIDTH * rate) if is_number(rate) else ""
-        lines.append(f"{p['start']:>4}-{p['end'] - 1:<4} {bar:<{BAR_WIDTH}} {fmt_pct(rate):>6}  n={p.get('n_tokens')}")
+        lines.append(
+            f"{p['start']:>4}-{p['end'] - 1:<4} {bar:<{BAR_WIDTH}} {fmt_pct(rate):>6}  n={p.get('n_tokens')}"
+        )
     return "\n".join(lines)
 
 
 def _slice_rows(b: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    rows = [(key, str(e.get("value")), e) for key, entries in (b.get("by_slice") or {}).items() for e in entries]
+    rows = [
+        (key, str(e.get("value")), e) for key, entries in (b.get("by_slice") or {}).items() for e in entries
+    ]
     return rows[:MAX_SLICE_ROWS]
 
 
@@ -73,65 +86,91 @@ def markdown_section(report: dict[str, Any]) -> list[str]:
     lines = ["## Speculative decoding readiness", "", md_text(_headline(b)), ""]
     lines += _table(GAMMA_HEADER, _gamma_rows(b)) + ["", md_text(NOTE), ""]
     if b.get("by_position"):
-        lines += ["Acceptance by output position (token index):", "", fenced(_position_bars(b), limit=None), ""]
+        lines += [
+            "Acceptance by output position (token index):",
+            "",
+            fenced(_position_bars(b), limit=None),
+            "",
+        ]
     slices = _slice_rows(b)
     if slices:
         rows = [
-            [md_text(f"{k} = {v}"), fmt_pct(e.get("acceptance_rate")), fmt_ci(e.get("acceptance_ci"), pct=True),
-             fmt_num(e.get("n_tokens")), fmt_num(e.get("n_items"))]
+            [
+                md_text(f"{k} = {v}"),
+                fmt_pct(e.get("acceptance_rate")),
+                fmt_ci(e.get("acceptance_ci"), pct=True),
+                fmt_num(e.get("n_tokens")),
+                fmt_num(e.get("n_items")),
+            ]
             for k, v, e in slices
         ]
         lines += _table(["slice", "acceptance", "95% CI", "tokens", "items"], rows) + [""]
     return lines
 
 
-def html_section(report: dict[str, Any]) -> str:
-    """The HTML section with its charts ("" without a ``speculative`` block)."""
+def html_section(report: dict[str, Any]) -> Markup:
+    """The HTML section with its charts (empty without a ``speculative`` block).
+
+    The markup is ``templates/speculative.html.j2``; this chooses the rows and draws the charts.
+    """
     b = _block(report)
     if b is None:
-        return ""
-    from distill_doctor.reports import charts
+        return Markup("")
+    from distill_doctor.reports import charts, templating
     from distill_doctor.reports.charts import STUDENT_COLOR, TEACHER_COLOR, Series
-    from distill_doctor.reports.html import _e, _table
 
-    parts = ["<h2 id='speculative'>Speculative decoding readiness</h2>", f"<p>{_e(_headline(b))}</p>"]
-    parts.append(_table(GAMMA_HEADER, [[_e(c) for c in row] for row in _gamma_rows(b)]))
-    parts.append(f"<p class='muted'>{_e(NOTE)}</p>")
     positions = b.get("by_position") or []
-    if positions:
-        labels = [f"{p['start']}-{p['end'] - 1}" for p in positions]
-        parts.append(
-            charts.bar_chart(
-                "Draft acceptance by output position",
-                labels,
-                [Series("acceptance", STUDENT_COLOR, [p.get("acceptance_rate") for p in positions])],
-                notes=[f"n={p.get('n_tokens')}" for p in positions],
-            )
+    position_chart = (
+        charts.bar_chart(
+            "Draft acceptance by output position",
+            [f"{p['start']}-{p['end'] - 1}" for p in positions],
+            [Series("acceptance", STUDENT_COLOR, [p.get("acceptance_rate") for p in positions])],
+            notes=[f"n={p.get('n_tokens')}" for p in positions],
         )
+        if positions
+        else None
+    )
     eff = b.get("block_efficiency") or {}
+    gamma_chart = None
     if eff:
         gammas = sorted(eff, key=int)
         seq = b.get("block_efficiency_sequential") or {}
         spd = b.get("speedup") or {}
-        parts.append(
-            charts.line_chart(
-                "Expected tokens per teacher call and speedup by draft length gamma",
-                [f"gamma={g}" for g in gammas],
-                [
-                    Series("tokens/call (i.i.d.)", TEACHER_COLOR, [eff.get(g) for g in gammas]),
-                    Series("tokens/call (replay)", TEACHER_COLOR, [seq.get(g) for g in gammas], dashed=True),
-                    Series("speedup", STUDENT_COLOR, [spd.get(g) for g in gammas]),
-                ],
-                percent=False,
-                unit=False,
-            )
+        gamma_chart = charts.line_chart(
+            "Expected tokens per teacher call and speedup by draft length gamma",
+            [f"gamma={g}" for g in gammas],
+            [
+                Series("tokens/call (i.i.d.)", TEACHER_COLOR, [eff.get(g) for g in gammas]),
+                Series("tokens/call (replay)", TEACHER_COLOR, [seq.get(g) for g in gammas], dashed=True),
+                Series("speedup", STUDENT_COLOR, [spd.get(g) for g in gammas]),
+            ],
+            percent=False,
+            unit=False,
         )
-    slices = _slice_rows(b)
-    if slices:
-        rows = [
-            [_e(f"{k} = {v}"), _e(fmt_pct(e.get("acceptance_rate"))), _e(fmt_ci(e.get("acceptance_ci"), pct=True)),
-             _e(fmt_num(e.get("n_tokens"))), _e(fmt_num(e.get("n_items")))]
-            for k, v, e in slices
+    slice_rows = [
+        [
+            f"{k} = {v}",
+            fmt_pct(e.get("acceptance_rate")),
+            fmt_ci(e.get("acceptance_ci"), pct=True),
+            fmt_num(e.get("n_tokens")),
+            fmt_num(e.get("n_items")),
         ]
-        parts.append(_table(["slice", "acceptance", "95% CI", "tokens", "items"], rows))
-    return "\n".join(parts)
+        for k, v, e in _slice_rows(b)
+    ]
+    view = SpeculativeView(
+        _headline(b), GAMMA_HEADER, _gamma_rows(b), NOTE, position_chart, gamma_chart, slice_rows
+    )
+    return templating.macro("speculative.html.j2", "section")(view)
+
+
+@dataclass(frozen=True)
+class SpeculativeView:
+    """What the HTML section shows (plain text is escaped by the template; charts are markup)."""
+
+    headline: str
+    gamma_header: list[str]
+    gamma_rows: list[list[str]]
+    note: str
+    position_chart: Markup | None
+    gamma_chart: Markup | None
+    slice_rows: list[list[str]]

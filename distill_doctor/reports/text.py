@@ -10,19 +10,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
-VERDICT_RANK = {"pass": 0, "warn": 1, "fail": 2}
-MODE_ORDER = (
-    "data_quality",
-    "teacher_error_transfer",
-    "capacity_gap",
-    "superficial_imitation",
-    "exposure_bias",
-    "contamination",
-    "provenance",
-)
-STAGE_ORDER = ("data", "capacity", "mismatch", "provenance")
+from distill_doctor.vocabulary import MODE_ORDER, STAGE_ORDER
 
 # C0/C1 controls except tab, newline, carriage return; lone surrogates; bidi embeddings,
 # overrides and isolates; non-characters U+FFFE/U+FFFF (not allowed in XML).
@@ -49,7 +39,7 @@ def truncate(text: str, limit: int) -> str:
     return text[:limit].rstrip() + f" [... {len(text) - limit} more characters]"
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -162,10 +152,18 @@ def multi_sample_rows(report: dict[str, Any]) -> list[list[str]]:
             continue
         lo, hi = m.get("samples_min"), m.get("samples_max")
         k = fmt_num(lo) if lo == hi else f"{fmt_num(lo)}-{fmt_num(hi)}"
-        at_k = m.get("pass_at_k") if isinstance(m.get("pass_at_k"), dict) else {}
+        found = m.get("pass_at_k")
+        at_k: dict[str, Any] = found if isinstance(found, dict) else {}
         top = max(at_k, key=lambda s: int(s) if str(s).isdigit() else 0) if at_k else None
         pass_k = f"{fmt_pct(at_k[top])} (k={clean(top)})" if top is not None else "n/a"
         rows.append(
-            [role, k, fmt_pct(m.get("pass_at_1")), fmt_pct(m.get("first_sample")), fmt_pct(m.get("maj_at_k")), pass_k]
+            [
+                role,
+                k,
+                fmt_pct(m.get("pass_at_1")),
+                fmt_pct(m.get("first_sample")),
+                fmt_pct(m.get("maj_at_k")),
+                pass_k,
+            ]
         )
     return rows

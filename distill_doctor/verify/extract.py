@@ -186,6 +186,12 @@ def _canonical_value(value: Fraction) -> str:
     return ("-" if num < 0 else "") + text
 
 
+def _huge_exponent(d: Decimal) -> bool:
+    """True when ``d``'s exponent is beyond :data:`_MAX_EXPONENT` (or not a number: NaN, infinity)."""
+    exponent = d.as_tuple().exponent
+    return not isinstance(exponent, int) or abs(exponent) > _MAX_EXPONENT
+
+
 def _number_text_to_canonical(body: str, negative: bool) -> str | None:
     """Canonical string for one matched number (``1,234.5``, ``3e8``, ``1/2``), or None."""
     body = body.replace(",", "").replace(" ", "")
@@ -197,12 +203,12 @@ def _number_text_to_canonical(body: str, negative: bool) -> str | None:
         return sign + stripped + (f"/{den}" if den else "")
     try:
         dn = Decimal(num)
-        if not dn.is_finite() or abs(dn.as_tuple().exponent) > _MAX_EXPONENT:
+        if not dn.is_finite() or _huge_exponent(dn):
             return sign + num.lower()  # astronomically large or small: compare as written
         value = Fraction(dn)
         if den:
             dd = Decimal(den)
-            if dd == 0 or abs(dd.as_tuple().exponent) > _MAX_EXPONENT:
+            if dd == 0 or _huge_exponent(dd):
                 return None
             value /= Fraction(dd)
     except (ArithmeticError, ValueError):  # decimal errors are ArithmeticErrors

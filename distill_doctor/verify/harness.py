@@ -63,7 +63,9 @@ class Candidate:
         try:
             return self._wire.read_frame(self._replies)
         except EOFError:
-            raise CandidateError("CandidateExited", "the candidate's process ended without answering") from None
+            raise CandidateError(
+                "CandidateExited", "the candidate's process ended without answering"
+            ) from None
         except self._wire.WireError as err:
             raise CandidateError("NotPlainData", f"the candidate's answer is not plain data: {err}") from None
 
@@ -119,7 +121,7 @@ def _print_traceback(err: BaseException) -> None:
 
 def _run(job: dict, candidate: Candidate) -> dict:
     entry = job["entry"]
-    namespace = {"__name__": "__test__", "__builtins__": builtins}
+    namespace: dict = {"__name__": "__test__", "__builtins__": builtins}
     try:
         prelude = compile(job["prelude"], "prompt.py", "exec") if job.get("prelude") else None
     except SyntaxError:

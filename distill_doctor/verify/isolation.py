@@ -155,10 +155,15 @@ def seccomp_filter() -> bytes | None:
     deny, nosys = 0x00050000 | _EPERM, 0x00050000 | _ENOSYS
     denied = sorted(_DENIED_X86_64.values())
     # layout: checks, then [allow, deny, nosys, kill] at the end; jumps are relative (u8)
-    body: list[tuple[int, int, int, int]] = [(ld, 0, 0, 4), (jeq, 1, 0, 0xC000003E)]  # arch == x86_64?
+    body: list[tuple[int | str, ...]] = [(ld, 0, 0, 4), (jeq, 1, 0, 0xC000003E)]  # arch == x86_64?
     body += [("KILL",), (ld, 0, 0, 0), (jge, "DENY", 0, 0x40000000)]  # x32 system calls
     body += [(jeq, "DENY", 0, nr) for nr in denied]
-    body += [(jeq, "NOSYS", 0, _CLONE3), (jeq, 0, "ALLOW", _CLONE), (ld, 0, 0, 16), (jset, "DENY", "ALLOW", _NEW_NAMESPACES)]
+    body += [
+        (jeq, "NOSYS", 0, _CLONE3),
+        (jeq, 0, "ALLOW", _CLONE),
+        (ld, 0, 0, 16),
+        (jset, "DENY", "ALLOW", _NEW_NAMESPACES),
+    ]
     n = len(body)
     targets = {"ALLOW": n, "DENY": n + 1, "NOSYS": n + 2, "KILL": n + 3}
     out = []
@@ -182,7 +187,13 @@ def drop_uid() -> int | None:
 def _works(cmd: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()) -> tuple[bool, str]:
     try:
         done = subprocess.run(
-            cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=20, env=env, cwd="/", pass_fds=pass_fds
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=20,
+            env=env,
+            cwd="/",
+            pass_fds=pass_fds,
         )
     except (OSError, subprocess.SubprocessError) as err:
         return False, str(err)

@@ -193,8 +193,17 @@ class _Box:
         self, cfg: dict, timeout_s: float, memory_mb: int, fsize: int
     ) -> tuple[list[str], str, dict, tuple[int, ...]]:
         """(argv, cwd, env, fds to pass and then close) that start the bootstrap with ``cfg`` in this tier."""
-        cfg = {**cfg, "memory_mb": int(memory_mb), "cpu_s": int(math.ceil(timeout_s)) + 1, "fsize": int(fsize)}
-        flags = ["-S", "-s", "-P"]  # no site-packages (stdlib only, faster start), no user site or cwd on path
+        cfg = {
+            **cfg,
+            "memory_mb": int(memory_mb),
+            "cpu_s": int(math.ceil(timeout_s)) + 1,
+            "fsize": int(fsize),
+        }
+        flags = [
+            "-S",
+            "-s",
+            "-P",
+        ]  # no site-packages (stdlib only, faster start), no user site or cwd on path
         if self.tier.name == "bubblewrap":
             files = {"prog.py": self.root / "prog.py", "sandbox_boot.py": BOOTSTRAP, "wire.py": WIRE}
             cfg.update(prog=f"{iso.BOX}/prog.py", work=iso.WORK, drop_uid=iso.drop_uid())
@@ -357,7 +366,9 @@ def run_tests(
             "entry": entry_point, "tests": tests, "prelude": prelude,
             "fds": [req_w, rep_r, res_w], "memory_mb": max(int(memory_mb), 512),
         }  # fmt: skip
-        (box.root / "job.json").write_text(json.dumps(job), encoding="utf-8")  # ensure_ascii: \ud800 stays escaped
+        (box.root / "job.json").write_text(
+            json.dumps(job), encoding="utf-8"
+        )  # ensure_ascii: \ud800 stays escaped
         procs: list[subprocess.Popen] = []
         try:
             with open(box.root / "stdout", "wb") as out:

@@ -157,7 +157,7 @@ def _resolve(path, cwd, lstat, readlink, islnk):
     if not path.startswith("/"):
         path = cwd + "/" + path
     todo = path.split("/")[::-1]
-    out = []
+    out: list[str] = []
     hops = 0
     while todo:
         name = todo.pop()
@@ -231,7 +231,7 @@ def _make_hook(work: str, readable: tuple, dynload: str):
             name = args[0] if args[0:1] and kind_of(args[0]) is text else ""
             if name.rpartition(".")[2] in blocked_imports or name in blocked_imports:
                 raise refuse(f"sandbox: importing {name} is not allowed")
-            where = args[1] if args[1:2] else None
+            where = args[1] if args[1:2] else ""  # "" is never an extension path
             if kind_of(where) is text and where.endswith(".so") and not where.startswith(dynload):
                 raise refuse(f"sandbox: loading the extension {where!r} is not allowed")
             return
@@ -337,12 +337,15 @@ def _run(code, result_fd: int) -> str:
         try:  # the program's frames only, not this bootstrap's (imported only when needed: startup time)
             import traceback
 
-            traceback.print_exception(type(err), err, err.__traceback__.tb_next if err.__traceback__ else None)
+            traceback.print_exception(
+                type(err), err, err.__traceback__.tb_next if err.__traceback__ else None
+            )
         except BaseException:  # noqa: BLE001
             pass
     for stream in (sys.__stdout__, sys.__stderr__):
         try:
-            stream.flush()
+            if stream is not None:
+                stream.flush()
         except BaseException:  # noqa: BLE001 - e.g. output over the file-size limit
             pass
     try:
@@ -354,12 +357,12 @@ def _run(code, result_fd: int) -> str:
 
 def _serve(code, entry: str, wire, requests: int, replies: int) -> None:
     """Define the program, then answer calls of ``entry`` until the trusted side hangs up."""
-    namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
+    namespace: dict = {"__name__": "__sandbox__", "__builtins__": builtins}
     try:
         exec(code, namespace)
-        fn = namespace.get(entry)
-        if fn is None:
+        if namespace.get(entry) is None:
             raise NameError(f"the program does not define {entry}()")
+        fn = namespace[entry]
         if not callable(fn):
             raise TypeError(f"{entry} is not a function")
         first = ["ready"]
@@ -407,7 +410,8 @@ def main() -> None:
     _set_limits(int(cfg["memory_mb"]), int(cfg["cpu_s"]), int(cfg["fsize"]))
     sys.addaudithook(_make_hook(work, readable, dynload))
     os._exit = posix._exit = _blocked_exit
-    builtins.exit = builtins.quit = _blocked_exit  # site (skipped by -S) would have defined them
+    # site (skipped by -S) would have defined them; typeshed types them as site's Quitter
+    builtins.exit = builtins.quit = _blocked_exit  # type: ignore[assignment]
     sys.argv = ["program.py"]
     try:
         code = compile(source, "program.py", "exec")
@@ -421,7 +425,8 @@ def main() -> None:
             _serve(code, cfg["entry"], wire, requests, replies)
         for stream in (sys.__stdout__, sys.__stderr__):
             try:
-                stream.flush()
+                if stream is not None:
+                    stream.flush()
             except BaseException:  # noqa: BLE001 - e.g. output over the file-size limit
                 pass
         real_exit(0)

@@ -98,7 +98,9 @@ def _verify_regex(item: Item, text: str, *, timeout_s: float = REGEX_TIMEOUT_S) 
             return Judgement(True, answer, "pattern matched the output (not the final answer)")
     except TimeoutError:
         return Judgement(
-            False, answer, f"regex timed out after {timeout_s:g} s (catastrophic backtracking?): counted as no match"
+            False,
+            answer,
+            f"regex timed out after {timeout_s:g} s (catastrophic backtracking?): counted as no match",
         )
     return Judgement(False, answer, "pattern matched neither the final answer nor the output")
 
@@ -127,7 +129,9 @@ def verify(item: Item, text: str, *, timeout_s: float = 10.0) -> Judgement:
     if answer is None:
         return Judgement(False, None, f"no {kind} final answer found")
     passed = numbers_equal(answer, ref) if kind == "numeric" else answer == ref
-    return Judgement(passed, answer, "matches the reference" if passed else f"{answer!r} != reference {ref!r}")
+    return Judgement(
+        passed, answer, "matches the reference" if passed else f"{answer!r} != reference {ref!r}"
+    )
 
 
 def default_workers() -> int:
@@ -182,14 +186,17 @@ def verify_outputs(
             from distill_doctor.verify.sandbox import containment
 
             detail = containment()["isolation_detail"]
-            print(f"distill-doctor: {len(code_jobs)} code outputs run in the sandbox: {detail}", file=sys.stderr)
+            print(
+                f"distill-doctor: {len(code_jobs)} code outputs run in the sandbox: {detail}", file=sys.stderr
+            )
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(code_jobs), desc="running code", unit="output", leave=False)
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
             futures = {
-                pool.submit(verify, item, text, timeout_s=timeout_s): (item.id, k) for item, k, text in code_jobs
+                pool.submit(verify, item, text, timeout_s=timeout_s): (item.id, k)
+                for item, k, text in code_jobs
             }
             for fut in as_completed(futures):
                 item_id, k = futures[fut]

@@ -57,7 +57,9 @@ def _tagged(obj: dict):
         if type(obj.get("T")) is list:
             return tuple(obj["T"])
         pairs = obj.get("D")
-        if type(pairs) is list and all(type(p) is list and len(p) == 2 and type(p[0]) is not list for p in pairs):
+        if type(pairs) is list and all(
+            type(p) is list and len(p) == 2 and type(p[0]) is not list for p in pairs
+        ):
             try:
                 return dict(pairs)
             except TypeError:  # a key holding a list or dict
@@ -95,9 +97,12 @@ class _Context:
         self.memo = {}
 
 
-_ENCODER = _json.make_encoder(None, _not_json, _json.encode_basestring_ascii, None, ":", ",", False, False, True)
-_TAGGED_SCANNER = _json.make_scanner(_Context(_tagged))
-_PLAIN_SCANNER = _json.make_scanner(_Context(None))
+_ENCODER = _json.make_encoder(
+    None, _not_json, _json.encode_basestring_ascii, None, ":", ",", False, False, True
+)
+# typeshed wants a JSONDecoder-like make_scanner here; _json reads only _Context's attributes.
+_TAGGED_SCANNER = _json.make_scanner(_Context(_tagged))  # type: ignore[arg-type]
+_PLAIN_SCANNER = _json.make_scanner(_Context(None))  # type: ignore[arg-type]
 
 
 def json_dumps(obj) -> str:
