@@ -175,7 +175,10 @@ def _inputs_meta(
     items, student, teacher, train = loaded.items, loaded.student, loaded.teacher, loaded.train
     agreement = {
         role: agreement_block(outs.lm_eval, verdicts, [it.id for it in items])
-        for role, outs, verdicts in (("teacher", teacher, teacher_verdicts), ("student", student, student_verdicts))
+        for role, outs, verdicts in (
+            ("teacher", teacher, teacher_verdicts),
+            ("student", student, student_verdicts),
+        )
         if outs is not None and verdicts is not None and outs.lm_eval is not None
     }
     items_meta = (
@@ -186,8 +189,9 @@ def _inputs_meta(
     return {
         "lm_eval_agreement": agreement or None,
         "items": items_meta,
-        "student": _file_meta(req.student, n=len(student.outputs), missing=len(student.missing),
-                              **_beyond(student)),
+        "student": _file_meta(
+            req.student, n=len(student.outputs), missing=len(student.missing), **_beyond(student)
+        ),
         "teacher": (
             _file_meta(req.teacher, n=len(teacher.outputs), missing=len(teacher.missing))
             if teacher is not None and req.teacher is not None
@@ -399,7 +403,10 @@ def speculative_readiness(inputs: DiagnosisInputs, req: DiagnosisRequest) -> dic
     except InputError:
         raise
     except Exception as err:  # as with a probe: a bug here must not cost the user the report
-        print(f"distill-doctor: warning: speculative block not written ({type(err).__name__}: {err})", file=sys.stderr)
+        print(
+            f"distill-doctor: warning: speculative block not written ({type(err).__name__}: {err})",
+            file=sys.stderr,
+        )
         return None
     req.timings["speculative_s"] = time.perf_counter() - t0
     return block

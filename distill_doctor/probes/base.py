@@ -164,7 +164,9 @@ class Finding:
 
 
 def skipped(mode: Mode | str, reason: str) -> Finding:
-    return Finding(mode=Mode(mode), verdict=Verdict.SKIPPED, summary=f"Skipped: {reason}", skipped_reason=reason)
+    return Finding(
+        mode=Mode(mode), verdict=Verdict.SKIPPED, summary=f"Skipped: {reason}", skipped_reason=reason
+    )
 
 
 @dataclass(frozen=True)

@@ -416,7 +416,9 @@ def summarize(
 ) -> Finding:
     """The finding: summary, metrics (with ``rule``'s thresholds), tests and evidence."""
     if measured.index is None:
-        return Finding(MODE, Verdict.PASS, "No evaluation items or no training rows to compare.", n=measured.n_items)
+        return Finding(
+            MODE, Verdict.PASS, "No evaluation items or no training rows to compare.", n=measured.n_items
+        )
     return Finding(
         MODE,
         ruling.verdict,

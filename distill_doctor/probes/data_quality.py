@@ -175,10 +175,14 @@ def scan_quality(
     n = src.n_rows
     rng = np.random.default_rng(seed)
     text_sample = np.sort(rng.choice(n, TEXT_SAMPLE, replace=False)) if n > TEXT_SAMPLE else np.arange(n)
-    near_sample = np.sort(rng.choice(n, NEAR_DUP_SAMPLE, replace=False)) if n > NEAR_DUP_SAMPLE else np.arange(n)
+    near_sample = (
+        np.sort(rng.choice(n, NEAR_DUP_SAMPLE, replace=False)) if n > NEAR_DUP_SAMPLE else np.arange(n)
+    )
     job = QualityShard(src, text_sample, near_sample, seed)
     parts = list(
-        map_shards(job, src.shards(), workers=workers, engine=engine, desc="data-quality scan", progress=progress)
+        map_shards(
+            job, src.shards(), workers=workers, engine=engine, desc="data-quality scan", progress=progress
+        )
     )
     merged = ShardQuality(
         pair_hash=np.concatenate([p.pair_hash for p in parts]) if parts else np.zeros(0, np.uint64),
@@ -653,7 +657,9 @@ def _summary(measured: QualityMeasured, ruling: QualityRuling) -> str:
     return "Training data problems: " + "; ".join(found) + end
 
 
-def _metrics(measured: QualityMeasured, ruling: QualityRuling, rule: QualityRule, alpha: float) -> dict[str, Any]:
+def _metrics(
+    measured: QualityMeasured, ruling: QualityRuling, rule: QualityRule, alpha: float
+) -> dict[str, Any]:
     dups, lengths = measured.duplicates, measured.lengths
     assert dups is not None and lengths is not None
     v, m = measured.verified, measured.malformed
@@ -701,7 +707,9 @@ def summarize(
 ) -> Finding:
     """The finding: summary, metrics (with ``rule``'s thresholds), tests and evidence."""
     if measured.n_rows == 0:
-        return Finding(mode=MODE, verdict=Verdict.PASS, summary="The training set is empty: nothing to check.", n=0)
+        return Finding(
+            mode=MODE, verdict=Verdict.PASS, summary="The training set is empty: nothing to check.", n=0
+        )
     return Finding(
         mode=MODE,
         verdict=ruling.verdict,

@@ -123,7 +123,9 @@ class Membership:
         }
 
 
-def membership(model_path: str | Path, dirty: Sequence[str], clean: Sequence[str], *, seed: int = 0) -> Membership:
+def membership(
+    model_path: str | Path, dirty: Sequence[str], clean: Sequence[str], *, seed: int = 0
+) -> Membership:
     """Score ``dirty`` and ``clean`` texts under the model at ``model_path``; AUC of dirty over clean."""
     model, tok = load_model(model_path)
     scores = min_k_plus_scores(model, tok, [*dirty, *clean])

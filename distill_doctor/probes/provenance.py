@@ -144,7 +144,9 @@ def _model_block(m: dict[str, Any], role: Role, gaps: _Gaps, *, required: bool) 
             gaps.add(missing, f"{key}.{f}", f"{key} {f} missing")
     if not _present(block.get("revision")):
         gaps.add(
-            GapKind.RECOMMENDED, f"{key}.revision", f"{key} revision missing: the exact weights cannot be reproduced"
+            GapKind.RECOMMENDED,
+            f"{key}.revision",
+            f"{key} revision missing: the exact weights cannot be reproduced",
         )
     info = classify_license(block.get("license"))
     if _present(block.get("license")) and info.verdict != "ok":
@@ -201,7 +203,9 @@ def _decontamination(m: dict[str, Any], gaps: _Gaps) -> dict[str, Any] | None:
     dec = m.get("decontamination")
     if not isinstance(dec, dict):
         gaps.add(
-            GapKind.REQUIRED, "decontamination", "no decontamination record: nothing shows the eval sets were removed"
+            GapKind.REQUIRED,
+            "decontamination",
+            "no decontamination record: nothing shows the eval sets were removed",
         )
         return None
     benchmarks = dec.get("benchmarks")
@@ -335,7 +339,9 @@ def _summary(ruling: ProvenanceRuling, ranked: list[dict[str, str]]) -> str:
         return f"Provenance record fails {len(fails)} check(s), first: {fails[0]['why']}."
     if ruling.verdict == Verdict.WARN:
         return f"Provenance record has {len(warns)} gap(s), first: {warns[0]['why']}."
-    return "The provenance manifest is complete, matches the training file and its licenses permit distillation."
+    return (
+        "The provenance manifest is complete, matches the training file and its licenses permit distillation."
+    )
 
 
 def summarize(measured: ProvenanceMeasured, ruling: ProvenanceRuling) -> Finding:
