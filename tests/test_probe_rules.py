@@ -362,3 +362,10 @@ def test_holm_downgrades_return_new_findings():
 def test_a_downgrade_never_raises_a_verdict():
     with pytest.raises(ValueError):
         Finding(Mode.CAPACITY_GAP, Verdict.WARN, "x").downgraded(Verdict.FAIL, "no")
+
+
+def test_the_diagnosis_runs_the_probes_in_report_order():
+    from distill_doctor.diagnose.run import PROBES
+    from distill_doctor.vocabulary import MODE_ORDER
+
+    assert tuple(p.mode for p in PROBES) == MODE_ORDER

@@ -3,7 +3,10 @@
 A probe is a :class:`Probe`: its failure ``mode``, the ``stage`` of the debug order it
 belongs to, the inputs it ``needs``, and a pure ``run(inputs) -> Finding``. The diagnosis
 imports the probes explicitly, in debug order (``distill_doctor/diagnose``), runs those
-whose inputs are present and reports the others as ``skipped`` with the reason.
+whose inputs are present and reports the others as ``skipped`` with the reason. Inside a probe
+module ``run`` is ``summarize(measure(inputs), decide(measured, RULE, alpha))`` (see
+``distill_doctor/probes/__init__.py``); a verdict changed after its probe decided it (Holm across
+probes, an attribution to another probe) is a new finding from :meth:`Finding.downgraded`.
 
 Verdict rules every probe follows (SPEC.md):
 - ``fail`` only on statistically supported evidence: a primary test with p < alpha
