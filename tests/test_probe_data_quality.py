@@ -78,8 +78,9 @@ def test_teacher_errors_in_targets_are_left_to_error_transfer(seed):
     assert d["metrics"]["teacher_explained_checks"] == ["verified_error"]
     transfer = teacher_error_transfer.run(inputs)
     assert transfer.verdict == "fail"
-    attribute_teacher_errors([f, transfer])
-    assert f.verdict == "warn" and "teacher_error_transfer" in f.summary
+    lowered, same = attribute_teacher_errors([f, transfer])
+    assert lowered.verdict == "warn" and "teacher_error_transfer" in lowered.summary
+    assert same is transfer and f.verdict == "fail"  # a new finding; the probe's own is kept
 
 
 def test_wrong_targets_fail_when_the_student_does_not_repeat_teacher_errors():
@@ -90,7 +91,7 @@ def test_wrong_targets_fail_when_the_student_does_not_repeat_teacher_errors():
     f = probe.run(inputs)
     transfer = teacher_error_transfer.run(make_run("clean_high", 300, 0))
     assert transfer.verdict == "pass"
-    attribute_teacher_errors([f, transfer])
+    assert attribute_teacher_errors([f, transfer]) == [f, transfer]
     assert f.verdict == "fail"
 
 

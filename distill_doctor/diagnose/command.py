@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from distill_doctor.errors import InputError
 from distill_doctor.paths import check_input_dir, check_input_file, check_output_dir, nonempty_path, resolve
+from distill_doctor.vocabulary import ALPHA, MODE_ORDER
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "diagnose",
         help="diagnose a distilled student against its teacher (writes report.json/md/html)",
@@ -18,6 +20,14 @@ def register(subparsers) -> None:
         "(data -> capacity -> mismatch -> provenance), and write DIR/report.json, "
         "DIR/report.md and DIR/report.html. Exit 0 when the report was written, 2 on bad input.",
     )
+    _input_args(p)
+    _model_args(p)
+    _run_args(p)
+    p.set_defaults(func=run)
+
+
+def _input_args(p: argparse.ArgumentParser) -> None:
+    """The files to diagnose."""
     p.add_argument(
         "--items",
         type=Path,
@@ -30,6 +40,10 @@ def register(subparsers) -> None:
     p.add_argument("--teacher", type=Path, help="teacher outputs (JSONL or lm-eval samples_*.jsonl)")
     p.add_argument("--train", type=Path, help="training data the student was distilled on (JSONL)")
     p.add_argument("--manifest", type=Path, help="provenance manifest (YAML or JSON)")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """The model directories that enable the model-based probes and the speculative block."""
     p.add_argument("--teacher-model", type=Path, help="teacher model directory (enables model-based probes)")
     p.add_argument("--student-model", type=Path, help="student model directory (enables model-based probes)")
     p.add_argument(
@@ -46,11 +60,17 @@ def register(subparsers) -> None:
         help="with both models: draft/teacher cost ratio c for the expected speculative speedup "
         "(default: measured from one cached decode step of each model on this machine)",
     )
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    """Where the reports go and how the run behaves."""
     p.add_argument(
         "--out", required=True, type=nonempty_path, help="directory for report.json, report.md, report.html"
     )
     p.add_argument("--seed", type=int, default=0, help="seed for bootstrap and sampling (default 0)")
-    p.add_argument("--alpha", type=float, default=0.05, help="family-wise false-alarm rate (default 0.05)")
+    p.add_argument(
+        "--alpha", type=float, default=ALPHA, help=f"family-wise false-alarm rate (default {ALPHA})"
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -80,17 +100,16 @@ def register(subparsers) -> None:
         "or acc_norm when the task logs acc_norm only (gpqa, bbh and musr in the leaderboard)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars and no summary (for CI)")
-    p.set_defaults(func=run)
 
 
 def _probe_list(text: str) -> tuple[str, ...]:
-    from distill_doctor.probes.base import MODES
-
+    """``--probes``: known mode names, each once, in the order given."""
+    modes = [m.value for m in MODE_ORDER]
     names = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
-    unknown = [x for x in names if x not in MODES]
+    unknown = [x for x in names if x not in modes]
     if not names or unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown probe {', '.join(unknown) or repr(text)}; choose from {', '.join(MODES)}"
+            f"unknown probe {', '.join(unknown) or repr(text)}; choose from {', '.join(modes)}"
         )
     return names
 

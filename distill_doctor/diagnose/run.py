@@ -34,11 +34,12 @@ from distill_doctor.probes import (
     superficial_imitation,
     teacher_error_transfer,
 )
-from distill_doctor.probes.base import DEBUG_ORDER, DiagnosisInputs, Finding, Probe, skipped
+from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, skipped
 from distill_doctor.stats import bootstrap_ci, clopper_pearson, holm
 from distill_doctor.verify import containment, scoring, verify_outputs
+from distill_doctor.vocabulary import ALPHA, STAGE_ORDER, Mode, Verdict
 
-# Explicit, in debug order (data -> capacity -> mismatch -> provenance).
+# Explicit, in debug order (data -> capacity -> mismatch -> provenance; vocabulary.MODE_ORDER).
 PROBES: tuple[Probe, ...] = (
     data_quality.PROBE,
     teacher_error_transfer.PROBE,
@@ -71,7 +72,7 @@ class DiagnosisRequest:
     teacher_model: Path | None = None
     student_model: Path | None = None
     seed: int = 0
-    alpha: float = 0.05
+    alpha: float = ALPHA
     workers: int | None = None
     quiet: bool = True
     mc_rule: str | None = None  # multiple-choice lm-eval samples: "acc" / "acc_norm"; None: the task's own
@@ -87,6 +88,44 @@ def load_inputs(
 ) -> tuple[DiagnosisInputs, dict[str, Any]]:
     """Load and verify everything the request names. Raises InputError on bad input."""
     progress = progress or Progress(0, enabled=False)
+    loaded = _load_files(req)
+    t0 = time.perf_counter()
+    student_verdicts, teacher_verdicts = _verify(req, loaded, progress)
+    req.timings["verify_s"] = time.perf_counter() - t0
+    student, teacher, train = loaded.student, loaded.teacher, loaded.train
+    inputs = DiagnosisInputs(
+        items=loaded.items,
+        student=student.outputs,
+        student_verdicts=student_verdicts,
+        teacher=teacher.outputs if teacher is not None else None,
+        teacher_verdicts=teacher_verdicts,
+        train=train,
+        train_path=Path(req.train) if req.train is not None else None,
+        manifest=loaded.manifest,
+        manifest_path=Path(req.manifest) if req.manifest is not None else None,
+        teacher_model=Path(req.teacher_model) if req.teacher_model is not None else None,
+        student_model=Path(req.student_model) if req.student_model is not None else None,
+        seed=req.seed,
+        alpha=req.alpha,
+        quiet=req.quiet,
+        workers=req.workers,
+        engine=req.engine,
+    )
+    return inputs, _inputs_meta(req, loaded, student_verdicts, teacher_verdicts)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """The request's files, read and joined (before verification)."""
+
+    items: Any  # data.ItemList
+    student: Any  # data.outputs.Outputs
+    teacher: Any | None
+    train: Any | None
+    manifest: dict[str, Any] | None
+
+
+def _load_files(req: DiagnosisRequest) -> _Loaded:
     for flag, path in (("--teacher-model", req.teacher_model), ("--student-model", req.student_model)):
         if path is not None and not Path(path).is_dir():
             raise InputError(f"{flag} must be a model directory (from_pretrained); not found", path=path)
@@ -97,47 +136,49 @@ def load_inputs(
         items = load_items(req.items)
     else:  # lm-eval logs carry their own items: the teacher's (else the student's) documents
         items = items_from_samples(req.teacher or req.student, mc_rule=req.mc_rule)
-    student = load_outputs(req.student, items, mc_rule=req.mc_rule)
-    teacher = load_outputs(req.teacher, items, mc_rule=req.mc_rule) if req.teacher is not None else None
-    train = load_training(req.train) if req.train is not None else None
-    manifest = load_manifest(req.manifest) if req.manifest is not None else None
+    loaded = _Loaded(
+        items=items,
+        student=load_outputs(req.student, items, mc_rule=req.mc_rule),
+        teacher=load_outputs(req.teacher, items, mc_rule=req.mc_rule) if req.teacher is not None else None,
+        train=load_training(req.train) if req.train is not None else None,
+        manifest=load_manifest(req.manifest) if req.manifest is not None else None,
+    )
     req.timings["load_s"] = time.perf_counter() - t0
+    return loaded
 
-    t0 = time.perf_counter()
+
+def _verify(
+    req: DiagnosisRequest, loaded: _Loaded, progress: Progress
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Each model's outputs verified against the items: (student, teacher or None)."""
     bars = wanted(req.quiet)
     progress.step("verifying the student")
-    student_verdicts = verify_outputs(
-        items, student.outputs, workers=req.workers, progress=bars, announce=not req.quiet
+    student = verify_outputs(
+        loaded.items, loaded.student.outputs, workers=req.workers, progress=bars, announce=not req.quiet
     )
-    teacher_verdicts = None
-    if teacher is not None:
+    teacher = None
+    if loaded.teacher is not None:
         progress.step("verifying the teacher")
-        teacher_verdicts = verify_outputs(
-            items, teacher.outputs, workers=req.workers, progress=bars, announce=not req.quiet
+        teacher = verify_outputs(
+            loaded.items, loaded.teacher.outputs, workers=req.workers, progress=bars, announce=not req.quiet
         )
-    req.timings["verify_s"] = time.perf_counter() - t0
+    return student, teacher
 
-    inputs = DiagnosisInputs(
-        items=items,
-        student=student.outputs,
-        student_verdicts=student_verdicts,
-        teacher=teacher.outputs if teacher is not None else None,
-        teacher_verdicts=teacher_verdicts,
-        train=train,
-        train_path=Path(req.train) if req.train is not None else None,
-        manifest=manifest,
-        manifest_path=Path(req.manifest) if req.manifest is not None else None,
-        teacher_model=Path(req.teacher_model) if req.teacher_model is not None else None,
-        student_model=Path(req.student_model) if req.student_model is not None else None,
-        seed=req.seed,
-        alpha=req.alpha,
-        quiet=req.quiet,
-        workers=req.workers,
-        engine=req.engine,
-    )
+
+def _inputs_meta(
+    req: DiagnosisRequest,
+    loaded: _Loaded,
+    student_verdicts: dict[str, Any],
+    teacher_verdicts: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The report's ``inputs`` block (files, hashes, counts), lm-eval agreement included."""
+    items, student, teacher, train = loaded.items, loaded.student, loaded.teacher, loaded.train
     agreement = {
         role: agreement_block(outs.lm_eval, verdicts, [it.id for it in items])
-        for role, outs, verdicts in (("teacher", teacher, teacher_verdicts), ("student", student, student_verdicts))
+        for role, outs, verdicts in (
+            ("teacher", teacher, teacher_verdicts),
+            ("student", student, student_verdicts),
+        )
         if outs is not None and verdicts is not None and outs.lm_eval is not None
     }
     items_meta = (
@@ -145,22 +186,22 @@ def load_inputs(
         if req.items is not None
         else _file_meta(items.path, n=len(items), derived_from="lm-eval samples")
     )
-    meta = {
+    return {
         "lm_eval_agreement": agreement or None,
         "items": items_meta,
-        "student": _file_meta(req.student, n=len(student.outputs), missing=len(student.missing),
-                              **_beyond(student)),
+        "student": _file_meta(
+            req.student, n=len(student.outputs), missing=len(student.missing), **_beyond(student)
+        ),
         "teacher": (
             _file_meta(req.teacher, n=len(teacher.outputs), missing=len(teacher.missing))
-            if teacher is not None
+            if teacher is not None and req.teacher is not None
             else None
         ),
-        "train": _file_meta(req.train, n=len(train)) if train is not None else None,
+        "train": _file_meta(req.train, n=len(train)) if train is not None and req.train is not None else None,
         "manifest": _file_meta(req.manifest) if req.manifest is not None else None,
         "teacher_model": str(req.teacher_model) if req.teacher_model is not None else None,
         "student_model": str(req.student_model) if req.student_model is not None else None,
     }
-    return inputs, meta
 
 
 def run_probes(
@@ -199,47 +240,38 @@ def run_probes(
     return findings
 
 
-def attribute_teacher_errors(findings: list[Finding]) -> None:
-    """Wrong training targets the teacher's own error rate explains, in a run where the student
-    demonstrably repeats the teacher's errors, are teacher error transfer, not a separate data fault.
-
-    ``data_quality`` lists such checks in ``metrics["teacher_explained_checks"]``; when every one of
-    its failing checks is among them and ``teacher_error_transfer`` fails, its fail becomes ``warn``.
-    """
+def attribute_teacher_errors(findings: list[Finding]) -> list[Finding]:
+    """The findings, with ``data_quality`` lowered from fail to warn when its failing checks are
+    teacher errors that ``teacher_error_transfer`` shows the student repeats
+    (:func:`distill_doctor.probes.data_quality.attributed_to_teacher` decides and words it)."""
     by_mode = {f.mode: f for f in findings}
-    data, transfer = by_mode.get("data_quality"), by_mode.get("teacher_error_transfer")
-    if data is None or transfer is None or data.verdict != "fail" or transfer.verdict != "fail":
-        return
-    failing = {name for name, v in (data.metrics.get("checks") or {}).items() if v == "fail"}
-    explained = set(data.metrics.get("teacher_explained_checks") or ())
-    if failing and failing <= explained:
-        data.verdict = "warn"
-        data.summary = data.summary.replace("; fix the data before anything else.", ".")
-        data.summary += (
-            " These wrong targets occur at about the teacher's own error rate and the student repeats "
-            "the teacher's errors: fix them as teacher_error_transfer (lowered from fail)."
-        )
+    data, transfer = by_mode.get(Mode.DATA_QUALITY), by_mode.get(Mode.TEACHER_ERROR_TRANSFER)
+    if data is None or transfer is None:
+        return list(findings)
+    adjusted = data_quality.attributed_to_teacher(data, transfer)
+    return [adjusted if f is data else f for f in findings]
 
 
-def control_false_alarms(findings: list[Finding], alpha: float) -> list[float | None]:
+def control_false_alarms(findings: list[Finding], alpha: float) -> tuple[list[Finding], list[float | None]]:
     """Holm-adjust the probes' primary p-values; a ``fail`` that loses significance becomes ``warn``.
 
-    Returns the adjusted p-values aligned with ``findings`` (None where a probe reported none).
-    Verdicts decided without a p-value (e.g. a checksum mismatch) are facts and are left alone.
+    Returns the findings (downgraded where Holm says so) and the adjusted p-values aligned with
+    them (None where a probe reported none). Verdicts decided without a p-value (e.g. a checksum
+    mismatch) are facts and are left alone.
     """
-    tested = [i for i, f in enumerate(findings) if f.verdict != "skipped" and f.p_value is not None]
-    adjusted_list = holm([findings[i].p_value for i in tested]) if tested else []
+    tested = [i for i, f in enumerate(findings) if f.verdict != Verdict.SKIPPED and f.p_value is not None]
+    adjusted_list = holm([float(findings[i].p_value or 0.0) for i in tested]) if tested else []
     adjusted: list[float | None] = [None] * len(findings)
+    out = list(findings)
     for i, p_adj in zip(tested, adjusted_list):
         adjusted[i] = float(p_adj)
-        finding = findings[i]
-        if finding.verdict == "fail" and p_adj >= alpha:
-            finding.verdict = "warn"
-            finding.summary += (
-                f" (Downgraded from fail: Holm-adjusted p = {p_adj:.3g} across "
-                f"{len(tested)} probe tests is not below alpha = {alpha}.)"
+        if out[i].verdict == Verdict.FAIL and p_adj >= alpha:
+            out[i] = out[i].downgraded(
+                Verdict.WARN,
+                f"(Downgraded from fail: Holm-adjusted p = {p_adj:.3g} across "
+                f"{len(tested)} probe tests is not below alpha = {alpha}.)",
             )
-    return adjusted
+    return out, adjusted
 
 
 def accuracy_block(inputs: DiagnosisInputs) -> dict[str, Any]:
@@ -289,7 +321,7 @@ def build_report(
     timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The report.json dict (schema_version 1, SPEC.md), from the findings and the inputs."""
-    failing = [f for f in findings if f.verdict == "fail"]
+    failing = [f for f in findings if f.verdict == Verdict.FAIL]
     meta = dict(meta)
     agreement = meta.pop("lm_eval_agreement", None)
     entries = []
@@ -307,7 +339,7 @@ def build_report(
         "schema_version": 1,
         "tool": {"name": "distill-doctor", "version": __version__},
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "debug_order": list(DEBUG_ORDER),
+        "debug_order": [stage.value for stage in STAGE_ORDER],
         "primary_suspect": failing[0].mode if failing else None,
         "accuracy": accuracy_block(inputs),
         "inputs": meta,
@@ -340,8 +372,8 @@ def diagnose(req: DiagnosisRequest) -> dict[str, Any]:
         req.timings["probes_s"] = time.perf_counter() - t0
     finally:
         progress.close()
-    adjusted = control_false_alarms(findings, req.alpha)
-    attribute_teacher_errors(findings)
+    findings, adjusted = control_false_alarms(findings, req.alpha)
+    findings = attribute_teacher_errors(findings)
     speculative = speculative_readiness(inputs, req)
     report = build_report(inputs, findings, adjusted, meta, timings=req.timings)
     if speculative is not None:
@@ -371,7 +403,10 @@ def speculative_readiness(inputs: DiagnosisInputs, req: DiagnosisRequest) -> dic
     except InputError:
         raise
     except Exception as err:  # as with a probe: a bug here must not cost the user the report
-        print(f"distill-doctor: warning: speculative block not written ({type(err).__name__}: {err})", file=sys.stderr)
+        print(
+            f"distill-doctor: warning: speculative block not written ({type(err).__name__}: {err})",
+            file=sys.stderr,
+        )
         return None
     req.timings["speculative_s"] = time.perf_counter() - t0
     return block

@@ -3,7 +3,10 @@
 A probe is a :class:`Probe`: its failure ``mode``, the ``stage`` of the debug order it
 belongs to, the inputs it ``needs``, and a pure ``run(inputs) -> Finding``. The diagnosis
 imports the probes explicitly, in debug order (``distill_doctor/diagnose``), runs those
-whose inputs are present and reports the others as ``skipped`` with the reason.
+whose inputs are present and reports the others as ``skipped`` with the reason. Inside a probe
+module ``run`` is ``summarize(measure(inputs), decide(measured, RULE, alpha))`` (see
+``distill_doctor/probes/__init__.py``); a verdict changed after its probe decided it (Holm across
+probes, an attribution to another probe) is a new finding from :meth:`Finding.downgraded`.
 
 Verdict rules every probe follows (SPEC.md):
 - ``fail`` only on statistically supported evidence: a primary test with p < alpha
@@ -18,7 +21,7 @@ Verdict rules every probe follows (SPEC.md):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -115,6 +118,11 @@ class Finding:
     p_value: float | None = None  # the primary test's p-value, used for multiplicity control
     n: int = 0
     skipped_reason: str | None = None
+    # What the probe measured and decided (its ``<Probe>Measured`` and ``Ruling``), kept beside the
+    # report entry so that a cross-probe adjustment can re-summarize instead of editing text; never
+    # written to report.json and not part of equality.
+    measured: Any = field(default=None, repr=False, compare=False)
+    ruling: Ruling | None = field(default=None, repr=False, compare=False)
 
     @property
     def stage(self) -> Stage:
@@ -129,6 +137,16 @@ class Finding:
             self.verdict = Verdict(self.verdict)
         except ValueError:
             raise ValueError(f"unknown verdict {self.verdict!r}") from None
+
+    def downgraded(self, to: Verdict, because: str, *, summary: str | None = None) -> Finding:
+        """A copy with verdict ``to`` and ``because`` appended to the summary (to ``summary`` when
+        given: the probe's own text for the new verdict). The one way a verdict is changed after its
+        probe decided it (Holm across probes, an attribution to another probe)."""
+        if Verdict(to).rank > Verdict(self.verdict).rank:
+            raise ValueError(f"{self.mode}: {self.verdict} cannot be downgraded to {to}")
+        text = self.summary if summary is None else summary
+        ruling = replace(self.ruling, verdict=Verdict(to)) if self.ruling is not None else None
+        return replace(self, verdict=Verdict(to), summary=f"{text} {because}", ruling=ruling)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -149,7 +167,9 @@ class Finding:
 
 
 def skipped(mode: Mode | str, reason: str) -> Finding:
-    return Finding(mode=Mode(mode), verdict=Verdict.SKIPPED, summary=f"Skipped: {reason}", skipped_reason=reason)
+    return Finding(
+        mode=Mode(mode), verdict=Verdict.SKIPPED, summary=f"Skipped: {reason}", skipped_reason=reason
+    )
 
 
 @dataclass(frozen=True)

@@ -1,51 +1,37 @@
 """Data quality: are the training targets right, well-formed and not redundant?
 
-Checks on the training set (columns prompt, response, id, source, reference):
+Measures, on the training set (columns prompt, response, id, source, reference):
 
-1. Verified errors: rows with a ``reference`` are verified like eval items
-   (``distill_doctor.verify.verify`` on a pseudo-item; numeric when the reference parses as
-   a number, ``choice`` for a single letter A-J, else ``exact``). ``exact`` rows are only
-   verified when the response states an explicit answer (``\\boxed``, ``####``, "answer is")
-   or is at most 10 words: the last line of a long free-text answer is not an answer.
-   Fail: >= 30 verified rows, error rate >= 10% and an exact binomial test against a 5%
-   tolerance with p < alpha. Warn: rate > 5% with at least 2 errors. (A few percent of
-   wrong targets is common in distillation sets; it is worth a look, not a verdict.)
-2. Format violations: empty response, truncation, repetition loop, a script in the
-   response that is neither in the prompt nor the response's main script (language
-   mixing), and, on verified rows, no extractable final answer. Fail: >= 50 rows, rate
-   >= 15% and binomial test against 5%; warn: rate > 5% with at least 3 rows.
-3. Duplicates: exact duplicates of the normalised prompt+response (all rows), and near
-   duplicates (MinHash LSH, see ``near_duplicates``; on a sample of 50k distinct rows beyond
-   that size, where a row's partner is sampled with probability f = sample share, so the
-   in-sample share of rows with a partner is divided by f to estimate the full-set share).
-   Fail: >= 100 rows, redundant share >= 30% and binomial test against 10%; warn: > 10%.
-4. Length outliers: robust z of log(1 + words) beyond 4 (scale floored at 0.25, about a
-   28% length change, so near-constant lengths do not explode); reported, warn above 10%.
+1. verified errors: rows with a ``reference`` verified like eval items (numeric, ``choice`` for
+   one letter A-J, ``math`` for LaTeX, else ``exact``, only when the response states an explicit
+   answer or is at most 10 words);
+2. format violations: empty, truncated, repetition loop, a script neither in the prompt nor the
+   response's main one, and (verified rows) no extractable final answer;
+3. duplicates: exact (normalised prompt + response, every row) and MinHash near duplicates (on
+   a sample of ``NEAR_DUP_SAMPLE`` distinct rows, the in-sample share divided by the sample share);
+4. length outliers: robust z of log(1 + words) beyond 4 (scale floored at 0.25).
 
-Teacher attribution (when teacher outputs are given): wrong or malformed targets that
-occur at about the teacher's own rate on the evaluation items are the teacher's errors, and
-whether the student learned them is ``teacher_error_transfer``'s question (it comes right
-after this probe in the debug order). A failing verified-error or format check whose training
-rate does not exceed the teacher's evaluation rate (Newcombe 95% CI of the difference above
-0.05) is listed in ``metrics["teacher_explained_checks"]``; when ``teacher_error_transfer``
-fails too, the diagnosis reports such a fail as ``warn`` (the errors are the teacher's, and the
-student demonstrably learned them). Otherwise wrong targets fail here whatever their source.
-
-Text checks and verification run on a random sample of at most 100,000 rows beyond that
-size (the sample size is in the metrics); exact duplicates always use every row.
+Rule (:data:`RULE`): each rate check fails on enough rows when the rate reaches its practical
+threshold and an exact binomial test against its tolerance is significant; warns above the
+tolerance (verified 30 rows, 10% vs 5%; format 50, 15% vs 5%; duplicates 100, 30% vs 10%);
+length outliers above 10% warn. A failing verified-error or format check whose rate does not
+exceed the teacher's own rate on the eval items (Newcombe CI of the difference above 0.05) is
+``teacher_explained``: with a failing ``teacher_error_transfer`` the diagnosis lowers it to warn
+(:func:`attributed_to_teacher`). Text checks run on a seeded sample of ``TEXT_SAMPLE`` rows.
 """
 
 from __future__ import annotations
 
+import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from hashlib import blake2b
 from typing import Any
 
 import numpy as np
 
 from distill_doctor.data.records import Item
-from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, StatTest
+from distill_doctor.probes.base import DiagnosisInputs, Finding, Probe, Ruling, StatTest
 from distill_doctor.probes.shards import Shard, TrainingSource, map_shards, source_of
 from distill_doctor.stats import (
     binom_test_greater,
@@ -57,19 +43,13 @@ from distill_doctor.stats import (
 )
 from distill_doctor.text import text_features as tf
 from distill_doctor.text.near_duplicates import NearDupConfig, near_duplicate_pairs
+from distill_doctor.vocabulary import ALPHA, Mode, Verdict, worst
 
-MODE = "data_quality"
+MODE = Mode.DATA_QUALITY
 TEXT_SAMPLE = 100_000
 NEAR_DUP_SAMPLE = 50_000
-RULES = {
-    # check: (min rows, tolerance tested against, practical fail rate, warn rate, min count for warn)
-    "verified_error": (30, 0.05, 0.10, 0.05, 2),
-    "format_violation": (50, 0.05, 0.15, 0.05, 3),
-    "duplicate": (100, 0.10, 0.30, 0.10, 3),
-}
 LENGTH_Z = 4.0
 TEACHER_MARGIN = 0.05
-LENGTH_WARN = 0.10
 LENGTH_MIN_SCALE = 0.25  # log-length scale floor: templated data has a MAD near 0
 _NUMBER = re.compile(r"^\s*[-+]?\$?\d[\d,]*(\.\d+)?\s*%?\s*$")
 _CHOICE = re.compile(r"^\s*\(?([A-Ja-j])\)?\s*$")
@@ -195,10 +175,14 @@ def scan_quality(
     n = src.n_rows
     rng = np.random.default_rng(seed)
     text_sample = np.sort(rng.choice(n, TEXT_SAMPLE, replace=False)) if n > TEXT_SAMPLE else np.arange(n)
-    near_sample = np.sort(rng.choice(n, NEAR_DUP_SAMPLE, replace=False)) if n > NEAR_DUP_SAMPLE else np.arange(n)
+    near_sample = (
+        np.sort(rng.choice(n, NEAR_DUP_SAMPLE, replace=False)) if n > NEAR_DUP_SAMPLE else np.arange(n)
+    )
     job = QualityShard(src, text_sample, near_sample, seed)
     parts = list(
-        map_shards(job, src.shards(), workers=workers, engine=engine, desc="data-quality scan", progress=progress)
+        map_shards(
+            job, src.shards(), workers=workers, engine=engine, desc="data-quality scan", progress=progress
+        )
     )
     merged = ShardQuality(
         pair_hash=np.concatenate([p.pair_hash for p in parts]) if parts else np.zeros(0, np.uint64),
@@ -298,7 +282,173 @@ def _format_flags(prompt: str, response: str) -> list[str]:
     return flags
 
 
-def _teacher_rates(inputs: DiagnosisInputs) -> dict[str, tuple[int, int]] | None:
+class Check(enum.StrEnum):
+    """The four data-quality checks, in report order (``metrics["checks"]`` keys)."""
+
+    VERIFIED_ERROR = "verified_error"
+    FORMAT_VIOLATION = "format_violation"
+    DUPLICATE = "duplicate"
+    LENGTH_OUTLIER = "length_outlier"
+
+
+TESTED_CHECKS = (Check.VERIFIED_ERROR, Check.FORMAT_VIOLATION, Check.DUPLICATE)
+TEACHER_CHECKS = (Check.VERIFIED_ERROR, Check.FORMAT_VIOLATION)
+
+
+@dataclass(frozen=True)
+class RateRule:
+    """One rate check: fail on >= ``min_n`` rows when the rate is >= ``fail_rate`` and an exact
+    binomial test against ``tolerance`` has p < alpha; warn above ``warn_rate`` with at least
+    ``warn_count`` rows (or a small sample at the fail rate)."""
+
+    min_n: int
+    tolerance: float
+    fail_rate: float
+    warn_rate: float
+    warn_count: int
+
+    def as_metrics(self) -> dict[str, Any]:
+        return {
+            "min_n": self.min_n,
+            "tolerance": self.tolerance,
+            "fail_rate": self.fail_rate,
+            "warn_rate": self.warn_rate,
+            "warn_count": self.warn_count,
+        }
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    """The data-quality rule: a :class:`RateRule` per tested check, the length-outlier warning."""
+
+    verified_error: RateRule = RateRule(30, 0.05, 0.10, 0.05, 2)
+    format_violation: RateRule = RateRule(50, 0.05, 0.15, 0.05, 3)
+    duplicate: RateRule = RateRule(100, 0.10, 0.30, 0.10, 3)
+    length_warn: float = 0.10  # outlier share that warns, on at least length_min_n rows
+    length_min_n: int = 100
+
+    def rate_rule(self, check: Check) -> RateRule:
+        return {
+            Check.VERIFIED_ERROR: self.verified_error,
+            Check.FORMAT_VIOLATION: self.format_violation,
+            Check.DUPLICATE: self.duplicate,
+        }[check]
+
+    def as_metrics(self, alpha: float) -> dict[str, Any]:
+        """``metrics["rules"]``: the three rate rules as applied (alpha is the diagnosis's)."""
+        return {c.value: self.rate_rule(c).as_metrics() for c in TESTED_CHECKS}
+
+    def describe(self) -> str:
+        return "the verified error rate or fault rate is significantly above tolerance"
+
+
+RULE = QualityRule()
+
+
+@dataclass(frozen=True)
+class Count:
+    """``k`` of ``n`` rows flagged by one check."""
+
+    k: int
+    n: int
+
+    @property
+    def rate(self) -> float:
+        return self.k / self.n if self.n else 0.0
+
+
+@dataclass(frozen=True)
+class TeacherAttribution:
+    """A check's training rate against the teacher's own rate on the evaluation items."""
+
+    teacher_rate: float | None
+    teacher_n: int | None
+    diff_ci: tuple[float, float] | None  # Newcombe 95% CI of training rate - teacher rate
+    beyond_teacher: bool
+
+    def as_metrics(self) -> dict[str, Any]:
+        return {
+            "teacher_rate": self.teacher_rate,
+            "teacher_n": self.teacher_n,
+            "diff_ci": json_interval(self.diff_ci),
+            "beyond_teacher": self.beyond_teacher,
+        }
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """Exact duplicates over every row, near duplicates on the sampled distinct rows."""
+
+    exact: int
+    exact_rate: float
+    conflicting: int  # same prompt, different response
+    near_rows: int
+    near_rate: float  # corrected for the sample: in-sample share / sample share
+    rate_in_sample: float
+    sample_share: float
+    rows_checked: int
+    pairs: int
+    config: dict[str, Any]  # NearDupConfig.record()
+    redundant: int  # exact + estimated near-duplicate rows
+    exact_examples: tuple[str, ...]  # ids of the first exact copies
+    near_examples: tuple[tuple[str, str, float], ...]  # (earlier id, later id, Jaccard)
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """Response lengths in words and their robust-z outliers."""
+
+    median_words: float
+    p95_words: float
+    outliers: int
+    outlier_rate: float
+
+
+@dataclass(frozen=True)
+class QualityMeasured:
+    """What the data-quality scan found; ``duplicates`` and ``lengths`` are None on an empty set."""
+
+    n_rows: int
+    sampled_rows: int
+    seed: int
+    with_reference: int
+    unverifiable: int
+    errors: tuple[tuple[str, str], ...]  # (id, why) of verified rows that contradict their reference
+    verified: Count
+    malformed: Count  # rows of the text sample with a format flag
+    format_counts: dict[str, int]
+    bad_rows: tuple[tuple[str, str], ...]  # (id, flags)
+    attribution: dict[Check, TeacherAttribution]
+    duplicates: Duplicates | None
+    lengths: Lengths | None
+
+    def count(self, check: Check) -> Count:
+        if check is Check.VERIFIED_ERROR:
+            return self.verified
+        if check is Check.FORMAT_VIOLATION:
+            return self.malformed
+        assert self.duplicates is not None
+        return Count(self.duplicates.redundant, self.n_rows)
+
+
+@dataclass(frozen=True)
+class CheckRuling:
+    verdict: Verdict
+    p_value: float | None
+
+
+@dataclass(frozen=True)
+class QualityRuling(Ruling):
+    """The overall ruling plus each check's verdict and the failing checks the teacher explains."""
+
+    checks: dict[Check, CheckRuling] = field(default_factory=dict)
+    teacher_explained: tuple[Check, ...] = ()
+
+
+# -- measure ----------------------------------------------------------------------------------
+
+
+def _teacher_rates(inputs: DiagnosisInputs) -> dict[Check, tuple[int, int]] | None:
     """(count, n) of the teacher's wrong and malformed evaluation outputs, or None without a teacher."""
     tv, t_out = inputs.teacher_verdicts, inputs.teacher
     if not tv or not t_out:
@@ -312,81 +462,26 @@ def _teacher_rates(inputs: DiagnosisInputs) -> dict[str, tuple[int, int]] | None
         or tv[it.id].answer is None
         for it in items
     )
-    return {"verified_error": (wrong, len(items)), "format_violation": (malformed, len(items))}
+    return {Check.VERIFIED_ERROR: (wrong, len(items)), Check.FORMAT_VIOLATION: (malformed, len(items))}
 
 
-def _beyond_teacher(
-    k: int, n: int, teacher: tuple[int, int] | None
-) -> tuple[bool, tuple[float, float] | None]:
+def _attribution(count: Count, teacher: tuple[int, int] | None) -> TeacherAttribution:
     """Is the training rate k/n above the teacher's own rate by more than the margin?"""
-    if teacher is None or n == 0:
-        return True, None
-    ci = two_proportion_diff_ci(k, n, teacher[0], teacher[1])
-    return ci[0] > TEACHER_MARGIN, ci
-
-
-def _rule(name: str, k: int, n: int, alpha: float) -> tuple[str, StatTest]:
-    min_n, tol, fail_rate, warn_rate, warn_k = RULES[name]
-    p = binom_test_greater(k, n, tol) if n else None
-    rate = k / n if n else 0.0
-    test = StatTest(
-        name=f"exact binomial, {name.replace('_', ' ')} rate > {tol:.0%} (one-sided)",
-        n=n,
-        p_value=p,
-        effect=json_float(rate),
-        effect_name=f"{name.replace('_', ' ')} rate",
-        ci=clopper_pearson(k, n),
+    if teacher is None or count.n == 0:
+        beyond, ci = True, None
+    else:
+        ci = two_proportion_diff_ci(count.k, count.n, teacher[0], teacher[1])
+        beyond = ci[0] > TEACHER_MARGIN
+    return TeacherAttribution(
+        teacher_rate=json_float(teacher[0] / teacher[1]) if teacher and teacher[1] else None,
+        teacher_n=teacher[1] if teacher else None,
+        diff_ci=ci,
+        beyond_teacher=beyond,
     )
-    if n >= min_n and p is not None and p < alpha and rate >= fail_rate:
-        return "fail", test
-    if (rate > warn_rate and k >= warn_k) or (n < min_n and rate >= fail_rate and k >= warn_k):
-        return "warn", test
-    return "pass", test
 
 
-def run(inputs: DiagnosisInputs) -> Finding:
-    scan, src, sample = scan_quality(
-        inputs.train, inputs.seed, workers=inputs.workers, engine=inputs.engine, progress=not inputs.quiet
-    )
-    n = src.n_rows
-    if n == 0:
-        return Finding(mode=MODE, verdict="pass", summary="The training set is empty: nothing to check.", n=0)
-
-    # 1. verified errors
-    errors, n_ver, n_skip = scan.errors, scan.n_verified, scan.n_skipped
-    v_err, t_err = _rule("verified_error", len(errors), n_ver, inputs.alpha)
-
-    # 2. format violations
-    counts, bad_ids = scan.counts, scan.bad_ids
-    counts.setdefault("no_final_answer", 0)
-    v_fmt, t_fmt = _rule("format_violation", len(bad_ids), len(sample), inputs.alpha)
-
-    # Wrong or malformed targets at the teacher's own rate are teacher errors (see docstring).
-    teacher_rates = _teacher_rates(inputs)
-    attribution: dict[str, Any] = {}
-    for name, k_, n_ in (
-        ("verified_error", len(errors), n_ver),
-        ("format_violation", len(bad_ids), len(sample)),
-    ):
-        rate_t = teacher_rates.get(name) if teacher_rates else None
-        beyond, diff_ci = _beyond_teacher(k_, n_, rate_t)
-        attribution[name] = {
-            "teacher_rate": json_float(rate_t[0] / rate_t[1]) if rate_t and rate_t[1] else None,
-            "teacher_n": rate_t[1] if rate_t else None,
-            "diff_ci": json_interval(diff_ci),
-            "beyond_teacher": beyond,
-        }
-    # Which failing checks the teacher's own error rate explains; the diagnosis lowers such a
-    # fail to warn only when teacher_error_transfer confirms the student learned teacher errors.
-    teacher_explained = [
-        name
-        for name, v in (("verified_error", v_err), ("format_violation", v_fmt))
-        if v == "fail"
-        and attribution[name]["teacher_rate"] is not None
-        and not attribution[name]["beyond_teacher"]
-    ]
-
-    # 3. duplicates (near duplicates on the sampled rows that are not exact duplicates)
+def _measure_duplicates(scan: ShardQuality, src: TrainingSource, n: int) -> Duplicates:
+    """Exact duplicates of every row; near duplicates among the sampled rows that are not exact ones."""
     exact, pair_any = _duplicated(scan.pair_hash)
     conflicting = int((_duplicated(scan.prompt_hash)[1] & ~pair_any).sum())
     n_unique = int(n - exact.sum())
@@ -398,120 +493,264 @@ def run(inputs: DiagnosisInputs) -> Finding:
     in_sample = len(near_rows) / len(nd_pos) if len(nd_pos) else 0.0
     share = len(nd_pos) / n_unique if n_unique else 1.0
     near_rate = min(1.0, in_sample / share) if share > 0 else 0.0  # partner-inclusion correction
-    redundant = int(exact.sum()) + int(round(near_rate * n_unique))
-    v_dup, t_dup = _rule("duplicate", redundant, n, inputs.alpha)
-
-    # 4. length outliers
-    lengths = scan.lengths.astype(float)
-    z = robust_z(np.log1p(lengths), min_scale=LENGTH_MIN_SCALE)
-    outliers = np.flatnonzero(np.abs(z) > LENGTH_Z)
-    out_rate = outliers.size / n
-    v_len = "warn" if n >= 100 and out_rate > LENGTH_WARN else "pass"
-
-    parts = {"verified_error": v_err, "format_violation": v_fmt, "duplicate": v_dup, "length_outlier": v_len}
-    tests = {"verified_error": t_err, "format_violation": t_fmt, "duplicate": t_dup}
-    verdict = "fail" if "fail" in parts.values() else "warn" if "warn" in parts.values() else "pass"
-    failing = [k for k, v in parts.items() if v == verdict and k in tests]
-    primary = min(failing, key=lambda k: tests[k].p_value or 1.0) if failing else "verified_error"
-    p_value = tests[primary].p_value
-
-    evidence = [{"id": i, "why": w} for i, w in errors[:4]]
-    evidence += [{"id": i, "why": f"format: {w}"} for i, w in bad_ids[:3]]
     dup_rows = np.flatnonzero(exact)[:2].tolist()
     pair_rows = [(int(nd_pos[i]), int(nd_pos[j]), jac) for i, j, jac in pairs[:1]]
-    wanted = dup_rows + [r for a, b, _ in pair_rows for r in (a, b)]
-    has_ids = "id" in src.column_names()
-    got = src.values_at(wanted, "id") if wanted and has_ids else {}
-    ids_all = {r: _row_id(got.get(r), r) for r in wanted}
-    evidence += [{"id": ids_all[i], "why": "exact duplicate of an earlier row"} for i in dup_rows]
-    evidence += [
-        {"id": ids_all[b], "why": f"near duplicate (Jaccard {jac:.2f}) of {ids_all[a]}"}
-        for a, b, jac in pair_rows
-    ]
-    evidence = evidence[:10]
+    ids = _ids_of(src, dup_rows + [r for a, b, _ in pair_rows for r in (a, b)])
+    return Duplicates(
+        exact=int(exact.sum()),
+        exact_rate=float(exact.mean()),
+        conflicting=conflicting,
+        near_rows=len(near_rows),
+        near_rate=near_rate,
+        rate_in_sample=in_sample,
+        sample_share=share,
+        rows_checked=int(len(nd_pos)),
+        pairs=len(pairs),
+        config=cfg.record(),
+        redundant=int(exact.sum()) + int(round(near_rate * n_unique)),
+        exact_examples=tuple(ids[r] for r in dup_rows),
+        near_examples=tuple((ids[a], ids[b], jac) for a, b, jac in pair_rows),
+    )
 
-    issues = []
 
-    def _teacher_note(name: str) -> str:
-        a = attribution[name]
-        if a["beyond_teacher"] or a["teacher_rate"] is None:
-            return ""
-        return f" (about the teacher's own rate, {a['teacher_rate']:.0%}: see teacher_error_transfer)"
+def _ids_of(src: TrainingSource, rows: list[int]) -> dict[int, str]:
+    """The training ids of ``rows`` (``row<k>`` where the file has none)."""
+    got = src.values_at(rows, "id") if rows and "id" in src.column_names() else {}
+    return {r: _row_id(got.get(r), r) for r in rows}
 
-    if parts["verified_error"] != "pass":
-        issues.append(
-            f"{len(errors)}/{n_ver} targets contradict their reference" + _teacher_note("verified_error")
-        )
-    if parts["format_violation"] != "pass":
-        issues.append(
-            f"{len(bad_ids)}/{len(sample)} targets are malformed" + _teacher_note("format_violation")
-        )
-    if parts["duplicate"] != "pass":
-        issues.append(f"{redundant}/{n} rows are duplicates")
-    if parts["length_outlier"] != "pass":
-        issues.append(f"{outliers.size}/{n} responses have outlying length")
-    if verdict == "pass":
-        summary = (
-            f"The training targets look sound: {len(errors)}/{n_ver} verified wrong, "
-            f"{len(bad_ids)}/{len(sample)} malformed, {redundant}/{n} duplicates."
-        )
-    else:
-        summary = (
-            "Training data problems: "
-            + "; ".join(issues)
-            + ("; fix the data before anything else." if verdict == "fail" else ".")
-        )
 
-    metrics = {
-        "n_rows": n,
-        "sampled_rows": int(len(sample)),
-        "sample_seed": inputs.seed,
-        "with_reference": scan.with_reference,
-        "verified": n_ver,
-        "unverifiable": n_skip,
-        "verified_errors": len(errors),
-        "verified_error_rate": json_float(len(errors) / n_ver) if n_ver else None,
-        "verified_error_ci": list(clopper_pearson(len(errors), n_ver)),
-        "format": {**counts, "any": len(bad_ids), "rate": json_float(len(bad_ids) / len(sample))},
-        "format_ci": list(clopper_pearson(len(bad_ids), len(sample))),
-        "exact_duplicates": int(exact.sum()),
-        "exact_duplicate_rate": json_float(float(exact.mean())),
-        "same_prompt_different_response": conflicting,
-        "near_duplicates": {
-            "rows": len(near_rows),
-            "rate": json_float(near_rate),
-            "rate_in_sample": json_float(in_sample),
-            "sample_share": json_float(share),
-            "rows_checked": int(len(nd_pos)),
-            "pairs": len(pairs),
-            **cfg.record(),
+def _measure_lengths(lengths: np.ndarray) -> Lengths:
+    words = lengths.astype(float)
+    z = robust_z(np.log1p(words), min_scale=LENGTH_MIN_SCALE)
+    outliers = np.flatnonzero(np.abs(z) > LENGTH_Z)
+    return Lengths(
+        median_words=float(np.median(words)),
+        p95_words=float(np.quantile(words, 0.95)),
+        outliers=int(outliers.size),
+        outlier_rate=outliers.size / len(words),
+    )
+
+
+def measure(inputs: DiagnosisInputs) -> QualityMeasured:
+    """Scan every training row (in shards) and measure each check; no verdict."""
+    scan, src, sample = scan_quality(
+        inputs.train, inputs.seed, workers=inputs.workers, engine=inputs.engine, progress=not inputs.quiet
+    )
+    n = src.n_rows
+    verified = Count(len(scan.errors), scan.n_verified)
+    malformed = Count(len(scan.bad_ids), len(sample))
+    teacher = _teacher_rates(inputs) if n else None
+    return QualityMeasured(
+        n_rows=n,
+        sampled_rows=int(len(sample)),
+        seed=inputs.seed,
+        with_reference=scan.with_reference,
+        unverifiable=scan.n_skipped,
+        errors=tuple(scan.errors),
+        verified=verified,
+        malformed=malformed,
+        format_counts={**scan.counts, "no_final_answer": scan.counts.get("no_final_answer", 0)},
+        bad_rows=tuple(scan.bad_ids),
+        attribution={
+            check: _attribution(count, teacher.get(check) if teacher else None)
+            for check, count in ((Check.VERIFIED_ERROR, verified), (Check.FORMAT_VIOLATION, malformed))
         },
-        "redundant_rows": redundant,
+        duplicates=_measure_duplicates(scan, src, n) if n else None,
+        lengths=_measure_lengths(scan.lengths) if n else None,
+    )
+
+
+# -- decide -----------------------------------------------------------------------------------
+
+
+def decide_rate(count: Count, rule: RateRule, alpha: float) -> CheckRuling:
+    """One rate check under its rule (see :class:`RateRule`)."""
+    k, n = count.k, count.n
+    p = binom_test_greater(k, n, rule.tolerance) if n else None
+    rate = count.rate
+    if n >= rule.min_n and p is not None and p < alpha and rate >= rule.fail_rate:
+        return CheckRuling(Verdict.FAIL, p)
+    small = n < rule.min_n and rate >= rule.fail_rate
+    if k >= rule.warn_count and (rate > rule.warn_rate or small):
+        return CheckRuling(Verdict.WARN, p)
+    return CheckRuling(Verdict.PASS, p)
+
+
+def decide(measured: QualityMeasured, rule: QualityRule, alpha: float) -> QualityRuling:
+    """The worst check decides; its smallest p-value (of the checks at that verdict) is primary."""
+    if measured.n_rows == 0 or measured.lengths is None:
+        return QualityRuling(Verdict.PASS, None)
+    checks = {c: decide_rate(measured.count(c), rule.rate_rule(c), alpha) for c in TESTED_CHECKS}
+    long_share = measured.n_rows >= rule.length_min_n and measured.lengths.outlier_rate > rule.length_warn
+    checks[Check.LENGTH_OUTLIER] = CheckRuling(Verdict.WARN if long_share else Verdict.PASS, None)
+    verdict = worst(c.verdict for c in checks.values())
+    at_verdict = [c for c in TESTED_CHECKS if checks[c].verdict == verdict]
+    # (a p-value of exactly 0 ranks as 1: kept as the probe always ranked them)
+    primary = min(at_verdict, key=lambda c: checks[c].p_value or 1.0) if at_verdict else Check.VERIFIED_ERROR
+    explained = tuple(
+        c
+        for c in TEACHER_CHECKS
+        if checks[c].verdict == Verdict.FAIL
+        and measured.attribution[c].teacher_rate is not None
+        and not measured.attribution[c].beyond_teacher
+    )
+    return QualityRuling(verdict, checks[primary].p_value, checks=checks, teacher_explained=explained)
+
+
+# -- summarize --------------------------------------------------------------------------------
+
+
+def _tests(measured: QualityMeasured, ruling: QualityRuling, rule: QualityRule) -> list[StatTest]:
+    tests = []
+    for check in TESTED_CHECKS:
+        count, words = measured.count(check), check.value.replace("_", " ")
+        tests.append(
+            StatTest(
+                name=f"exact binomial, {words} rate > {rule.rate_rule(check).tolerance:.0%} (one-sided)",
+                n=count.n,
+                p_value=ruling.checks[check].p_value,
+                effect=json_float(count.rate),
+                effect_name=f"{words} rate",
+                ci=clopper_pearson(count.k, count.n),
+            )
+        )
+    return tests
+
+
+def _evidence(measured: QualityMeasured) -> list[dict[str, Any]]:
+    dups = measured.duplicates
+    assert dups is not None
+    evidence = [{"id": i, "why": w} for i, w in measured.errors[:4]]
+    evidence += [{"id": i, "why": f"format: {w}"} for i, w in measured.bad_rows[:3]]
+    evidence += [{"id": i, "why": "exact duplicate of an earlier row"} for i in dups.exact_examples]
+    evidence += [
+        {"id": b, "why": f"near duplicate (Jaccard {jac:.2f}) of {a}"} for a, b, jac in dups.near_examples
+    ]
+    return evidence[:10]
+
+
+def _teacher_note(attribution: TeacherAttribution) -> str:
+    if attribution.beyond_teacher or attribution.teacher_rate is None:
+        return ""
+    return f" (about the teacher's own rate, {attribution.teacher_rate:.0%}: see teacher_error_transfer)"
+
+
+def _summary(measured: QualityMeasured, ruling: QualityRuling) -> str:
+    dups, lengths = measured.duplicates, measured.lengths
+    assert dups is not None and lengths is not None
+    v, m, n = measured.verified, measured.malformed, measured.n_rows
+    if ruling.verdict == Verdict.PASS:
+        return (
+            f"The training targets look sound: {v.k}/{v.n} verified wrong, "
+            f"{m.k}/{m.n} malformed, {dups.redundant}/{n} duplicates."
+        )
+    issues = {
+        Check.VERIFIED_ERROR: f"{v.k}/{v.n} targets contradict their reference"
+        + _teacher_note(measured.attribution[Check.VERIFIED_ERROR]),
+        Check.FORMAT_VIOLATION: f"{m.k}/{m.n} targets are malformed"
+        + _teacher_note(measured.attribution[Check.FORMAT_VIOLATION]),
+        Check.DUPLICATE: f"{dups.redundant}/{n} rows are duplicates",
+        Check.LENGTH_OUTLIER: f"{lengths.outliers}/{n} responses have outlying length",
+    }
+    found = [text for check, text in issues.items() if ruling.checks[check].verdict != Verdict.PASS]
+    end = "; fix the data before anything else." if ruling.verdict == Verdict.FAIL else "."
+    return "Training data problems: " + "; ".join(found) + end
+
+
+def _metrics(
+    measured: QualityMeasured, ruling: QualityRuling, rule: QualityRule, alpha: float
+) -> dict[str, Any]:
+    dups, lengths = measured.duplicates, measured.lengths
+    assert dups is not None and lengths is not None
+    v, m = measured.verified, measured.malformed
+    return {
+        "n_rows": measured.n_rows,
+        "sampled_rows": measured.sampled_rows,
+        "sample_seed": measured.seed,
+        "with_reference": measured.with_reference,
+        "verified": v.n,
+        "unverifiable": measured.unverifiable,
+        "verified_errors": v.k,
+        "verified_error_rate": json_float(v.rate) if v.n else None,
+        "verified_error_ci": list(clopper_pearson(v.k, v.n)),
+        "format": {**measured.format_counts, "any": m.k, "rate": json_float(m.rate)},
+        "format_ci": list(clopper_pearson(m.k, m.n)),
+        "exact_duplicates": dups.exact,
+        "exact_duplicate_rate": json_float(dups.exact_rate),
+        "same_prompt_different_response": dups.conflicting,
+        "near_duplicates": {
+            "rows": dups.near_rows,
+            "rate": json_float(dups.near_rate),
+            "rate_in_sample": json_float(dups.rate_in_sample),
+            "sample_share": json_float(dups.sample_share),
+            "rows_checked": dups.rows_checked,
+            "pairs": dups.pairs,
+            **dups.config,
+        },
+        "redundant_rows": dups.redundant,
         "length": {
-            "median_words": json_float(float(np.median(lengths))),
-            "p95_words": json_float(float(np.quantile(lengths, 0.95))),
-            "outliers": int(outliers.size),
-            "outlier_rate": json_float(out_rate),
+            "median_words": json_float(lengths.median_words),
+            "p95_words": json_float(lengths.p95_words),
+            "outliers": lengths.outliers,
+            "outlier_rate": json_float(lengths.outlier_rate),
             "rule": f"|robust z of log(1+words)| > {LENGTH_Z}, scale >= {LENGTH_MIN_SCALE}",
         },
-        "checks": parts,
-        "teacher_attribution": attribution,
-        "teacher_explained_checks": teacher_explained,
-        "rules": {
-            k: dict(zip(("min_n", "tolerance", "fail_rate", "warn_rate", "warn_count"), v))
-            for k, v in RULES.items()
-        },
+        "checks": {c.value: r.verdict.value for c, r in ruling.checks.items()},
+        "teacher_attribution": {c.value: a.as_metrics() for c, a in measured.attribution.items()},
+        "teacher_explained_checks": [c.value for c in ruling.teacher_explained],
+        "rules": rule.as_metrics(alpha),
     }
+
+
+def summarize(
+    measured: QualityMeasured, ruling: QualityRuling, rule: QualityRule = RULE, alpha: float = ALPHA
+) -> Finding:
+    """The finding: summary, metrics (with ``rule``'s thresholds), tests and evidence."""
+    if measured.n_rows == 0:
+        return Finding(
+            mode=MODE, verdict=Verdict.PASS, summary="The training set is empty: nothing to check.", n=0
+        )
     return Finding(
         mode=MODE,
-        verdict=verdict,
-        summary=summary,
-        metrics=metrics,
-        evidence=evidence,
-        guardrail=GUARDRAIL if verdict != "pass" else "",
-        tests=list(tests.values()),
-        p_value=p_value,
-        n=n,
+        verdict=ruling.verdict,
+        summary=_summary(measured, ruling),
+        metrics=_metrics(measured, ruling, rule, alpha),
+        evidence=_evidence(measured),
+        guardrail=GUARDRAIL if ruling.verdict != Verdict.PASS else "",
+        tests=_tests(measured, ruling, rule),
+        p_value=ruling.p_value,
+        n=measured.n_rows,
+        measured=measured,
+        ruling=ruling,
+    )
+
+
+def run(inputs: DiagnosisInputs) -> Finding:
+    measured = measure(inputs)
+    return summarize(measured, decide(measured, RULE, inputs.alpha), RULE, inputs.alpha)
+
+
+# -- cross-probe adjustment -------------------------------------------------------------------
+
+
+def attributed_to_teacher(data: Finding, transfer: Finding) -> Finding:
+    """``data`` lowered from fail to warn when every failing check is one the teacher's own error
+    rate explains (``teacher_explained_checks``) and ``transfer`` (teacher_error_transfer) fails:
+    the wrong targets are the teacher's errors and the student demonstrably learned them, which is
+    teacher_error_transfer's finding. Otherwise ``data`` unchanged."""
+    ruling, measured = data.ruling, data.measured
+    if data.verdict != Verdict.FAIL or transfer.verdict != Verdict.FAIL:
+        return data
+    if not isinstance(ruling, QualityRuling) or not isinstance(measured, QualityMeasured):
+        return data
+    failing = {c for c, r in ruling.checks.items() if r.verdict == Verdict.FAIL}
+    if not failing or not failing <= set(ruling.teacher_explained):
+        return data
+    return data.downgraded(
+        Verdict.WARN,
+        "These wrong targets occur at about the teacher's own error rate and the student repeats "
+        "the teacher's errors: fix them as teacher_error_transfer (lowered from fail).",
+        summary=_summary(measured, replace(ruling, verdict=Verdict.WARN)),
     )
 
 

@@ -8,19 +8,26 @@ For a text x_1..x_T under a causal LM, at each position t (predicting x_t from x
 (mean and standard deviation of the log-probability under the model's *own* next-token
 distribution), and the score is the mean of the lowest k% of the z_t (k = 20%). Texts seen in
 training tend to score higher (their tokens sit at local maxima of the likelihood).
+
+The contamination probe reports :func:`membership` (AUC of dirty vs clean prompts under the
+student) as supporting evidence only: no verdict rests on it, so it has no rule.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from distill_doctor.causal_lm import load_causal_lm
-from distill_doctor.stats import bootstrap_ci
+from distill_doctor.stats import bootstrap_ci, json_float, json_interval
+
+K = 0.2  # the share of lowest z-scores averaged
 
 
 def load_model(path: str | Path):
@@ -44,7 +51,7 @@ def token_z_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.where(degenerate, torch.zeros_like(mu), (tok_lp - mu) / sigma.clamp_min(1e-6))
 
 
-def min_k_plus_from_z(z: torch.Tensor | np.ndarray, k: float = 0.2) -> float:
+def min_k_plus_from_z(z: torch.Tensor | np.ndarray, k: float = K) -> float:
     """Mean of the lowest ceil(k * T) z-scores; nan for an empty sequence."""
     z = np.sort(np.asarray(z, dtype=float))
     if z.size == 0:
@@ -55,7 +62,7 @@ def min_k_plus_from_z(z: torch.Tensor | np.ndarray, k: float = 0.2) -> float:
 
 @torch.no_grad()
 def min_k_plus_scores(
-    model, tokenizer, texts: Sequence[str], *, k: float = 0.2, max_tokens: int = 256
+    model, tokenizer, texts: Sequence[str], *, k: float = K, max_tokens: int = 256
 ) -> list[float]:
     """Min-K%++ score of each text (nan for texts with fewer than 2 tokens). One forward pass per text."""
     device = next(model.parameters()).device
@@ -92,3 +99,36 @@ def auc(
     value = float(_auc_rows(p[None], q[None])[0])
     ci = bootstrap_ci(_auc_rows, p, q, n_boot=n_boot, seed=seed, paired=False)
     return value, ci
+
+
+@dataclass(frozen=True)
+class Membership:
+    """Min-K%++ scores of two groups of texts under one model and the AUC that compares them."""
+
+    k: float
+    dirty_scores: tuple[float, ...]
+    clean_scores: tuple[float, ...]
+    auc: float
+    auc_ci: tuple[float, float]
+
+    def as_metrics(self) -> dict[str, Any]:
+        """The contamination finding's ``metrics["min_k_plus"]`` block."""
+        return {
+            "k": self.k,
+            "n_dirty": len(self.dirty_scores),
+            "n_clean": len(self.clean_scores),
+            "auc_dirty_vs_clean": json_float(self.auc),
+            "auc_ci": json_interval(self.auc_ci),
+            "note": "AUC > 0.5: dirty prompts look more like training members to the student (supporting only)",
+        }
+
+
+def membership(
+    model_path: str | Path, dirty: Sequence[str], clean: Sequence[str], *, seed: int = 0
+) -> Membership:
+    """Score ``dirty`` and ``clean`` texts under the model at ``model_path``; AUC of dirty over clean."""
+    model, tok = load_model(model_path)
+    scores = min_k_plus_scores(model, tok, [*dirty, *clean])
+    s_dirty, s_clean = scores[: len(dirty)], scores[len(dirty) :]
+    value, ci = auc(s_dirty, s_clean, seed=seed)
+    return Membership(K, tuple(s_dirty), tuple(s_clean), value, ci)
