@@ -4,7 +4,7 @@
 self-consistency variant with ``repeats``, arc_easy, hendrycks_math_algebra, humaneval, mbpp), points them
 at small local JSONL datasets in the real datasets' column layouts (``dataset_path: json`` with
 absolute ``data_files``), and runs ``lm_eval.simple_evaluate`` with the replay model of
-:mod:`lm_eval_replay` for a teacher and a student answer table. lm-eval's own
+:mod:`distill_doctor.testing.lm_eval_replay` for a teacher and a student answer table. lm-eval's own
 ``EvaluationTracker`` writes ``<out>/<role>/<model>/samples_<task>_<ts>.jsonl`` and
 ``results_<ts>.json``, exactly as ``lm-eval run --log_samples --output_path`` does.
 
@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from distill_doctor.testing.lm_eval_env import offline_lm_eval
 
 ROLES = ("teacher", "student")
 
@@ -392,9 +393,10 @@ def _task_dirs(root: Path) -> dict[str, tuple[Path, list, Any]]:
 def _run(task: str, task_root: Path, answers: Path, out_dir: Path) -> Path:
     """One lm-eval run of one task with the replay model; lm-eval's tracker writes the files."""
     import lm_eval
-    import lm_eval_replay  # noqa: F401  (registers the replay model)
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
+
+    from distill_doctor.testing import lm_eval_replay  # registers the replay model
 
     tracker = EvaluationTracker(output_path=str(out_dir))
     results = lm_eval.simple_evaluate(
@@ -417,17 +419,6 @@ def _run(task: str, task_root: Path, answers: Path, out_dir: Path) -> Path:
         tracker.save_results_samples(task_name=name, samples=samples[name])
     (found,) = out_dir.rglob(f"samples_{task}_*.jsonl")
     return found
-
-
-def offline_lm_eval() -> None:
-    """Offline settings for lm-eval runs in this process, and this folder importable for the replay
-    model (lm-eval imports it by module name when it builds the model)."""
-    for key, value in {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
-                       "HF_ALLOW_CODE_EVAL": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
-        os.environ.setdefault(key, value)
-    here = str(Path(__file__).parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
 
 
 def build(root: str | Path, tasks: tuple[str, ...] | None = None) -> dict[str, Built]:

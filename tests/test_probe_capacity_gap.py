@@ -1,9 +1,15 @@
 """capacity_gap on planted, clean, tiny and degenerate runs, and its chart contract."""
 
 import pytest
-from synthetic_runs import EDGE_KINDS, check_finding, false_fail_sweep, make_edge, make_run
 
 from distill_doctor.probes import capacity_gap as probe
+from distill_doctor.testing.synthetic_runs import (
+    EDGE_KINDS,
+    check_finding,
+    false_fail_sweep,
+    make_edge,
+    make_run,
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

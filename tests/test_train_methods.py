@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from distill_doctor.cli import main
 from distill_doctor.errors import InputError
+from distill_doctor.testing.tiny_model import build_char_tokenizer, build_tiny_llama
 from distill_doctor.train import run_training
 from distill_doctor.train.config import LossConfig
 from distill_doctor.train.data import Example, collate, completion_rows, tokenize_all
@@ -19,7 +20,6 @@ from distill_doctor.train.generation import sample_completions, speculative_comp
 from distill_doctor.train.kd_loss import dense_kd_loss
 from distill_doctor.train.losses import forward_kl
 from distill_doctor.train.sft import sft_loss
-from distill_doctor.train.tiny_model import build_char_tokenizer, build_tiny_llama
 
 
 @pytest.fixture(scope="module")

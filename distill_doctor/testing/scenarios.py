@@ -5,7 +5,7 @@
 ``provenance.yaml``; it returns a :class:`Scenario` whose ``cli_args(out)`` is the argument list of
 ``distill-doctor diagnose``. ``label`` is ``clean`` or one planted mode (``MODES``).
 
-How the models behave (content in ``tests/scenario_content.py``):
+How the models behave (content in ``scenario_content.py``):
 
 - Correctness is drawn per item from an accuracy curve over difficulty 1-5; items of one group
   (original / numbers / distractor) share a latent draw per model, so variants are correlated.
@@ -34,8 +34,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import scenario_content as sc
 import yaml
+
+from distill_doctor.testing import scenario_content as sc
 
 MODES = (
     "data_quality",

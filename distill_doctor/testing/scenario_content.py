@@ -1,4 +1,4 @@
-"""Problems and model outputs for the independent diagnosis scenarios (``tests/scenarios.py``).
+"""Problems and model outputs for the independent diagnosis scenarios (``scenarios.py``).
 
 Four domains, each a :class:`Problem` that knows its correct solution lines and a realistic
 distribution of wrong answers:
@@ -14,7 +14,7 @@ distribution of wrong answers:
 
 Wrong answers come from an item-specific attractor distribution (off-by-one and "forgot the last
 step" are common for every model), so two independent models share some wrong answers by chance.
-Written independently of ``tests/synthetic_runs.py`` on purpose.
+Written independently of ``synthetic_runs.py`` on purpose.
 """
 
 from __future__ import annotations
