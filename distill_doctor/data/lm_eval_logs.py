@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill_doctor.data.answers import last_code_block, parse_number
 from distill_doctor.data.items import lm_doc_hash
 from distill_doctor.data.jsonl import iter_jsonl, type_name
 from distill_doctor.errors import InputError
@@ -492,8 +493,6 @@ def _no_loglikelihood(sf: SamplesFile, d: LmEvalDoc) -> None:
 
 
 def _number_or_text(reference: str) -> str:
-    from distill_doctor.verify.extract import parse_number
-
     return "numeric" if parse_number(reference) is not None else "exact"
 
 
@@ -620,8 +619,6 @@ _ASSERT_CALL = re.compile(r"^\s*assert\s+(?:not\s+)?\(*\s*(?:set\(|math\.isclose
 
 def _fenced(text: str) -> str:
     """``text`` as a fenced Python block, unless it holds one already."""
-    from distill_doctor.verify.code import last_code_block
-
     return text if last_code_block(text) is not None else f"```python\n{text}\n```"
 
 
