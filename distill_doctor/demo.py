@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if args.closed_loop:
         from distill_doctor.closed_loop import run_closed_loop
 
-        out = check_output_dir(args.out if args.out != Path("out/demo") else Path("out/closed-loop"))
-        return run_closed_loop(fixtures, args.closed_loop, out, seed=args.seed, quiet=args.quiet)
+        loop_out = check_output_dir(args.out if args.out != Path("out/demo") else Path("out/closed-loop"))
+        return run_closed_loop(fixtures, args.closed_loop, loop_out, seed=args.seed, quiet=args.quiet)
     organisms = discover(fixtures, args.organisms)
     out: Path = check_output_dir(args.out)  # before minutes of evaluation
     start = time.perf_counter()
@@ -160,5 +160,7 @@ def _table(rows) -> str:
         found = "-" if planted is None else ("yes" if planted == suspect else "no")
         rest = [m for m in failing if m != report["primary_suspect"]]
         extra = ", ".join(rest + [f"{m} (warn)" for m in warning]) or "-"
-        lines.append(f"{name:<24} {t:>8} {s:>8} {a:>7}  {planted or '-':<24} {suspect:<24} {found:<10}  {extra}")
+        lines.append(
+            f"{name:<24} {t:>8} {s:>8} {a:>7}  {planted or '-':<24} {suspect:<24} {found:<10}  {extra}"
+        )
     return "\n".join(lines)

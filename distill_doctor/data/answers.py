@@ -200,12 +200,12 @@ def _number_text_to_canonical(body: str, negative: bool) -> str | None:
         return sign + stripped + (f"/{den}" if den else "")
     try:
         dn = Decimal(num)
-        if not dn.is_finite() or abs(dn.as_tuple().exponent) > _MAX_EXPONENT:
+        if not dn.is_finite() or _far_exponent(dn):
             return sign + num.lower()  # astronomically large or small: compare as written
         value = Fraction(dn)
         if den:
             dd = Decimal(den)
-            if dd == 0 or abs(dd.as_tuple().exponent) > _MAX_EXPONENT:
+            if dd == 0 or _far_exponent(dd):
                 return None
             value /= Fraction(dd)
     except (ArithmeticError, ValueError):  # decimal errors are ArithmeticErrors
@@ -213,6 +213,12 @@ def _number_text_to_canonical(body: str, negative: bool) -> str | None:
     if negative:
         value = -value
     return _canonical_value(value)
+
+
+def _far_exponent(d: Decimal) -> bool:
+    """An exponent beyond ``_MAX_EXPONENT`` (or none: infinity, NaN): too far to convert."""
+    exponent = d.as_tuple().exponent
+    return not isinstance(exponent, int) or abs(exponent) > _MAX_EXPONENT
 
 
 def _is_negative(text: str, start: int) -> bool:

@@ -19,7 +19,7 @@ _PLAIN_VERIFIERS = ("numeric", "exact", "choice", "math", "code")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class ItemList(list):
+class ItemList(list[Item]):
     """``list[Item]`` plus what later loaders need to know about the file they came from.
 
     ``path``: the items file. ``doc_hashes[i]``: the lm-evaluation-harness ``doc_hash``

@@ -137,7 +137,7 @@ def _arguments(obj: dict[str, Any], path: str, line: int) -> tuple[tuple[str, An
         args = [args[k] for k in sorted(args, key=lambda k: int(re.sub(r"\D", "", k) or 0))]
     if not isinstance(args, list):
         return ()
-    out = []
+    out: list[tuple[Any, Any]] = []
     for a in args:
         if isinstance(a, dict):
             out.append((a.get("arg_0"), a.get("arg_1")))
@@ -559,7 +559,7 @@ def _read_generated(sf: SamplesFile, d: LmEvalDoc) -> Reading:
         )
     doc = d.doc if isinstance(d.doc, dict) else {}
     texts = [_continued_block(sf, d, t) for t in texts]
-    common = {"output": texts[0], "samples": tuple(texts) if len(texts) > 1 else (), "tags": _tags(doc)}
+    common: dict[str, Any] = {"output": texts[0], "samples": tuple(texts) if len(texts) > 1 else (), "tags": _tags(doc)}
     task = sf.task or ""
     if isinstance(doc.get("test"), str) and isinstance(doc.get("entry_point"), str):
         return Reading(

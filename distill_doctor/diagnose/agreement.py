@@ -35,10 +35,12 @@ def agreement_block(
         "rate": best.rate,
         "lm_eval_accuracy": _mean(scores.values[(best.metric, best.filter)], ids),
         "pairs": [
-            {"metric": p.metric, "filter": p.filter, "n": p.n, "agree": p.agree, "rate": p.rate} for p in pairs
+            {"metric": p.metric, "filter": p.filter, "n": p.n, "agree": p.agree, "rate": p.rate}
+            for p in pairs
         ],
         "disagreeing": [
-            {"id": i, "verifier_passed": passed, "lm_eval": value} for i, passed, value in best.disagreeing[:SHOWN_ITEMS]
+            {"id": i, "verifier_passed": passed, "lm_eval": value}
+            for i, passed, value in best.disagreeing[:SHOWN_ITEMS]
         ],
         "warning": None,
     }

@@ -33,6 +33,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -205,8 +206,8 @@ def _output(rng: random.Random, p: sc.Problem, correct: bool, style: str, extra:
         text = sc.code_text(p, completion, fenced)
         long_code = completion.count("\n") >= 8
         if role == "student" and spec.label == "exposure_bias" and long_code and rng.random() < 0.8:
-            lines = completion.split("\n")
-            text = sc.code_text(p, "\n".join(lines[:3] + [lines[2]] * 20) + "\n", fenced)
+            code_lines = completion.split("\n")
+            text = sc.code_text(p, "\n".join(code_lines[:3] + [code_lines[2]] * 20) + "\n", fenced)
         return text, completion
     if answer is None:
         answer = p.reference if correct else sc.draw_wrong(rng, p)
@@ -288,7 +289,9 @@ def _train_records(spec: ScenarioSpec, rng: random.Random, problems: list[sc.Pro
                 p.reference,
             )
         eval_prompts.add(p.prompt)
-        rec = {"id": f"train-{k}", "prompt": p.prompt, "response": response, "source": f"synthetic-{domain}"}
+        rec: dict[str, object] = {
+            "id": f"train-{k}", "prompt": p.prompt, "response": response, "source": f"synthetic-{domain}"
+        }
         if ref is not None and spec.train_reference:
             rec["reference"] = ref
         if spec.label == "data_quality" and domain != "code" and rng.random() < 0.15:
@@ -337,7 +340,7 @@ def _manifest(
     spec: ScenarioSpec, rng: random.Random, train_path: Path, n_train: int
 ) -> tuple[dict, str | None]:
     sha = hashlib.sha256(train_path.read_bytes()).hexdigest()
-    m = {
+    m: dict[str, Any] = {
         "teacher": {"name": "acme/teacher-7b-instruct", "revision": "9f1c2e7a", "license": "apache-2.0"},
         "student_base": {"name": "acme/student-1b", "revision": "1b2d3f4e", "license": "mit"},
         "prompts": [{"source": "synthetic-math-v2", "license": "cc-by-4.0", "count": n_train}],

@@ -115,7 +115,7 @@ def summarise(rows: list[dict]) -> dict:
     for mode in MODES:
         planted = [r for r in rows if r["label"] == mode and not r["tiny"] and not r.get("situation")]
         k = sum(r["verdicts"].get(mode) == "fail" for r in planted)
-        by_n = defaultdict(lambda: [0, 0])
+        by_n: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0])
         for r in planted:
             by_n[r["n"]][0] += r["verdicts"].get(mode) == "fail"
             by_n[r["n"]][1] += 1
