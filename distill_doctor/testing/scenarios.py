@@ -290,7 +290,10 @@ def _train_records(spec: ScenarioSpec, rng: random.Random, problems: list[sc.Pro
             )
         eval_prompts.add(p.prompt)
         rec: dict[str, object] = {
-            "id": f"train-{k}", "prompt": p.prompt, "response": response, "source": f"synthetic-{domain}"
+            "id": f"train-{k}",
+            "prompt": p.prompt,
+            "response": response,
+            "source": f"synthetic-{domain}",
         }
         if ref is not None and spec.train_reference:
             rec["reference"] = ref
