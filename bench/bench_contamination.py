@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from distill_doctor.atomic import atomic_write_text  # noqa: E402
 from distill_doctor.probes.shards import Shard, TrainingSource, map_shards, resolve_workers  # noqa: E402

@@ -33,9 +33,9 @@ import torch
 import torch.distributed as dist
 
 from distill_doctor.atomic import atomic_write_text
+from distill_doctor.testing.tiny_model import build_char_tokenizer, build_tiny_llama, count_parameters
 from distill_doctor.train.distributed import _fsdp2_unsharded
 from distill_doctor.train.generation import sample_completions
-from distill_doctor.train.tiny_model import build_char_tokenizer, build_tiny_llama, count_parameters
 
 RESULTS = Path(__file__).parent / "results"
 

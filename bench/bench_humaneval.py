@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from distill_doctor.atomic import atomic_write_text  # noqa: E402
 from distill_doctor.data.records import ModelOutput  # noqa: E402

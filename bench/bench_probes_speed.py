@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_probes_speed.py [--n 10000] [--repeats 1]
 
-Inputs: the shared synthetic generator's ``clean_high`` run (``tests/synthetic_runs.py``: items
+Inputs: the shared synthetic generator's ``clean_high`` run (``distill_doctor/testing/synthetic_runs.py``: items
 with difficulty/domain tags and original/perturbed groups, teacher and student outputs with
 verdicts precomputed, so no verifier and no code execution is timed) plus a training set of
 2 rows per item for ``data_quality``. Each probe found as ``distill_doctor.probes.<name>.PROBE``
@@ -17,13 +17,11 @@ import importlib
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 from distill_doctor.atomic import atomic_write_text  # noqa: E402
 
@@ -44,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
     args = ap.parse_args(argv)
 
-    from synthetic_runs import make_run
+    from distill_doctor.testing.synthetic_runs import make_run
 
     t0 = time.perf_counter()
     inputs = make_run("clean_high", args.n, 0, train=True)

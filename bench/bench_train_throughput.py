@@ -31,8 +31,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from distill_doctor.atomic import atomic_write_text  # noqa: E402
+from distill_doctor.testing.tiny_model import build_char_tokenizer, build_tiny_llama, count_parameters  # noqa: E402
 from distill_doctor.train import TrainConfig, run_training  # noqa: E402
-from distill_doctor.train.tiny_model import build_char_tokenizer, build_tiny_llama, count_parameters  # noqa: E402
 
 CASES = [
     ("sft", {}),

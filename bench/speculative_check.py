@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from distill_doctor.data import load_items
-from distill_doctor.demo import discover
+from distill_doctor.organisms import discover
 from distill_doctor.speculative.acceptance import load_pair, token_acceptance
 from distill_doctor.speculative.sampler import speculative_sample
 from distill_doctor.speculative.theory import block_efficiency, sequential_block_efficiency

@@ -15,7 +15,7 @@ mkdir -p "$W"
 export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1
 PY=${PY:-python}
 $PY -c "
-from distill_doctor.train.layer_init import init_from_teacher_layers
+from distill_doctor.testing.layer_init import init_from_teacher_layers
 init_from_teacher_layers('fixtures/organisms/models/teacher', (0, 3), '$W/init')"
 DATA="--set teacher=fixtures/organisms/models/teacher --set data=fixtures/organisms/clean/train.jsonl"
 DATA="$DATA --set batch_size=12 --set overwrite=true --seed 0 --quiet"

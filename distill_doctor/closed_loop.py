@@ -17,6 +17,7 @@ from typing import Any
 
 from distill_doctor.atomic import atomic_write_text
 from distill_doctor.errors import InputError
+from distill_doctor.organisms import discover
 
 DATA_MODES = ("teacher_error_transfer", "data_quality")
 
@@ -53,7 +54,7 @@ def _prompts_from_training(train_path: Path, out: Path) -> Path:
 
 def _student_init(fixtures: Path, folder: Path, out_dir: Path) -> Path:
     """Recreate the organism's starting model from its ``student_init.json`` record."""
-    from distill_doctor.train.layer_init import init_from_teacher_layers
+    from distill_doctor.testing.layer_init import init_from_teacher_layers
 
     record_path = folder / "student_init.json"
     if not record_path.is_file():
@@ -71,7 +72,6 @@ def run_closed_loop(fixtures: Path, organism: str, out: Path, *, seed: int = 0, 
     from transformers.utils import logging as hf_logging
 
     from distill_doctor.data import load_items, load_manifest
-    from distill_doctor.demo import discover
     from distill_doctor.produce.generate import GenerateOptions
     from distill_doctor.produce.generate_run import generate_files
     from distill_doctor.produce.lm_eval_runner import load_hflm, run_items, write_outputs

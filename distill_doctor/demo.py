@@ -12,23 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from distill_doctor.atomic import atomic_write_text
-from distill_doctor.errors import InputError
+from distill_doctor.organisms import Organism, discover, planted_mode
 from distill_doctor.paths import check_output_dir, nonempty_path
 
 DEFAULT_FIXTURES = Path("fixtures/organisms")
-
-
-@dataclass(frozen=True)
-class Organism:
-    name: str
-    folder: Path
-    teacher_model: Path
-    student_model: Path
-    items: Path  # the organism's own items.jsonl, else the shared one
 
 
 def register(subparsers) -> None:
@@ -65,37 +55,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def discover(fixtures: Path, names: list[str] | None = None) -> list[Organism]:
-    """Organism folders under ``fixtures``, each with its teacher model resolved from its manifest."""
-    from distill_doctor.data import load_manifest
-
-    if not (fixtures / "items.jsonl").is_file():
-        raise InputError(
-            "no model organisms here (expected items.jsonl); run from the repository root or pass --fixtures",
-            path=fixtures,
-        )
-    found = []
-    for folder in sorted(p for p in fixtures.iterdir() if p.is_dir()):
-        if not (folder / "model" / "config.json").is_file() or not (folder / "provenance.yaml").is_file():
-            continue
-        teacher_name = str((load_manifest(folder / "provenance.yaml").get("teacher") or {}).get("name", ""))
-        teacher_dir = fixtures / "models" / teacher_name.rsplit("/", 1)[-1]
-        if not (teacher_dir / "config.json").is_file():
-            teacher_dir = fixtures / "models" / "teacher"
-        items = folder / "items.jsonl" if (folder / "items.jsonl").is_file() else fixtures / "items.jsonl"
-        found.append(Organism(folder.name, folder, teacher_dir, folder / "model", items))
-    if names:
-        unknown = sorted(set(names) - {o.name for o in found})
-        if unknown:
-            raise InputError(
-                f"unknown organism(s) {', '.join(unknown)}; have {', '.join(o.name for o in found)}"
-            )
-        found = [o for o in found if o.name in names]
-    if not found:
-        raise InputError("no organism folders (with model/ and provenance.yaml) found", path=fixtures)
-    return found
-
-
 def evaluate_outputs(organisms: list[Organism], out: Path, *, seed: int, quiet: bool) -> None:
     """Fresh teacher and student outputs for every organism on its items, via lm-eval; each model
     evaluated once per items file."""
@@ -129,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if args.closed_loop:
         from distill_doctor.closed_loop import run_closed_loop
 
-        out = check_output_dir(args.out if args.out != Path("out/demo") else Path("out/closed-loop"))
-        return run_closed_loop(fixtures, args.closed_loop, out, seed=args.seed, quiet=args.quiet)
+        loop_out = check_output_dir(args.out if args.out != Path("out/demo") else Path("out/closed-loop"))
+        return run_closed_loop(fixtures, args.closed_loop, loop_out, seed=args.seed, quiet=args.quiet)
     organisms = discover(fixtures, args.organisms)
     out: Path = check_output_dir(args.out)  # before minutes of evaluation
     start = time.perf_counter()
@@ -184,16 +143,6 @@ def draft_readiness(org: Organism, req, *, seed: int) -> dict:
     return speculative_block(org.teacher_model, org.student_model, items, student, teacher, seed=seed)
 
 
-def planted_mode(name: str) -> str | None:
-    """The failure an organism was planted with, read from its folder name: a mode name, or
-    ``none`` for the control (``clean``); ``None`` for a folder named otherwise."""
-    from distill_doctor.probes.base import MODES
-
-    if name in MODES:
-        return name
-    return "none" if name == "clean" else None
-
-
 def _table(rows) -> str:
     head = (
         f"{'organism':<24} {'teacher':>8} {'student':>8} {'accept':>7}  {'planted':<24} {'primary suspect':<24} "
@@ -211,5 +160,7 @@ def _table(rows) -> str:
         found = "-" if planted is None else ("yes" if planted == suspect else "no")
         rest = [m for m in failing if m != report["primary_suspect"]]
         extra = ", ".join(rest + [f"{m} (warn)" for m in warning]) or "-"
-        lines.append(f"{name:<24} {t:>8} {s:>8} {a:>7}  {planted or '-':<24} {suspect:<24} {found:<10}  {extra}")
+        lines.append(
+            f"{name:<24} {t:>8} {s:>8} {a:>7}  {planted or '-':<24} {suspect:<24} {found:<10}  {extra}"
+        )
     return "\n".join(lines)

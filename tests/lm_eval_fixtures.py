@@ -4,7 +4,7 @@
 self-consistency variant with ``repeats``, arc_easy, hendrycks_math_algebra, humaneval, mbpp), points them
 at small local JSONL datasets in the real datasets' column layouts (``dataset_path: json`` with
 absolute ``data_files``), and runs ``lm_eval.simple_evaluate`` with the replay model of
-:mod:`lm_eval_replay` for a teacher and a student answer table. lm-eval's own
+:mod:`distill_doctor.testing.lm_eval_replay` for a teacher and a student answer table. lm-eval's own
 ``EvaluationTracker`` writes ``<out>/<role>/<model>/samples_<task>_<ts>.jsonl`` and
 ``results_<ts>.json``, exactly as ``lm-eval run --log_samples --output_path`` does.
 
@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from distill_doctor.testing.lm_eval_env import offline_lm_eval
 
 ROLES = ("teacher", "student")
 
@@ -73,17 +74,37 @@ ARC_QUESTIONS = [
     ("Which material conducts electricity best?", ["wood", "plastic", "rubber", "copper wire"], 3),
     ("What state of matter has a definite shape?", ["gas", "solid", "liquid", "plasma"], 1),
     ("Which tool measures temperature?", ["ruler", "balance", "thermometer", "stopwatch"], 2),
-    ("What causes day and night on Earth?", ["Earth rotating on its axis", "the Moon", "clouds", "seasons"], 0),
+    (
+        "What causes day and night on Earth?",
+        ["Earth rotating on its axis", "the Moon", "clouds", "seasons"],
+        0,
+    ),
     ("Which organ pumps blood through the body?", ["lungs", "stomach", "brain", "heart"], 3),
-    ("What happens to water when it freezes?", ["it turns into ice", "it boils", "it evaporates", "it melts"], 0),
+    (
+        "What happens to water when it freezes?",
+        ["it turns into ice", "it boils", "it evaporates", "it melts"],
+        0,
+    ),
     ("Which animal is a mammal?", ["shark", "whale", "trout", "frog"], 1),
-    ("What is the main gas plants take in for photosynthesis?", ["oxygen", "hydrogen", "carbon dioxide", "argon"], 2),
+    (
+        "What is the main gas plants take in for photosynthesis?",
+        ["oxygen", "hydrogen", "carbon dioxide", "argon"],
+        2,
+    ),
     ("Which is a renewable resource?", ["coal", "oil", "natural gas", "sunlight"], 3),
-    ("What do bees help plants do?", ["pollinate flowers", "grow roots", "shed leaves", "make seeds fall"], 0),
+    (
+        "What do bees help plants do?",
+        ["pollinate flowers", "grow roots", "shed leaves", "make seeds fall"],
+        0,
+    ),
     ("Which layer of Earth do we live on?", ["mantle", "crust", "outer core", "inner core"], 1),
     ("What is needed to make a shadow?", ["water", "sound", "light", "heat"], 2),
     ("Which of these is a push or a pull?", ["color", "mass", "shape", "force"], 3),
-    ("Which object would a magnet attract?", ["an iron nail", "a glass cup", "a paper clip made of plastic", "a wooden block"], 0),
+    (
+        "Which object would a magnet attract?",
+        ["an iron nail", "a glass cup", "a paper clip made of plastic", "a wooden block"],
+        0,
+    ),
     ("What makes up most of the air we breathe?", ["oxygen", "nitrogen", "water vapor", "dust"], 1),
     ("Where does a frog lay its eggs?", ["in trees", "in sand", "in water", "under rocks in deserts"], 2),
 ]
@@ -149,32 +170,68 @@ def humaneval_rows(n: int = 12) -> list[dict[str, str]]:
 
 
 MBPP_PROBLEMS = [  # (task_id, text, reference code, test_list), in mbpp's layout
-    (601, "Write a function to find the maximum of two numbers.",
-     "def max_of_two(a, b):\r\n  return a if a > b else b",
-     ["assert max_of_two(3, 5) == 5", "assert max_of_two(10, 2) == 10", "assert max_of_two(-1, -4) == -1"]),
-    (602, "Write a python function to reverse a string.",
-     "def reverse_string(s):\r\n  return s[::-1]",
-     ["assert reverse_string('abc') == 'cba'", "assert reverse_string('') == ''", "assert reverse_string('ab') == 'ba'"]),
-    (603, "Write a function to count the vowels in a string.",
-     "def count_vowels(s):\r\n  return sum(1 for c in s.lower() if c in 'aeiou')",
-     ["assert count_vowels('hello') == 2", "assert count_vowels('sky') == 0", "assert count_vowels('AEIOU') == 5"]),
-    (604, "Write a function to compute the sum of the squares of a list of numbers.",
-     "def sum_squares(nums):\r\n  return sum(x * x for x in nums)",
-     ["assert sum_squares([1, 2, 3]) == 14", "assert sum_squares([]) == 0", "assert sum_squares([-2]) == 4"]),
-    (605, "Write a python function to check whether a number is even.",
-     "def is_even(n):\r\n  return n % 2 == 0",
-     ["assert is_even(4) == True", "assert is_even(7) == False", "assert is_even(0) == True"]),
-    (606, "Write a function to find the factorial of a number.",
-     "import math\r\ndef factorial_of(n):\r\n  return math.factorial(n)",
-     ["assert factorial_of(5) == 120", "assert factorial_of(0) == 1", "assert factorial_of(3) == 6"]),
+    (
+        601,
+        "Write a function to find the maximum of two numbers.",
+        "def max_of_two(a, b):\r\n  return a if a > b else b",
+        ["assert max_of_two(3, 5) == 5", "assert max_of_two(10, 2) == 10", "assert max_of_two(-1, -4) == -1"],
+    ),
+    (
+        602,
+        "Write a python function to reverse a string.",
+        "def reverse_string(s):\r\n  return s[::-1]",
+        [
+            "assert reverse_string('abc') == 'cba'",
+            "assert reverse_string('') == ''",
+            "assert reverse_string('ab') == 'ba'",
+        ],
+    ),
+    (
+        603,
+        "Write a function to count the vowels in a string.",
+        "def count_vowels(s):\r\n  return sum(1 for c in s.lower() if c in 'aeiou')",
+        [
+            "assert count_vowels('hello') == 2",
+            "assert count_vowels('sky') == 0",
+            "assert count_vowels('AEIOU') == 5",
+        ],
+    ),
+    (
+        604,
+        "Write a function to compute the sum of the squares of a list of numbers.",
+        "def sum_squares(nums):\r\n  return sum(x * x for x in nums)",
+        [
+            "assert sum_squares([1, 2, 3]) == 14",
+            "assert sum_squares([]) == 0",
+            "assert sum_squares([-2]) == 4",
+        ],
+    ),
+    (
+        605,
+        "Write a python function to check whether a number is even.",
+        "def is_even(n):\r\n  return n % 2 == 0",
+        ["assert is_even(4) == True", "assert is_even(7) == False", "assert is_even(0) == True"],
+    ),
+    (
+        606,
+        "Write a function to find the factorial of a number.",
+        "import math\r\ndef factorial_of(n):\r\n  return math.factorial(n)",
+        ["assert factorial_of(5) == 120", "assert factorial_of(0) == 1", "assert factorial_of(3) == 6"],
+    ),
 ]
 
 
 def mbpp_rows() -> list[dict[str, Any]]:
     """mbpp rows (``task_id``, ``text``, ``code``, ``test_list``, ``test_setup_code``, ``challenge_test_list``)."""
     return [
-        {"task_id": tid, "text": text, "code": code, "test_list": tests, "test_setup_code": "",
-         "challenge_test_list": []}
+        {
+            "task_id": tid,
+            "text": text,
+            "code": code,
+            "test_list": tests,
+            "test_setup_code": "",
+            "challenge_test_list": [],
+        }
         for tid, text, code, tests in MBPP_PROBLEMS
     ]
 
@@ -328,8 +385,10 @@ def _task_dirs(root: Path) -> dict[str, tuple[Path, list, Any]]:
     out: dict[str, tuple[Path, list, Any]] = {}
 
     gsm_test, gsm_train = gsm8k_rows(30), gsm8k_rows(8, offset=100)
-    files = {"train": _write_jsonl(data / "gsm8k_train.jsonl", gsm_train),
-             "test": _write_jsonl(data / "gsm8k_test.jsonl", gsm_test)}
+    files = {
+        "train": _write_jsonl(data / "gsm8k_train.jsonl", gsm_train),
+        "test": _write_jsonl(data / "gsm8k_test.jsonl", gsm_test),
+    }
     task_dir = root / "tasks" / "gsm8k"
     task_dir.mkdir(parents=True, exist_ok=True)
     (task_dir / "gsm8k.yaml").write_text(_local_data((installed / "gsm8k/gsm8k.yaml").read_text(), files))
@@ -338,27 +397,36 @@ def _task_dirs(root: Path) -> dict[str, tuple[Path, list, Any]]:
     sc_dir = root / "tasks" / "gsm8k_sc"
     sc_dir.mkdir(parents=True, exist_ok=True)
     (sc_dir / "gsm8k-cot.yaml").write_text(
-        _local_data((installed / "gsm8k/gsm8k-cot.yaml").read_text(), {"test": files["test"]})
-        .replace("task: gsm8k_cot\n", "task: gsm8k_cot_local\n")
+        _local_data((installed / "gsm8k/gsm8k-cot.yaml").read_text(), {"test": files["test"]}).replace(
+            "task: gsm8k_cot\n", "task: gsm8k_cot_local\n"
+        )
     )
     sc = (installed / "gsm8k/gsm8k-cot-self-consistency.yaml").read_text()
     sc = sc.replace("repeats: 64", "repeats: 4").replace("maj@64", "maj@4")
     sc = re.sub(r'  - name: "maj@8".*?(?=^metadata:)', "", sc, flags=re.S | re.M)
     (sc_dir / "gsm8k-cot-self-consistency.yaml").write_text(sc)
-    out["gsm8k_cot_self_consistency"] = (files["test"], gsm_test, lambda rows, role: gsm8k_answers(rows, role, samples=4))
+    out["gsm8k_cot_self_consistency"] = (
+        files["test"],
+        gsm_test,
+        lambda rows, role: gsm8k_answers(rows, role, samples=4),
+    )
 
     arc = arc_rows()
-    files = {"train": _write_jsonl(data / "arc_train.jsonl", arc_rows(ARC_QUESTIONS[:3], "Train")),
-             "validation": _write_jsonl(data / "arc_validation.jsonl", arc_rows(ARC_QUESTIONS[:3], "Val")),
-             "test": _write_jsonl(data / "arc_test.jsonl", arc)}
+    files = {
+        "train": _write_jsonl(data / "arc_train.jsonl", arc_rows(ARC_QUESTIONS[:3], "Train")),
+        "validation": _write_jsonl(data / "arc_validation.jsonl", arc_rows(ARC_QUESTIONS[:3], "Val")),
+        "test": _write_jsonl(data / "arc_test.jsonl", arc),
+    }
     task_dir = root / "tasks" / "arc"
     task_dir.mkdir(parents=True, exist_ok=True)
     (task_dir / "arc_easy.yaml").write_text(_local_data((installed / "arc/arc_easy.yaml").read_text(), files))
     out["arc_easy"] = (files["test"], arc, arc_answers)
 
     math = math_rows()
-    files = {"train": _write_jsonl(data / "math_train.jsonl", math[:2]),
-             "test": _write_jsonl(data / "math_test.jsonl", math)}
+    files = {
+        "train": _write_jsonl(data / "math_train.jsonl", math[:2]),
+        "test": _write_jsonl(data / "math_test.jsonl", math),
+    }
     task_dir = root / "tasks" / "hendrycks_math"
     task_dir.mkdir(parents=True, exist_ok=True)
     (task_dir / "utils.py").write_text((installed / "hendrycks_math/utils.py").read_text())
@@ -381,7 +449,9 @@ def _task_dirs(root: Path) -> dict[str, tuple[Path, list, Any]]:
     task_dir = root / "tasks" / "mbpp"
     task_dir.mkdir(parents=True, exist_ok=True)
     utils = (installed / "mbpp/utils.py").read_text()
-    utils, n = re.subn(r"import evaluate as hf_evaluate\n.*?raise e\n", lambda _: MBPP_CODE_EVAL, utils, flags=re.S)
+    utils, n = re.subn(
+        r"import evaluate as hf_evaluate\n.*?raise e\n", lambda _: MBPP_CODE_EVAL, utils, flags=re.S
+    )
     assert n == 1, "mbpp's utils.py no longer loads code_eval as expected"
     (task_dir / "utils.py").write_text(utils)
     (task_dir / "mbpp.yaml").write_text(_local_data((installed / "mbpp/mbpp.yaml").read_text(), files))
@@ -392,9 +462,10 @@ def _task_dirs(root: Path) -> dict[str, tuple[Path, list, Any]]:
 def _run(task: str, task_root: Path, answers: Path, out_dir: Path) -> Path:
     """One lm-eval run of one task with the replay model; lm-eval's tracker writes the files."""
     import lm_eval
-    import lm_eval_replay  # noqa: F401  (registers the replay model)
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
+
+    from distill_doctor.testing import lm_eval_replay  # registers the replay model
 
     tracker = EvaluationTracker(output_path=str(out_dir))
     results = lm_eval.simple_evaluate(
@@ -417,17 +488,6 @@ def _run(task: str, task_root: Path, answers: Path, out_dir: Path) -> Path:
         tracker.save_results_samples(task_name=name, samples=samples[name])
     (found,) = out_dir.rglob(f"samples_{task}_*.jsonl")
     return found
-
-
-def offline_lm_eval() -> None:
-    """Offline settings for lm-eval runs in this process, and this folder importable for the replay
-    model (lm-eval imports it by module name when it builds the model)."""
-    for key, value in {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
-                       "HF_ALLOW_CODE_EVAL": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
-        os.environ.setdefault(key, value)
-    here = str(Path(__file__).parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
 
 
 def build(root: str | Path, tasks: tuple[str, ...] | None = None) -> dict[str, Built]:

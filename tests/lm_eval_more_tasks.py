@@ -246,9 +246,10 @@ TASKS: dict[str, Callable] = {
 def run_lm_eval(task: str, task_root: Path, answers: Path, out_dir: Path, **options: Any) -> Path:
     """One lm-eval run (the replay model), its tracker writing samples and results files."""
     import lm_eval
-    import lm_eval_replay  # noqa: F401
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
+
+    from distill_doctor.testing import lm_eval_replay  # noqa: F401
 
     tracker = EvaluationTracker(output_path=str(out_dir))
     kwargs = dict(bootstrap_iters=0, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
@@ -300,8 +301,9 @@ def _register_chat_replay() -> str:
     """The replay model with a ChatML chat template (rendered by Jinja2, as transformers does), for
     ``--apply_chat_template`` runs; returns its registered name."""
     import jinja2
-    import lm_eval_replay
     from lm_eval.api.registry import register_model
+
+    from distill_doctor.testing import lm_eval_replay
 
     name = "distill-doctor-replay-chat"
     template = jinja2.Environment().from_string(CHATML)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from distill_doctor.train.tiny_model import build_char_tokenizer, build_tiny_llama, save_model
+from distill_doctor.testing.tiny_model import build_char_tokenizer, build_tiny_llama, save_model
 
 
 def make_model(out_dir: Path, *, seed: int = 0, scale: float = 0.5, max_positions: int = 128) -> Path:

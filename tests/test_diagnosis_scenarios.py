@@ -1,6 +1,6 @@
 """The real ``distill-doctor diagnose`` on independently generated, labelled scenarios.
 
-Scenarios come from ``tests/scenarios.py`` (not ``synthetic_runs.py``): clean runs at high and
+Scenarios come from ``distill_doctor/testing/scenarios.py`` (not ``synthetic_runs.py``): clean runs at high and
 low accuracy and tiny size must show no ``fail``; each planted mode must fail, and the primary
 suspect must be the first failing mode in debug order. The full sweep with detection and
 false-alarm rates is ``bench/validate_diagnosis.py``; a reduced sweep runs here under ``slow``.
@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 
 import pytest
-from scenarios import MODES, STATISTICAL, ScenarioSpec, build_scenario
 
 from distill_doctor.cli import main
 from distill_doctor.reports.schema import validate_report
+from distill_doctor.testing.scenarios import MODES, STATISTICAL, ScenarioSpec, build_scenario
 
 
 @pytest.fixture(autouse=True)
@@ -122,12 +122,10 @@ def _by_mode(report: dict) -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_quick_sweep_has_no_false_fail_on_clean_or_tiny_runs(tmp_path):
-    import sys
+    from distill_doctor.cli import main as cli_main
+    from distill_doctor.testing.validation import run_one, summarise, sweep_specs
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from validate_diagnosis import run_one, summarise, sweep_specs
-
-    rows = [run_one(spec, tmp_path) for spec in sweep_specs(quick=True)]
+    rows = [run_one(spec, tmp_path, cli_main) for spec in sweep_specs(quick=True)]
     summary = summarise(rows)
     assert summary["clean"]["with_fail"] == 0
     assert all(m["tiny_fails"] == 0 for mode, m in summary["per_mode"].items() if mode in STATISTICAL)

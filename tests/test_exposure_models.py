@@ -13,7 +13,7 @@ import torch
 from distill_doctor.data.records import Item
 from distill_doctor.errors import InputError
 from distill_doctor.probes.exposure_models import measure_exposure_bias, measure_with_models, step_kl
-from distill_doctor.train.tiny_model import build_char_tokenizer, build_tiny_llama, save_model
+from distill_doctor.testing.tiny_model import build_char_tokenizer, build_tiny_llama, save_model
 
 
 def _texts(n: int, seed: int) -> list[str]:
@@ -133,13 +133,8 @@ def test_different_tokenizers_are_an_input_error(pair, tmp_path):
 
 
 def test_probe_adds_model_evidence_without_failing_a_clean_run(pair, tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_probe_exposure import exposure_run
-
     from distill_doctor.probes.exposure_bias import run
+    from distill_doctor.testing.exposure_runs import exposure_run
 
     tok, teacher, student = pair
     inputs = exposure_run("clean_high", 40, 0)
@@ -156,14 +151,9 @@ def test_probe_adds_model_evidence_without_failing_a_clean_run(pair, tmp_path):
 
 def test_model_evidence_upgrades_conservatively(monkeypatch, tmp_path):
     """Decision rule with a strong model signal (R_64 CI [2.0, 3.0] on 64 prompts), measurements faked."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_probe_exposure import exposure_run
-
     import distill_doctor.probes.exposure_models as em
     from distill_doctor.probes.exposure_bias import run
+    from distill_doctor.testing.exposure_runs import exposure_run
 
     ratio = em.RatioAt(
         64, em.RatioBlock(base=0.1, test=0.25, ratio=2.5, ci=[2.0, 3.0], pct=150.0, pct_ci=[100.0, 200.0])

@@ -207,9 +207,8 @@ def test_eval_tells_one_accuracy_story(tmp_path, capsys, monkeypatch):
     """``eval`` prints the verifier's accuracy as THE accuracy, and lm-eval's own metric labelled as
     lm-eval's, with its filter and its per-item agreement (it printed "verifier accuracy 0.833,
     lm-eval exact_match 0.000" side by side)."""
-    import lm_eval_replay
-
     from distill_doctor.produce import lm_eval_runner
+    from distill_doctor.testing import lm_eval_replay
 
     rows = [{"id": f"q{i}", "prompt": f"What is {i}+{i + 1}?", "reference": 2 * i + 1} for i in range(6)]
     items = write_jsonl(tmp_path / "items.jsonl", rows)

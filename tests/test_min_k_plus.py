@@ -12,7 +12,7 @@ from datasets import Dataset
 
 from distill_doctor.probes.contamination import run as contamination_run
 from distill_doctor.probes.min_k_plus import auc, min_k_plus_from_z, min_k_plus_scores, token_z_scores
-from distill_doctor.train.tiny_model import build_char_tokenizer, build_tiny_llama, save_model
+from distill_doctor.testing.tiny_model import build_char_tokenizer, build_tiny_llama, save_model
 
 
 def test_z_scores_match_hand_computation():

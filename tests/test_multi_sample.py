@@ -9,12 +9,12 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
-from synthetic_runs import make_run
 
 from distill_doctor.cli import main
 from distill_doctor.data.records import Item, Judgement, ModelOutput
 from distill_doctor.probes import capacity_gap, superficial_imitation
 from distill_doctor.reports.schema import schema_errors
+from distill_doctor.testing.synthetic_runs import make_run
 from distill_doctor.verify import verify_outputs
 from distill_doctor.verify.scoring import k_values, majority_vote, pass_at_k, summarize
 

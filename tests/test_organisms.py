@@ -9,18 +9,15 @@ are complete and in the SPEC formats.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ORG = Path(__file__).resolve().parents[1] / "fixtures" / "organisms"
-sys.path.insert(0, str(ORG))
+from distill_doctor.organisms import build_lib as lib
+from distill_doctor.organisms import sorting, tasks
+from distill_doctor.organisms.recipes import RECIPES
 
-import organisms_lib as lib  # noqa: E402
-import sorting  # noqa: E402
-import tasks  # noqa: E402
-from recipes import RECIPES  # noqa: E402
+ORG = Path(__file__).resolve().parents[1] / "fixtures" / "organisms"
 
 ORGANISMS = (
     "clean",
@@ -169,9 +166,9 @@ def test_first_training_steps_reproduce_the_logged_losses(tmp_path):
     """Re-run the superficial organism's first steps from its seeded initialisation."""
     import yaml
 
+    from distill_doctor.testing.tiny_model import build_char_tokenizer, build_tiny_llama
     from distill_doctor.train.command import run_training
     from distill_doctor.train.config import config_from_dict
-    from distill_doctor.train.tiny_model import build_char_tokenizer, build_tiny_llama
 
     recipe = RECIPES["full"]
     tok = build_char_tokenizer(tasks.ALPHABET, tmp_path / "tok")
@@ -195,7 +192,7 @@ def test_first_training_steps_reproduce_the_logged_losses(tmp_path):
 
 
 def test_committed_teacher_regenerates_its_outputs():
-    from generate import generate_texts, load_model
+    from distill_doctor.organisms.generate import generate_texts, load_model
 
     items = lib.read_jsonl(ORG / "items.jsonl")
     model, tok = load_model(ORG / "models" / "teacher")
@@ -208,7 +205,7 @@ def test_committed_teacher_regenerates_its_outputs():
 
 def test_committed_sort_teacher_regenerates_its_outputs():
     """The exposure_bias organism's teacher, on the first 60 of its items (the committed outputs)."""
-    from generate import generate_texts, load_model
+    from distill_doctor.organisms.generate import generate_texts, load_model
 
     items = lib.read_jsonl(ORG / "exposure_bias" / "items.jsonl")[:60]
     model, tok = load_model(ORG / "models" / "sort_teacher")

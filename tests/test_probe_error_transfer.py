@@ -1,10 +1,16 @@
 """teacher_error_transfer on planted, clean, tiny and degenerate runs."""
 
 import pytest
-from synthetic_runs import EDGE_KINDS, check_finding, false_fail_sweep, make_edge, make_run
 
 from distill_doctor.data.records import Judgement
 from distill_doctor.probes import teacher_error_transfer as probe
+from distill_doctor.testing.synthetic_runs import (
+    EDGE_KINDS,
+    check_finding,
+    false_fail_sweep,
+    make_edge,
+    make_run,
+)
 from distill_doctor.vocabulary import Verdict
 
 

@@ -6,11 +6,11 @@ import copy
 import hashlib
 
 import pytest
-from synthetic_runs import make_run
 
 from distill_doctor.probes.base import DiagnosisInputs
 from distill_doctor.probes.licenses import LICENSES, VERDICT_OF_CATEGORY, classify_license
 from distill_doctor.probes.provenance import PROBE, run
+from distill_doctor.testing.synthetic_runs import make_run
 
 TRAIN = b'{"prompt": "Compute 1 + 2.", "response": "3"}\n'
 COMPLETE = {

@@ -5,11 +5,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_runs import EDGE_KINDS, check_finding, false_fail_sweep, make_edge, make_run
 
 from distill_doctor.data.records import Item, Judgement, ModelOutput
 from distill_doctor.probes import superficial_imitation as probe
 from distill_doctor.probes.base import DiagnosisInputs
+from distill_doctor.testing.synthetic_runs import (
+    EDGE_KINDS,
+    check_finding,
+    false_fail_sweep,
+    make_edge,
+    make_run,
+)
 from distill_doctor.text import text_features as tf
 from distill_doctor.vocabulary import Verdict
 

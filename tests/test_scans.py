@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_runs import make_run, make_train
 
 from distill_doctor.cli import main
 from distill_doctor.data import load_training
 from distill_doctor.probes import contamination, data_quality, shards
 from distill_doctor.probes.base import MODES
+from distill_doctor.testing.synthetic_runs import make_run, make_train
 from distill_doctor.text.overlap import summarize_hits
 
 

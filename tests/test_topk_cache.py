@@ -114,7 +114,7 @@ def test_minus_inf_student_logits_and_bad_ids():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from distill_doctor.train.tiny_model import build_char_tokenizer, build_tiny_llama
+    from distill_doctor.testing.tiny_model import build_char_tokenizer, build_tiny_llama
 
     tok = build_char_tokenizer()
     model = build_tiny_llama(tok, hidden_size=32, num_layers=1, num_heads=2, seed=3)
@@ -160,7 +160,7 @@ def test_full_k_cache_reproduces_the_dense_kl_on_a_trainer_batch(tiny, tmp_path)
     out = build_topk_cache(model, tok, rows, tmp_path, k=1000, max_len=16, progress=False, dtype="float32")
     cache = TopKCache(out)
     assert cache.k == len(tok)
-    from distill_doctor.train.tiny_model import build_tiny_llama
+    from distill_doctor.testing.tiny_model import build_tiny_llama
 
     student = build_tiny_llama(tok, hidden_size=32, num_layers=1, num_heads=2, seed=4)
     kept = tokenize_all(tok, [Example(r["id"], r["prompt"], r["response"]) for r in rows], 16)
@@ -197,8 +197,8 @@ def test_missing_or_truncated_cache_is_an_input_error(tiny, tmp_path):
 
 def test_trainer_alignment_of_cached_targets_gives_the_dense_kl(tiny, tmp_path):
     """logit_kd.cache_targets places row i's targets at prompt_len - 1 onward: check it lines up."""
+    from distill_doctor.testing.tiny_model import build_tiny_llama
     from distill_doctor.train.logit_kd import cache_targets
-    from distill_doctor.train.tiny_model import build_tiny_llama
 
     tok, model, rows, _ = tiny
     cache = TopKCache(build_topk_cache(model, tok, rows, tmp_path, k=1000, max_len=16, progress=False,

@@ -10,6 +10,7 @@ import torch
 from train_helpers import ALPHABET
 
 from distill_doctor.errors import InputError
+from distill_doctor.testing.tiny_model import build_char_tokenizer, build_tiny_llama
 from distill_doctor.train.data import (
     IGNORE_INDEX,
     BatchOrder,
@@ -22,7 +23,6 @@ from distill_doctor.train.data import (
     tokenize_all,
     tokenize_example,
 )
-from distill_doctor.train.tiny_model import build_char_tokenizer, build_tiny_llama
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import pytest
 from train_helpers import ALPHABET
 
 from distill_doctor.errors import InputError
+from distill_doctor.testing.tiny_model import build_char_tokenizer
 from distill_doctor.train.config import TrainConfig
 from distill_doctor.train.data import IGNORE_INDEX, read_examples, tokenize_all
 from distill_doctor.train.prepare import check_formats
-from distill_doctor.train.tiny_model import build_char_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ from distill_doctor.errors import InputError
 from distill_doctor.losses.batch import loss_token_count
 from distill_doctor.losses.divergences import forward_kl
 from distill_doctor.losses.kd import dense_kd_loss
+from distill_doctor.testing.tiny_model import build_char_tokenizer, build_tiny_llama
 from distill_doctor.train import run_training
 from distill_doctor.train.config import LossConfig
 from distill_doctor.train.data import Example, collate, completion_rows, tokenize_all
 from distill_doctor.train.engine import TrainingError
 from distill_doctor.train.generation import sample_completions, speculative_completions
 from distill_doctor.train.sft import sft_loss
-from distill_doctor.train.tiny_model import build_char_tokenizer, build_tiny_llama
 
 
 @pytest.fixture(scope="module")

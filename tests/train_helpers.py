@@ -15,8 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from distill_doctor.testing.tiny_model import build_char_tokenizer, build_tiny_llama
 from distill_doctor.train.config import TrainConfig
-from distill_doctor.train.tiny_model import build_char_tokenizer, build_tiny_llama
 
 ALPHABET = "0123456789+= "
 

@@ -9,7 +9,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from distill_doctor.data.answers import extract_answer, parse_choice, parse_number
 from distill_doctor.data.jsonl import get_id, get_str, get_str_or_number, iter_jsonl, type_name
+from distill_doctor.data.math_reference import readable_reference
 from distill_doctor.data.records import Item
 from distill_doctor.errors import InputError
 
@@ -17,7 +19,7 @@ _PLAIN_VERIFIERS = ("numeric", "exact", "choice", "math", "code")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class ItemList(list):
+class ItemList(list[Item]):
     """``list[Item]`` plus what later loaders need to know about the file they came from.
 
     ``path``: the items file. ``doc_hashes[i]``: the lm-evaluation-harness ``doc_hash``
@@ -78,8 +80,6 @@ def _tags(obj: dict[str, Any], path: str, line: int) -> dict[str, str | int | fl
 
 
 def _verifier(obj: dict[str, Any], ref: Any, path: str, line: int) -> str:
-    from distill_doctor.verify.extract import parse_number
-
     name = get_str(obj, "verifier", path=path, line=line, required=False)
     if name is None:
         if ref is None:
@@ -110,8 +110,6 @@ def _verifier(obj: dict[str, Any], ref: Any, path: str, line: int) -> str:
 
 
 def _check_reference(verifier: str, ref: Any, path: str, line: int) -> None:
-    from distill_doctor.verify.extract import extract_answer, parse_choice, parse_number
-
     if verifier == "code":
         return
     if ref is None:
@@ -125,8 +123,6 @@ def _check_reference(verifier: str, ref: Any, path: str, line: int) -> None:
                 f"numeric verifier, but {ref!r} holds no number", path=path, line=line, field="reference"
             )
     elif verifier == "math":
-        from distill_doctor.verify.math_answers import readable_reference
-
         if not readable_reference(ref):
             raise InputError(
                 f"math verifier, but math-verify cannot read {str(ref)[:60]!r} as mathematics",

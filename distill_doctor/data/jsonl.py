@@ -19,9 +19,9 @@ import json
 import math
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal, overload
 
 from distill_doctor.errors import InputError
 from distill_doctor.paths import check_input_file
@@ -160,6 +160,7 @@ def _surrogate_field(value: Any, where: str) -> str | None:
         except UnicodeEncodeError:
             return (where or "(the record)").encode("utf-8", "backslashreplace").decode("utf-8")
         return None
+    items: Iterable[tuple[str, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list):
@@ -225,6 +226,12 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+@overload
+def get_str(
+    obj: dict[str, Any], name: str, *, path: str | Path, line: int, required: Literal[True] = True
+) -> str: ...
+@overload
+def get_str(obj: dict[str, Any], name: str, *, path: str | Path, line: int, required: bool) -> str | None: ...
 def get_str(
     obj: dict[str, Any], name: str, *, path: str | Path, line: int, required: bool = True
 ) -> str | None:

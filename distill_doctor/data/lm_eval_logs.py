@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill_doctor.data.answers import last_code_block, parse_number
 from distill_doctor.data.items import lm_doc_hash
 from distill_doctor.data.jsonl import iter_jsonl, type_name
 from distill_doctor.errors import InputError
@@ -136,7 +137,7 @@ def _arguments(obj: dict[str, Any], path: str, line: int) -> tuple[tuple[str, An
         args = [args[k] for k in sorted(args, key=lambda k: int(re.sub(r"\D", "", k) or 0))]
     if not isinstance(args, list):
         return ()
-    out = []
+    out: list[tuple[Any, Any]] = []
     for a in args:
         if isinstance(a, dict):
             out.append((a.get("arg_0"), a.get("arg_1")))
@@ -492,8 +493,6 @@ def _no_loglikelihood(sf: SamplesFile, d: LmEvalDoc) -> None:
 
 
 def _number_or_text(reference: str) -> str:
-    from distill_doctor.verify.extract import parse_number
-
     return "numeric" if parse_number(reference) is not None else "exact"
 
 
@@ -560,7 +559,7 @@ def _read_generated(sf: SamplesFile, d: LmEvalDoc) -> Reading:
         )
     doc = d.doc if isinstance(d.doc, dict) else {}
     texts = [_continued_block(sf, d, t) for t in texts]
-    common = {"output": texts[0], "samples": tuple(texts) if len(texts) > 1 else (), "tags": _tags(doc)}
+    common: dict[str, Any] = {"output": texts[0], "samples": tuple(texts) if len(texts) > 1 else (), "tags": _tags(doc)}
     task = sf.task or ""
     if isinstance(doc.get("test"), str) and isinstance(doc.get("entry_point"), str):
         return Reading(
@@ -620,8 +619,6 @@ _ASSERT_CALL = re.compile(r"^\s*assert\s+(?:not\s+)?\(*\s*(?:set\(|math\.isclose
 
 def _fenced(text: str) -> str:
     """``text`` as a fenced Python block, unless it holds one already."""
-    from distill_doctor.verify.code import last_code_block
-
     return text if last_code_block(text) is not None else f"```python\n{text}\n```"
 
 

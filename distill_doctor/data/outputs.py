@@ -187,7 +187,9 @@ def _same_choices(
     sf: SamplesFile, d: LmEvalDoc, item: Item, choices: tuple[str, ...], source: SourceTask | None
 ) -> None:
     """A multiple-choice document must offer the item's choices in the same order (letters are positions)."""
-    expected = source.choices.get(item.id) if source is not None else None
+    if source is None:
+        return
+    expected = source.choices.get(item.id)
     if expected is not None and sf.path != source.path and tuple(choices) != expected:
         raise InputError(
             f"doc_id {d.doc_id} offers other choices than item {item.id!r} of {source.path} "

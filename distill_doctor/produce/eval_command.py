@@ -156,9 +156,9 @@ def run(args: argparse.Namespace) -> int:
 def _summary(label, model_dir, out, kept, result, items, requested: int) -> None:
     """One accuracy story: the verifier's accuracy is the accuracy; lm-eval's own metric is shown
     labelled as lm-eval's, with its filter and how often it agrees with the verifier per item."""
-    from distill_doctor.diagnose.agreement import best_pair
     from distill_doctor.produce.lm_eval_runner import logged_scores
     from distill_doctor.verify import verify_outputs
+    from distill_doctor.verify.agreement import best_pair
 
     scored = items[: len(result.outputs)]
     verdicts = verify_outputs(scored, {o.id: o for o in result.outputs})

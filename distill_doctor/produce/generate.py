@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ from distill_doctor.data.records import Item, ModelOutput
 from distill_doctor.produce.dedup import NearDedup, exact_duplicates
 from distill_doctor.produce.filters import FormatFilter, default_filters
 
-Sampler = Callable[[list[str], int], list[list[str]]]
+Sampler = Callable[[list[str], int], Sequence[Sequence[str]]]  # per prompt, n completions
 KEEP_MODES = ("first", "all")
 REJECT_MODES = ("verifier", "none")
 
@@ -185,7 +185,7 @@ def _select_first(cands: list[_Candidate]) -> list[str | None]:
 
 
 def _decontaminate(
-    cands: list[_Candidate], benchmarks: dict[str, list[Item]]
+    cands: list[_Candidate], benchmarks: Mapping[str, list[Item]]
 ) -> tuple[list[str | None], dict[str, Any]]:
     """Drop every row the contamination probe would call dirty against any of the benchmarks.
 
@@ -244,7 +244,7 @@ def generate_dataset(
     sample: Sampler,
     *,
     options: GenerateOptions | None = None,
-    decontaminate: dict[str, list[Item]] | None = None,
+    decontaminate: Mapping[str, list[Item]] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> GenerationResult:
     """Run the pipeline: sample, filter, verify, select, dedup, decontaminate; nothing is written.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ def generate_files(
     manifest_out: str | Path,
     options: GenerateOptions | None = None,
     params: SamplingParams | None = None,
-    benchmarks: dict[str, list[Item]] | None = None,
+    benchmarks: Mapping[str, list[Item]] | None = None,
     device: str = "cpu",
     teacher_license: str | None = None,
     prompts_license: str = "unknown",

@@ -17,7 +17,7 @@ text, and the caller's global RNG state is left as it was.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import torch
 from distill_doctor.causal_lm import encode_left_padded, generate_new_tokens, load_causal_lm
 from distill_doctor.errors import InputError
 
-Sampler = Callable[[list[str], int], list[list[str]]]
+Sampler = Callable[[list[str], int], Sequence[Sequence[str]]]  # per prompt, n completions
 
 
 class Completion(str):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 FIXTURE_VERSION = 1
 
@@ -119,7 +120,7 @@ def tiny_qwen(family: str, *, layers: int, hidden: int = 64, seed: int = 0):
     from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     fam = FAMILIES[family]
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab_size=fam.embedding_rows,
         hidden_size=hidden,
         intermediate_size=2 * hidden,

@@ -13,39 +13,11 @@ from __future__ import annotations
 
 import re
 
+from distill_doctor.data.answers import last_code_block
 from distill_doctor.data.records import Item, Judgement
 from distill_doctor.verify.sandbox import SandboxResult, run_tests
 
-_FENCE_LINE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})(.*)$")
 _IMPORT_LINE = re.compile(r"^(?:import\s+\S|from\s+\S+\s+import\s)")
-
-
-def last_code_block(text: str) -> str | None:
-    """The body of the last fenced code block (```` ``` ```` or ``~~~``, any language tag), or None.
-
-    A block left open at the end (a truncated answer) counts, up to the end of the text.
-    """
-    blocks: list[str] = []
-    fence: str | None = None
-    body: list[str] = []
-    for line in text.splitlines():
-        m = _FENCE_LINE.match(line)
-        if fence is None:
-            if m is not None:
-                fence, body = m.group(1), []
-        elif (
-            m is not None
-            and m.group(1).startswith(fence[0])
-            and len(m.group(1)) >= len(fence)
-            and not m.group(2).strip()
-        ):
-            blocks.append("\n".join(body) + "\n")
-            fence = None
-        else:
-            body.append(line)
-    if fence is not None and body:
-        blocks.append("\n".join(body) + "\n")
-    return blocks[-1] if blocks else None
 
 
 def defines(code: str, name: str) -> bool:

@@ -19,7 +19,6 @@ killed when it overruns. A judgement that times out counts as wrong, and says so
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -28,68 +27,18 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
+from distill_doctor.data.answers import marked_answers
+from distill_doctor.data.math_reference import TIMEOUT_S, gold_text, parse_reference, readable_reference
+from distill_doctor.data.math_reference import MathOverrun as _Overrun
+from distill_doctor.data.math_reference import math_verify_module as _math_verify
+from distill_doctor.data.math_reference import parse_math as _parse
 from distill_doctor.data.records import Judgement
-from distill_doctor.verify.extract import marked_answers
 
-TIMEOUT_S = 3
+__all__ = ["TIMEOUT_S", "gold_text", "judge", "judge_bounded", "parse_reference", "readable_reference"]
 _MAX_ANSWER_CHARS = 2000  # longer marked answers are not parsed (the canonical form is cut too)
 _MAX_CANONICAL_CHARS = 200
 _worker_lock = threading.Lock()  # one request at a time to the helper process (see judge_bounded)
-
-
-def _math_verify() -> Any:
-    try:
-        import math_verify
-    except ImportError as err:  # a core dependency: only a broken install lands here
-        raise RuntimeError(
-            "the math verifier needs math-verify: pip install 'math-verify[antlr4_13_2]'"
-        ) from err
-    return math_verify
-
-
-def gold_text(reference: object) -> str:
-    """The reference as math-verify should read it: bare LaTeX wrapped in ``$..$``."""
-    text = str(reference).strip()
-    if "$" in text or "\\(" in text or "\\[" in text or "\\boxed" in text:
-        return text
-    return f"${text}$"
-
-
-class _Overrun(Exception):
-    """math-verify gave up on a step at its time limit."""
-
-
-def _parse(text: str, timeout_s: int) -> list:
-    """math-verify's parse; ``[]`` when nothing parses, ``_Overrun`` when parsing ran out of time."""
-    mv = _math_verify()
-    from math_verify.errors import TimeoutException
-
-    on_main = threading.current_thread() is threading.main_thread()
-    try:  # off the main thread only references are parsed here (the user's own data, see items.py)
-        return mv.parse(text, parsing_timeout=timeout_s if on_main else None, raise_on_error=True)
-    except TimeoutException as err:
-        raise _Overrun(f"parsing took over {timeout_s} s") from err
-    except Exception:  # untrusted text: an unparseable answer is no answer
-        return []
-
-
-def parse_reference(reference: object, timeout_s: int = TIMEOUT_S) -> list:
-    """math-verify's parse of the reference (empty when it cannot be read as mathematics).
-
-    Cached: every sample of every output is judged against the same few references."""
-    return list(_parse_gold(gold_text(reference), timeout_s))
-
-
-def readable_reference(reference: object) -> bool:
-    """Whether math-verify reads the reference as mathematics (a bare string fallback is no reading)."""
-    return any(not isinstance(form, str) for form in parse_reference(reference))
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_gold(text: str, timeout_s: int) -> tuple:
-    return tuple(_parse(text, timeout_s))
 
 
 def _candidates(body: str) -> list[tuple[str, str]]:

@@ -31,9 +31,7 @@ from fractions import Fraction
 
 import regex
 
-from distill_doctor.data.records import Item, Judgement, ModelOutput
-from distill_doctor.verify.code import verify_code
-from distill_doctor.verify.extract import (
+from distill_doctor.data.answers import (
     answer_text,
     canonical_exact,
     extract_answer,
@@ -41,6 +39,8 @@ from distill_doctor.verify.extract import (
     parse_number,
     raw_final_answer,
 )
+from distill_doctor.data.records import Item, Judgement, ModelOutput
+from distill_doctor.verify.code import verify_code
 from distill_doctor.verify.math_answers import judge_bounded
 
 _REL_TOL = 1e-6

@@ -5,7 +5,7 @@
 ``provenance.yaml``; it returns a :class:`Scenario` whose ``cli_args(out)`` is the argument list of
 ``distill-doctor diagnose``. ``label`` is ``clean`` or one planted mode (``MODES``).
 
-How the models behave (content in ``tests/scenario_content.py``):
+How the models behave (content in ``scenario_content.py``):
 
 - Correctness is drawn per item from an accuracy curve over difficulty 1-5; items of one group
   (original / numbers / distractor) share a latent draw per model, so variants are correlated.
@@ -33,9 +33,11 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import scenario_content as sc
 import yaml
+
+from distill_doctor.testing import scenario_content as sc
 
 MODES = (
     "data_quality",
@@ -204,8 +206,8 @@ def _output(rng: random.Random, p: sc.Problem, correct: bool, style: str, extra:
         text = sc.code_text(p, completion, fenced)
         long_code = completion.count("\n") >= 8
         if role == "student" and spec.label == "exposure_bias" and long_code and rng.random() < 0.8:
-            lines = completion.split("\n")
-            text = sc.code_text(p, "\n".join(lines[:3] + [lines[2]] * 20) + "\n", fenced)
+            code_lines = completion.split("\n")
+            text = sc.code_text(p, "\n".join(code_lines[:3] + [code_lines[2]] * 20) + "\n", fenced)
         return text, completion
     if answer is None:
         answer = p.reference if correct else sc.draw_wrong(rng, p)
@@ -287,7 +289,12 @@ def _train_records(spec: ScenarioSpec, rng: random.Random, problems: list[sc.Pro
                 p.reference,
             )
         eval_prompts.add(p.prompt)
-        rec = {"id": f"train-{k}", "prompt": p.prompt, "response": response, "source": f"synthetic-{domain}"}
+        rec: dict[str, object] = {
+            "id": f"train-{k}",
+            "prompt": p.prompt,
+            "response": response,
+            "source": f"synthetic-{domain}",
+        }
         if ref is not None and spec.train_reference:
             rec["reference"] = ref
         if spec.label == "data_quality" and domain != "code" and rng.random() < 0.15:
@@ -336,7 +343,7 @@ def _manifest(
     spec: ScenarioSpec, rng: random.Random, train_path: Path, n_train: int
 ) -> tuple[dict, str | None]:
     sha = hashlib.sha256(train_path.read_bytes()).hexdigest()
-    m = {
+    m: dict[str, Any] = {
         "teacher": {"name": "acme/teacher-7b-instruct", "revision": "9f1c2e7a", "license": "apache-2.0"},
         "student_base": {"name": "acme/student-1b", "revision": "1b2d3f4e", "license": "mit"},
         "prompts": [{"source": "synthetic-math-v2", "license": "cc-by-4.0", "count": n_train}],

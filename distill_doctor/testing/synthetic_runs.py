@@ -228,6 +228,12 @@ EDGE_KINDS = (
 )
 
 
+def _int(reference: str | int | float | None) -> int:
+    """A synthetic item's numeric reference as an int (every generated item has one)."""
+    assert reference is not None
+    return int(reference)
+
+
 def make_edge(kind: str, n: int = 60, seed: int = 0) -> DiagnosisInputs:
     """Degenerate runs every probe must survive with a sensible verdict.
 
@@ -242,15 +248,16 @@ def make_edge(kind: str, n: int = 60, seed: int = 0) -> DiagnosisInputs:
     if kind not in EDGE_KINDS:
         raise ValueError(f"unknown edge kind {kind!r}; one of {EDGE_KINDS}")
     base = make_run("clean_high", n, seed, groups=kind not in ("no_tags",))
+    assert base.teacher_verdicts is not None and base.teacher is not None  # make_run sets both
     tv, sv = dict(base.teacher_verdicts), dict(base.student_verdicts)
     items = list(base.items)
     teacher, student = dict(base.teacher), dict(base.student)
     if kind == "teacher_all_right":
         tv = {i: Judgement(True, str(it.reference)) for it in items for i in [it.id]}
     elif kind in ("student_all_wrong", "both_all_wrong"):
-        sv = {i: Judgement(False, str(int(it.reference) + 7)) for it in items for i in [it.id]}
+        sv = {i: Judgement(False, str(_int(it.reference) + 7)) for it in items for i in [it.id]}
         if kind == "both_all_wrong":
-            tv = {i: Judgement(False, str(int(it.reference) + 3)) for it in items for i in [it.id]}
+            tv = {i: Judgement(False, str(_int(it.reference) + 3)) for it in items for i in [it.id]}
     elif kind == "no_answers":
         tv = {it.id: Judgement(False, None, "no answer") for it in items}
         sv = {it.id: Judgement(False, None, "no answer") for it in items}

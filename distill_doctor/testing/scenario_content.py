@@ -1,4 +1,4 @@
-"""Problems and model outputs for the independent diagnosis scenarios (``tests/scenarios.py``).
+"""Problems and model outputs for the independent diagnosis scenarios (``scenarios.py``).
 
 Four domains, each a :class:`Problem` that knows its correct solution lines and a realistic
 distribution of wrong answers:
@@ -14,13 +14,14 @@ distribution of wrong answers:
 
 Wrong answers come from an item-specific attractor distribution (off-by-one and "forgot the last
 step" are common for every model), so two independent models share some wrong answers by chance.
-Written independently of ``tests/synthetic_runs.py`` on purpose.
+Written independently of ``synthetic_runs.py`` on purpose.
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -65,7 +66,7 @@ class Problem:
     tests: str | None = None
     entry_point: str | None = None
     solution: str = ""  # code: the canonical completion
-    answer_slips: list[tuple[object, float]] = field(default_factory=list)  # (wrong answer, weight)
+    answer_slips: Sequence[tuple[object, float]] = field(default_factory=list)  # (wrong answer, weight)
 
     def item_record(self) -> dict:
         rec: dict = {"id": self.pid, "prompt": self.prompt}
@@ -338,7 +339,7 @@ def draw_wrong(rng: random.Random, problem: Problem) -> object:
     if slips and rng.random() < min(0.85, total):
         return rng.choices([a for a, _ in slips], weights=[w for _, w in slips])[0]
     if problem.domain == "math":
-        ref = int(problem.reference)  # type: ignore[arg-type]
+        ref = int(str(problem.reference))  # math references are ints
         return max(0, ref + rng.choice([-1, 1]) * rng.randint(2, max(3, ref)))
     if problem.domain == "choice":
         return rng.choice([c for c in "ABCD" if c != problem.reference])
