@@ -4,7 +4,6 @@ directory, and the layers it sits on stay below it (data below verify, produce b
 
 from __future__ import annotations
 
-import ast
 import os
 import subprocess
 import sys
@@ -76,50 +75,3 @@ def test_demo_runs_outside_the_checkout(tmp_path):
 
 def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-
-
-def _imports(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and n.level == 0]
-    names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    return [n for n in names if n.startswith("distill_doctor")]
-
-
-FORBIDDEN = {  # a layer -> the higher layers it must not import
-    "data": ("verify", "text", "causal_lm", "losses", "train", "produce", "probes", "diagnose", "reports"),
-    "produce": ("probes", "speculative", "reports", "diagnose", "organisms", "demo", "closed_loop", "cli"),
-}
-
-
-@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
-def test_lower_layers_import_nothing_above_them(layer):
-    bad = [
-        (str(p.relative_to(REPO)), name)
-        for p in sorted((PACKAGE / layer).rglob("*.py"))
-        for name in _imports(p)
-        if name.split(".")[1:2] and name.split(".")[1] in FORBIDDEN[layer]
-    ]
-    assert bad == []
-
-
-def test_only_the_organisms_layer_imports_testing():
-    allowed = {"testing", "organisms", "closed_loop.py", "demo.py"}
-    bad = [
-        (str(p.relative_to(REPO)), name)
-        for p in sorted(PACKAGE.rglob("*.py"))
-        if p.relative_to(PACKAGE).parts[0] not in allowed
-        for name in _imports(p)
-        if name.startswith("distill_doctor.testing")
-    ]
-    assert bad == []
-
-
-def test_no_script_extends_the_import_path():
-    """Tests, benchmarks, fixtures and research import the package normally."""
-    offenders = [
-        str(p.relative_to(REPO))
-        for folder in ("tests", "bench", "fixtures", "research", "distill_doctor")
-        for p in sorted((REPO / folder).rglob("*.py"))
-        if "sys.path.insert" in p.read_text(encoding="utf-8") and p.name != "test_organisms_library.py"
-    ]
-    assert offenders == []

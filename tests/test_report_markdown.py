@@ -7,7 +7,8 @@ import re
 
 from sample_report import PAYLOADS, poisoned_report, sample_report
 
-from distill_doctor.reports.markdown import fenced, md_code, md_text, render_markdown
+from distill_doctor.reports.markdown import render_markdown
+from distill_doctor.reports.markdown_text import fenced, md_code, md_text
 
 
 def code_blocks(markdown: str) -> tuple[list[str], list[str]]:

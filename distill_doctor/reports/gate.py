@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, cast
 
+from distill_doctor.reports import speculative_gate
+from distill_doctor.reports.checks import CheckResult, bound_check
 from distill_doctor.reports.policy import BaselineMetric, Policy
 from distill_doctor.reports.text import (
     finding_for,
@@ -34,16 +36,6 @@ from distill_doctor.reports.text import (
 from distill_doctor.vocabulary import Verdict
 
 MISSING = object()
-
-
-@dataclass
-class CheckResult:
-    """One evaluated check: ``status`` is ``passed``, ``failed`` or ``skipped`` (not applicable)."""
-
-    name: str
-    group: str  # "verdict" | "accuracy" | "rule" | "baseline" | "speculative"
-    status: str
-    reason: str
 
 
 @dataclass
@@ -124,35 +116,19 @@ def _verdict_checks(report: dict[str, Any], policy: Policy) -> list[CheckResult]
     return out
 
 
-def _bound(
-    name: str, group: str, value: Any, low: float | None, high: float | None, pct: bool = False
-) -> CheckResult:
-    show = fmt_pct if pct else fmt_num
-    if not is_number(value) or math.isnan(value):
-        return CheckResult(name, group, "failed", f"no number in the report (got {one_line(value, 60)})")
-    if low is not None and value < low:
-        return CheckResult(name, group, "failed", f"{show(value)} is below the minimum {show(low)}")
-    if high is not None and value > high:
-        return CheckResult(name, group, "failed", f"{show(value)} is above the maximum {show(high)}")
-    bounds = " and ".join(
-        b for b in (low is not None and f">= {show(low)}", high is not None and f"<= {show(high)}") if b
-    )
-    return CheckResult(name, group, "passed", f"{show(value)} ({bounds})")
-
-
 def _accuracy_checks(report: dict[str, Any], policy: Policy) -> list[CheckResult]:
     acc = report.get("accuracy") or {}
     out = []
     if policy.min_student is not None:
-        out.append(_bound("accuracy.student", "accuracy", acc.get("student"), policy.min_student, None, True))
+        out.append(bound_check("accuracy.student", "accuracy", acc.get("student"), policy.min_student, None, True))
     if policy.min_teacher is not None:
-        out.append(_bound("accuracy.teacher", "accuracy", acc.get("teacher"), policy.min_teacher, None, True))
+        out.append(bound_check("accuracy.teacher", "accuracy", acc.get("teacher"), policy.min_teacher, None, True))
     if policy.max_gap is not None:
         t, s = acc.get("teacher"), acc.get("student")
         gap = t - s if is_number(t) and is_number(s) else None
-        out.append(_bound("accuracy.gap (teacher - student)", "accuracy", gap, None, policy.max_gap, True))
+        out.append(bound_check("accuracy.gap (teacher - student)", "accuracy", gap, None, policy.max_gap, True))
     if policy.min_n is not None:
-        out.append(_bound("accuracy.n", "accuracy", acc.get("n"), policy.min_n, None))
+        out.append(bound_check("accuracy.n", "accuracy", acc.get("n"), policy.min_n, None))
     return out
 
 
@@ -171,7 +147,7 @@ def _rule_checks(report: dict[str, Any], policy: Policy) -> list[CheckResult]:
             status = "failed" if rule.if_missing == "fail" else "skipped"
             out.append(CheckResult(name, "rule", status, f"metric {where}; if_missing = {rule.if_missing!r}"))
             continue
-        out.append(_bound(name, "rule", value, rule.min, rule.max))
+        out.append(bound_check(name, "rule", value, rule.min, rule.max))
     return out
 
 
@@ -289,7 +265,6 @@ def _metric_drift(report: dict[str, Any], baseline: dict[str, Any], spec: Baseli
 
 def evaluate(report: dict[str, Any], policy: Policy, baseline: dict[str, Any] | None = None) -> GateResult:
     """Every check of ``policy`` on ``report`` (and against ``baseline`` when given). Pure."""
-    from distill_doctor.reports import speculative_gate  # imports this module: load it late
 
     checks = _verdict_checks(report, policy) + _accuracy_checks(report, policy) + _rule_checks(report, policy)
     checks += speculative_gate.bound_checks(report, policy)

@@ -7,24 +7,21 @@ than any backtick run inside (:func:`fenced`).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from distill_doctor.reports import speculative_section
+from distill_doctor.reports.markdown_text import _num, fenced, md_code, md_table, md_text
 from distill_doctor.reports.text import (
     MULTI_SAMPLE_HEADER,
     clean,
     fmt_ci,
-    fmt_num,
     fmt_p,
     fmt_pct,
     is_number,
     multi_sample_rows,
-    one_line,
     ordered_findings,
     samples_for,
     scalar_metrics,
-    truncate,
 )
 from distill_doctor.vocabulary import Verdict
 
@@ -34,58 +31,12 @@ VERDICT_LABEL = {
     Verdict.FAIL: "❌ fail",
     Verdict.SKIPPED: "➖ skipped",
 }
-OUTPUT_LIMIT = 600
 EVIDENCE_PER_FINDING = 3
 EVIDENCE_TOTAL = 9
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~>])")
-
-
-def md_text(value: Any, limit: int | None = None) -> str:
-    """One line of untrusted text, safe in Markdown prose and table cells."""
-    text = one_line(value, limit)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MD_SPECIAL.sub(r"\\\1", text)
-
-
-def _num(value: Any) -> str:
-    """A number formatted for people; anything else is escaped like other untrusted text."""
-    if value is None or isinstance(value, bool) or is_number(value):
-        return fmt_num(value)
-    return md_text(value, 60)
-
-
-def md_code(value: Any, limit: int | None = 120, *, in_table: bool = False) -> str:
-    """A short inline code span (ids, metric keys) that no backtick inside can close early.
-
-    In a table cell a pipe splits the cell even inside a code span (GFM), so it is escaped there.
-    """
-    text = one_line(value, limit)
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    ticks = "`" * (longest + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
-    if in_table:
-        text = text.replace("|", "\\|")
-    return f"{ticks}{pad}{text}{pad}{ticks}"
-
-
-def fenced(value: Any, *, info: str = "text", limit: int | None = OUTPUT_LIMIT) -> str:
-    """A fenced code block holding ``value``; the fence is longer than any backtick run inside."""
-    text = clean(value)
-    if limit is not None:
-        text = truncate(text, limit)
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}{info}\n{text.rstrip()}\n{fence}"
-
-
 def _level(value: Any) -> str:
     return f"{100 * value:.3g}%" if is_number(value) and 0 < value < 1 else "95%"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
 
 
 def _accuracy(report: dict[str, Any]) -> list[str]:
@@ -109,13 +60,13 @@ def _accuracy(report: dict[str, Any]) -> list[str]:
     header = ["model", "accuracy", "95% CI", "n scored", "outputs missing"]
     sandbox = report.get("code_sandbox") or {}
     note = [f"Code items ran in the sandbox: {clean(sandbox.get('detail', ''))}.", ""] if sandbox else []
-    lines = ["## Accuracy", "", *_table(header, rows), "", *note]
+    lines = ["## Accuracy", "", *md_table(header, rows), "", *note]
     multi = multi_sample_rows(report)
     if multi:  # several samples per item: accuracy is pass@1 (SPEC)
         lines += [
             "Several samples per item: accuracy is pass@1.",
             "",
-            *_table(MULTI_SAMPLE_HEADER, multi),
+            *md_table(MULTI_SAMPLE_HEADER, multi),
             "",
         ]
     return lines + _lm_eval_agreement(report)
@@ -183,7 +134,7 @@ def _verdicts(report: dict[str, Any], findings: list[dict[str, Any]]) -> list[st
         for f in findings
     ]
     header = ["stage", "mode", "verdict", "n", "p (Holm)", "summary"]
-    return [f"## Verdicts (debug order: {order})", "", *_table(header, rows), ""]
+    return [f"## Verdicts (debug order: {order})", "", *md_table(header, rows), ""]
 
 
 def _key_numbers(findings: list[dict[str, Any]]) -> list[str]:
@@ -204,7 +155,7 @@ def _key_numbers(findings: list[dict[str, Any]]) -> list[str]:
                 ]
                 for t in tests
             ]
-            lines += _table(["test", "n", "effect", "interval", "p"], rows) + [""]
+            lines += md_table(["test", "n", "effect", "interval", "p"], rows) + [""]
         metrics = scalar_metrics(f.get("metrics"))[:12]
         if metrics:
             lines.append("Metrics: " + "; ".join(f"{md_code(k, 60)} = {_num(v)}" for k, v in metrics))
@@ -230,7 +181,7 @@ def _failure_table(report: dict[str, Any]) -> list[str]:
     return [
         f"## Teacher vs student failures (n = {_num(table.get('n'))})",
         "",
-        *_table(["", "student right", "student wrong"], rows),
+        *md_table(["", "student right", "student wrong"], rows),
         "",
     ]
 

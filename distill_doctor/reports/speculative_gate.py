@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from distill_doctor.reports.gate import CheckResult, _bound
+from distill_doctor.reports.checks import CheckResult, bound_check
 from distill_doctor.reports.policy import Policy
 from distill_doctor.reports.text import fmt_num, fmt_pct, interval, is_number
 
@@ -48,7 +48,7 @@ def bound_checks(report: dict[str, Any], policy: Policy) -> list[CheckResult]:
             why = "no speculative block in the report (diagnose needs --teacher-model and --student-model)"
             out.append(CheckResult(name, "speculative", status, f"{why}; if_missing = {bounds.if_missing!r}"))
         else:
-            out.append(_bound(name, "speculative", block.get(key), low, None, pct=True))
+            out.append(bound_check(name, "speculative", block.get(key), low, None, pct=True))
     return out
 
 

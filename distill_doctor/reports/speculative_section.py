@@ -12,6 +12,7 @@ from typing import Any
 
 from markupsafe import Markup
 
+from distill_doctor.reports.markdown_text import fenced, md_table, md_text
 from distill_doctor.reports.text import fmt_ci, fmt_num, fmt_pct, is_number
 
 BAR_WIDTH = 30
@@ -81,10 +82,9 @@ def markdown_section(report: dict[str, Any]) -> list[str]:
     b = _block(report)
     if b is None:
         return []
-    from distill_doctor.reports.markdown import _table, fenced, md_text
 
     lines = ["## Speculative decoding readiness", "", md_text(_headline(b)), ""]
-    lines += _table(GAMMA_HEADER, _gamma_rows(b)) + ["", md_text(NOTE), ""]
+    lines += md_table(GAMMA_HEADER, _gamma_rows(b)) + ["", md_text(NOTE), ""]
     if b.get("by_position"):
         lines += [
             "Acceptance by output position (token index):",
@@ -104,7 +104,7 @@ def markdown_section(report: dict[str, Any]) -> list[str]:
             ]
             for k, v, e in slices
         ]
-        lines += _table(["slice", "acceptance", "95% CI", "tokens", "items"], rows) + [""]
+        lines += md_table(["slice", "acceptance", "95% CI", "tokens", "items"], rows) + [""]
     return lines
 
 
