@@ -74,7 +74,7 @@ def near_duplicate_pairs(
     with lsh.insertion_session() as session:
         for i, mh in zip(keep, sketches):
             session.insert(i, mh, check_duplication=False)
-    pairs = []
+    pairs: list[tuple[int, int, float]] = []
     for i, mh in zip(keep, sketches):
         cands = sorted(j for j in lsh.query(mh) if j > i)[: cfg.max_candidates]
         pairs.extend((i, j, jac) for j, jac in minhash.confirmed(cands, sets[i], sets, cfg.jaccard_threshold))
