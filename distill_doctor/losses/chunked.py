@@ -21,14 +21,18 @@ without gradients (torch.no_grad, or nothing requires grad) only the values are 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from distill_doctor.losses.batch import IGNORE_INDEX
 from distill_doctor.losses.closed_form import cross_entropy_value_and_grad, log_softmax_
-from distill_doctor.losses.table import check_unit, lookup
+from distill_doctor.losses.table import Divergence, check_unit, lookup
+
+if TYPE_CHECKING:
+    from distill_doctor.losses.table import ChunkValueAndGrad
 
 HeadLike = torch.Tensor | torch.nn.Module | tuple
 
@@ -151,6 +155,97 @@ def _count(num_tokens, default: int) -> float:
     return max(float(n), 1.0)
 
 
+def _check_arguments(
+    *,
+    chunk_size: int,
+    divergence: str,
+    temperature: float,
+    hard_weight: float,
+    beta: float,
+    alpha: float,
+    has_labels: bool,
+) -> Divergence:
+    """Refuse bad arguments before any math; returns the divergence's table row."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    row = lookup(divergence)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_unit("hard_weight", hard_weight)
+    check_unit("beta", beta)
+    check_unit("alpha", alpha)
+    if hard_weight > 0 and not has_labels:
+        raise ValueError("hard_weight > 0 needs labels")
+    return row
+
+
+class _AlignedHeads(NamedTuple):
+    """Both heads cut to the shared vocabulary ``v`` = min(V_s, V_t); the teacher's detached."""
+
+    s_w: torch.Tensor  # (v, H_s)
+    s_b: torch.Tensor | None  # (v,)
+    t_w: torch.Tensor  # (v, H_t)
+    t_b: torch.Tensor | None  # (v,)
+    v: int
+
+
+def _align_heads(student_head: HeadLike, teacher_head: HeadLike) -> _AlignedHeads:
+    """The heads as ``align_vocab`` aligns logits: padded rows of either head carry no probability."""
+    s_weight, s_bias = _head(student_head)
+    t_weight, t_bias = _head(teacher_head)
+    v = min(s_weight.shape[0], t_weight.shape[0])
+    whole = v == s_weight.shape[0]  # slice only when needed: a slice's backward allocates a (V_s, H) copy
+    s_w = s_weight if whole else s_weight[:v]
+    s_b = s_bias if s_bias is None or whole else s_bias[:v]
+    t_w = t_weight.detach()[:v]
+    t_b = None if t_bias is None else t_bias.detach()[:v]
+    return _AlignedHeads(s_w, s_b, t_w, t_b, v)
+
+
+@dataclass(frozen=True)
+class _DistillChunk:
+    """The ``ChunkLoss`` of ``chunked_distill_loss``: for one chunk of student logits, the divergence
+    (+ CE) and its logit gradient in closed form, in place (``closed_form``)."""
+
+    t_hidden: torch.Tensor  # (n, H_t), the teacher's loss tokens
+    t_w: torch.Tensor
+    t_b: torch.Tensor | None
+    labels: torch.Tensor | None  # (n,)
+    chunk_divergence: ChunkValueAndGrad
+    parameter: float | None
+    temperature: float
+    hard_weight: float
+    soft_den: float
+    hard_den: float
+    t2: float  # tau**2 with scale_by_t2, else 1
+    ignore_index: int
+
+    def teacher_log_probs(self, rows: slice) -> torch.Tensor:
+        with torch.no_grad():
+            logits = F.linear(self.t_hidden[rows], self.t_w, self.t_b).float()
+            return log_softmax_(logits, self.temperature)  # (c, V)
+
+    def __call__(self, logits: torch.Tensor, rows: slice, need_grad: bool) -> tuple:
+        hard = ce_grad = None
+        if self.labels is not None:  # before the logits buffer is overwritten
+            hard, ce_grad = cross_entropy_value_and_grad(
+                logits, self.labels[rows], ignore_index=self.ignore_index,
+                scale=self.hard_weight / self.hard_den, need_grad=need_grad and self.hard_weight > 0,
+            )  # fmt: skip
+            hard = hard / self.hard_den
+        soft, grad = self.chunk_divergence(
+            logits, self.teacher_log_probs(rows), self.parameter, temperature=self.temperature,
+            scale=(1.0 - self.hard_weight) * self.t2 / self.soft_den, need_grad=need_grad,
+        )  # fmt: skip
+        soft = soft * (self.t2 / self.soft_den)
+        if ce_grad is not None and grad is not None:  # both or neither (need_grad)
+            grad = grad.add_(ce_grad)
+        total = (1.0 - self.hard_weight) * soft
+        if hard is None:
+            return total, grad, (soft,)
+        return total + self.hard_weight * hard, grad, (soft, hard)
+
+
 def chunked_distill_loss(
     student_hidden: torch.Tensor,
     student_head: HeadLike,
@@ -184,67 +279,27 @@ def chunked_distill_loss(
     ``chunk_size`` is an upper bound: at large vocabularies a chunk is cut to MAX_CHUNK_ELEMENTS / V
     tokens (441 at V = 151,936), so the loss memory stays flat as V grows.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    row = lookup(divergence)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    check_unit("hard_weight", hard_weight)
-    check_unit("beta", beta)
-    check_unit("alpha", alpha)
-    if hard_weight > 0 and labels is None:
-        raise ValueError("hard_weight > 0 needs labels")
-    s_weight, s_bias = _head(student_head)
-    t_weight, t_bias = _head(teacher_head)
-    v = min(s_weight.shape[0], t_weight.shape[0])  # padded rows of either head carry no probability
-    whole = v == s_weight.shape[0]  # slice only when needed: a slice's backward allocates a (V_s, H) copy
-    s_w = s_weight if whole else s_weight[:v]
-    s_b = s_bias if s_bias is None or whole else s_bias[:v]
-    t_w = t_weight.detach()[:v]
-    t_b = None if t_bias is None else t_bias.detach()[:v]
-
+    row = _check_arguments(
+        chunk_size=chunk_size, divergence=divergence, temperature=temperature, hard_weight=hard_weight,
+        beta=beta, alpha=alpha, has_labels=labels is not None,
+    )  # fmt: skip
+    heads = _align_heads(student_head, teacher_head)
     hidden = _gather(student_hidden, mask, features=True)  # (n, H_s)
-    t_hidden = _gather(teacher_hidden.detach(), mask, features=True).to(t_w.dtype)  # (n, H_t)
+    t_hidden = _gather(teacher_hidden.detach(), mask, features=True).to(heads.t_w.dtype)  # (n, H_t)
     if t_hidden.shape[0] != hidden.shape[0]:
         raise ValueError(f"student has {hidden.shape[0]} tokens, teacher {t_hidden.shape[0]}")
     sel_labels = None if labels is None else _gather(labels, mask, features=False)  # (n,)
-    n = hidden.shape[0]
-    soft_den = _count(num_tokens, n)
     n_hard = 0 if sel_labels is None else int((sel_labels != ignore_index).sum())
-    hard_den = _count(num_tokens, n_hard)
-    t2 = temperature**2 if scale_by_t2 else 1.0
-    parameter = row.parameter_value(beta=beta, alpha=alpha)
-    chunk_divergence = row.closed_form()
-
-    def teacher_log_probs(rows: slice) -> torch.Tensor:
-        with torch.no_grad():
-            return log_softmax_(F.linear(t_hidden[rows], t_w, t_b).float(), temperature)  # (c, V)
-
-    def closed_form_loss(logits: torch.Tensor, rows: slice, need_grad: bool):
-        """The divergence (+ CE) and its logit gradient in closed form, in place (``closed_form``)."""
-        hard = ce_grad = None
-        if sel_labels is not None:  # before the logits buffer is overwritten
-            hard, ce_grad = cross_entropy_value_and_grad(
-                logits, sel_labels[rows], ignore_index=ignore_index, scale=hard_weight / hard_den,
-                need_grad=need_grad and hard_weight > 0,
-            )  # fmt: skip
-            hard = hard / hard_den
-        soft, grad = chunk_divergence(
-            logits, teacher_log_probs(rows), parameter, temperature=temperature,
-            scale=(1.0 - hard_weight) * t2 / soft_den, need_grad=need_grad,
-        )  # fmt: skip
-        soft = soft * (t2 / soft_den)
-        if ce_grad is not None and grad is not None:  # both or neither (need_grad)
-            grad = grad.add_(ce_grad)
-        total = (1.0 - hard_weight) * soft
-        if hard is None:
-            return total, grad, (soft,)
-        return total + hard_weight * hard, grad, (soft, hard)
-
+    objective = _DistillChunk(
+        t_hidden, heads.t_w, heads.t_b, sel_labels, row.closed_form(),
+        row.parameter_value(beta=beta, alpha=alpha), temperature, hard_weight,
+        soft_den=_count(num_tokens, hidden.shape[0]), hard_den=_count(num_tokens, n_hard),
+        t2=temperature**2 if scale_by_t2 else 1.0, ignore_index=ignore_index,
+    )  # fmt: skip
     n_values = 1 if sel_labels is None else 2
-    grad_on = _grad_on(hidden, s_w, s_b)
-    rows = _rows_per_chunk(chunk_size, v)
-    out = _ChunkedLinearLoss.apply(hidden, s_w, s_b, closed_form_loss, rows, n_values, grad_on)
+    grad_on = _grad_on(hidden, heads.s_w, heads.s_b)
+    rows = _rows_per_chunk(chunk_size, heads.v)
+    out = _ChunkedLinearLoss.apply(hidden, heads.s_w, heads.s_b, objective, rows, n_values, grad_on)
     return ChunkedLossOutput(out[0], out[1], out[2] if n_values == 2 else None)
 
 

@@ -27,6 +27,7 @@ with ``per_token`` to float32 rounding (the tests compare with autograd through 
 from __future__ import annotations
 
 import math
+from typing import TypedDict, Unpack
 
 import torch
 
@@ -189,106 +190,75 @@ def tv_value_and_grad_(
 ValueAndGrad = tuple[torch.Tensor, torch.Tensor | None]
 
 
+class ChunkOptions(TypedDict):
+    """The keyword arguments of every per-row function: tau, the gradient's scale, whether to compute it."""
+
+    temperature: float
+    scale: float
+    need_grad: bool
+
+
 def forward_kl(
-    z: torch.Tensor,
-    t: torch.Tensor,
-    parameter: float | None = None,
-    *,
-    temperature: float,
-    scale: float,
-    need_grad: bool,
+    z: torch.Tensor, t: torch.Tensor, parameter: float | None = None, **options: Unpack[ChunkOptions]
 ) -> ValueAndGrad:
     """KL(p_T || p_S) of a chunk: student logits ``z``, teacher log-probs ``t`` (c, V)."""
-    return kl_value_and_grad_(z, t, reverse=False, temperature=temperature, scale=scale, need_grad=need_grad)
+    return kl_value_and_grad_(z, t, reverse=False, **options)
 
 
 def reverse_kl(
-    z: torch.Tensor,
-    t: torch.Tensor,
-    parameter: float | None = None,
-    *,
-    temperature: float,
-    scale: float,
-    need_grad: bool,
+    z: torch.Tensor, t: torch.Tensor, parameter: float | None = None, **options: Unpack[ChunkOptions]
 ) -> ValueAndGrad:
     """KL(p_S || p_T) of a chunk."""
-    return kl_value_and_grad_(z, t, reverse=True, temperature=temperature, scale=scale, need_grad=need_grad)
+    return kl_value_and_grad_(z, t, reverse=True, **options)
 
 
 def jsd(
-    z: torch.Tensor, t: torch.Tensor, beta: float | None, *, temperature: float, scale: float, need_grad: bool
+    z: torch.Tensor, t: torch.Tensor, beta: float | None, **options: Unpack[ChunkOptions]
 ) -> ValueAndGrad:
     """Generalized JSD(beta) of a chunk."""
     assert beta is not None  # the table row says jsd needs beta
     if beta in (0.0, 1.0):
-        return kl_value_and_grad_(
-            z, t, reverse=beta == 1.0, temperature=temperature, scale=scale, need_grad=need_grad
-        )
-    s = log_softmax_(z, temperature)
-    return jsd_value_and_grad_(s, t, beta=beta, scale=scale / temperature, need_grad=need_grad)
+        return kl_value_and_grad_(z, t, reverse=beta == 1.0, **options)
+    s = log_softmax_(z, options["temperature"])
+    scale = options["scale"] / options["temperature"]
+    return jsd_value_and_grad_(s, t, beta=beta, scale=scale, need_grad=options["need_grad"])
 
 
 def _skew(
-    z: torch.Tensor,
-    t: torch.Tensor,
-    alpha: float | None,
-    *,
-    reverse: bool,
-    temperature: float,
-    scale: float,
-    need_grad: bool,
+    z: torch.Tensor, t: torch.Tensor, alpha: float | None, *, reverse: bool, **options: Unpack[ChunkOptions]
 ) -> ValueAndGrad:
     assert alpha is not None  # the table row says the skew KLs need alpha
     if alpha == 0.0:
-        return kl_value_and_grad_(
-            z, t, reverse=reverse, temperature=temperature, scale=scale, need_grad=need_grad
-        )
-    s = log_softmax_(z, temperature)
+        return kl_value_and_grad_(z, t, reverse=reverse, **options)
+    s = log_softmax_(z, options["temperature"])
+    need_grad = options["need_grad"]
     if alpha == 1.0:  # KL(p || p) = 0
         return s.new_zeros(()), (s.zero_() if need_grad else None)
-    return skew_value_and_grad_(
-        s, t, reverse=reverse, alpha=alpha, scale=scale / temperature, need_grad=need_grad
-    )
+    scale = options["scale"] / options["temperature"]
+    return skew_value_and_grad_(s, t, reverse=reverse, alpha=alpha, scale=scale, need_grad=need_grad)
 
 
 def skew_forward_kl(
-    z: torch.Tensor,
-    t: torch.Tensor,
-    alpha: float | None,
-    *,
-    temperature: float,
-    scale: float,
-    need_grad: bool,
+    z: torch.Tensor, t: torch.Tensor, alpha: float | None, **options: Unpack[ChunkOptions]
 ) -> ValueAndGrad:
     """KL(p_T || alpha p_T + (1 - alpha) p_S) of a chunk."""
-    return _skew(z, t, alpha, reverse=False, temperature=temperature, scale=scale, need_grad=need_grad)
+    return _skew(z, t, alpha, reverse=False, **options)
 
 
 def skew_reverse_kl(
-    z: torch.Tensor,
-    t: torch.Tensor,
-    alpha: float | None,
-    *,
-    temperature: float,
-    scale: float,
-    need_grad: bool,
+    z: torch.Tensor, t: torch.Tensor, alpha: float | None, **options: Unpack[ChunkOptions]
 ) -> ValueAndGrad:
     """KL(p_S || alpha p_S + (1 - alpha) p_T) of a chunk."""
-    return _skew(z, t, alpha, reverse=True, temperature=temperature, scale=scale, need_grad=need_grad)
+    return _skew(z, t, alpha, reverse=True, **options)
 
 
 def tv(
-    z: torch.Tensor,
-    t: torch.Tensor,
-    parameter: float | None = None,
-    *,
-    temperature: float,
-    scale: float,
-    need_grad: bool,
+    z: torch.Tensor, t: torch.Tensor, parameter: float | None = None, **options: Unpack[ChunkOptions]
 ) -> ValueAndGrad:
     """Total variation of a chunk."""
-    s = log_softmax_(z, temperature)
-    return tv_value_and_grad_(s, t, scale=scale / temperature, need_grad=need_grad)
+    s = log_softmax_(z, options["temperature"])
+    scale = options["scale"] / options["temperature"]
+    return tv_value_and_grad_(s, t, scale=scale, need_grad=options["need_grad"])
 
 
 def divergence_value_and_grad_(

@@ -23,7 +23,10 @@ The divergences themselves are the rows of ``table.TABLE``; :func:`divergence` d
 
 from __future__ import annotations
 
+from typing import Required, TypedDict, Unpack
+
 import torch
+from torch import Tensor
 
 from distill_doctor.losses.per_token import log_probs, token_divergence
 from distill_doctor.losses.reduction import NumTokens, loss_rows, mean_over_tokens
@@ -63,138 +66,57 @@ def divergence(
 # ----------------------------------------------------------------------------- by name
 
 
-def forward_kl(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    *,
-    mask: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    num_tokens: NumTokens = None,
-    scale_by_t2: bool = False,
-) -> torch.Tensor:
+class LossOptions(TypedDict, total=False):
+    """The keyword arguments every divergence takes, with :func:`divergence`'s defaults."""
+
+    mask: Tensor | None
+    temperature: float
+    num_tokens: NumTokens
+    scale_by_t2: bool
+
+
+class JsdOptions(LossOptions):
+    """:class:`LossOptions` plus the generalised JSD's mixture weight ``beta`` (required)."""
+
+    beta: Required[float]
+
+
+class SkewOptions(LossOptions):
+    """:class:`LossOptions` plus the skew KLs' mixture weight ``alpha`` (required)."""
+
+    alpha: Required[float]
+
+
+def forward_kl(student_logits: Tensor, teacher_logits: Tensor, **options: Unpack[LossOptions]) -> Tensor:
     """KL(p_T || p_S) = sum_v p_T (log p_T - log p_S): mean-seeking, the classic KD objective."""
-    return divergence(
-        "forward_kl",
-        student_logits,
-        teacher_logits,
-        mask=mask,
-        temperature=temperature,
-        num_tokens=num_tokens,
-        scale_by_t2=scale_by_t2,
-    )
+    return divergence("forward_kl", student_logits, teacher_logits, **options)
 
 
-def reverse_kl(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    *,
-    mask: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    num_tokens: NumTokens = None,
-    scale_by_t2: bool = False,
-) -> torch.Tensor:
+def reverse_kl(student_logits: Tensor, teacher_logits: Tensor, **options: Unpack[LossOptions]) -> Tensor:
     """KL(p_S || p_T) = sum_v p_S (log p_S - log p_T): mode-seeking (MiniLLM, on-policy GKD)."""
-    return divergence(
-        "reverse_kl",
-        student_logits,
-        teacher_logits,
-        mask=mask,
-        temperature=temperature,
-        num_tokens=num_tokens,
-        scale_by_t2=scale_by_t2,
-    )
+    return divergence("reverse_kl", student_logits, teacher_logits, **options)
 
 
-def generalized_jsd(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    *,
-    beta: float,
-    temperature: float = 1.0,
-    mask: torch.Tensor | None = None,
-    num_tokens: NumTokens = None,
-    scale_by_t2: bool = False,
-) -> torch.Tensor:
+def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor, **options: Unpack[JsdOptions]) -> Tensor:
     """Generalised JSD of GKD/TRL: M = beta p_T + (1 - beta) p_S,
     JSD = beta KL(p_T || M) + (1 - beta) KL(p_S || M).
 
     ``beta = 0`` is exactly forward KL(p_T || p_S) and ``beta = 1`` exactly reverse KL(p_S || p_T)
     (TRL's special cases; the mixture formula itself tends to 0 at both ends).
     """
-    return divergence(
-        "jsd",
-        student_logits,
-        teacher_logits,
-        mask=mask,
-        temperature=temperature,
-        num_tokens=num_tokens,
-        scale_by_t2=scale_by_t2,
-        beta=beta,
-    )
+    return divergence("jsd", student_logits, teacher_logits, **options)
 
 
-def skew_forward_kl(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    *,
-    alpha: float,
-    temperature: float = 1.0,
-    mask: torch.Tensor | None = None,
-    num_tokens: NumTokens = None,
-    scale_by_t2: bool = False,
-) -> torch.Tensor:
+def skew_forward_kl(student_logits: Tensor, teacher_logits: Tensor, **options: Unpack[SkewOptions]) -> Tensor:
     """DistiLLM skew KL: KL(p_T || alpha p_T + (1 - alpha) p_S); alpha = 0 is forward KL."""
-    return divergence(
-        "skew_forward_kl",
-        student_logits,
-        teacher_logits,
-        mask=mask,
-        temperature=temperature,
-        num_tokens=num_tokens,
-        scale_by_t2=scale_by_t2,
-        alpha=alpha,
-    )
+    return divergence("skew_forward_kl", student_logits, teacher_logits, **options)
 
 
-def skew_reverse_kl(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    *,
-    alpha: float,
-    temperature: float = 1.0,
-    mask: torch.Tensor | None = None,
-    num_tokens: NumTokens = None,
-    scale_by_t2: bool = False,
-) -> torch.Tensor:
+def skew_reverse_kl(student_logits: Tensor, teacher_logits: Tensor, **options: Unpack[SkewOptions]) -> Tensor:
     """DistiLLM skew reverse KL: KL(p_S || alpha p_S + (1 - alpha) p_T); alpha = 0 is reverse KL."""
-    return divergence(
-        "skew_reverse_kl",
-        student_logits,
-        teacher_logits,
-        mask=mask,
-        temperature=temperature,
-        num_tokens=num_tokens,
-        scale_by_t2=scale_by_t2,
-        alpha=alpha,
-    )
+    return divergence("skew_reverse_kl", student_logits, teacher_logits, **options)
 
 
-def total_variation(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    *,
-    mask: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    num_tokens: NumTokens = None,
-    scale_by_t2: bool = False,
-) -> torch.Tensor:
+def total_variation(student_logits: Tensor, teacher_logits: Tensor, **options: Unpack[LossOptions]) -> Tensor:
     """Total variation distance 0.5 * sum_v |p_T - p_S| (bounded in [0, 1] per token)."""
-    return divergence(
-        "tv",
-        student_logits,
-        teacher_logits,
-        mask=mask,
-        temperature=temperature,
-        num_tokens=num_tokens,
-        scale_by_t2=scale_by_t2,
-    )
+    return divergence("tv", student_logits, teacher_logits, **options)

@@ -55,6 +55,8 @@ _NUMBER = re.compile(r"^\s*[-+]?\$?\d[\d,]*(\.\d+)?\s*%?\s*$")
 _CHOICE = re.compile(r"^\s*\(?([A-Ja-j])\)?\s*$")
 # LaTeX mathematics in a reference (a fraction, root, power, constant, set braces, relation ...)
 _LATEX_MATH = re.compile(r"\\(?:[dt]?frac|sqrt|pi|infty|pm|cup|cap|cdot|times|le|ge|neq|\{|left|right)|\^")
+# the verifier kind of a reference: the first pattern found names it (numeric and choice are anchored)
+_VERIFIER_KINDS = ((_NUMBER, "numeric"), (_CHOICE, "choice"), (_LATEX_MATH, "math"))
 MATH_ROWS = 1_000  # math-verify parses take ~3 ms each: verify at most this many math rows (a random subset)
 GUARDRAIL = (
     "Regenerate or filter the training targets with the verifier and drop broken or duplicated rows: "
@@ -66,14 +68,7 @@ GUARDRAIL = (
 def default_verifier(reference: object) -> str:
     """The verifier kind for a training reference: numeric, choice (one letter), math (LaTeX that
     math-verify reads: ``\\frac{1}{2}`` must not be compared with ``0.5`` as text) or exact."""
-    s = str(reference)
-    if _NUMBER.match(s):
-        return "numeric"
-    if _CHOICE.match(s):
-        return "choice"
-    if _LATEX_MATH.search(s):
-        return "math"
-    return "exact"
+    return tf.first_label(str(reference), _VERIFIER_KINDS) or "exact"
 
 
 def _text_hashes(texts: list[str]) -> np.ndarray:

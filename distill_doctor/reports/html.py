@@ -95,68 +95,96 @@ def _pairs(
     return labels, series, notes
 
 
+# teacher and student accuracy with their intervals, as ``_pairs`` fields
+_ACCURACY_FIELDS = (("teacher", "teacher", "teacher_ci", False), ("student", "student", "student_ci", False))
+
+
 def _charts_for(report: dict[str, Any], f: dict[str, Any]) -> Markup:
+    """The charts of one finding, by its mode (none for modes without a chart)."""
     metrics = f.get("metrics")
     m: dict[str, Any] = metrics if isinstance(metrics, dict) else {}
-    mode, out = f.get("mode"), []
-    if mode == Mode.TEACHER_ERROR_TRANSFER and isinstance(report.get("failure_table"), dict):
-        table = report["failure_table"]
-        out.append(charts.agreement_matrix(table.get("counts") or {}, table.get("n")))
+    mode = f.get("mode")
+    out: list[Markup] = []
+    if mode == Mode.TEACHER_ERROR_TRANSFER:
+        out = _agreement_charts(report)
     if mode == Mode.CAPACITY_GAP:
-        if isinstance(m.get("slices"), list):
-            by_key: dict[str, list[dict[str, Any]]] = {}
-            for row in m["slices"]:
-                if isinstance(row, dict):
-                    by_key.setdefault(clean(row.get("key", "")), []).append(row)
-            for key, rows in list(by_key.items())[:MAX_SLICE_CHARTS]:
-                labels, series, notes = _pairs(
-                    rows[:MAX_BARS],
-                    lambda r: f"{clean(r.get('key', ''))}={clean(r.get('value', ''))}",
-                    ("teacher", "teacher", "teacher_ci", False),
-                    ("student", "student", "student_ci", False),
-                )
-                more = f", first {MAX_BARS} of {len(rows)}" if len(rows) > MAX_BARS else ""
-                title = f"Accuracy per slice of {key} (95% intervals{more})"
-                out.append(charts.bar_chart(title, labels, series, notes=notes))
-        if isinstance(m.get("length_buckets"), list) and m["length_buckets"]:
-            first = m["length_buckets"][0] if isinstance(m["length_buckets"][0], dict) else {}
-            by = clean(first.get("by", "length")).replace("_", " ")
-            labels, series, notes = _pairs(
-                m["length_buckets"],
-                lambda r: r.get("bucket", ""),
-                ("teacher", "teacher", "teacher_ci", False),
-                ("student", "student", "student_ci", False),
-            )
-            out.append(charts.bar_chart(f"Accuracy by {by}", labels, series, notes=notes))
-    if mode == Mode.SUPERFICIAL_IMITATION and isinstance(m.get("perturbation"), dict):
-        p = m["perturbation"]
-        rows = [{"variant": "all variants", **p}] + [
-            r for r in p.get("by_variant") or [] if isinstance(r, dict)
-        ]
-        labels, series, notes = _pairs(
-            rows,
-            lambda r: r.get("variant", ""),
-            ("teacher_drop", "teacher drop", None, False),
-            ("student_drop", "student drop", None, False),
-        )
-        out.append(
-            charts.bar_chart("Accuracy drop on perturbed problems", labels, series, unit=False, notes=notes)
-        )
-    if mode == Mode.EXPOSURE_BIAS and m.get("by_length"):
-        labels, series, notes = _pairs(
-            m["by_length"],
-            lambda r: r.get("bucket", ""),
-            ("teacher_acc", "teacher accuracy", None, False),
-            ("student_acc", "student accuracy", None, False),
-            ("teacher_degenerate", "teacher degenerate", None, True),
-            ("student_degenerate", "student degenerate", None, True),
-        )
-        out.append(
-            charts.line_chart("Accuracy and degeneration vs output length", labels, series, notes=notes)
-        )
+        out = _slice_charts(m) + _length_charts(m)
+    if mode == Mode.SUPERFICIAL_IMITATION:
+        out = _perturbation_charts(m)
+    if mode == Mode.EXPOSURE_BIAS:
+        out = _exposure_charts(m)
     if mode == Mode.CONTAMINATION:
-        out.append(_contamination_chart(m))
+        out = [_contamination_chart(m)]
     return Markup("").join(out)
+
+
+def _agreement_charts(report: dict[str, Any]) -> list[Markup]:
+    """The teacher x student correctness matrix of the report's failure table, if any."""
+    if not isinstance(report.get("failure_table"), dict):
+        return []
+    table = report["failure_table"]
+    return [charts.agreement_matrix(table.get("counts") or {}, table.get("n"))]
+
+
+def _slice_charts(m: dict[str, Any]) -> list[Markup]:
+    """Accuracy per slice value, one chart per slice key (at most MAX_SLICE_CHARTS of MAX_BARS bars)."""
+    if not isinstance(m.get("slices"), list):
+        return []
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for row in m["slices"]:
+        if isinstance(row, dict):
+            by_key.setdefault(clean(row.get("key", "")), []).append(row)
+    out = []
+    for key, rows in list(by_key.items())[:MAX_SLICE_CHARTS]:
+        labels, series, notes = _pairs(
+            rows[:MAX_BARS],
+            lambda r: f"{clean(r.get('key', ''))}={clean(r.get('value', ''))}",
+            *_ACCURACY_FIELDS,
+        )
+        more = f", first {MAX_BARS} of {len(rows)}" if len(rows) > MAX_BARS else ""
+        title = f"Accuracy per slice of {key} (95% intervals{more})"
+        out.append(charts.bar_chart(title, labels, series, notes=notes))
+    return out
+
+
+def _length_charts(m: dict[str, Any]) -> list[Markup]:
+    """Accuracy per length bucket (capacity gap), if the probe bucketed by length."""
+    if not (isinstance(m.get("length_buckets"), list) and m["length_buckets"]):
+        return []
+    first = m["length_buckets"][0] if isinstance(m["length_buckets"][0], dict) else {}
+    by = clean(first.get("by", "length")).replace("_", " ")
+    labels, series, notes = _pairs(m["length_buckets"], lambda r: r.get("bucket", ""), *_ACCURACY_FIELDS)
+    return [charts.bar_chart(f"Accuracy by {by}", labels, series, notes=notes)]
+
+
+def _perturbation_charts(m: dict[str, Any]) -> list[Markup]:
+    """Teacher and student accuracy drop on perturbed problems, overall and per variant."""
+    if not isinstance(m.get("perturbation"), dict):
+        return []
+    p = m["perturbation"]
+    rows = [{"variant": "all variants", **p}] + [r for r in p.get("by_variant") or [] if isinstance(r, dict)]
+    labels, series, notes = _pairs(
+        rows,
+        lambda r: r.get("variant", ""),
+        ("teacher_drop", "teacher drop", None, False),
+        ("student_drop", "student drop", None, False),
+    )
+    return [charts.bar_chart("Accuracy drop on perturbed problems", labels, series, unit=False, notes=notes)]
+
+
+def _exposure_charts(m: dict[str, Any]) -> list[Markup]:
+    """Accuracy and degeneration per output-length bucket, both models (exposure bias)."""
+    if not m.get("by_length"):
+        return []
+    labels, series, notes = _pairs(
+        m["by_length"],
+        lambda r: r.get("bucket", ""),
+        ("teacher_acc", "teacher accuracy", None, False),
+        ("student_acc", "student accuracy", None, False),
+        ("teacher_degenerate", "teacher degenerate", None, True),
+        ("student_degenerate", "student degenerate", None, True),
+    )
+    return [charts.line_chart("Accuracy and degeneration vs output length", labels, series, notes=notes)]
 
 
 def _contamination_chart(m: dict[str, Any]) -> Markup:

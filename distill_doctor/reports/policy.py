@@ -141,31 +141,50 @@ def _mode(reader: _Reader) -> str:
 
 
 def parse_policy(data: dict[str, Any], source: str) -> Policy:
-    """Build a :class:`Policy` from parsed TOML; raises InputError naming ``source`` and the key."""
+    """Build a :class:`Policy` from parsed TOML; raises InputError naming ``source`` and the key.
+
+    The tables are read in file-format order, so the first mistake reported is always the same."""
     top = _Reader(data, "", source)
     version = top.get("version", (int,), 1)
     if version != 1:
         top.fail("version", f"unsupported policy version {version}; this distill-doctor reads 1")
     policy = Policy(source=source)
+    _read_defaults(top, policy)
+    _read_modes(top, policy)
+    _read_accuracy(top, policy)
+    policy.rules = [_threshold(table, i, source) for i, table in enumerate(top.get("rules", (list,), []))]
+    _read_baseline(top, policy)
+    policy.speculative = _speculative_bounds(top.get("speculative", (dict,)), source)
+    top.done()
+    return policy
 
-    defaults = _Reader(top.get("defaults", (dict,), {}), "defaults", source)
+
+def _read_defaults(top: _Reader, policy: Policy) -> None:
+    """``[defaults]``: the verdict cap and whether a mode is required, for modes not named."""
+    defaults = _Reader(top.get("defaults", (dict,), {}), "defaults", top.source)
     policy.default_max_verdict = defaults.get("max_verdict", (str,), Verdict.WARN.value, choices=MAX_VERDICTS)
     policy.default_required = defaults.get("required", (bool,), False)
     defaults.done()
 
-    modes = _Reader(top.get("modes", (dict,), {}), "modes", source)
+
+def _read_modes(top: _Reader, policy: Policy) -> None:
+    """``[modes.<mode>]``: a mode's own verdict cap and whether it is required."""
+    modes = _Reader(top.get("modes", (dict,), {}), "modes", top.source)
     for mode in list(modes.table):
         if mode not in MODES:
             modes.fail(f"modes.{mode}", f"unknown mode; expected one of {', '.join(MODES)}")
         modes.seen.add(mode)
-        entry = _Reader(modes.table[mode], f"modes.{mode}", source)
+        entry = _Reader(modes.table[mode], f"modes.{mode}", top.source)
         if "max_verdict" in entry.table:
             policy.max_verdict[mode] = entry.get("max_verdict", (str,), choices=MAX_VERDICTS)
         if "required" in entry.table:
             policy.required[mode] = entry.get("required", (bool,))
         entry.done()
 
-    acc = _Reader(top.get("accuracy", (dict,), {}), "accuracy", source)
+
+def _read_accuracy(top: _Reader, policy: Policy) -> None:
+    """``[accuracy]``: bounds on the report's accuracies (shares) and its item count."""
+    acc = _Reader(top.get("accuracy", (dict,), {}), "accuracy", top.source)
     for name in ("min_student", "min_teacher", "max_gap"):
         value = acc.get(name, (float,))
         if value is not None and not -1 <= value <= 1:
@@ -174,23 +193,27 @@ def parse_policy(data: dict[str, Any], source: str) -> Policy:
     policy.min_n = acc.get("min_n", (int,))
     acc.done()
 
-    rules = top.get("rules", (list,), [])
-    for i, table in enumerate(rules):
-        r = _Reader(table, f"rules[{i}]", source)
-        rule = Threshold(
-            mode=_mode(r),
-            metric=r.required("metric", (str,)),
-            min=r.get("min", (float,)),
-            max=r.get("max", (float,)),
-            if_missing=r.get("if_missing", (str,), "fail", choices=MISSING_ACTIONS),
-            key=f"rules[{i}]",
-        )
-        r.done()  # an unknown key first: `maxx = 1` is a typo, not a missing bound
-        if rule.min is None and rule.max is None:
-            r.fail(f"rules[{i}]", "needs 'min', 'max' or both")
-        policy.rules.append(rule)
 
-    base = _Reader(top.get("baseline", (dict,), {}), "baseline", source)
+def _threshold(table: Any, i: int, source: str) -> Threshold:
+    """``[[rules]]`` number ``i``: a bound on one finding's metric."""
+    r = _Reader(table, f"rules[{i}]", source)
+    rule = Threshold(
+        mode=_mode(r),
+        metric=r.required("metric", (str,)),
+        min=r.get("min", (float,)),
+        max=r.get("max", (float,)),
+        if_missing=r.get("if_missing", (str,), "fail", choices=MISSING_ACTIONS),
+        key=f"rules[{i}]",
+    )
+    r.done()  # an unknown key first: `maxx = 1` is a typo, not a missing bound
+    if rule.min is None and rule.max is None:
+        r.fail(f"rules[{i}]", "needs 'min', 'max' or both")
+    return rule
+
+
+def _read_baseline(top: _Reader, policy: Policy) -> None:
+    """``[baseline]``: which changes against a baseline report fail the gate."""
+    base = _Reader(top.get("baseline", (dict,), {}), "baseline", top.source)
     verdicts_rule = base.get("verdicts", (str, bool), "fail")
     if isinstance(verdicts_rule, bool):  # the 0.x spelling: true meant "any" regression, false "off"
         verdicts_rule = "any" if verdicts_rule else "off"
@@ -204,25 +227,27 @@ def parse_policy(data: dict[str, Any], source: str) -> Policy:
     if not 0 < policy.baseline_alpha < 1:
         base.fail("baseline.alpha", f"expected a number between 0 and 1, got {policy.baseline_alpha}")
     for i, table in enumerate(base.get("metrics", (list,), [])):
-        m = _Reader(table, f"baseline.metrics[{i}]", source)
-        spec = BaselineMetric(
-            mode=_mode(m),
-            metric=m.required("metric", (str,)),
-            worse=m.required("worse", (str,), choices=("higher", "lower")),
-            ci=m.get("ci", (str,)),
-            tolerance=m.get("tolerance", (float,)),
-            key=f"baseline.metrics[{i}]",
-        )
-        m.done()
-        if (spec.ci is None) == (spec.tolerance is None):
-            m.fail(spec.key, "needs exactly one of 'ci' (a significance rule) or 'tolerance' (a plain bound)")
-        if spec.tolerance is not None and spec.tolerance < 0:
-            m.fail(f"{spec.key}.tolerance", "must not be negative")
-        policy.baseline_metrics.append(spec)
+        policy.baseline_metrics.append(_baseline_metric(table, i, top.source))
     base.done()
-    policy.speculative = _speculative_bounds(top.get("speculative", (dict,)), source)
-    top.done()
-    return policy
+
+
+def _baseline_metric(table: Any, i: int, source: str) -> BaselineMetric:
+    """``[[baseline.metrics]]`` number ``i``: a number that must not get worse."""
+    m = _Reader(table, f"baseline.metrics[{i}]", source)
+    spec = BaselineMetric(
+        mode=_mode(m),
+        metric=m.required("metric", (str,)),
+        worse=m.required("worse", (str,), choices=("higher", "lower")),
+        ci=m.get("ci", (str,)),
+        tolerance=m.get("tolerance", (float,)),
+        key=f"baseline.metrics[{i}]",
+    )
+    m.done()
+    if (spec.ci is None) == (spec.tolerance is None):
+        m.fail(spec.key, "needs exactly one of 'ci' (a significance rule) or 'tolerance' (a plain bound)")
+    if spec.tolerance is not None and spec.tolerance < 0:
+        m.fail(f"{spec.key}.tolerance", "must not be negative")
+    return spec
 
 
 def _speculative_bounds(table: dict[str, Any] | None, source: str) -> SpeculativeBounds | None:

@@ -127,15 +127,9 @@ def speculative_sample(
         raise ValueError(f"gamma and max_new_tokens must be >= 1, got {gamma}, {max_new_tokens}")
     device = next(target.parameters()).device
     vocab = vocab_size or target.get_output_embeddings().weight.shape[0]
-    gen = None
-    if seed is not None:
-        gen = torch.Generator(device=device)
-        gen.manual_seed(seed)
+    gen = _generator(device, seed)
     b = len(prompts)
-    lens = torch.tensor([len(p) for p in prompts], device=device)
-    seq = torch.full((b, int(lens.max()) + max_new_tokens + gamma + 1), pad_id, dtype=torch.long, device=device)
-    for r, p in enumerate(prompts):
-        seq[r, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+    seq, lens = _right_padded(prompts, max_new_tokens + gamma + 1, pad_id, device)
     start = lens.clone()
     stats = {k: np.zeros(b) for k in ("drafted", "accepted", "expected", "variance", "calls", "emitted")}
     done = torch.zeros(b, dtype=torch.bool, device=device)
@@ -158,13 +152,36 @@ def speculative_sample(
             produced = int(lens[r] - start[r])
             if produced >= max_new_tokens or (eos_id is not None and eos_id in new):
                 done[r] = True
-    out = []
-    for r in range(b):
-        new = seq[r, int(start[r]) : int(lens[r])].tolist()[:max_new_tokens]
-        if eos_id is not None and eos_id in new:
-            new = new[: new.index(eos_id) + 1]
-        out.append(new)
+    out = [_kept(seq[r, int(start[r]) : int(lens[r])].tolist(), max_new_tokens, eos_id) for r in range(b)]
     return SpeculativeResult(
         out, stats["drafted"], stats["accepted"], stats["expected"], stats["variance"],
         stats["calls"], stats["emitted"],
     )
+
+
+def _generator(device: torch.device, seed: int | None) -> torch.Generator | None:
+    """A private generator seeded with ``seed``, or None (torch's global RNG) without a seed."""
+    if seed is None:
+        return None
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen
+
+
+def _right_padded(
+    prompts: Sequence[Sequence[int]], room: int, pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts right-padded with ``pad_id`` into (B, max prompt length + room), and their lengths (B,)."""
+    lens = torch.tensor([len(p) for p in prompts], device=device)
+    seq = torch.full((len(prompts), int(lens.max()) + room), pad_id, dtype=torch.long, device=device)
+    for r, p in enumerate(prompts):
+        seq[r, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+    return seq, lens
+
+
+def _kept(new: list[int], max_new_tokens: int, eos_id: int | None) -> list[int]:
+    """One row's new tokens as returned: at most ``max_new_tokens``, ending at the first EOS."""
+    new = new[:max_new_tokens]
+    if eos_id is not None and eos_id in new:
+        new = new[: new.index(eos_id) + 1]
+    return new

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -36,6 +37,7 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _BOXED = re.compile(r"\\boxed\s*\{")
 _HASHES = re.compile(r"(?m)^\s*####\s*\S")
 _ANSWER_IS = re.compile(r"(?i)\b(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*\S")
+_ANSWER_FORMATS = ((_BOXED, "boxed"), (_HASHES, "hashes"), (_ANSWER_IS, "answer_is"))  # first found wins
 _FENCE = "```"
 _CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _STEP_LINE = re.compile(r"(?im)^\s*(?:step\s*\d+|\d+[.)]\s|[-*]\s)")
@@ -89,13 +91,12 @@ def explicit_answer_format(text: str | None) -> str | None:
     text = answer_text(text) if text else None
     if not text:
         return None
-    if _BOXED.search(text):
-        return "boxed"
-    if _HASHES.search(text):
-        return "hashes"
-    if _ANSWER_IS.search(text):
-        return "answer_is"
-    return None
+    return first_label(text, _ANSWER_FORMATS)
+
+
+def first_label(text: str, table: Sequence[tuple[re.Pattern[str], str]]) -> str | None:
+    """The label of the first pattern in ``table`` that ``re.search`` finds in ``text``, or None."""
+    return next((label for pattern, label in table if pattern.search(text)), None)
 
 
 def has_final_answer(text: str | None, kind: str = "numeric") -> bool:

@@ -90,8 +90,6 @@ def build_topk_cache(
     (pass the student's when the teacher's head is padded larger, as ``align_vocab`` does).
     Returns ``out_dir``.
     """
-    from tqdm.auto import tqdm
-
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
     if k < 1 or temperature <= 0:
@@ -100,15 +98,65 @@ def build_topk_cache(
     out_dir.mkdir(parents=True, exist_ok=True)
     teacher_model.eval().to(device)
     v = vocab_size or teacher_model.get_output_embeddings().weight.shape[0]
-    k = min(k, v)
-    id_dtype = np.uint16 if v <= 2**16 else np.int32
-    lp_dtype = np.float16 if dtype == "float16" else np.float32
+    layout = _Layout(
+        k=min(k, v),
+        vocab=v,
+        temperature=temperature,
+        id_dtype=np.uint16 if v <= 2**16 else np.int32,
+        lp_dtype=np.float16 if dtype == "float16" else np.float32,
+    )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = _tokenized(tokenizer, dataset_rows, max_len)
+    offsets = _write_targets(
+        teacher_model,
+        rows,
+        out_dir,
+        layout,
+        pad_id=pad_id,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+    )
+    _write_index(out_dir, teacher_model, tokenizer, layout, max_len, rows, offsets)
+    return out_dir
 
+
+@dataclass(frozen=True)
+class _Layout:
+    """What the cache keeps per response token: the top ``k`` of ``vocab`` slots at ``temperature``,
+    ids stored as ``id_dtype`` and log-probs / tail as ``lp_dtype``."""
+
+    k: int
+    vocab: int
+    temperature: float
+    id_dtype: type
+    lp_dtype: type
+
+
+def _tokenized(tokenizer, dataset_rows: Iterable[dict], max_len: int) -> list:
+    """The rows ``data.tokenize_all`` keeps, in order; refuses a set where none is left."""
     tokenized = (tokenize_example(tokenizer, _example(r, i), max_len) for i, r in enumerate(dataset_rows))
-    rows = [t for t in tokenized if t is not None]  # the rows data.tokenize_all keeps, in order
+    rows = [t for t in tokenized if t is not None]
     if not rows:
         raise InputError(f"no rows to cache (every prompt is longer than max_len={max_len})", field="max_len")
+    return rows
+
+
+def _write_targets(
+    teacher_model,
+    rows: list,
+    out_dir: Path,
+    layout: _Layout,
+    *,
+    pad_id: int,
+    batch_size: int,
+    device: str | torch.device,
+    progress: bool,
+) -> list[int]:
+    """Run the teacher over ``rows`` and write ids.bin, logprobs.bin and tail.bin (through ``.partial``
+    files renamed at the end); returns the token offsets (num_rows + 1,)."""
+    from tqdm.auto import tqdm
+
     files = {name: out_dir / f".{name}.bin.partial" for name in ("ids", "logprobs", "tail")}
     handles = {name: open(path, "wb") for name, path in files.items()}  # noqa: SIM115 (closed below)
     offsets = [0]
@@ -117,38 +165,44 @@ def build_topk_cache(
             chunk = rows[start : start + batch_size]
             batch = collate(chunk, pad_id)
             inputs = {key: batch[key].to(device) for key in ("input_ids", "attention_mask", "position_ids")}
-            logits = teacher_model(**inputs).logits[..., :v]  # (B, T, V)
+            logits = teacher_model(**inputs).logits[..., : layout.vocab]  # (B, T, V)
             for row, tok in enumerate(chunk):
                 # position t predicts token t + 1: the response tokens are predicted by prompt_len-1 .. len-2
                 positions = logits[row, tok.prompt_len - 1 : len(tok.input_ids) - 1]  # (T_r, V)
-                ids, logprobs, tail = topk_targets(positions, k, temperature)
-                handles["ids"].write(ids.cpu().numpy().astype(id_dtype).tobytes())
-                handles["logprobs"].write(_store(logprobs, lp_dtype).tobytes())
-                handles["tail"].write(_store(tail, lp_dtype).tobytes())
+                ids, logprobs, tail = topk_targets(positions, layout.k, layout.temperature)
+                handles["ids"].write(ids.cpu().numpy().astype(layout.id_dtype).tobytes())
+                handles["logprobs"].write(_store(logprobs, layout.lp_dtype).tobytes())
+                handles["tail"].write(_store(tail, layout.lp_dtype).tobytes())
                 offsets.append(offsets[-1] + positions.shape[0])
     finally:
         for handle in handles.values():
             handle.close()
     for name, path in files.items():
         os.replace(path, out_dir / f"{name}.bin")
+    return offsets
+
+
+def _write_index(
+    out_dir: Path, teacher_model, tokenizer, layout: _Layout, max_len: int, rows: list, offsets: list[int]
+) -> None:
+    """offsets.npy, then index.json last (its presence marks the cache complete)."""
     np.save(out_dir / "offsets.npy", np.asarray(offsets, dtype=np.int64))
     meta = {
         "format": FORMAT,
         "version": VERSION,
-        "k": k,
-        "vocab_size": v,
+        "k": layout.k,
+        "vocab_size": layout.vocab,
         "teacher": str(getattr(teacher_model.config, "name_or_path", "") or type(teacher_model).__name__),
         "tokenizer": str(getattr(tokenizer, "name_or_path", "")),
         "max_len": max_len,
-        "temperature": temperature,
-        "ids_dtype": np.dtype(id_dtype).name,
-        "logprob_dtype": np.dtype(lp_dtype).name,
+        "temperature": layout.temperature,
+        "ids_dtype": np.dtype(layout.id_dtype).name,
+        "logprob_dtype": np.dtype(layout.lp_dtype).name,
         "num_rows": len(rows),
         "num_tokens": offsets[-1],
         "example_ids": [r.id for r in rows],
     }
     atomic_write_text(out_dir / "index.json", json.dumps(meta, indent=1))
-    return out_dir
 
 
 def _store(x: torch.Tensor, dtype) -> np.ndarray:

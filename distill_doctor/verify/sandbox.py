@@ -336,6 +336,62 @@ def _split_verdict(
     return False, "harness error", f"the trusted test process ended without a verdict (status {trusted_rc})"
 
 
+def _start_split(
+    root: Path,
+    candidate: tuple[list[str], str, dict, tuple[int, ...]],
+    *,
+    req: tuple[int, int],
+    rep: tuple[int, int],
+    res_w: int,
+) -> list[subprocess.Popen]:
+    """Start the sandboxed candidate (``candidate``: ``_Box.command``'s argv, cwd, env, fds; it reads
+    calls on ``req`` and answers on ``rep``) and the trusted test process (``root``/job.json, the
+    other ends and ``res_w``); closes this side's copies of every pipe end and fd they were handed."""
+    argv, cwd, env, fds = candidate
+    (req_r, req_w), (rep_r, rep_w) = req, rep
+    procs: list[subprocess.Popen] = []
+    try:
+        with open(root / "stdout", "wb") as out:
+            procs.append(subprocess.Popen(
+                argv, stdin=req_r, stdout=rep_w, stderr=out, cwd=cwd, env=env, start_new_session=True,
+                pass_fds=fds,
+            ))  # fmt: skip
+        for fd in (req_r, rep_w, *fds):
+            os.close(fd)
+        with open(root / "stderr", "wb") as err:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-S", "-I", str(HARNESS), str(WIRE), str(root / "job.json")],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=str(root),
+                env=iso.child_env(str(root)), start_new_session=True, pass_fds=(req_w, rep_r, res_w),
+            ))  # fmt: skip
+    finally:
+        for fd in (req_w, rep_r, res_w):
+            os.close(fd)
+    return procs
+
+
+def _end_split(
+    box: _Box, procs: list[subprocess.Popen], res_r: int, timeout_s: float
+) -> tuple[int | None, bool, dict, int | None]:
+    """Wait for the trusted process (``procs[1]``), read its outcome from ``res_r``, then end both
+    process groups. Returns (trusted exit status, timed out, outcome, candidate exit status)."""
+    try:
+        trusted_rc, timed_out = _wait(procs[1], timeout_s)
+        try:
+            outcome = json.loads(_read_pipe(res_r) or "{}")
+        except ValueError:
+            outcome = {}
+        outcome = outcome if isinstance(outcome, dict) else {}
+        # how the candidate ended matters only when it ended before answering
+        grace = 0.5 if outcome.get("exc") == "CandidateExited" and not timed_out else 0.0
+        candidate_rc = box.exit_status(_wait(procs[0], grace)[0] if grace else procs[0].poll())
+    finally:
+        box.sweep(*(p.pid for p in procs))
+        for p in procs:
+            p.wait()
+    return trusted_rc, timed_out, outcome, candidate_rc
+
+
 def run_tests(
     candidate: str,
     entry_point: str,
@@ -369,38 +425,9 @@ def run_tests(
         (box.root / "job.json").write_text(
             json.dumps(job), encoding="utf-8"
         )  # ensure_ascii: \ud800 stays escaped
-        procs: list[subprocess.Popen] = []
-        try:
-            with open(box.root / "stdout", "wb") as out:
-                procs.append(subprocess.Popen(
-                    argv, stdin=req_r, stdout=rep_w, stderr=out, cwd=cwd, env=env, start_new_session=True,
-                    pass_fds=fds,
-                ))  # fmt: skip
-            for fd in (req_r, rep_w, *fds):
-                os.close(fd)
-            with open(box.root / "stderr", "wb") as err:
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-S", "-I", str(HARNESS), str(WIRE), str(box.root / "job.json")],
-                    stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=str(box.root),
-                    env=iso.child_env(str(box.root)), start_new_session=True, pass_fds=(req_w, rep_r, res_w),
-                ))  # fmt: skip
-        finally:
-            for fd in (req_w, rep_r, res_w):
-                os.close(fd)
-        try:
-            trusted_rc, timed_out = _wait(procs[1], timeout_s)
-            try:
-                outcome = json.loads(_read_pipe(res_r) or "{}")
-            except ValueError:
-                outcome = {}
-            outcome = outcome if isinstance(outcome, dict) else {}
-            # how the candidate ended matters only when it ended before answering
-            grace = 0.5 if outcome.get("exc") == "CandidateExited" and not timed_out else 0.0
-            candidate_rc = box.exit_status(_wait(procs[0], grace)[0] if grace else procs[0].poll())
-        finally:
-            box.sweep(*(p.pid for p in procs))
-            for p in procs:
-                p.wait()
+        candidate_argv = (argv, cwd, env, fds)
+        procs = _start_split(box.root, candidate_argv, req=(req_r, req_w), rep=(rep_r, rep_w), res_w=res_w)
+        trusted_rc, timed_out, outcome, candidate_rc = _end_split(box, procs, res_r, timeout_s)
         out_size = (box.root / "stdout").stat().st_size
         passed, signature, reason = _split_verdict(
             outcome, trusted_rc, candidate_rc, timed_out,

@@ -212,28 +212,81 @@ def _real_path(path, work, kinds, calls):
     return resolve(path, work, lstat, readlink, islnk)
 
 
+def _check_import(args, blocked_imports, dynload, basics):
+    """``import``: no blocked C module under any dotted name, no extension from outside ``dynload``."""
+    kind_of, text, _, refuse = basics
+    name = args[0] if args[0:1] and kind_of(args[0]) is text else ""
+    if name.rpartition(".")[2] in blocked_imports or name in blocked_imports:
+        raise refuse(f"sandbox: importing {name} is not allowed")
+    where = args[1] if args[1:2] else ""  # "" is never an extension path
+    if kind_of(where) is text and where.endswith(".so") and not where.startswith(dynload):
+        raise refuse(f"sandbox: loading the extension {where!r} is not allowed")
+
+
+def _check_open(args, paths, opens, basics):
+    """``open``: writes only in the work folder (at most ``max_writes`` of them), reads only in
+    the work folder or ``readable``, and no folder outside the work folder (no ``dir_fd`` tricks)."""
+    work, work_prefixes, readable, real_path, inside, kinds, calls = paths
+    write_flags, max_writes, writes, stat, isdir = opens
+    kind_of, _, number, refuse = basics
+    path, mode, flags = (args + (None, None, None))[:3]
+    if path is None or kind_of(path) is number:  # an already-open descriptor
+        return
+    if kind_of(flags) is not number:
+        raise refuse("sandbox: open without numeric flags is not allowed")
+    real = real_path(path, work, kinds, calls)
+    if not real:
+        raise refuse("sandbox: only str or bytes paths without '..' are allowed")
+    if flags & write_flags:
+        if not inside(real, work_prefixes):
+            raise refuse(f"sandbox: writing outside the work folder is not allowed: {path!r}")
+        writes[0] += 1
+        if writes[0] > max_writes:
+            raise refuse("sandbox: too many files opened for writing")
+        return
+    if inside(real, work_prefixes):
+        return
+    if not inside(real, readable):
+        raise refuse(f"sandbox: reading outside the sandbox is not allowed: {path!r}")
+    try:
+        directory = isdir(stat(real).st_mode)
+    except OSError:
+        directory = False
+    if directory:
+        raise refuse(f"sandbox: opening a folder outside the work folder is not allowed: {path!r}")
+
+
+def _check_paths(event, args, idx, allowed, place, skip_fds, paths, basics):
+    """A path event: every path argument (positions ``idx``; numbers too unless ``skip_fds``) must
+    resolve inside ``allowed``; otherwise refused as "``event`` outside ``place``"."""
+    work, _, _, real_path, inside, kinds, calls = paths
+    kind_of, _, number, refuse = basics
+    for i in idx:
+        if args[i : i + 1] and args[i] is not None and not (skip_fds and kind_of(args[i]) is number):
+            real = real_path(args[i], work, kinds, calls)
+            if not real or not inside(real, allowed):
+                raise refuse(f"sandbox: {event} outside {place} is not allowed")
+
+
 def _make_hook(work: str, readable: tuple, dynload: str):
-    """The audit hook. Its closure holds immutable values and C functions only."""
+    """The audit hook. Its closure holds immutable values and C functions only, and the helpers it
+    calls (``_check_*``, ``_real_path``, ``_inside``) get every value they use as an argument."""
     blocked, blocked_imports = _BLOCKED_EVENTS, _BLOCKED_IMPORTS
     write_events, read_events, function_attrs = _WRITE_PATH_EVENTS, _READ_PATH_EVENTS, _FUNCTION_ATTRS
-    write_flags, max_writes = _WRITE_FLAGS, _MAX_WRITE_OPENS
-    real_path, inside, stat, isdir = _real_path, _inside, posix.stat, S_ISDIR
+    check_import, check_open, check_paths = _check_import, _check_open, _check_paths
+    kind_of, text, refuse = type, str, PermissionError
+    basics = (type, str, int, PermissionError)  # kind_of, text, number, refuse
+    work_prefixes = (work.rstrip("/") + "/",)
     kinds = (type, str, bytes)
     calls = (_resolve, posix.lstat, posix.readlink, S_ISLNK)
-    kind_of, text, number, refuse = type, str, int, PermissionError
-    work_prefixes = (work.rstrip("/") + "/",)
-    writes = [0]
+    paths = (work, work_prefixes, readable, _real_path, _inside, kinds, calls)
+    opens = (_WRITE_FLAGS, _MAX_WRITE_OPENS, [0], posix.stat, S_ISDIR)  # flags, cap, count, stat, isdir
 
     def hook(event, args):
         if event in blocked:
             raise refuse(f"sandbox: {event} is not allowed")
         if event == "import":
-            name = args[0] if args[0:1] and kind_of(args[0]) is text else ""
-            if name.rpartition(".")[2] in blocked_imports or name in blocked_imports:
-                raise refuse(f"sandbox: importing {name} is not allowed")
-            where = args[1] if args[1:2] else ""  # "" is never an extension path
-            if kind_of(where) is text and where.endswith(".so") and not where.startswith(dynload):
-                raise refuse(f"sandbox: loading the extension {where!r} is not allowed")
+            check_import(args, blocked_imports, dynload, basics)
             return
         if event == "object.__setattr__":
             name = args[1] if args[1:2] else ""
@@ -241,47 +294,15 @@ def _make_hook(work: str, readable: tuple, dynload: str):
                 raise refuse("sandbox: setting __code__ (or an attribute named by a non-str) is not allowed")
             return
         if event == "open":
-            path, mode, flags = (args + (None, None, None))[:3]
-            if path is None or kind_of(path) is number:  # an already-open descriptor
-                return
-            if kind_of(flags) is not number:
-                raise refuse("sandbox: open without numeric flags is not allowed")
-            real = real_path(path, work, kinds, calls)
-            if not real:
-                raise refuse("sandbox: only str or bytes paths without '..' are allowed")
-            if flags & write_flags:
-                if not inside(real, work_prefixes):
-                    raise refuse(f"sandbox: writing outside the work folder is not allowed: {path!r}")
-                writes[0] += 1
-                if writes[0] > max_writes:
-                    raise refuse("sandbox: too many files opened for writing")
-                return
-            if inside(real, work_prefixes):
-                return
-            if not inside(real, readable):
-                raise refuse(f"sandbox: reading outside the sandbox is not allowed: {path!r}")
-            try:
-                directory = isdir(stat(real).st_mode)
-            except OSError:
-                directory = False
-            if directory:
-                raise refuse(f"sandbox: opening a folder outside the work folder is not allowed: {path!r}")
+            check_open(args, paths, opens, basics)
             return
         idx = write_events.get(event)
         if idx is not None:
-            for i in idx:
-                if args[i : i + 1] and args[i] is not None:
-                    real = real_path(args[i], work, kinds, calls)
-                    if not real or not inside(real, work_prefixes):
-                        raise refuse(f"sandbox: {event} outside the work folder is not allowed")
+            check_paths(event, args, idx, work_prefixes, "the work folder", False, paths, basics)
             return
         idx = read_events.get(event)
         if idx is not None:
-            for i in idx:
-                if args[i : i + 1] and args[i] is not None and kind_of(args[i]) is not number:
-                    real = real_path(args[i], work, kinds, calls)
-                    if not real or not inside(real, readable):
-                        raise refuse(f"sandbox: {event} outside the sandbox is not allowed")
+            check_paths(event, args, idx, readable, "the sandbox", True, paths, basics)
 
     return hook
 
