@@ -22,17 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from distill_doctor.losses import closed_form
 from distill_doctor.losses.batch import IGNORE_INDEX
-from distill_doctor.losses.closed_form import cross_entropy_value_and_grad, log_softmax_
+from distill_doctor.losses.closed_form import ChunkValueAndGrad, cross_entropy_value_and_grad, log_softmax_
 from distill_doctor.losses.table import Divergence, check_unit, lookup
-
-if TYPE_CHECKING:
-    from distill_doctor.losses.table import ChunkValueAndGrad
 
 HeadLike = torch.Tensor | torch.nn.Module | tuple
 
@@ -291,7 +289,7 @@ def chunked_distill_loss(
     sel_labels = None if labels is None else _gather(labels, mask, features=False)  # (n,)
     n_hard = 0 if sel_labels is None else int((sel_labels != ignore_index).sum())
     objective = _DistillChunk(
-        t_hidden, heads.t_w, heads.t_b, sel_labels, row.closed_form(),
+        t_hidden, heads.t_w, heads.t_b, sel_labels, closed_form.function(row.name),
         row.parameter_value(beta=beta, alpha=alpha), temperature, hard_weight,
         soft_den=_count(num_tokens, hidden.shape[0]), hard_den=_count(num_tokens, n_hard),
         t2=temperature**2 if scale_by_t2 else 1.0, ignore_index=ignore_index,

@@ -27,12 +27,16 @@ with ``per_token`` to float32 rounding (the tests compare with autograd through 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TypedDict, Unpack
 
 import torch
 
 from distill_doctor.losses.per_token import kl_from_log_probs
 from distill_doctor.losses.table import lookup
+
+# (student logits (c, V), log p_T (c, V), parameter, *, temperature, scale, need_grad) -> (value, grad | None)
+ChunkValueAndGrad = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 
 def log_softmax_(z: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -275,7 +279,7 @@ def divergence_value_and_grad_(
     """Sum over rows of divergence ``name`` (as ``per_token.token_divergence``) and ``scale`` * its gradient
     with respect to the student logits (c, V), or None. Both inputs are overwritten."""
     row = lookup(name)
-    return row.closed_form()(
+    return function(row.name)(
         student_logits,
         teacher_log_probs,
         row.parameter_value(beta=beta, alpha=alpha),
@@ -283,3 +287,9 @@ def divergence_value_and_grad_(
         scale=scale,
         need_grad=need_grad,
     )
+
+
+def function(name: str) -> ChunkValueAndGrad:
+    """The in-place chunk value-and-gradient function of the table's divergence ``name``."""
+    fn: ChunkValueAndGrad = globals()[lookup(name).name]
+    return fn

@@ -13,10 +13,14 @@ and the model has none gives +inf, as the divergence does.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from distill_doctor.losses.table import lookup
+
+# (student log-probs (N, V), teacher log-probs (N, V), parameter) -> per-token values (N,)
+PerToken = Callable[[torch.Tensor, torch.Tensor, float | None], torch.Tensor]
 
 
 def log_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -119,4 +123,12 @@ def token_divergence(
 ) -> torch.Tensor:
     """Per-token divergence ``name`` from log-probabilities (n, V) -> (n,); jsd needs ``beta``, the skew KLs ``alpha``."""
     row = lookup(name)
-    return row.per_token()(student_log_probs, teacher_log_probs, row.parameter_value(beta=beta, alpha=alpha))
+    return function(row.name)(
+        student_log_probs, teacher_log_probs, row.parameter_value(beta=beta, alpha=alpha)
+    )
+
+
+def function(name: str) -> PerToken:
+    """The differentiable per-token function of the table's divergence ``name`` (defined above)."""
+    fn: PerToken = globals()[lookup(name).name]
+    return fn

@@ -15,17 +15,8 @@ every row has both). This module imports no torch, so validating a config stays 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    import torch
-
-    # (log p_S (n, V), log p_T (n, V), parameter) -> (n,)
-    PerToken = Callable[[torch.Tensor, torch.Tensor, float | None], torch.Tensor]
-    # (student logits (c, V), log p_T (c, V), parameter, *, temperature, scale, need_grad) -> (value, grad | None)
-    ChunkValueAndGrad = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+from typing import Literal
 
 
 def check_unit(name: str, value: float) -> None:
@@ -51,20 +42,6 @@ class Divergence:
             raise ValueError(f"divergence {self.name!r} needs {self.parameter}")
         check_unit(self.parameter, value)
         return value
-
-    def per_token(self) -> PerToken:
-        """The differentiable per-token function ``per_token.<name>``."""
-        from distill_doctor.losses import per_token
-
-        fn: PerToken = getattr(per_token, self.name)
-        return fn
-
-    def closed_form(self) -> ChunkValueAndGrad:
-        """The in-place chunk value-and-gradient function ``closed_form.<name>``."""
-        from distill_doctor.losses import closed_form
-
-        fn: ChunkValueAndGrad = getattr(closed_form, self.name)
-        return fn
 
 
 TABLE = (
