@@ -110,7 +110,10 @@ def main() -> None:
             "batch_per_process": args.batch,
             "seconds": results,
             "lockstep_over_gather_once": results["lockstep"] / results["gather_once"],
-            "model_all_gathers_per_pass": {"gather_once": 1, "lockstep": args.new_tokens + 1},  # prefill + steps
+            "model_all_gathers_per_pass": {
+                "gather_once": 1,
+                "lockstep": args.new_tokens + 1,
+            },  # prefill + steps
             "greedy_tokens_agree": bool(agree.item()),
             "torch": torch.__version__,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s) per process, gloo",

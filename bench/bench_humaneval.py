@@ -144,7 +144,8 @@ def main() -> int:
         "per_run_ms": {way: (r["per_run_ms"] if r else None) for way, r in summary.items()},
         "under_plain_python": all(
             r is None or r["per_run_ms"] < summary["plain_python"]["per_run_ms"]
-            for way, r in summary.items() if way != "plain_python"
+            for way, r in summary.items()
+            if way != "plain_python"
         ),
         "repeats": runs,
     }
@@ -156,7 +157,9 @@ def main() -> int:
         f"plain python file.py {ms['plain_python']} ms; canonical passed {default['canonical_passed']}/164, "
         f"broken failed {default['broken_failed']}/164 -> {args.out}"
     )
-    ok = all(r is None or (r["canonical_passed"] == 164 and r["broken_failed"] == 164) for r in summary.values())
+    ok = all(
+        r is None or (r["canonical_passed"] == 164 and r["broken_failed"] == 164) for r in summary.values()
+    )
     return 0 if ok else 1
 
 

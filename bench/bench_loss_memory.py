@@ -294,8 +294,12 @@ def main() -> int:
         help="what the chunked path is measured against: our dense path, or TRL's generalized_jsd_loss "
         "on dense logits (jsd, beta 0.5)",
     )  # fmt: skip
-    p.add_argument("--no-reference-above", type=int, default=None,
-                   help="vocabularies above this run the chunked path only (the reference would not fit)")
+    p.add_argument(
+        "--no-reference-above",
+        type=int,
+        default=None,
+        help="vocabularies above this run the chunked path only (the reference would not fit)",
+    )
     p.add_argument("--mem-limit-gb", type=float, default=None, help="largest dense run to attempt (GB)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "loss_memory"), help="output path stem")
     p.add_argument("--one", help=argparse.SUPPRESS)

@@ -44,7 +44,9 @@ def write_inputs(folder: Path, rows: int, items: int, seed: int) -> dict[str, Pa
     with open(paths["items"], "w") as f_items, open(paths["student"], "w") as f_student:
         for k, (eid, text) in enumerate(texts.items()):
             f_items.write(json.dumps({"id": eid, "prompt": text, "reference": k % 97}) + "\n")
-            f_student.write(json.dumps({"id": eid, "output": f"The answer is {k % 97 if k % 3 else 0}."}) + "\n")
+            f_student.write(
+                json.dumps({"id": eid, "output": f"The answer is {k % 97 if k % 3 else 0}."}) + "\n"
+            )
     with open(paths["train"], "w") as f:
         for i in range(rows):
             prompt, response = row(i)
@@ -142,13 +144,19 @@ def main(argv: list[str] | None = None) -> int:
         "peak_pss_bytes": got["peak_pss"],
         "peak_rss_largest_process_bytes": got["peak_rss_largest"],
         "under_4_gib": got["peak_pss"] < GOAL_BYTES,
-        "contamination": {k: findings["contamination"]["metrics"].get(k) for k in ("dirty", "dirty_by_kind", "partial")},
+        "contamination": {
+            k: findings["contamination"]["metrics"].get(k) for k in ("dirty", "dirty_by_kind", "partial")
+        },
         "data_quality": {
             k: findings["data_quality"]["metrics"].get(k)
             for k in ("sampled_rows", "verified_errors", "exact_duplicates", "redundant_rows")
         },
         "load_average_1min": round(os.getloadavg()[0], 2),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
     }
     results_path = args.out / "scan_memory.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}

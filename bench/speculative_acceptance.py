@@ -37,10 +37,15 @@ def main() -> None:
     for name in args.students:
         path = Path(name) if "/" in name else args.workdir / name
         blocks = [
-            speculative_block(F / "models" / "teacher", path, items, {}, teacher_out, temperature=t, draft_cost=0.5)
+            speculative_block(
+                F / "models" / "teacher", path, items, {}, teacher_out, temperature=t, draft_cost=0.5
+            )
             for t in (1.0, 0.0)
         ]
-        cells = [f"{b['acceptance_rate']:.3f} [{b['acceptance_ci'][0]:.3f}, {b['acceptance_ci'][1]:.3f}]" for b in blocks]
+        cells = [
+            f"{b['acceptance_rate']:.3f} [{b['acceptance_ci'][0]:.3f}, {b['acceptance_ci'][1]:.3f}]"
+            for b in blocks
+        ]
         b = blocks[0]
         print(
             f"| {name} | {cells[0]} | {cells[1]} | {b['block_efficiency']['4']:.2f} | "
@@ -57,8 +62,15 @@ def _spread(items, n: int):
 def _observed(student_dir: Path, items) -> str:
     teacher, student, tok = load_pair(F / "models" / "teacher", student_dir)
     run = speculative_sample(
-        teacher, student, [tok(it.prompt)["input_ids"] for it in items], gamma=4, max_new_tokens=64,
-        temperature=1.0, vocab_size=len(tok), eos_id=tok.eos_token_id, seed=0,
+        teacher,
+        student,
+        [tok(it.prompt)["input_ids"] for it in items],
+        gamma=4,
+        max_new_tokens=64,
+        temperature=1.0,
+        vocab_size=len(tok),
+        eos_id=tok.eos_token_id,
+        seed=0,
     )
     lo, hi = bootstrap_ci(lambda a, d: a.sum(-1) / d.sum(-1), run.accepted, run.drafted.astype(float), seed=0)
     return f"{run.acceptance_rate:.3f} [{lo:.3f}, {hi:.3f}]"

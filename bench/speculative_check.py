@@ -27,7 +27,9 @@ from distill_doctor.stats import bootstrap_ci
 
 
 def _ci(num, den) -> tuple[float, float]:
-    return bootstrap_ci(lambda a, b: a.sum(-1) / b.sum(-1), np.asarray(num, float), np.asarray(den, float), seed=0)
+    return bootstrap_ci(
+        lambda a, b: a.sum(-1) / b.sum(-1), np.asarray(num, float), np.asarray(den, float), seed=0
+    )
 
 
 def check(org, n: int, gamma: int, temperature: float, max_new: int) -> str:
@@ -36,8 +38,15 @@ def check(org, n: int, gamma: int, temperature: float, max_new: int) -> str:
     prompts = [tok(it.prompt)["input_ids"] for it in items]
     t0 = time.perf_counter()
     run = speculative_sample(
-        teacher, student, prompts, gamma=gamma, max_new_tokens=max_new, temperature=temperature,
-        vocab_size=len(tok), eos_id=tok.eos_token_id, seed=0,
+        teacher,
+        student,
+        prompts,
+        gamma=gamma,
+        max_new_tokens=max_new,
+        temperature=temperature,
+        vocab_size=len(tok),
+        eos_id=tok.eos_token_id,
+        seed=0,
     )
     secs = time.perf_counter() - t0
     texts = [tok.decode(t, skip_special_tokens=True) for t in run.tokens]

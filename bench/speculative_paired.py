@@ -39,8 +39,13 @@ def main() -> None:
     def per_item(name: str, temperature: float) -> dict:
         if (name, temperature) not in cache:
             block = speculative_block(
-                F / "models" / "teacher", args.workdir / name, items, {}, teacher_out,
-                temperature=temperature, draft_cost=0.5,
+                F / "models" / "teacher",
+                args.workdir / name,
+                items,
+                {},
+                teacher_out,
+                temperature=temperature,
+                draft_cost=0.5,
             )
             cache[(name, temperature)] = block["per_item"]
         return cache[(name, temperature)]
@@ -54,7 +59,10 @@ def main() -> None:
             (ns, nn), (os_, on) = _columns(a, ids), _columns(b, ids)
             diff, upper, _ = paired_drop(ns, nn, os_, on, alpha=0.025)
             lower = -paired_drop(os_, on, ns, nn, alpha=0.025)[1]
-            print(f"| {new} - {old} | {t:g} | {diff:+.4f} | [{lower:+.4f}, {upper:+.4f}] | {len(ids)} |", flush=True)
+            print(
+                f"| {new} - {old} | {t:g} | {diff:+.4f} | [{lower:+.4f}, {upper:+.4f}] | {len(ids)} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

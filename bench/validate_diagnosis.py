@@ -98,7 +98,9 @@ def comparison(before: dict, after: dict) -> str:
     for sit in ("excess_drop", "hard_cutoff"):
         b, a = before.get("situations", {}).get(sit), after.get("situations", {}).get(sit)
         if b and a:
-            lines.append(f"| {sit}: {a['mode']} fails | {rate(b['detected'], b['runs'])} | {rate(a['detected'], a['runs'])} |")
+            lines.append(
+                f"| {sit}: {a['mode']} fails | {rate(b['detected'], b['runs'])} | {rate(a['detected'], a['runs'])} |"
+            )
             lines.append(f"| {sit}: primary suspect | {b['primary_suspect']} | {a['primary_suspect']} |")
             lines.append(f"| {sit}: other fails | {b['other_fails'] or '-'} | {a['other_fails'] or '-'} |")
     for key, what in (("clean", "clean runs with a fail"), ("clean_logit", "logit-uniform traps with a fail"),
@@ -116,12 +118,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one seed per cell (about a third of the sweep)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
-    ap.add_argument("--before", type=Path, default=None,
-                    help="a diagnosis_validation.json from another checkout (e.g. main's code) to compare against")
-    ap.add_argument("--rerender", action="store_true",
-                    help="run nothing: re-write the .md from --out's .json (e.g. to add --before)")
-    ap.add_argument("--only", default=None, help="comma-separated labels to run (default: all); also "
-                    "'excess_drop', 'hard_cutoff' (the issue-13 situations) and 'logit' (the logit-uniform traps)")
+    ap.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a diagnosis_validation.json from another checkout (e.g. main's code) to compare against",
+    )
+    ap.add_argument(
+        "--rerender",
+        action="store_true",
+        help="run nothing: re-write the .md from --out's .json (e.g. to add --before)",
+    )
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated labels to run (default: all); also "
+        "'excess_drop', 'hard_cutoff' (the issue-13 situations) and 'logit' (the logit-uniform traps)",
+    )
     args = ap.parse_args(argv)
     if args.rerender:
         saved = json.loads((args.out / "diagnosis_validation.json").read_text())

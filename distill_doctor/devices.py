@@ -33,7 +33,9 @@ def check_device(text: str, *, flag: str = "--device") -> str:
         raise InputError(f"{flag} {text}: no {device.type} device is available on this machine")
     count = getattr(backend, "device_count", None)
     if device.index is not None and count is not None and device.index >= count():
-        raise InputError(f"{flag} {text}: this machine has {count()} {device.type} device(s), numbered from 0")
+        raise InputError(
+            f"{flag} {text}: this machine has {count()} {device.type} device(s), numbered from 0"
+        )
     return text
 
 

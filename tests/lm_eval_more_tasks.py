@@ -39,11 +39,13 @@ def truthfulqa_rows() -> list[dict[str, Any]]:
         right = texts[gold]
         wrong = [t for i, t in enumerate(texts) if i != gold]
         also_right = f"{right} (as usually stated)"
-        rows.append({
-            "question": question,
-            "mc1_targets": {"choices": [right, *wrong], "labels": [1, 0, 0, 0]},
-            "mc2_targets": {"choices": [right, also_right, *wrong], "labels": [1, 1, 0, 0, 0]},
-        })
+        rows.append(
+            {
+                "question": question,
+                "mc1_targets": {"choices": [right, *wrong], "labels": [1, 0, 0, 0]},
+                "mc2_targets": {"choices": [right, also_right, *wrong], "labels": [1, 1, 0, 0, 0]},
+            }
+        )
     return rows
 
 
@@ -83,8 +85,12 @@ def letters_answers(rows, role: str) -> list[dict[str, Any]]:
 
 def piqa_rows() -> list[dict[str, Any]]:
     return [
-        {"goal": q, "sol1": texts[gold] if k % 2 == 0 else texts[(gold + 1) % 4],
-         "sol2": texts[(gold + 1) % 4] if k % 2 == 0 else texts[gold], "label": k % 2}
+        {
+            "goal": q,
+            "sol1": texts[gold] if k % 2 == 0 else texts[(gold + 1) % 4],
+            "sol2": texts[(gold + 1) % 4] if k % 2 == 0 else texts[gold],
+            "label": k % 2,
+        }
         for k, (q, texts, gold) in enumerate(ARC_QUESTIONS)
     ]
 
@@ -103,11 +109,20 @@ def piqa_answers(rows, role: str) -> list[dict[str, Any]]:
 def hellaswag_rows() -> list[dict[str, Any]]:
     rows = []
     for k, (q, texts, gold) in enumerate(ARC_QUESTIONS):
-        rows.append({
-            "ind": k, "activity_label": "Science quiz", "ctx_a": q, "ctx_b": "the answer is",
-            "ctx": f"{q} the answer is", "endings": [t + "." for t in texts], "source_id": f"src~{k}",
-            "split": "val", "split_type": "indomain", "label": str(gold),
-        })
+        rows.append(
+            {
+                "ind": k,
+                "activity_label": "Science quiz",
+                "ctx_a": q,
+                "ctx_b": "the answer is",
+                "ctx": f"{q} the answer is",
+                "endings": [t + "." for t in texts],
+                "source_id": f"src~{k}",
+                "split": "val",
+                "split_type": "indomain",
+                "label": str(gold),
+            }
+        )
     return rows
 
 
@@ -124,10 +139,12 @@ def hellaswag_answers(rows, role: str) -> list[dict[str, Any]]:
 
 
 def winogrande_rows() -> list[dict[str, Any]]:
-    pairs = [("The trophy did not fit in the suitcase because the _ was too big.", "trophy", "suitcase", "1"),
-             ("Sam thanked Alex because _ had helped with the move.", "Sam", "Alex", "2"),
-             ("The ice melted in the sun because _ was warm.", "the sun", "the ice", "1"),
-             ("Mia gave Zoe a book because _ had finished reading it.", "Mia", "Zoe", "1")]
+    pairs = [
+        ("The trophy did not fit in the suitcase because the _ was too big.", "trophy", "suitcase", "1"),
+        ("Sam thanked Alex because _ had helped with the move.", "Sam", "Alex", "2"),
+        ("The ice melted in the sun because _ was warm.", "the sun", "the ice", "1"),
+        ("Mia gave Zoe a book because _ had finished reading it.", "Mia", "Zoe", "1"),
+    ]
     return [{"sentence": s, "option1": a, "option2": b, "answer": ans} for s, a, b, ans in pairs]
 
 
@@ -135,21 +152,28 @@ def winogrande_answers(rows, role: str) -> list[dict[str, Any]]:
     entries = []
     for k, row in enumerate(rows):
         idx = row["sentence"].index("_")
-        target = row["sentence"][idx + 1:].strip()
+        target = row["sentence"][idx + 1 :].strip()
         gold = int(row["answer"]) - 1
         for i, opt in enumerate((row["option1"], row["option2"])):
             good = (i == gold) == _right(role, k)
-            entries.append({"match": row["sentence"][:idx] + opt, "logliks": {target: -1.0 if good else -4.0}})
+            entries.append(
+                {"match": row["sentence"][:idx] + opt, "logliks": {target: -1.0 if good else -4.0}}
+            )
     return entries
 
 
 def lambada_rows() -> list[dict[str, str]]:
-    return [{"text": f"{q.rstrip('?')} is answered by {texts[gold].split()[-1]}"} for q, texts, gold in ARC_QUESTIONS]
+    return [
+        {"text": f"{q.rstrip('?')} is answered by {texts[gold].split()[-1]}"}
+        for q, texts, gold in ARC_QUESTIONS
+    ]
 
 
 def lambada_answers(rows, role: str) -> list[dict[str, Any]]:
-    return [{"match": row["text"].rsplit(" ", 1)[0], "logliks": {row["text"].rsplit(" ", 1)[1]: -1.0 - k % 3}}
-            for k, row in enumerate(rows)]
+    return [
+        {"match": row["text"].rsplit(" ", 1)[0], "logliks": {row["text"].rsplit(" ", 1)[1]: -1.0 - k % 3}}
+        for k, row in enumerate(rows)
+    ]
 
 
 # ---- task table -------------------------------------------------------------------------------
@@ -170,8 +194,15 @@ def _truthfulqa(root: Path, task: str):
     return rows, truthfulqa_answers
 
 
-def _simple(rel: str, data_name: str, rows_fn: Callable, answers: Callable, splits: tuple[str, ...],
-            copy: tuple[str, ...] = (), edit: Callable[[str], str] = lambda s: s):
+def _simple(
+    rel: str,
+    data_name: str,
+    rows_fn: Callable,
+    answers: Callable,
+    splits: tuple[str, ...],
+    copy: tuple[str, ...] = (),
+    edit: Callable[[str], str] = lambda s: s,
+):
     def make(root: Path, task: str):
         rows = rows_fn()
         files = {s: _write_jsonl(root / "data" / f"{data_name}_{s}.jsonl", rows) for s in splits}
@@ -182,18 +213,24 @@ def _simple(rel: str, data_name: str, rows_fn: Callable, answers: Callable, spli
         text = _local_data(edit(_yaml(rel)), files)
         (d / Path(rel).name).write_text(text)
         return rows, answers
+
     return make
 
 
 def _mmlu(root: Path, task: str):
     rows = mmlu_rows()
-    files = {"test": _write_jsonl(root / "data" / "mmlu_test.jsonl", rows),
-             "dev": _write_jsonl(root / "data" / "mmlu_dev.jsonl", mmlu_rows("Practice: ")[:5])}
+    files = {
+        "test": _write_jsonl(root / "data" / "mmlu_test.jsonl", rows),
+        "dev": _write_jsonl(root / "data" / "mmlu_dev.jsonl", mmlu_rows("Practice: ")[:5]),
+    }
     d = root / "tasks" / "mmlu"
     d.mkdir(parents=True, exist_ok=True)
-    (d / "_default_template_yaml").write_text(_local_data(_yaml("mmlu/default/_default_template_yaml"), files))
+    (d / "_default_template_yaml").write_text(
+        _local_data(_yaml("mmlu/default/_default_template_yaml"), files)
+    )
     (d / "mmlu_anatomy.yaml").write_text(
-        _yaml("mmlu/default/mmlu_anatomy.yaml").replace('"dataset_name": "anatomy"\n', ""))
+        _yaml("mmlu/default/mmlu_anatomy.yaml").replace('"dataset_name": "anatomy"\n', "")
+    )
     return rows, letters_answers
 
 
@@ -203,7 +240,9 @@ def _arc_challenge(root: Path, task: str):
     d = root / "tasks" / "arc"
     d.mkdir(parents=True, exist_ok=True)
     (d / "arc_easy.yaml").write_text(_local_data(_yaml("arc/arc_easy.yaml"), files))
-    (d / "arc_challenge.yaml").write_text(_yaml("arc/arc_challenge.yaml").replace("dataset_name: ARC-Challenge\n", ""))
+    (d / "arc_challenge.yaml").write_text(
+        _yaml("arc/arc_challenge.yaml").replace("dataset_name: ARC-Challenge\n", "")
+    )
     from lm_eval_fixtures import arc_answers
 
     return rows, arc_answers
@@ -221,9 +260,12 @@ def _gsm8k_cot(root: Path, task: str):
     def answers(rows, role):
         out = gsm8k_answers(rows, role)
         for e in out:  # gsm8k_cot's own answer format
-            e["outputs"] = [o.replace("#### ", "The answer is ").rstrip("\n") + ".\n\nQ:" if "####" in o else o
-                            for o in e["outputs"]]
+            e["outputs"] = [
+                o.replace("#### ", "The answer is ").rstrip("\n") + ".\n\nQ:" if "####" in o else o
+                for o in e["outputs"]
+            ]
         return out
+
     return rows, answers
 
 
@@ -232,12 +274,29 @@ TASKS: dict[str, Callable] = {
     "truthfulqa_mc2": _truthfulqa,
     "mmlu_anatomy": _mmlu,
     "piqa": _simple("piqa/piqa.yaml", "piqa", piqa_rows, piqa_answers, ("train", "validation")),
-    "hellaswag": _simple("hellaswag/hellaswag.yaml", "hellaswag", hellaswag_rows, hellaswag_answers,
-                         ("train", "validation"), copy=("utils.py",)),
-    "winogrande": _simple("winogrande/default.yaml", "winogrande", winogrande_rows, winogrande_answers,
-                          ("train", "validation"), copy=("preprocess_winogrande.py",)),
-    "lambada_openai": _simple("lambada/lambada_openai.yaml", "lambada", lambda: lambada_rows(),
-                              lambda rows, role: lambada_answers(rows, role), ("test",)),
+    "hellaswag": _simple(
+        "hellaswag/hellaswag.yaml",
+        "hellaswag",
+        hellaswag_rows,
+        hellaswag_answers,
+        ("train", "validation"),
+        copy=("utils.py",),
+    ),
+    "winogrande": _simple(
+        "winogrande/default.yaml",
+        "winogrande",
+        winogrande_rows,
+        winogrande_answers,
+        ("train", "validation"),
+        copy=("preprocess_winogrande.py",),
+    ),
+    "lambada_openai": _simple(
+        "lambada/lambada_openai.yaml",
+        "lambada",
+        lambda: lambada_rows(),
+        lambda rows, role: lambada_answers(rows, role),
+        ("test",),
+    ),
     "arc_challenge": _arc_challenge,
     "gsm8k_cot": _gsm8k_cot,
 }
@@ -252,14 +311,24 @@ def run_lm_eval(task: str, task_root: Path, answers: Path, out_dir: Path, **opti
     from distill_doctor.testing import lm_eval_replay  # noqa: F401
 
     tracker = EvaluationTracker(output_path=str(out_dir))
-    kwargs = dict(bootstrap_iters=0, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
-                  fewshot_random_seed=0, confirm_run_unsafe_code=True)
+    kwargs = dict(
+        bootstrap_iters=0,
+        random_seed=0,
+        numpy_random_seed=0,
+        torch_random_seed=0,
+        fewshot_random_seed=0,
+        confirm_run_unsafe_code=True,
+    )
     kwargs.update(options)
     model = _register_chat_replay() if options.get("apply_chat_template") else lm_eval_replay.MODEL_NAME
     results = lm_eval.simple_evaluate(
-        model=model, model_args=f"answers={answers}", tasks=[task],
+        model=model,
+        model_args=f"answers={answers}",
+        tasks=[task],
         task_manager=TaskManager(include_path=str(task_root), include_defaults=False),
-        log_samples=True, evaluation_tracker=tracker, **kwargs,
+        log_samples=True,
+        evaluation_tracker=tracker,
+        **kwargs,
     )
     samples = results.pop("samples")
     tracker.save_results_aggregated(results=results, samples=samples)
@@ -269,9 +338,14 @@ def run_lm_eval(task: str, task_root: Path, answers: Path, out_dir: Path, **opti
     return found
 
 
-def build_task(root: str | Path, task: str, *, roles: tuple[str, ...] = ("teacher", "student"),
-               options: dict[str, dict[str, Any]] | None = None,
-               answers_edit: Callable[[list, str], list] | None = None) -> dict[str, Path]:
+def build_task(
+    root: str | Path,
+    task: str,
+    *,
+    roles: tuple[str, ...] = ("teacher", "student"),
+    options: dict[str, dict[str, Any]] | None = None,
+    answers_edit: Callable[[list, str], list] | None = None,
+) -> dict[str, Path]:
     """Write ``task``'s data and YAML under ``root`` and log each role; ``options[role]`` passes to lm-eval."""
     offline_lm_eval()
     root = Path(root).resolve()
@@ -285,10 +359,10 @@ def build_task(root: str | Path, task: str, *, roles: tuple[str, ...] = ("teache
         answers.parent.mkdir(parents=True, exist_ok=True)
         answers.write_text(json.dumps(entries), encoding="utf-8")
         lm_task = LM_TASK.get(task, task)
-        out[role] = run_lm_eval(lm_task, root / "tasks", answers, root / "logs" / lm_task / role,
-                                **(options or {}).get(role, {}))
+        out[role] = run_lm_eval(
+            lm_task, root / "tasks", answers, root / "logs" / lm_task / role, **(options or {}).get(role, {})
+        )
     return out
-
 
 
 CHATML = (
@@ -329,8 +403,14 @@ def piqa_many_rows(n: int = 160) -> list[dict[str, Any]]:
     rows = []
     for k in range(n):
         good, bad = f"use tool {k} the right way", f"use tool {k} upside down"
-        rows.append({"goal": f"How do you use tool number {k}?", "sol1": good if k % 2 == 0 else bad,
-                     "sol2": bad if k % 2 == 0 else good, "label": k % 2})
+        rows.append(
+            {
+                "goal": f"How do you use tool number {k}?",
+                "sol1": good if k % 2 == 0 else bad,
+                "sol2": bad if k % 2 == 0 else good,
+                "label": k % 2,
+            }
+        )
     return rows
 
 
@@ -351,26 +431,35 @@ def independent_answers(rows, role: str) -> list[dict[str, Any]]:
 
 LM_TASK = {"piqa_independent": "piqa", "piqa_independent_40": "piqa"}  # fixture name -> its lm-eval task
 TASKS["piqa_independent"] = lambda root, task: _simple(
-    "piqa/piqa.yaml", "piqa", piqa_many_rows, independent_answers, ("train", "validation"))(root, "piqa")
+    "piqa/piqa.yaml", "piqa", piqa_many_rows, independent_answers, ("train", "validation")
+)(root, "piqa")
 TASKS["piqa_independent_40"] = lambda root, task: _simple(
-    "piqa/piqa.yaml", "piqa", lambda: piqa_many_rows(40), independent_answers, ("train", "validation"))(root, "piqa")
+    "piqa/piqa.yaml", "piqa", lambda: piqa_many_rows(40), independent_answers, ("train", "validation")
+)(root, "piqa")
 
 
-TRIVIA = [("Which planet is known as the Red Planet", ["Mars", "The Red Planet", "mars"]),
-          ("What is the capital city of France", ["Paris", "Paris, France"]),
-          ("Who wrote the play Hamlet", ["William Shakespeare", "Shakespeare", "The Bard"]),
-          ("What is the chemical symbol for gold", ["Au", "AU"]),
-          ("Which ocean is the largest", ["Pacific Ocean", "Pacific", "The Pacific"]),
-          ("How many legs does a spider have", ["8", "Eight"]),
-          ("What is the largest mammal", ["Blue whale", "Balaenoptera musculus"]),
-          ("Which gas do humans exhale", ["Carbon dioxide", "CO2"])] * 3
+TRIVIA = [
+    ("Which planet is known as the Red Planet", ["Mars", "The Red Planet", "mars"]),
+    ("What is the capital city of France", ["Paris", "Paris, France"]),
+    ("Who wrote the play Hamlet", ["William Shakespeare", "Shakespeare", "The Bard"]),
+    ("What is the chemical symbol for gold", ["Au", "AU"]),
+    ("Which ocean is the largest", ["Pacific Ocean", "Pacific", "The Pacific"]),
+    ("How many legs does a spider have", ["8", "Eight"]),
+    ("What is the largest mammal", ["Blue whale", "Balaenoptera musculus"]),
+    ("Which gas do humans exhale", ["Carbon dioxide", "CO2"]),
+] * 3
 
 
 def triviaqa_rows() -> list[dict[str, Any]]:
     """trivia_qa rc.nocontext rows: ``question`` and ``answer`` with its ``aliases``."""
-    return [{"question": f"{q} (set {k // 8})", "question_id": f"tq_{k}",
-             "answer": {"aliases": a, "value": a[0], "normalized_aliases": [x.lower() for x in a]}}
-            for k, (q, a) in enumerate(TRIVIA)]
+    return [
+        {
+            "question": f"{q} (set {k // 8})",
+            "question_id": f"tq_{k}",
+            "answer": {"aliases": a, "value": a[0], "normalized_aliases": [x.lower() for x in a]},
+        }
+        for k, (q, a) in enumerate(TRIVIA)
+    ]
 
 
 def triviaqa_answers(rows, role: str) -> list[dict[str, Any]]:
@@ -386,8 +475,15 @@ def triviaqa_answers(rows, role: str) -> list[dict[str, Any]]:
 def minerva_rows() -> list[dict[str, str]]:
     from lm_eval_fixtures import MATH_PROBLEMS
 
-    return [{"problem": p, "solution": f"So the answer is $\\boxed{{{a}}}$.", "level": f"Level {1 + k % 5}",
-             "type": "Algebra"} for k, (p, a) in enumerate(MATH_PROBLEMS)]
+    return [
+        {
+            "problem": p,
+            "solution": f"So the answer is $\\boxed{{{a}}}$.",
+            "level": f"Level {1 + k % 5}",
+            "type": "Algebra",
+        }
+        for k, (p, a) in enumerate(MATH_PROBLEMS)
+    ]
 
 
 def minerva_answers(rows, role: str) -> list[dict[str, Any]]:
@@ -406,8 +502,10 @@ def minerva_answers(rows, role: str) -> list[dict[str, Any]]:
 
 def _minerva(root: Path, task: str):
     rows = minerva_rows()
-    files = {"train": _write_jsonl(root / "data" / "minerva_train.jsonl", rows[:4]),
-             "test": _write_jsonl(root / "data" / "minerva_test.jsonl", rows)}
+    files = {
+        "train": _write_jsonl(root / "data" / "minerva_train.jsonl", rows[:4]),
+        "test": _write_jsonl(root / "data" / "minerva_test.jsonl", rows),
+    }
     d = root / "tasks" / "minerva_math"
     d.mkdir(parents=True, exist_ok=True)
     utils = (_installed_tasks() / "minerva_math/utils.py").read_text()
@@ -419,8 +517,9 @@ def _minerva(root: Path, task: str):
     return rows, minerva_answers
 
 
-TASKS["triviaqa"] = _simple("triviaqa/default.yaml", "triviaqa", triviaqa_rows, triviaqa_answers,
-                            ("train", "validation"))
+TASKS["triviaqa"] = _simple(
+    "triviaqa/default.yaml", "triviaqa", triviaqa_rows, triviaqa_answers, ("train", "validation")
+)
 TASKS["minerva_math_algebra"] = _minerva
 
 
@@ -429,7 +528,12 @@ def bbh_rows() -> list[dict[str, str]]:
     rows = []
     for k in range(20):
         a, b = bool(k % 2), bool(k // 2 % 2)
-        rows.append({"input": f"( {a} and not {b} ) or {k % 3 == 0} or ( {k} < 0 ) is", "target": str((a and not b) or k % 3 == 0)})
+        rows.append(
+            {
+                "input": f"( {a} and not {b} ) or {k % 3 == 0} or ( {k} < 0 ) is",
+                "target": str((a and not b) or k % 3 == 0),
+            }
+        )
     return rows
 
 
@@ -438,7 +542,12 @@ def bbh_answers(rows, role: str) -> list[dict[str, Any]]:
     out = []
     for k, row in enumerate(rows):
         value = row["target"] if _right(role, k) else str(row["target"] != "True")
-        out.append({"match": row["input"], "outputs": [f"We evaluate it step by step: 1 and 0 give 0. So the answer is {value}.\n\n"]})
+        out.append(
+            {
+                "match": row["input"],
+                "outputs": [f"We evaluate it step by step: 1 and 0 give 0. So the answer is {value}.\n\n"],
+            }
+        )
     return out
 
 
@@ -447,9 +556,12 @@ def _bbh(root: Path, task: str):
     files = {"test": _write_jsonl(root / "data" / "bbh_test.jsonl", rows)}
     d = root / "tasks" / "bbh"
     d.mkdir(parents=True, exist_ok=True)
-    (d / "_cot_fewshot_template_yaml").write_text(_local_data(_yaml("bbh/cot_fewshot/_cot_fewshot_template_yaml"), files))
+    (d / "_cot_fewshot_template_yaml").write_text(
+        _local_data(_yaml("bbh/cot_fewshot/_cot_fewshot_template_yaml"), files)
+    )
     (d / "boolean_expressions.yaml").write_text(
-        _yaml("bbh/cot_fewshot/boolean_expressions.yaml").replace('dataset_name: "boolean_expressions"\n', ""))
+        _yaml("bbh/cot_fewshot/boolean_expressions.yaml").replace('dataset_name: "boolean_expressions"\n', "")
+    )
     return rows, bbh_answers
 
 
@@ -462,7 +574,9 @@ def humaneval_instruct_answers(rows, role: str) -> list[dict[str, Any]]:
     out = []
     for k, row in enumerate(rows):
         body = row["canonical_solution"] if _right(role, k) else "    return None\n"
-        out.append({"match": row["prompt"], "outputs": [f"{body}```\n\nThis function solves the task in one pass."]})
+        out.append(
+            {"match": row["prompt"], "outputs": [f"{body}```\n\nThis function solves the task in one pass."]}
+        )
     return out
 
 
@@ -474,7 +588,7 @@ def _humaneval_instruct(root: Path, task: str):
     d = root / "tasks" / "humaneval"
     d.mkdir(parents=True, exist_ok=True)
     instruct = (_installed_tasks() / "humaneval/utils.py").read_text()
-    instruct = instruct[instruct.index("def build_predictions_instruct"):]
+    instruct = instruct[instruct.index("def build_predictions_instruct") :]
     (d / "utils.py").write_text(HUMANEVAL_UTILS + "\n\n" + instruct)
     (d / "humaneval.yaml").write_text(_local_data(_yaml("humaneval/humaneval.yaml"), files))
     (d / "humaneval_instruct.yaml").write_text(_yaml("humaneval/humaneval_instruct.yaml"))
@@ -486,14 +600,29 @@ TASKS["humaneval_instruct"] = _humaneval_instruct
 
 def ifeval_rows() -> list[dict[str, Any]]:
     """IFEval rows (``key``, ``prompt``, ``instruction_id_list``, ``kwargs``): lowercase-only answers."""
-    return [{"key": 1000 + k, "prompt": f"Describe item number {k} of the museum in lowercase letters only.",
-             "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]} for k in range(12)]
+    return [
+        {
+            "key": 1000 + k,
+            "prompt": f"Describe item number {k} of the museum in lowercase letters only.",
+            "instruction_id_list": ["change_case:english_lowercase"],
+            "kwargs": [{}],
+        }
+        for k in range(12)
+    ]
 
 
 def ifeval_answers(rows, role: str) -> list[dict[str, Any]]:
-    return [{"match": row["prompt"], "outputs": ["it is a small blue vase from 1900." if _right(role, k)
-                                                 else "It Is A Small Blue Vase From 1900."]}
-            for k, row in enumerate(rows)]
+    return [
+        {
+            "match": row["prompt"],
+            "outputs": [
+                "it is a small blue vase from 1900."
+                if _right(role, k)
+                else "It Is A Small Blue Vase From 1900."
+            ],
+        }
+        for k, row in enumerate(rows)
+    ]
 
 
 def _ifeval(root: Path, task: str):
@@ -517,8 +646,14 @@ def mbpp_instruct_answers(rows, role: str) -> list[dict[str, Any]]:
     for k, row in enumerate(rows):
         code = row["code"].replace("\r\n", "\n")
         if not _right(role, k):
-            code = code.split("\n")[0] + "\n  return None" if code.startswith("def") else code + "\nraise ValueError"
-        out.append({"match": row["text"], "outputs": [f"{code}\n```\n\nThe function above passes the tests."]})
+            code = (
+                code.split("\n")[0] + "\n  return None"
+                if code.startswith("def")
+                else code + "\nraise ValueError"
+            )
+        out.append(
+            {"match": row["text"], "outputs": [f"{code}\n```\n\nThe function above passes the tests."]}
+        )
     return out
 
 
@@ -530,7 +665,9 @@ def _mbpp_instruct(root: Path, task: str):
     d = root / "tasks" / "mbpp"
     d.mkdir(parents=True, exist_ok=True)
     utils = (_installed_tasks() / "mbpp/utils.py").read_text()
-    utils, n = re.subn(r"import evaluate as hf_evaluate\n.*?raise e\n", lambda _: MBPP_CODE_EVAL, utils, flags=re.S)
+    utils, n = re.subn(
+        r"import evaluate as hf_evaluate\n.*?raise e\n", lambda _: MBPP_CODE_EVAL, utils, flags=re.S
+    )
     assert n == 1
     (d / "utils.py").write_text(utils)
     (d / "mbpp_instruct.yaml").write_text(_local_data(_yaml("mbpp/mbpp_instruct.yaml"), files))
@@ -561,9 +698,13 @@ def _bbh_mc(root: Path, task: str):
     d = root / "tasks" / "leaderboard_bbh"
     d.mkdir(parents=True, exist_ok=True)
     (d / "_fewshot_template_yaml").write_text(
-        _local_data(_yaml("leaderboard/bbh_mc/_fewshot_template_yaml"), files))
+        _local_data(_yaml("leaderboard/bbh_mc/_fewshot_template_yaml"), files)
+    )
     (d / "boolean_expressions.yaml").write_text(
-        _yaml("leaderboard/bbh_mc/boolean_expressions.yaml").replace("dataset_name: boolean_expressions\n", ""))
+        _yaml("leaderboard/bbh_mc/boolean_expressions.yaml").replace(
+            "dataset_name: boolean_expressions\n", ""
+        )
+    )
     return rows, bbh_mc_answers
 
 

@@ -221,7 +221,9 @@ def test_gate_never_crashes_on_mutated_policies(capsys, run_files, tmp_path_fact
             lines[i] = lines[i].split(b"=")[0] + b"= " + data.draw(st.sampled_from(POLICY_SNIPPETS))
         content = b"\n".join(lines)
     policy = fresh(folder, content, "policy.toml")
-    code, err = cli(capsys, "gate", run_files["report"], "--policy", policy, "--baseline", run_files["report"])
+    code, err = cli(
+        capsys, "gate", run_files["report"], "--policy", policy, "--baseline", run_files["report"]
+    )
     assert code in (0, 1, 2), err
 
 
@@ -238,7 +240,9 @@ gkd: {lmbda: 0.5, max_new_tokens: 16}
 OVERRIDES = st.lists(
     st.builds(
         lambda key, value: f"{key}={value}",
-        st.sampled_from(["steps", "lr", "seed", "epochs", "loss.beta", "loss", "gkd.lmbda", "method", "x.y", ""]),
+        st.sampled_from(
+            ["steps", "lr", "seed", "epochs", "loss.beta", "loss", "gkd.lmbda", "method", "x.y", ""]
+        ),
         st.sampled_from(HOSTILE_TEXT + ["1", "-1", "0.5", "[1]", "{a: 1}", ""]),
     ),
     max_size=2,

@@ -225,7 +225,9 @@ def read_only_folder(path: Path):
         finally:
             path.chmod(0o755)
         return
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip("running as root without permission to mount a read-only tmpfs")
     try:
@@ -238,7 +240,14 @@ def read_only_folder(path: Path):
 def test_read_only_output_is_refused_before_any_work(capsys, run_files, tmp_path, command):
     with read_only_folder(tmp_path / "ro") as ro:
         argv = {
-            "train": ["train", "sft", "--config", write_config(tmp_path, run_files), "--output-dir", ro / "out"],
+            "train": [
+                "train",
+                "sft",
+                "--config",
+                write_config(tmp_path, run_files),
+                "--output-dir",
+                ro / "out",
+            ],
             "diagnose": diagnose_args(run_files, ro / "out"),
             "report": ["report", run_files["report"], "--out", ro / "r.md"],
             "gate --junit": ["gate", run_files["report"], "--junit", ro / "gate.xml"],
@@ -342,7 +351,8 @@ def test_manifest_refuses_nan_and_infinity(tmp_path, suffix, text, field):
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("reference", float("nan")), ("reference", float("-inf")), ("tags", {"difficulty": float("nan")})]
+    ("field", "value"),
+    [("reference", float("nan")), ("reference", float("-inf")), ("tags", {"difficulty": float("nan")})],
 )
 def test_nan_in_an_item_tag_or_reference_is_refused(capsys, run_files, tmp_path, field, value):
     items = with_row(run_files, tmp_path, "items", 2, **{field: value})  # json.dumps writes NaN / -Infinity
@@ -390,7 +400,15 @@ def test_eval_refuses_an_unknown_dtype(capsys, run_files, tmp_path, corrupt_mode
 @pytest.mark.parametrize("command", ["eval", "generate"])
 def test_a_missing_gpu_is_an_error_not_a_silent_cpu_run(capsys, run_files, tmp_path, corrupt_model, command):
     if command == "eval":
-        argv = ["eval", "--items", run_files["items"], "--model", corrupt_model, "--out", tmp_path / "o.jsonl"]
+        argv = [
+            "eval",
+            "--items",
+            run_files["items"],
+            "--model",
+            corrupt_model,
+            "--out",
+            tmp_path / "o.jsonl",
+        ]
     else:
         argv = ["generate", "--prompts", run_files["items"], "--teacher-model", corrupt_model,
                 "--out", tmp_path / "t.jsonl"]  # fmt: skip
@@ -410,7 +428,8 @@ def test_bad_device_name_is_refused(capsys, run_files, tmp_path, corrupt_model):
 def write_config(tmp_path: Path, run_files, body: str = "") -> Path:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
-        f"student: {tmp_path / 'student'}\ndata: {run_files['train']}\noutput_dir: {tmp_path / 'out'}\n" + body,
+        f"student: {tmp_path / 'student'}\ndata: {run_files['train']}\noutput_dir: {tmp_path / 'out'}\n"
+        + body,
         encoding="utf-8",
     )
     return cfg
@@ -455,10 +474,15 @@ def test_internal_error_is_exit_3_with_one_line_and_debug_shows_the_traceback(ca
     code = main(["gate", str(run_files["report"])])
     err = capsys.readouterr().err
     assert code == 3 and err.count("\n") == 1 and "internal error: KeyError" in err and "--debug" in err
-    for argv in (["--debug", "gate", str(run_files["report"])], ["gate", str(run_files["report"]), "--debug"]):
+    for argv in (
+        ["--debug", "gate", str(run_files["report"])],
+        ["gate", str(run_files["report"]), "--debug"],
+    ):
         assert main(argv) == 3
         err = capsys.readouterr().err
-        assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("distill-doctor gate: internal")
+        assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith(
+            "distill-doctor gate: internal"
+        )
 
 
 def test_disk_full_is_exit_2_not_a_crash(capsys, monkeypatch, run_files, tmp_path):

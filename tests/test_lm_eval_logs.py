@@ -70,7 +70,12 @@ def test_lm_eval_logs_alone_are_enough(logs, tmp_path, capsys, task):
     assert report["accuracy"]["n"] == len(read_samples_file(t).docs)
     for role in ("teacher", "student"):
         block = report["lm_eval_agreement"][role]
-        assert (block["metric"], block["filter"], block["rate"], block["warning"]) == (metric, filt, 1.0, None)
+        assert (block["metric"], block["filter"], block["rate"], block["warning"]) == (
+            metric,
+            filt,
+            1.0,
+            None,
+        )
     assert report["inputs"]["items"]["derived_from"] == "lm-eval samples"
     assert "warning" not in err
 
@@ -82,9 +87,13 @@ def test_multiple_choice_is_the_highest_loglikelihood_not_text(logs, tmp_path, c
     items = []
     for row in arc_rows():
         gold = row["choices"]["label"].index(row["answerKey"])
-        items.append({"id": row["id"], "prompt": row["question"], "reference": LETTERS[gold], "verifier": "choice"})
+        items.append(
+            {"id": row["id"], "prompt": row["question"], "reference": LETTERS[gold], "verifier": "choice"}
+        )
     path = write_jsonl(tmp_path / "arc_items.jsonl", items)
-    rc, report, err = run_diagnose(tmp_path, "--items", str(path), "--teacher", str(t), "--student", str(s), capsys=capsys)
+    rc, report, err = run_diagnose(
+        tmp_path, "--items", str(path), "--teacher", str(t), "--student", str(s), capsys=capsys
+    )
     assert rc == 0, err
     assert report["accuracy"]["teacher"] == pytest.approx(lm_eval_result(t, "acc,none"))
     assert report["lm_eval_agreement"]["teacher"]["rate"] == 1.0
@@ -92,7 +101,9 @@ def test_multiple_choice_is_the_highest_loglikelihood_not_text(logs, tmp_path, c
     assert any(r["acc"] == 1.0 for r in logged)
     outputs = load_outputs(t, load_items(path))
     for r in logged:
-        assert (outputs.outputs[r["doc"]["id"]].output == f"Answer: {LETTERS[int(r['target'])]}") == (r["acc"] == 1.0)
+        assert (outputs.outputs[r["doc"]["id"]].output == f"Answer: {LETTERS[int(r['target'])]}") == (
+            r["acc"] == 1.0
+        )
 
 
 def test_acc_norm_rule_matches_lm_eval_acc_norm(logs, tmp_path, capsys):
@@ -132,7 +143,9 @@ def test_shuffled_items_join_by_content(logs, tmp_path, capsys, prompt):
     items = gsm8k_items(logs, prompt=prompt)
     random.Random(1).shuffle(items)
     path = write_jsonl(tmp_path / "items.jsonl", items)
-    rc, report, err = run_diagnose(tmp_path, "--items", str(path), "--teacher", str(t), "--student", str(s), capsys=capsys)
+    rc, report, err = run_diagnose(
+        tmp_path, "--items", str(path), "--teacher", str(t), "--student", str(s), capsys=capsys
+    )
     assert rc == 0, err
     assert report["accuracy"]["teacher"] == pytest.approx(lm_eval_result(t, "exact_match,flexible-extract"))
     assert report["accuracy"]["student"] == pytest.approx(lm_eval_result(s, "exact_match,flexible-extract"))
@@ -146,7 +159,9 @@ def test_a_join_that_cannot_be_proven_is_refused(logs, tmp_path, capsys):
     items = gsm8k_items(logs)
     items[7]["prompt"] = items[7]["prompt"].replace("gives away", "buys")
     path = write_jsonl(tmp_path / "items.jsonl", items)
-    rc, _, err = run_diagnose(tmp_path, "--items", str(path), "--teacher", str(t), "--student", str(s), capsys=capsys)
+    rc, _, err = run_diagnose(
+        tmp_path, "--items", str(path), "--teacher", str(t), "--student", str(s), capsys=capsys
+    )
     assert rc == 2
     line = next(d.line for d in read_samples_file(s).docs if d.doc_id == 7)  # the student is read first
     assert f"{s}:{line}" in err and "cannot prove which item" in err and "doc_id 7" in err
@@ -187,7 +202,9 @@ def test_disagreement_with_lm_eval_is_a_visible_warning(logs, tmp_path, capsys):
     t, s = logs["gsm8k"].samples["teacher"], logs["gsm8k"].samples["student"]
     items = [dict(it, verifier="regex:^never$") for it in gsm8k_items(logs)]
     path = write_jsonl(tmp_path / "items.jsonl", items)
-    rc, report, err = run_diagnose(tmp_path, "--items", str(path), "--teacher", str(t), "--student", str(s), capsys=capsys)
+    rc, report, err = run_diagnose(
+        tmp_path, "--items", str(path), "--teacher", str(t), "--student", str(s), capsys=capsys
+    )
     assert rc == 0
     block = report["lm_eval_agreement"]["teacher"]
     rows = [json.loads(line) for line in t.read_text().splitlines()]
@@ -213,19 +230,26 @@ def test_eval_tells_one_accuracy_story(tmp_path, capsys, monkeypatch):
     rows = [{"id": f"q{i}", "prompt": f"What is {i}+{i + 1}?", "reference": 2 * i + 1} for i in range(6)]
     items = write_jsonl(tmp_path / "items.jsonl", rows)
     answers = [
-        {"match": r["prompt"], "outputs": [f"{i}+{i + 1}={r['reference'] + (i == 5)}\n#### {r['reference'] + (i == 5)}"]}
+        {
+            "match": r["prompt"],
+            "outputs": [f"{i}+{i + 1}={r['reference'] + (i == 5)}\n#### {r['reference'] + (i == 5)}"],
+        }
         for i, r in enumerate(rows)
     ]
     table = tmp_path / "answers.json"
     table.write_text(json.dumps(answers))
-    monkeypatch.setattr(lm_eval_runner, "load_hflm", lambda *a, **k: lm_eval_replay.ReplayLM(answers=str(table)))
+    monkeypatch.setattr(
+        lm_eval_runner, "load_hflm", lambda *a, **k: lm_eval_replay.ReplayLM(answers=str(table))
+    )
     (tmp_path / "model").mkdir()
     out = tmp_path / "outputs.jsonl"
     rc = main(["eval", "--items", str(items), "--model", str(tmp_path / "model"), "--out", str(out)])
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
     assert "accuracy 0.833 (5/6 items pass the verifier)" in lines[0] and "lm-eval" not in lines[0]
-    assert lines[1].startswith("  lm-eval's own exact_match (filter none): 0.000; it agrees with the verifier on 1/6")
+    assert lines[1].startswith(
+        "  lm-eval's own exact_match (filter none): 0.000; it agrees with the verifier on 1/6"
+    )
 
 
 def test_repeats_score_like_lm_eval_majority_vote(logs, tmp_path, capsys):
@@ -242,7 +266,9 @@ def test_repeats_score_like_lm_eval_majority_vote(logs, tmp_path, capsys):
 def test_task_families_pick_their_verifier(logs):
     from distill_doctor.data.outputs import items_from_samples
 
-    kinds = {task: {it.verifier for it in items_from_samples(b.samples["teacher"])} for task, b in logs.items()}
+    kinds = {
+        task: {it.verifier for it in items_from_samples(b.samples["teacher"])} for task, b in logs.items()
+    }
     assert kinds == {
         "gsm8k": {"numeric"},
         "gsm8k_cot_self_consistency": {"numeric"},
@@ -263,7 +289,9 @@ def test_mbpp_runs_in_the_sandbox_and_a_real_disagreement_is_flagged(logs, tmp_p
     rc, report, err = run_diagnose(tmp_path, "--teacher", str(t), "--student", str(s), capsys=capsys)
     assert rc == 0, err
     rows = [json.loads(line) for line in t.read_text().splitlines()]
-    fenced_right = [str(r["doc"]["task_id"]) for r in rows if r["resps"][0][0].startswith("```") and r["doc_id"] in (2, 5)]
+    fenced_right = [
+        str(r["doc"]["task_id"]) for r in rows if r["resps"][0][0].startswith("```") and r["doc_id"] in (2, 5)
+    ]
     assert fenced_right == ["603", "606"]
     assert report["accuracy"]["teacher"] == pytest.approx(lm_eval_result(t, "pass_at_1,none") + 2 / 6)
     teacher = report["lm_eval_agreement"]["teacher"]

@@ -26,10 +26,23 @@ def lm_eval_score(samples: Path, key: str) -> float:
     return block[key]
 
 
-def diagnose(tmp_path: Path, teacher: Path, student: Path, capsys, *extra: str) -> tuple[int, dict | None, str]:
+def diagnose(
+    tmp_path: Path, teacher: Path, student: Path, capsys, *extra: str
+) -> tuple[int, dict | None, str]:
     out = tmp_path / "report"
-    rc = main(["diagnose", "--teacher", str(teacher), "--student", str(student), "--out", str(out), "--quiet",
-               *extra])
+    rc = main(
+        [
+            "diagnose",
+            "--teacher",
+            str(teacher),
+            "--student",
+            str(student),
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err
     return rc, json.loads((out / "report.json").read_text()) if rc == 0 else None, err
 
@@ -38,16 +51,35 @@ def diagnose(tmp_path: Path, teacher: Path, student: Path, capsys, *extra: str) 
 def logs(tmp_path_factory):
     """Logs of the tasks below, written once by lm-eval (about 2 s per task)."""
     root = tmp_path_factory.mktemp("redteam_logs")
-    return {t: build_task(root / t, t) for t in ("truthfulqa_mc1", "truthfulqa_mc2", "mmlu_anatomy", "piqa",
-                                                  "hellaswag", "winogrande", "lambada_openai", "arc_challenge",
-                                                  "triviaqa", "gsm8k_cot", "humaneval_instruct",
-                                                  "mbpp_instruct")}
+    return {
+        t: build_task(root / t, t)
+        for t in (
+            "truthfulqa_mc1",
+            "truthfulqa_mc2",
+            "mmlu_anatomy",
+            "piqa",
+            "hellaswag",
+            "winogrande",
+            "lambada_openai",
+            "arc_challenge",
+            "triviaqa",
+            "gsm8k_cot",
+            "humaneval_instruct",
+            "mbpp_instruct",
+        )
+    }
 
 
 @pytest.mark.parametrize(
     "task,rule",
-    [("truthfulqa_mc1", "acc"), ("mmlu_anatomy", "acc"), ("piqa", "acc"), ("piqa", "acc_norm"),
-     ("hellaswag", "acc"), ("hellaswag", "acc_norm")],
+    [
+        ("truthfulqa_mc1", "acc"),
+        ("mmlu_anatomy", "acc"),
+        ("piqa", "acc"),
+        ("piqa", "acc_norm"),
+        ("hellaswag", "acc"),
+        ("hellaswag", "acc_norm"),
+    ],
 )
 def test_multiple_choice_tasks_give_lm_evals_accuracy(logs, tmp_path, capsys, task, rule):
     """One-gold multiple-choice tasks: diagnose's accuracies are lm-eval's acc / acc_norm."""
@@ -112,7 +144,9 @@ def test_several_acceptable_answers_are_refused(logs, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("change", ["gzip", "no_results"])
-@pytest.mark.parametrize("task,key", [("arc_challenge", "acc,none"), ("gsm8k_cot", "exact_match,strict-match")])
+@pytest.mark.parametrize(
+    "task,key", [("arc_challenge", "acc,none"), ("gsm8k_cot", "exact_match,strict-match")]
+)
 def test_gzipped_or_alone_samples_give_the_same_accuracy(logs, tmp_path, capsys, task, key, change):
     """Samples gzip'd beside their results, or copied away from the results file: same accuracies."""
     import gzip
@@ -139,12 +173,17 @@ def variants(tmp_path_factory):
     """Runs with lm-eval options that differ between the roles, or change what is logged."""
     root = tmp_path_factory.mktemp("redteam_variants")
     return {
-        "teacher_limit": build_task(root / "tl", "arc_challenge",
-                                    options={"teacher": {"limit": 10}, "student": {}}),
-        "predict_only": build_task(root / "po", "arc_challenge",
-                                   options={r: {"predict_only": True} for r in ("teacher", "student")}),
-        "mc2_predict_only": build_task(root / "mc2", "truthfulqa_mc2",
-                                       options={r: {"predict_only": True} for r in ("teacher", "student")}),
+        "teacher_limit": build_task(
+            root / "tl", "arc_challenge", options={"teacher": {"limit": 10}, "student": {}}
+        ),
+        "predict_only": build_task(
+            root / "po", "arc_challenge", options={r: {"predict_only": True} for r in ("teacher", "student")}
+        ),
+        "mc2_predict_only": build_task(
+            root / "mc2",
+            "truthfulqa_mc2",
+            options={r: {"predict_only": True} for r in ("teacher", "student")},
+        ),
     }
 
 
@@ -171,7 +210,9 @@ def test_predict_only_multiple_choice_is_read(logs, variants, tmp_path, capsys):
     rc, report, err = diagnose(tmp_path, t, s, capsys)
     assert rc == 0, err
     for role in ("teacher", "student"):
-        assert report["accuracy"][role] == pytest.approx(lm_eval_score(logs["arc_challenge"][role], "acc,none"))
+        assert report["accuracy"][role] == pytest.approx(
+            lm_eval_score(logs["arc_challenge"][role], "acc,none")
+        )
 
 
 def test_predict_only_truthfulqa_mc2_is_refused(variants, tmp_path, capsys):

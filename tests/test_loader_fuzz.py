@@ -187,7 +187,11 @@ def _encodes(text: str) -> bool:
 )  # fmt: skip
 def test_loaders_return_only_valid_unicode_text(folder, rows):
     content = "\n".join(json.dumps(r) for r in rows).encode()  # surrogates written as \\udXXX escapes
-    for load in (load_items, lambda p: load_outputs(p, ITEMS), lambda p: load_training(p, cache_dir=folder / "c")):
+    for load in (
+        load_items,
+        lambda p: load_outputs(p, ITEMS),
+        lambda p: load_training(p, cache_dir=folder / "c"),
+    ):
         try:
             loaded = load(_file(folder, content))
         except InputError as err:

@@ -191,7 +191,9 @@ def test_training_echo_compares_math_targets_as_mathematics():
     from distill_doctor.probes.base import DiagnosisInputs
     from distill_doctor.probes.teacher_error_transfer import TrainEcho, _train_overlap
 
-    items = [Item(id=f"m{k}", prompt=f"Problem {k}", reference=r"\frac{1}{2}", verifier="math") for k in range(2)]
+    items = [
+        Item(id=f"m{k}", prompt=f"Problem {k}", reference=r"\frac{1}{2}", verifier="math") for k in range(2)
+    ]
     student = {"m0": verify(items[0], r"\boxed{1/3}"), "m1": verify(items[1], r"\boxed{1/3}")}
     train = Dataset.from_dict(
         {

@@ -137,7 +137,8 @@ def test_probes_take_shares_for_means_and_first_samples_for_exact_tests():
     multi = replace(
         single,
         student_verdicts={
-            i: replace(v, samples=(v, Judgement(not v.passed, "x"))) for i, v in single.student_verdicts.items()
+            i: replace(v, samples=(v, Judgement(not v.passed, "x")))
+            for i, v in single.student_verdicts.items()
         },
     )
     cap = capacity_gap.run(multi).metrics

@@ -23,7 +23,7 @@ from distill_doctor.verify.sandbox import run_tests
 FAST = {"timeout_s": 5.0, "memory_mb": 256}
 ADD = Item(
     id="add",
-    prompt="def add(a, b):\n    \"\"\"Return a + b.\"\"\"\n",
+    prompt='def add(a, b):\n    """Return a + b."""\n',
     reference=None,
     verifier="code",
     tags={},
@@ -86,7 +86,12 @@ def test_cheats_score_fail(name):
 
 def test_a_correct_add_passes_and_tests_keep_their_loops():
     assert verify_code(ADD, "def add(a, b):\n    return a + b\n", **FAST).passed
-    item = ADD.__class__(**{**ADD.__dict__, "tests": "def check(candidate):\n    for r in map(candidate, [1], [2]):\n        assert r == 99\n"})
+    item = ADD.__class__(
+        **{
+            **ADD.__dict__,
+            "tests": "def check(candidate):\n    for r in map(candidate, [1], [2]):\n        assert r == 99\n",
+        }
+    )
     assert not verify_code(item, "def add(a, b):\n    raise StopIteration\n", **FAST).passed
 
 
@@ -218,7 +223,11 @@ def test_the_os_layer_holds_without_the_python_guard(tier):
 
     probe = (
         "import os, resource, socket\n"
-        + ("os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)\n" if iso.drop_uid() else "")
+        + (
+            "os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)\n"
+            if iso.drop_uid()
+            else ""
+        )
         + "resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))\n"
         "out = [os.getuid()]\n"
         "for f in ('/etc/passwd', '/home', '/tmp', os.environ.get('DD_HOST_FILE', '/nonexistent')):\n"
@@ -238,7 +247,9 @@ def test_the_os_layer_holds_without_the_python_guard(tier):
     cmd = [*iso.bwrap_args({}, 1 << 20, fd), iso.python_executable(), "-S", "-c", probe]
     env = {**iso.child_env("/work"), "DD_HOST_FILE": host_file}
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env, pass_fds=(fd,) if fd else ())
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=30, env=env, pass_fds=(fd,) if fd else ()
+        )
     finally:
         if fd is not None:
             os.close(fd)

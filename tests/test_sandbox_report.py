@@ -13,15 +13,32 @@ TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert cand
 def test_report_and_console_name_the_isolation(tmp_path, capsys):
     items, student = [], []
     for i in range(6):
-        items.append({"id": f"c{i}", "prompt": "def add(a, b):\n", "verifier": "code", "tests": TESTS,
-                      "entry_point": "add", "tags": {"domain": "code"}})
+        items.append(
+            {
+                "id": f"c{i}",
+                "prompt": "def add(a, b):\n",
+                "verifier": "code",
+                "tests": TESTS,
+                "entry_point": "add",
+                "tags": {"domain": "code"},
+            }
+        )
         body = "    return a + b\n" if i % 2 else "    return a - b\n"
         student.append({"id": f"c{i}", "output": body})
     (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
     (tmp_path / "student.jsonl").write_text("".join(json.dumps(r) + "\n" for r in student))
     out = tmp_path / "r"
-    code = main(["diagnose", "--items", str(tmp_path / "items.jsonl"), "--student", str(tmp_path / "student.jsonl"),
-                 "--out", str(out)])
+    code = main(
+        [
+            "diagnose",
+            "--items",
+            str(tmp_path / "items.jsonl"),
+            "--student",
+            str(tmp_path / "student.jsonl"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code in (0, 1)
     report = json.loads((out / "report.json").read_text())
     info = containment()

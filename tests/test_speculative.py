@@ -54,7 +54,9 @@ def test_acceptance_is_one_minus_total_variation():
     assert torch.equal(greedy.bool(), agree) and torch.equal(agree, lt.argmax(-1) == ls.argmax(-1))
 
 
-def _rows(rate: float, n_items: int = 40, length: int = 20, seed: int = 0, prefix: str = "q") -> list[TokenAcceptance]:
+def _rows(
+    rate: float, n_items: int = 40, length: int = 20, seed: int = 0, prefix: str = "q"
+) -> list[TokenAcceptance]:
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n_items):
@@ -65,7 +67,8 @@ def _rows(rate: float, n_items: int = 40, length: int = 20, seed: int = 0, prefi
 
 def _items(n: int = 40, prefix: str = "q") -> dict[str, Item]:
     return {
-        f"{prefix}{i}": Item(f"{prefix}{i}", "p", 1, "numeric", tags={"difficulty": i % 2 + 1}) for i in range(n)
+        f"{prefix}{i}": Item(f"{prefix}{i}", "p", 1, "numeric", tags={"difficulty": i % 2 + 1})
+        for i in range(n)
     }
 
 
@@ -84,7 +87,9 @@ def test_summary_block_is_valid_and_consistent():
     assert block["along"] == "teacher outputs" and block["n_tokens"] == 800
     lo, hi = block["acceptance_ci"]
     assert lo < block["acceptance_rate"] < hi and hi - lo < 0.05
-    assert block["block_efficiency"]["3"] == pytest.approx(block_efficiency(block["acceptance_rate"], 3), rel=1e-5)
+    assert block["block_efficiency"]["3"] == pytest.approx(
+        block_efficiency(block["acceptance_rate"], 3), rel=1e-5
+    )
     assert block["speedup"]["3"] == pytest.approx(block["block_efficiency"]["3"] / 1.6, rel=1e-5)
     assert [s["value"] for s in block["by_slice"]["difficulty"]] == ["1", "2"]
     assert set(block["per_item"]) == {f"q{i}" for i in range(40)}
@@ -144,9 +149,16 @@ def test_baseline_drop_is_paired_by_item():
 
 def test_baseline_drop_without_common_items_uses_the_intervals():
     policy = _policy({})
-    other = summarize({"teacher": _rows(0.80, prefix="z")}, _items(prefix="z"), temperature=1.0,
-                      draft_cost=0.2, cost_source="given")
-    check = _spec_checks(evaluate(sample_report(speculative=other), policy, sample_report(speculative=_block(0.85))))
+    other = summarize(
+        {"teacher": _rows(0.80, prefix="z")},
+        _items(prefix="z"),
+        temperature=1.0,
+        draft_cost=0.2,
+        cost_source="given",
+    )
+    check = _spec_checks(
+        evaluate(sample_report(speculative=other), policy, sample_report(speculative=_block(0.85)))
+    )
     assert check["baseline speculative.acceptance_rate"].status == "failed"
     assert "unpaired z-test" in check["baseline speculative.acceptance_rate"].reason
 
@@ -158,14 +170,33 @@ def test_diagnose_with_both_models_writes_the_block_and_gate_reads_it(tmp_path, 
     items.write_text("".join(json.dumps(r) + "\n" for r in rows))
     keep = {r["id"] for r in rows}
     for role in ("teacher", "student"):
-        lines = [x for x in (FIXTURES / "clean" / f"{role}.jsonl").read_text().splitlines() if json.loads(x)["id"] in keep]
+        lines = [
+            x
+            for x in (FIXTURES / "clean" / f"{role}.jsonl").read_text().splitlines()
+            if json.loads(x)["id"] in keep
+        ]
         (tmp_path / f"{role}.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    code = main([
-        "diagnose", "--items", str(items), "--teacher", str(tmp_path / "teacher.jsonl"),
-        "--student", str(tmp_path / "student.jsonl"), "--teacher-model", str(FIXTURES / "models" / "teacher"),
-        "--student-model", str(FIXTURES / "clean" / "model"), "--draft-cost", "0.25", "--out", str(out), "--quiet",
-    ])
+    code = main(
+        [
+            "diagnose",
+            "--items",
+            str(items),
+            "--teacher",
+            str(tmp_path / "teacher.jsonl"),
+            "--student",
+            str(tmp_path / "student.jsonl"),
+            "--teacher-model",
+            str(FIXTURES / "models" / "teacher"),
+            "--student-model",
+            str(FIXTURES / "clean" / "model"),
+            "--draft-cost",
+            "0.25",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     block = report["speculative"]
@@ -178,8 +209,22 @@ def test_diagnose_with_both_models_writes_the_block_and_gate_reads_it(tmp_path, 
     capsys.readouterr()
     assert main(["gate", str(out / "report.json"), "--policy", str(policy)]) == 1
     assert "speculative.acceptance_rate" in capsys.readouterr().out
-    assert main(["diagnose", "--items", str(items), "--student", str(tmp_path / "student.jsonl"),
-                 "--draft-cost", "-1", "--out", str(tmp_path / "o2")]) == 2
+    assert (
+        main(
+            [
+                "diagnose",
+                "--items",
+                str(items),
+                "--student",
+                str(tmp_path / "student.jsonl"),
+                "--draft-cost",
+                "-1",
+                "--out",
+                str(tmp_path / "o2"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_a_run_without_scored_tokens_gives_an_empty_but_valid_block():

@@ -43,8 +43,15 @@ def run(models, items):
     teacher, student, tok = models
     prompts = [tok(it.prompt)["input_ids"] for it in items]
     return speculative_sample(
-        teacher, student, prompts, gamma=GAMMA, max_new_tokens=48, temperature=1.0,
-        vocab_size=len(tok), eos_id=tok.eos_token_id, seed=3,
+        teacher,
+        student,
+        prompts,
+        gamma=GAMMA,
+        max_new_tokens=48,
+        temperature=1.0,
+        vocab_size=len(tok),
+        eos_id=tok.eos_token_id,
+        seed=3,
     )
 
 
@@ -114,13 +121,23 @@ def test_greedy_speculative_equals_teacher_greedy(models, items):
     teacher, student, tok = models
     chunk = items[:16]
     out = speculative_sample(
-        teacher, student, [tok(it.prompt)["input_ids"] for it in chunk], gamma=4,
-        max_new_tokens=32, temperature=0.0, vocab_size=len(tok), eos_id=tok.eos_token_id,
+        teacher,
+        student,
+        [tok(it.prompt)["input_ids"] for it in chunk],
+        gamma=4,
+        max_new_tokens=32,
+        temperature=0.0,
+        vocab_size=len(tok),
+        eos_id=tok.eos_token_id,
     )
     for it, got in zip(chunk, out.tokens):
         ids = torch.tensor([tok(it.prompt)["input_ids"]])
         want = generate_new_tokens(
-            teacher, ids, torch.ones_like(ids), max_new_tokens=32, pad_id=tok.pad_token_id,
+            teacher,
+            ids,
+            torch.ones_like(ids),
+            max_new_tokens=32,
+            pad_id=tok.pad_token_id,
             eos_id=tok.eos_token_id,
         )[0].tolist()
         assert got == want[: len(got)] and (len(got) == 32 or got[-1] == tok.eos_token_id)

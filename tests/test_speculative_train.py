@@ -27,7 +27,9 @@ def test_the_distillspec_recipe_loads_as_on_policy_tv():
 
 def test_an_unknown_gkd_divergence_is_refused():
     with pytest.raises(InputError) as err:
-        TrainConfig(method="gkd", student="s", teacher="t", data="d", output_dir="o", gkd={"divergence": "tvd"})
+        TrainConfig(
+            method="gkd", student="s", teacher="t", data="d", output_dir="o", gkd={"divergence": "tvd"}
+        )
     assert err.value.field == "gkd.divergence"
 
 

@@ -103,7 +103,13 @@ def launch(root: Path, scheme: Scheme, jobs: list[dict], *, cpu: bool = True) ->
     if cpu:
         env["ACCELERATE_USE_CPU"] = "true"
     worker = Path(__file__).with_name("fsdp_cpu_worker.py")
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(root / "accelerate.yaml")]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(root / "accelerate.yaml"),
+    ]
     subprocess.run([*command, str(worker), str(root / "jobs.json")], env=env, check=True, timeout=600)
 
 

@@ -75,7 +75,9 @@ def _tags(obj: dict[str, Any], path: str, line: int) -> dict[str, str | int | fl
                 field=f"tags.{key}",
             )
         if isinstance(value, float) and not math.isfinite(value):  # a NaN difficulty sorts nowhere
-            raise InputError(f"must be a finite number, found {value}", path=path, line=line, field=f"tags.{key}")
+            raise InputError(
+                f"must be a finite number, found {value}", path=path, line=line, field=f"tags.{key}"
+            )
     return dict(tags)
 
 

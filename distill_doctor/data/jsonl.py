@@ -53,7 +53,8 @@ def _check_inflation(fh: BinaryIO, inflated: int, path: str | Path) -> None:
     """Refuse a gzip stream that inflates past the caps (see the module docstring)."""
     if inflated > MAX_INFLATED_BYTES:
         raise InputError(
-            f"gzip data inflates to over {MAX_INFLATED_BYTES:,} bytes (the limit); refusing to read on", path=path
+            f"gzip data inflates to over {MAX_INFLATED_BYTES:,} bytes (the limit); refusing to read on",
+            path=path,
         )
     if inflated > RATIO_CHECK_AFTER:
         compressed = max(fh.fileobj.tell(), 1)  # type: ignore[attr-defined]
@@ -122,7 +123,12 @@ def _refuse_constant(name: str) -> Any:
 
 
 def load_json_text(
-    text: str, *, path: str | Path, line: int | None = None, allow_nan: bool = True, invalid: str = "not valid JSON"
+    text: str,
+    *,
+    path: str | Path,
+    line: int | None = None,
+    allow_nan: bool = True,
+    invalid: str = "not valid JSON",
 ) -> Any:
     """``json.loads`` with every failure an ``InputError``: bad syntax, nesting too deep for the
     parser, an integer longer than Python converts (4,300 digits), and (``allow_nan=False``) the

@@ -168,10 +168,14 @@ def _metric_values(obj: dict[str, Any], filt: str) -> dict[tuple[str, str], floa
 def _doc_row(obj: dict[str, Any], path: str, line: int) -> LmEvalDoc:
     doc_id = obj.get("doc_id")
     if isinstance(doc_id, bool) or not isinstance(doc_id, int):
-        raise InputError(f"must be an integer, found {type_name(doc_id)}", path=path, line=line, field="doc_id")
+        raise InputError(
+            f"must be an integer, found {type_name(doc_id)}", path=path, line=line, field="doc_id"
+        )
     doc_hash = obj.get("doc_hash")
     if doc_hash is not None and not isinstance(doc_hash, str):
-        raise InputError(f"must be a string, found {type_name(doc_hash)}", path=path, line=line, field="doc_hash")
+        raise InputError(
+            f"must be a string, found {type_name(doc_hash)}", path=path, line=line, field="doc_hash"
+        )
     doc = obj.get("doc")
     if doc_hash is not None and doc is not None and lm_doc_hash(doc) != doc_hash:
         raise InputError(
@@ -214,8 +218,10 @@ def _as_float(value: Any) -> float | None:
 
 def _infer_output_type(doc: LmEvalDoc) -> str:
     resps = doc.resps
-    if isinstance(resps, list) and resps and all(
-        isinstance(r, list) and r and _is_loglikelihood_pair(r[0]) for r in resps
+    if (
+        isinstance(resps, list)
+        and resps
+        and all(isinstance(r, list) and r and _is_loglikelihood_pair(r[0]) for r in resps)
     ):
         return "multiple_choice" if len(resps) > 1 else "loglikelihood"
     return "generate_until"
@@ -235,7 +241,9 @@ def read_samples_file(path: str | Path) -> SamplesFile:
     filters: dict[str, None] = {}
     for line, obj in iter_jsonl(path):
         if not is_lm_eval_record(obj):
-            raise InputError("mixes lm-eval and native records; use one format per file", path=spath, line=line)
+            raise InputError(
+                "mixes lm-eval and native records; use one format per file", path=spath, line=line
+            )
         row = _doc_row(obj, spath, line)
         filt = str(obj.get("filter", "none"))
         filters.setdefault(filt, None)
@@ -316,7 +324,9 @@ def _prompt(sf: SamplesFile, d: LmEvalDoc) -> str:
     if rendered and (context is None or normalize_text(rendered) in normalize_text(context)):
         return rendered
     if context is None:
-        raise InputError("logs no arguments: the prompt is unknown", path=sf.path, line=d.line, field="arguments")
+        raise InputError(
+            "logs no arguments: the prompt is unknown", path=sf.path, line=d.line, field="arguments"
+        )
     return context
 
 
@@ -464,7 +474,9 @@ def _read_mc(sf: SamplesFile, d: LmEvalDoc, rule: str) -> Reading:
     )
 
 
-def read_output(sf: SamplesFile, d: LmEvalDoc, *, mc_rule: str = "acc") -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+def read_output(
+    sf: SamplesFile, d: LmEvalDoc, *, mc_rule: str = "acc"
+) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """Only the model's side of a document, ``(output, samples, choices)``: what joining to an items
     file needs (the item brings prompt, reference and verifier). Multiple choice: ``"Answer: <letter>"``."""
     if sf.output_type == "multiple_choice":
@@ -539,14 +551,18 @@ def _continued_block(sf: SamplesFile, d: LmEvalDoc, text: str) -> str:
     fences), or, with no config, by a response whose first line is code (indented; for mbpp also a
     ``def``/``import``) and whose fences are odd in number. Other outputs are returned unchanged."""
     doc = d.doc if isinstance(d.doc, dict) else {}
-    code = (isinstance(doc.get("test"), str) and isinstance(doc.get("entry_point"), str)) or "test_list" in doc
+    code = (
+        isinstance(doc.get("test"), str) and isinstance(doc.get("entry_point"), str)
+    ) or "test_list" in doc
     if not code or "```" not in text:
         return text
     prefix = (sf.config or {}).get("gen_prefix")
     opened = isinstance(prefix, str) and prefix.count("```") % 2 == 1
     if sf.config is None:
         first = next((line for line in text.splitlines() if line.strip()), "")
-        indented = first[:1] in (" ", "\t") or ("test_list" in doc and first.startswith(("def ", "import ", "from ")))
+        indented = first[:1] in (" ", "\t") or (
+            "test_list" in doc and first.startswith(("def ", "import ", "from "))
+        )
         opened = text.count("```") % 2 == 1 and indented
     return text[: text.index("```")] if opened else text
 
@@ -554,12 +570,14 @@ def _continued_block(sf: SamplesFile, d: LmEvalDoc, text: str) -> str:
 def _read_generated(sf: SamplesFile, d: LmEvalDoc) -> Reading:
     texts = _texts(d.resps)
     if not texts:
-        raise InputError(
-            "holds no generated text", path=sf.path, line=d.line, field="resps"
-        )
+        raise InputError("holds no generated text", path=sf.path, line=d.line, field="resps")
     doc = d.doc if isinstance(d.doc, dict) else {}
     texts = [_continued_block(sf, d, t) for t in texts]
-    common: dict[str, Any] = {"output": texts[0], "samples": tuple(texts) if len(texts) > 1 else (), "tags": _tags(doc)}
+    common: dict[str, Any] = {
+        "output": texts[0],
+        "samples": tuple(texts) if len(texts) > 1 else (),
+        "tags": _tags(doc),
+    }
     task = sf.task or ""
     if isinstance(doc.get("test"), str) and isinstance(doc.get("entry_point"), str):
         return Reading(
@@ -578,7 +596,9 @@ def _read_generated(sf: SamplesFile, d: LmEvalDoc) -> Reading:
     if is_math:
         reference = target.strip() or None
         if reference is None:
-            raise InputError("a math document logs no target answer", path=sf.path, line=d.line, field="target")
+            raise InputError(
+                "a math document logs no target answer", path=sf.path, line=d.line, field="target"
+            )
         verifier = "math" if verifier_available("math") else _number_or_text(reference)
         return Reading(_prompt(sf, d), reference, verifier, "math", **common)
     hashes = _HASHES.search(target)
@@ -588,7 +608,9 @@ def _read_generated(sf: SamplesFile, d: LmEvalDoc) -> Reading:
     _no_own_scoring(sf, d)
     reference = target.strip()
     if not reference:
-        raise InputError("logs an empty target: nothing to score against", path=sf.path, line=d.line, field="target")
+        raise InputError(
+            "logs an empty target: nothing to score against", path=sf.path, line=d.line, field="target"
+        )
     return Reading(_prompt(sf, d), reference, _number_or_text(reference), "generic", **common)
 
 
@@ -629,7 +651,9 @@ def _read_mbpp(sf: SamplesFile, d: LmEvalDoc, doc: dict[str, Any], common: dict[
     a block (it is one already when the model fenced it)."""
     tests = doc.get("test_list")
     if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
-        raise InputError("must be a non-empty list of assert strings", path=sf.path, line=d.line, field="doc.test_list")
+        raise InputError(
+            "must be a non-empty list of assert strings", path=sf.path, line=d.line, field="doc.test_list"
+        )
     name = _ASSERT_CALL.match(tests[0])
     if name is None:
         raise InputError(
@@ -640,7 +664,9 @@ def _read_mbpp(sf: SamplesFile, d: LmEvalDoc, doc: dict[str, Any], common: dict[
         )
     setup = doc.get("test_setup_code") if isinstance(doc.get("test_setup_code"), str) else ""
     body = "".join(f"    {t.strip()}\n" for t in tests)
-    common = dict(common, output=_fenced(common["output"]), samples=tuple(_fenced(t) for t in common["samples"]))
+    common = dict(
+        common, output=_fenced(common["output"]), samples=tuple(_fenced(t) for t in common["samples"])
+    )
     return Reading(
         prompt=_prompt(sf, d),
         reference=None,

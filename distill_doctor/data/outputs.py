@@ -227,8 +227,14 @@ def join_samples_file(sf: SamplesFile, items: list[Item], *, mc_rule: str = "acc
         for key, per_item in values.items():
             if key in d.metrics:
                 per_item[item.id] = d.metrics[key]
-    scores = LoggedScores(sf.path, sf.task, sf.output_type, sf.results_path,
-                          mc_rule if sf.output_type == "multiple_choice" else None, values)
+    scores = LoggedScores(
+        sf.path,
+        sf.task,
+        sf.output_type,
+        sf.results_path,
+        mc_rule if sf.output_type == "multiple_choice" else None,
+        values,
+    )
     missing = [it.id for it in items if it.id not in outputs]
     return OutputSet(path=sf.path, outputs=outputs, missing=missing, lm_eval=scores, beyond_items=beyond)
 
@@ -272,7 +278,9 @@ def load_outputs(path: str | Path, items: list[Item], *, mc_rule: str = "acc") -
             )
         out = _native(obj, spath, line)
         if out.id not in known:
-            raise InputError(f"unknown id {out.id!r}: not in the items file", path=spath, line=line, field="id")
+            raise InputError(
+                f"unknown id {out.id!r}: not in the items file", path=spath, line=line, field="id"
+            )
         if out.id in outputs:
             raise InputError(
                 f"duplicate output for item {out.id!r} (first on line {outputs[out.id].line})",

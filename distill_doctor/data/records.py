@@ -84,4 +84,6 @@ class OutputSet:
     outputs: dict[str, ModelOutput]
     missing: list[str] = field(default_factory=list)  # item ids with no output (reported, not fatal)
     lm_eval: Any = None  # lm-eval samples files: their own per-item scores (data.lm_eval_logs.LoggedScores)
-    beyond_items: list[int] = field(default_factory=list)  # lm-eval doc_ids the items' own log lacks (left out)
+    beyond_items: list[int] = field(
+        default_factory=list
+    )  # lm-eval doc_ids the items' own log lacks (left out)

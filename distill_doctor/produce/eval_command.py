@@ -180,7 +180,11 @@ def _summary(label, model_dir, out, kept, result, items, requested: int) -> None
         print(
             f"  lm-eval's own {best.metric} (filter {best.filter}): {mean:.3f}; "
             f"it agrees with the verifier on {best.agree}/{best.n} items"
-            + (" (lm-eval compares the whole generated text with the reference)" if best.filter == "none" else "")
+            + (
+                " (lm-eval compares the whole generated text with the reference)"
+                if best.filter == "none"
+                else ""
+            )
         )
     if kept is not None:
         print(f"  lm-eval samples: {kept}")

@@ -222,8 +222,14 @@ def logged_scores(run: EvalRun, items: list[Item]):
             value = s.get(metric)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 values.setdefault((str(metric), filt), {})[items[k].id] = float(value)
-    return LoggedScores(path=run.task, task=run.task, output_type="generate_until", results_path=None,
-                        mc_rule=None, values=values)
+    return LoggedScores(
+        path=run.task,
+        task=run.task,
+        output_type="generate_until",
+        results_path=None,
+        mc_rule=None,
+        values=values,
+    )
 
 
 def outputs_jsonl(outputs: list[ModelOutput]) -> str:

@@ -120,13 +120,19 @@ def _accuracy_checks(report: dict[str, Any], policy: Policy) -> list[CheckResult
     acc = report.get("accuracy") or {}
     out = []
     if policy.min_student is not None:
-        out.append(bound_check("accuracy.student", "accuracy", acc.get("student"), policy.min_student, None, True))
+        out.append(
+            bound_check("accuracy.student", "accuracy", acc.get("student"), policy.min_student, None, True)
+        )
     if policy.min_teacher is not None:
-        out.append(bound_check("accuracy.teacher", "accuracy", acc.get("teacher"), policy.min_teacher, None, True))
+        out.append(
+            bound_check("accuracy.teacher", "accuracy", acc.get("teacher"), policy.min_teacher, None, True)
+        )
     if policy.max_gap is not None:
         t, s = acc.get("teacher"), acc.get("student")
         gap = t - s if is_number(t) and is_number(s) else None
-        out.append(bound_check("accuracy.gap (teacher - student)", "accuracy", gap, None, policy.max_gap, True))
+        out.append(
+            bound_check("accuracy.gap (teacher - student)", "accuracy", gap, None, policy.max_gap, True)
+        )
     if policy.min_n is not None:
         out.append(bound_check("accuracy.n", "accuracy", acc.get("n"), policy.min_n, None))
     return out

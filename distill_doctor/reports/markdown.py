@@ -33,10 +33,10 @@ VERDICT_LABEL = {
 }
 EVIDENCE_PER_FINDING = 3
 EVIDENCE_TOTAL = 9
+
+
 def _level(value: Any) -> str:
     return f"{100 * value:.3g}%" if is_number(value) and 0 < value < 1 else "95%"
-
-
 
 
 def _accuracy(report: dict[str, Any]) -> list[str]:

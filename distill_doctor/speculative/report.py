@@ -73,11 +73,21 @@ def by_position(rows: Sequence[TokenAcceptance]) -> list[dict[str, Any]]:
         n = sum(len(p) for p in parts)
         if n:
             rate = sum(float(p.sum()) for p in parts) / n
-            out.append({"start": lo, "end": hi, "acceptance_rate": json_float(rate), "n_tokens": n, "n_items": len(parts)})
+            out.append(
+                {
+                    "start": lo,
+                    "end": hi,
+                    "acceptance_rate": json_float(rate),
+                    "n_tokens": n,
+                    "n_items": len(parts),
+                }
+            )
     return out
 
 
-def by_slice(rows: Sequence[TokenAcceptance], items: Mapping[str, Item], seed: int) -> dict[str, list[dict[str, Any]]]:
+def by_slice(
+    rows: Sequence[TokenAcceptance], items: Mapping[str, Item], seed: int
+) -> dict[str, list[dict[str, Any]]]:
     """Acceptance per value of every item tag with at most ``MAX_SLICE_VALUES`` values."""
     keys = sorted({k for r in rows for k in items[r.item_id].tags})
     out: dict[str, list[dict[str, Any]]] = {}
@@ -92,8 +102,13 @@ def by_slice(rows: Sequence[TokenAcceptance], items: Mapping[str, Item], seed: i
         for value in sorted(groups, key=lambda v: (len(v), v)):
             rate, ci, n = _rate_and_ci([r.accept for r in groups[value]], seed)
             entries.append(
-                {"value": value, "acceptance_rate": json_float(rate), "acceptance_ci": json_interval(ci),
-                 "n_tokens": n, "n_items": len(groups[value])}
+                {
+                    "value": value,
+                    "acceptance_rate": json_float(rate),
+                    "acceptance_ci": json_interval(ci),
+                    "n_tokens": n,
+                    "n_items": len(groups[value]),
+                }
             )
         out[key] = entries
     return out
@@ -186,7 +201,9 @@ def speculative_block(
     sources: dict[str, list[TokenAcceptance]] = {}
     for name, outputs in (("teacher", teacher_outputs), ("student", student_outputs)):
         if outputs:
-            sources[name] = token_acceptance(teacher, student, tok, _rows(chosen, outputs), temperature=temperature)
+            sources[name] = token_acceptance(
+                teacher, student, tok, _rows(chosen, outputs), temperature=temperature
+            )
     timing = measure_draft_cost(teacher, student, tok)
     cost, cost_source = (timing.ratio, "measured") if draft_cost is None else (draft_cost, "given")
     return summarize(

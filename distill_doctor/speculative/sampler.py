@@ -144,8 +144,11 @@ def speculative_sample(
             seq[r, pos : pos + len(new)] = torch.tensor(new, dtype=torch.long)
             lens[r] += len(new)
             for name, value in (
-                ("drafted", verified), ("accepted", n_acc), ("expected", expected),
-                ("variance", variance), ("emitted", n_new),
+                ("drafted", verified),
+                ("accepted", n_acc),
+                ("expected", expected),
+                ("variance", variance),
+                ("emitted", n_new),
             ):
                 stats[name][r] += float(value[k])
             stats["calls"][r] += 1
@@ -154,8 +157,13 @@ def speculative_sample(
                 done[r] = True
     out = [_kept(seq[r, int(start[r]) : int(lens[r])].tolist(), max_new_tokens, eos_id) for r in range(b)]
     return SpeculativeResult(
-        out, stats["drafted"], stats["accepted"], stats["expected"], stats["variance"],
-        stats["calls"], stats["emitted"],
+        out,
+        stats["drafted"],
+        stats["accepted"],
+        stats["expected"],
+        stats["variance"],
+        stats["calls"],
+        stats["emitted"],
     )
 
 

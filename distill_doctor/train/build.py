@@ -115,7 +115,9 @@ def add_lora(model, cfg: TrainConfig):
     except ImportError:
         raise InputError("needs the peft package: pip install peft", field="use_peft") from None
     targets = cfg.lora_target_modules
-    target_modules = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    target_modules = (
+        targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    )
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -152,7 +154,9 @@ def check_same_vocab(student_tok, teacher_tok, student, teacher) -> None:
         )
     for name, tok, model in (("student", student_tok, student), ("teacher", teacher_tok, teacher)):
         weight = model.get_output_embeddings().weight
-        rows = getattr(weight, "ds_shape", weight.shape)[0]  # a ZeRO-3 partitioned weight keeps its shape there
+        rows = getattr(weight, "ds_shape", weight.shape)[
+            0
+        ]  # a ZeRO-3 partitioned weight keeps its shape there
         if rows < len(tok):
             raise InputError(
                 f"model has {rows} output rows but its tokenizer has {len(tok)} tokens", field=name
@@ -172,7 +176,9 @@ def make_accelerator(cfg: TrainConfig):
 
         available = is_tensorboard_available if cfg.report_to == "tensorboard" else is_wandb_available
         if not available():
-            raise InputError(f"needs the {cfg.report_to} package: pip install {cfg.report_to}", field="report_to")
+            raise InputError(
+                f"needs the {cfg.report_to} package: pip install {cfg.report_to}", field="report_to"
+            )
     try:
         accelerator = Accelerator(mixed_precision=cfg.mixed_precision, **trackers)
     except ValueError as err:

@@ -155,7 +155,9 @@ def load_resumable(accelerator, output_dir: str | Path, note: Callable[[str], No
             note(f"resuming from {path.name}, the newest intact checkpoint")
         return path, state
     raise InputError(
-        f"no checkpoint loads ({len(found)} tried); newest: {problems[0]}", path=output_dir, field="output_dir"
+        f"no checkpoint loads ({len(found)} tried); newest: {problems[0]}",
+        path=output_dir,
+        field="output_dir",
     )
 
 

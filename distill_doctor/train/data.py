@@ -39,9 +39,7 @@ class TokenizedExample:
     sample_prompt: list[int] | None = None  # chat rows: the templated prompt on-policy methods sample from
 
 
-def read_examples(
-    path: str | Path, *, split: str = "train", config_name: str | None = None
-) -> list[Example]:
+def read_examples(path: str | Path, *, split: str = "train", config_name: str | None = None) -> list[Example]:
     """Read the training data (any source and TRL row format of ``sources.py``) as examples.
 
     Errors name the file, the line (JSONL) or row, and the field. Ids need not be unique
@@ -139,7 +137,9 @@ def tokenize_all(
 ) -> list[TokenizedExample]:
     out = [
         t
-        for t in (tokenize_example(tokenizer, ex, max_len, plain_chat=plain_chat, turns=turns) for ex in examples)
+        for t in (
+            tokenize_example(tokenizer, ex, max_len, plain_chat=plain_chat, turns=turns) for ex in examples
+        )
         if t is not None
     ]
     if not out:

@@ -70,7 +70,9 @@ def process_note(accelerator) -> str:
     note = f", {name} over {n} processes"
     asked = [k for k in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{k}", "").lower() == "true"]
     if asked and accelerator.distributed_type == DistributedType.MULTI_CPU:
-        note += f" (the accelerate config asks for {asked[0]}, which accelerate does not apply to CPU processes)"
+        note += (
+            f" (the accelerate config asks for {asked[0]}, which accelerate does not apply to CPU processes)"
+        )
     return note
 
 
@@ -149,7 +151,9 @@ def full_student(accelerator, model):
         with _zero3_gathered(model):
             yield accelerator.unwrap_model(model)
     elif kind is Sharding.FSDP1:
-        raise InputError("sampling from an FSDP1 student is not supported: use fsdp_version: 2", field="method")
+        raise InputError(
+            "sampling from an FSDP1 student is not supported: use fsdp_version: 2", field="method"
+        )
     else:
         yield accelerator.unwrap_model(model)
 
