@@ -17,6 +17,7 @@ from pathlib import Path
 from distill_doctor.atomic import atomic_write_text
 from distill_doctor.organisms import Organism, discover, planted_mode
 from distill_doctor.paths import check_output_dir, nonempty_path
+from distill_doctor.vocabulary import Verdict
 
 DEFAULT_FIXTURES = Path("fixtures/organisms")
 
@@ -112,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
         report = diagnose(req)
         report["speculative"] = draft_readiness(org, req, seed=args.seed)
         save_report(report, out / org.name)
-        failing = [f["mode"] for f in report["findings"] if f["verdict"] == "fail"]
-        warning = [f["mode"] for f in report["findings"] if f["verdict"] == "warn"]
+        failing = [f["mode"] for f in report["findings"] if f["verdict"] == Verdict.FAIL]
+        warning = [f["mode"] for f in report["findings"] if f["verdict"] == Verdict.WARN]
         rows.append((org.name, report, failing, warning))
         if not args.quiet:
             print(f"  diagnosed {org.name}: primary suspect {report['primary_suspect']}")

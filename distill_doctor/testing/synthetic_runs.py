@@ -39,6 +39,7 @@ import numpy as np
 
 from distill_doctor.data.records import Item, Judgement, ModelOutput
 from distill_doctor.probes.base import DiagnosisInputs
+from distill_doctor.vocabulary import Verdict
 
 KINDS = ("clean_high", "clean_low", "tiny", "error_transfer", "capacity_gap", "superficial", "data_quality")
 CLEAN_KINDS = ("clean_high", "clean_low", "tiny")
@@ -306,11 +307,11 @@ def check_finding(finding) -> dict:
     import json
 
     d = json.loads(json.dumps(finding.to_dict(), allow_nan=False))
-    assert d["verdict"] in ("pass", "warn", "fail", "skipped")
-    assert (d["verdict"] == "skipped") == bool(d.get("skipped_reason"))  # untested says why
+    assert d["verdict"] in tuple(Verdict)
+    assert (d["verdict"] == Verdict.SKIPPED) == bool(d.get("skipped_reason"))  # untested says why
     assert d["summary"] and len(d["evidence"]) <= 10
     assert all(set(e) >= {"id", "why"} for e in d["evidence"])
-    if d["verdict"] == "fail":
+    if d["verdict"] == Verdict.FAIL:
         assert d["p_value"] is not None and d["p_value"] < 0.05
         assert d["guardrail"]
     for t in d["tests"]:

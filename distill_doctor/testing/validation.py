@@ -17,6 +17,7 @@ from scipy.stats import beta
 
 from distill_doctor.reports.schema import validate_report
 from distill_doctor.testing.scenarios import MODES, ScenarioSpec, build_scenario
+from distill_doctor.vocabulary import Verdict
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -105,7 +106,7 @@ def run_one(spec: ScenarioSpec, work: Path, cli_main: Callable[[list[str]], int]
         "findings": {
             m: {"summary": f["summary"], "metrics": f["metrics"], "p_value": f.get("p_value")}
             for m, f in findings.items()
-            if f["verdict"] in ("fail", "warn") or m == spec.label
+            if f["verdict"] in (Verdict.FAIL, Verdict.WARN) or m == spec.label
         },
     }
 
@@ -114,10 +115,10 @@ def summarise(rows: list[dict]) -> dict:
     out: dict = {"per_mode": {}, "clean": {}, "per_probe": {}, "misclassified": []}
     for mode in MODES:
         planted = [r for r in rows if r["label"] == mode and not r["tiny"] and not r.get("situation")]
-        k = sum(r["verdicts"].get(mode) == "fail" for r in planted)
+        k = sum(r["verdicts"].get(mode) == Verdict.FAIL for r in planted)
         by_n: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0])
         for r in planted:
-            by_n[r["n"]][0] += r["verdicts"].get(mode) == "fail"
+            by_n[r["n"]][0] += r["verdicts"].get(mode) == Verdict.FAIL
             by_n[r["n"]][1] += 1
         primary = sum(r["primary_suspect"] == mode for r in planted)
         tiny = [r for r in rows if r["label"] == mode and r["tiny"] and not r.get("situation")]
@@ -129,11 +130,11 @@ def summarise(rows: list[dict]) -> dict:
             "by_n": {str(n): {"detected": a, "of": b} for n, (a, b) in sorted(by_n.items())},
             "primary_suspect": primary,
             "tiny_runs": len(tiny),
-            "tiny_fails": sum(v == "fail" for r in tiny for v in r["verdicts"].values()),
+            "tiny_fails": sum(v == Verdict.FAIL for r in tiny for v in r["verdicts"].values()),
         }
     for trap in ("", "logit", "twins"):
         clean = [r for r in rows if r["label"] == "clean" and r["trap"] == trap]
-        k = sum(any(v == "fail" for v in r["verdicts"].values()) for r in clean)
+        k = sum(any(v == Verdict.FAIL for v in r["verdicts"].values()) for r in clean)
         out["clean" + (f"_{trap}" if trap else "")] = {"runs": len(clean), "with_fail": k,
                         "rate": k / len(clean) if clean else None, "ci": clopper_pearson(k, len(clean))}  # fmt: skip
     out["situations"] = {}
@@ -142,23 +143,23 @@ def summarise(rows: list[dict]) -> dict:
         if not runs:
             continue
         mode = runs[0]["label"]
-        k = sum(r["verdicts"].get(mode) == "fail" for r in runs)
+        k = sum(r["verdicts"].get(mode) == Verdict.FAIL for r in runs)
         out["situations"][sit] = {
             "mode": mode, "runs": len(runs), "detected": k, "ci": clopper_pearson(k, len(runs)),
             "primary_suspect": dict(sorted(_count(r["primary_suspect"] or "none" for r in runs).items())),
             "other_fails": dict(sorted(_count(m for r in runs for m, v in r["verdicts"].items()
-                                               if v == "fail" and m != mode).items())),
+                                               if v == Verdict.FAIL and m != mode).items())),
             "verdicts": dict(sorted(_count(r["verdicts"].get(mode) for r in runs).items())),
         }  # fmt: skip
     for mode in MODES:
         others = [r for r in rows if r["label"] != mode and r["verdicts"].get(mode) not in (None, "skipped")]
-        fails = sum(r["verdicts"][mode] == "fail" for r in others)
-        warns = sum(r["verdicts"][mode] == "warn" for r in others)
+        fails = sum(r["verdicts"][mode] == Verdict.FAIL for r in others)
+        warns = sum(r["verdicts"][mode] == Verdict.WARN for r in others)
         out["per_probe"][mode] = {"runs": len(others), "false_fail": fails, "false_fail_ci": clopper_pearson(fails, len(others)),
                                   "warn": warns}  # fmt: skip
     for r in rows:
         expected = set(r["expected_fails"])
-        got = {m for m, v in r["verdicts"].items() if v == "fail"}
+        got = {m for m, v in r["verdicts"].items() if v == Verdict.FAIL}
         missed, extra = expected - got, got - expected
         if missed or extra:
             out["misclassified"].append({
