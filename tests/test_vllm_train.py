@@ -14,7 +14,7 @@ import pytest
 
 from distill_doctor.train import vllm_client
 from distill_doctor.train.command import run_training
-from distill_doctor.train.config import TrainConfig
+from distill_doctor.train.config import GKDConfig, SKDConfig, TrainConfig
 
 pytestmark = [
     pytest.mark.slow,
@@ -28,12 +28,12 @@ ORGANISMS = Path(__file__).resolve().parents[1] / "fixtures" / "organisms" / "mo
 def toy(tmp_path_factory):
     """The sort organism as teacher (head_dim 32: vLLM's CPU attention needs >= 32), a random student
     on its tokenizer (hidden 64, 2 heads of 32), and 32 of its training prompts."""
-    from transformers import AutoTokenizer
+    from transformers import PreTrainedTokenizerFast
 
     from distill_doctor.train.tiny_model import build_tiny_llama
 
     root = tmp_path_factory.mktemp("vllm-train")
-    tok = AutoTokenizer.from_pretrained(str(ORGANISMS / "sort_teacher"))
+    tok = PreTrainedTokenizerFast.from_pretrained(str(ORGANISMS / "sort_teacher"))
     build_tiny_llama(tok, hidden_size=64, num_layers=2, num_heads=2, seed=0, out_dir=root / "student")
     with gzip.open(ORGANISMS / "sort_teacher_train.jsonl.gz", "rt") as fh, open(root / "train.jsonl", "w") as out:
         for _, line in zip(range(32), fh):
@@ -54,8 +54,8 @@ def cfg_for(toy, out: Path, method: str, **fields) -> TrainConfig:
         lr=1e-2,
         max_len=64,
         quiet=True,
-        gkd=dataclasses.replace(TrainConfig.__dataclass_fields__["gkd"].default_factory(), lmbda=1.0, temperature=0.0, max_new_tokens=12),  # type: ignore[misc]
-        skd=dataclasses.replace(TrainConfig.__dataclass_fields__["skd"].default_factory(), top_k=3, temperature=0.0, max_new_tokens=12),  # type: ignore[misc]
+        gkd=GKDConfig(lmbda=1.0, temperature=0.0, max_new_tokens=12),
+        skd=SKDConfig(top_k=3, temperature=0.0, max_new_tokens=12),
     )
     return dataclasses.replace(base, **fields)
 
