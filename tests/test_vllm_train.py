@@ -79,13 +79,17 @@ def spy_on_engines(monkeypatch) -> list:
     return opened
 
 
-@pytest.mark.parametrize(("method", "mode"), [("gkd", "server"), ("skd", "colocate")])
-def test_greedy_training_with_vllm_equals_training_with_hf_generate(toy, tmp_path, monkeypatch, method, mode):
+@pytest.mark.parametrize(
+    ("method", "mode", "lora"), [("gkd", "server", False), ("skd", "colocate", False), ("gkd", "colocate", True)]
+)
+def test_greedy_training_with_vllm_equals_training_with_hf_generate(toy, tmp_path, monkeypatch, method, mode, lora):
     """At temperature 0 the engine, given the student's weights after every step, samples what HF generate
-    samples: the two runs see the same completions, so their losses agree step for step."""
+    samples: the two runs see the same completions, so their losses agree step for step. With LoRA the
+    adapters are merged into what is pushed (they start at zero: only pushes after step 1 show them)."""
     opened = spy_on_engines(monkeypatch)
-    run_training(method, cfg_for(toy, tmp_path / "hf", method))
-    run_training(method, cfg_for(toy, tmp_path / "vllm", method, use_vllm=True, vllm_mode=mode))
+    peft = {"use_peft": True, "lora_r": 8, "lr": 5e-2} if lora else {}
+    run_training(method, cfg_for(toy, tmp_path / "hf", method, **peft))
+    run_training(method, cfg_for(toy, tmp_path / "vllm", method, use_vllm=True, vllm_mode=mode, **peft))
     hf, vl = metrics(tmp_path / "hf"), metrics(tmp_path / "vllm")
     assert [m["step"] for m in vl] == [1, 2, 3]
     assert [m["loss"] for m in vl] == pytest.approx([m["loss"] for m in hf], rel=1e-4)

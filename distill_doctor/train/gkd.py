@@ -102,6 +102,7 @@ def _loop(run: Run, engine: VLLMSampler | None) -> None:
             parts.extra["on_policy_fraction"] = share * batch["on_policy"]
             if engine is not None:
                 parts.extra["engine_weights_lag"] = share * engine.lag(run.step)
+                parts.extra["engine_sync_s"] = share * engine.stats.last_seconds
             run.backward(parts, batch)
         run.optimizer_step()
         if engine is not None:

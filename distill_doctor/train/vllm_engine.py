@@ -7,7 +7,8 @@ optimizer steps the student's state dict is written as one safetensors file (on 
 there is one) and the engine loads it into the running model (``load_weights``), so samples
 come from weights at most ``vllm_sync_every - 1`` steps old (the lag is logged as
 ``engine_weights_lag``). LoRA students are pushed with their adapters merged (peft's
-``merge_adapter``/``unmerge_adapter``, as TRL does). Sampling seeds are drawn from torch's global
+``merge_adapter``/``unmerge_adapter``, as TRL does); the seconds a push took are logged with the
+next step as ``engine_sync_s``. Sampling seeds are drawn from torch's global
 RNG, which every checkpoint stores, so a resumed run asks the engine for the same samples.
 """
 
@@ -79,6 +80,7 @@ class PushStats:
     pushes: int = 0
     seconds: float = 0.0
     weights_step: int = 0  # the optimizer step whose weights the engine holds
+    last_seconds: float = 0.0  # the latest after_step's push (0 when it pushed nothing), logged with the next step
 
 
 class VLLMSampler:
@@ -124,10 +126,12 @@ class VLLMSampler:
         if int(reply.get("tensors", -1)) < 1:
             raise EngineError(f"the engine loaded no weights from the update ({reply})")
         self.stats.pushes += 1
-        self.stats.seconds += time.perf_counter() - start
+        self.stats.last_seconds = time.perf_counter() - start
+        self.stats.seconds += self.stats.last_seconds
         self.stats.weights_step = step
 
     def after_step(self, model, step: int) -> None:
+        self.stats.last_seconds = 0.0
         if step % self.sync_every == 0:
             self.push(model, step)
 
