@@ -184,3 +184,18 @@ def test_speculative_rounds_equal_the_token_by_token_loop_at_temperature_0(top_k
     assert rounds.teacher_topk == loop.teacher_topk
     if top_k == 1:
         assert rounds.replaced_fraction > 0  # the rounds path was exercised
+
+
+def test_a_child_engine_that_hangs_is_an_engine_error_after_the_timeout():
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.stdin.readline(); time.sleep(30)"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with pytest.raises(EngineError, match="did not answer within 0.5 s"):
+            PipeTransport(child, timeout=0.5).call("/health", {})
+    finally:
+        child.kill()
+        child.wait()

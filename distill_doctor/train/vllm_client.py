@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -128,13 +129,17 @@ class HttpTransport:
 class PipeTransport:
     """JSON lines over the stdin/stdout of a child engine (colocated mode)."""
 
-    def __init__(self, process: subprocess.Popen) -> None:
-        self.process = process
+    def __init__(self, process: subprocess.Popen, timeout: float = 600.0) -> None:
+        self.process, self.timeout = process, timeout
         assert process.stdin is not None and process.stdout is not None
         self.stdin: IO[str] = process.stdin
         self.stdout: IO[str] = process.stdout
 
-    def read(self) -> dict[str, Any]:
+    def read(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next reply line (one request is in flight at a time, so nothing sits in the read buffer)."""
+        wait = self.timeout if timeout is None else timeout
+        if not select.select([self.stdout], [], [], wait)[0]:
+            raise EngineError(f"the vLLM engine process did not answer within {wait:g} s{_exit_note(self.process)}")
         line = self.stdout.readline()
         if not line:
             raise EngineError(f"the vLLM engine process stopped answering{_exit_note(self.process)}")
@@ -257,7 +262,12 @@ def start_colocated(spec: EngineSpec, log: IO | None = None) -> PipeTransport:
     """A child engine on a pipe; returns once the model is loaded (or raises EngineError)."""
     process = _popen([*spec.arguments(), "--stdio"], log=log, stdio=True)
     transport = PipeTransport(process)
-    transport.read()  # the "ready" line, after the model loaded; EOF if the child failed
+    try:
+        transport.read(timeout=spec.start_timeout)  # the "ready" line, after the model loaded; EOF if it failed
+    except EngineError:
+        process.kill()
+        process.wait()
+        raise
     return transport
 
 

@@ -39,9 +39,13 @@ from distill_doctor.train.vllm_client import (
 MODES = ("colocate", "server")
 
 
-def _scratch_dir() -> str:
-    """Where weight files go: RAM-backed /dev/shm when the machine has it (no disk write per step)."""
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+def _scratch_dir(nbytes: int) -> str:
+    """Where weight files go: RAM-backed /dev/shm when it has room (no disk write per step; containers
+    often give it only 64 MiB), else the temporary folder."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 2 * nbytes:
+        return shm
+    return tempfile.gettempdir()
 
 
 @contextmanager
@@ -115,11 +119,17 @@ class VLLMSampler:
         start = time.perf_counter()
         from safetensors.torch import save_file
 
-        fd, path = tempfile.mkstemp(prefix="distill-doctor-weights-", suffix=".safetensors", dir=_scratch_dir())
-        os.close(fd)
+        with merged_adapters(model) as plain:
+            weights = engine_state_dict(plain)
+            nbytes = sum(t.numel() * t.element_size() for t in weights.values())
+            fd, path = tempfile.mkstemp(prefix="distill-doctor-weights-", suffix=".safetensors", dir=_scratch_dir(nbytes))
+            os.close(fd)
+            try:
+                save_file(weights, path)
+            except OSError as err:  # a full disk: an environment error like the engine's own
+                Path(path).unlink(missing_ok=True)
+                raise EngineError(f"cannot write the weights for the engine to {path}: {err.strerror or err}") from None
         try:
-            with merged_adapters(model) as plain:
-                save_file(engine_state_dict(plain), path)
             reply = self.transport.call("/update_weights", {"path": path, "version": step})
         finally:
             Path(path).unlink(missing_ok=True)
