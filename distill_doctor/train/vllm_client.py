@@ -26,6 +26,7 @@ from typing import IO, Any, Protocol
 SERVER_SCRIPT = Path(__file__).with_name("vllm_server.py")
 VENV_NAME = ".venv-vllm"
 UNAVAILABLE_MARK = ".distill-doctor-unavailable"  # written by scripts/setup_vllm.sh when pip could not get vLLM
+OK_MARK = ".distill-doctor-ok"  # written by scripts/setup_vllm.sh once vLLM imports in .venv-vllm
 
 
 class EngineError(RuntimeError):
@@ -198,11 +199,15 @@ def engine_python() -> Path:
 
 
 def unavailable_reason() -> str | None:
-    """Why the engine cannot start here (None when its interpreter exists); for errors and test skips."""
-    python = engine_python()
-    if python.exists():
+    """Why the engine cannot start here (None when it can); for errors and test skips.
+
+    ``.venv-vllm`` counts once ``scripts/setup_vllm.sh`` checked that vLLM imports in it (its
+    ``.distill-doctor-ok`` mark); ``$DISTILL_DOCTOR_VLLM_PYTHON`` counts when that file exists."""
+    venv = repo_root() / VENV_NAME
+    override = os.environ.get("DISTILL_DOCTOR_VLLM_PYTHON")
+    if (Path(override).exists() if override else (venv / OK_MARK).exists() and engine_python().exists()):
         return None
-    mark = repo_root() / VENV_NAME / UNAVAILABLE_MARK
+    mark = venv / UNAVAILABLE_MARK
     why = mark.read_text().strip() if mark.exists() else "not set up"
     return f"vLLM engine unavailable ({why}): run `bash scripts/setup_vllm.sh` (it builds {VENV_NAME})"
 
