@@ -123,3 +123,46 @@ def test_greedy_vllm_equals_hf_generate_on_the_qwen_vocabulary(qwen152k):
     finally:
         transport.close()
     assert got == hf_greedy(model, tok, prompts, 16, stops)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_server_started_by_a_trainer_that_is_killed_exits_too(tmp_path):
+    """A killed trainer cannot ask its server to stop: the server watches its parent and exits."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from distill_doctor.train import vllm_client as vc\n"
+        "t = vc.start_server(vc.EngineSpec(model=sys.argv[1], max_model_len=256))\n"
+        "print(t.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    trainer = subprocess.Popen(
+        [sys.executable, "-c", script, str(ORGANISMS / "sort_teacher")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert trainer.stdout is not None
+    server = int(trainer.stdout.readline())
+    assert _alive(server)
+    trainer.send_signal(signal.SIGKILL)
+    trainer.wait()
+    deadline = time.monotonic() + 30
+    while _alive(server) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if _alive(server):
+        os.kill(server, signal.SIGKILL)
+        pytest.fail("the server outlived the trainer that started it")

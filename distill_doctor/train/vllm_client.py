@@ -279,7 +279,8 @@ def start_colocated(spec: EngineSpec, log: IO | None = None) -> PipeTransport:
 def start_server(spec: EngineSpec, host: str = "127.0.0.1", port: int | None = None, log: IO | None = None) -> HttpTransport:
     """A child HTTP server on ``host`` (a free port unless given); returns once ``/health`` answers."""
     port = port or free_port(host)
-    process = _popen([*spec.arguments(), "--host", host, "--port", str(port)], log=log, stdio=False)
+    args = [*spec.arguments(), "--host", host, "--port", str(port), "--parent-pid", str(os.getpid())]
+    process = _popen(args, log=log, stdio=False)
     transport = HttpTransport(f"http://{host}:{port}", timeout=600.0, process=process)
     wait_ready(transport, spec.start_timeout)
     return transport

@@ -188,6 +188,18 @@ def _stdio(engine: Engine, out) -> None:
         out.flush()
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A server the trainer started must not outlive it (a killed trainer cannot send /shutdown)."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model directory (config.json + weights)")
@@ -198,7 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = a free port (printed on stderr)")
     parser.add_argument("--stdio", action="store_true", help="answer JSON lines on stdin/stdout instead of HTTP")
+    parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process (the trainer) is gone")
     args = parser.parse_args(argv)
+    if args.parent_pid:
+        _exit_with_parent(args.parent_pid)
     out = None
     if args.stdio:  # replies go to the real stdout; everything vLLM prints goes to stderr
         out = os.fdopen(os.dup(1), "w")
