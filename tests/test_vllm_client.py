@@ -149,8 +149,8 @@ def test_engine_failure_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
 # ----------------------------------------------------------------------------- skd in rounds
 
 
-@pytest.mark.parametrize("top_k", [1, 3, 100])
-def test_speculative_rounds_equal_the_token_by_token_loop_at_temperature_0(top_k):
+@pytest.mark.parametrize(("top_k", "new"), [(1, 6), (3, 6), (100, 6), (3, 20), (100, 20)])
+def test_speculative_rounds_equal_the_token_by_token_loop_at_temperature_0(top_k, new):
     """The engine path of skd (whole proposals, cut at the first rejection) makes the same tokens, flags
     and teacher top-K lists as the token-by-token loop, with HF greedy as the proposer."""
     from train_helpers import toy_setup
@@ -168,7 +168,7 @@ def test_speculative_rounds_equal_the_token_by_token_loop_at_temperature_0(top_k
     teacher = AutoModelForCausalLM.from_pretrained(str(setup.teacher)).eval()
     prompts = [tok(t)["input_ids"] for t in ["12+7=", "3+45=", "40+40=", "1+1="]]
     options = dict(
-        top_k=top_k, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, vocab_size=len(tok), max_new_tokens=6, temperature=0.0
+        top_k=top_k, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, vocab_size=len(tok), max_new_tokens=new, temperature=0.0
     )
 
     def propose(sequences, budget):
@@ -177,13 +177,20 @@ def test_speculative_rounds_equal_the_token_by_token_loop_at_temperature_0(top_k
             vocab_size=len(tok), max_new_tokens=budget, temperature=0.0,
         )  # fmt: skip
 
-    rounds = speculative_by_rounds(propose, teacher, prompts, **options)
+    calls = []
+
+    def counted(sequences, budget):
+        calls.append(budget)
+        return propose(sequences, budget)
+
+    rounds = speculative_by_rounds(counted, teacher, prompts, **options)
     loop = speculative_completions(student, teacher, prompts, **options)
     assert rounds.completions == loop.completions
     assert rounds.proposals == loop.proposals and rounds.replaced == loop.replaced
     assert rounds.teacher_topk == loop.teacher_topk
     if top_k == 1:
         assert rounds.replaced_fraction > 0  # the rounds path was exercised
+    assert calls[0] == min(8, new)  # the draft window starts at 8 tokens, then follows the acceptance
 
 
 def test_a_child_engine_that_hangs_is_an_engine_error_after_the_timeout():
