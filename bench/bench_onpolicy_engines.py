@@ -161,8 +161,8 @@ def markdown(result: dict) -> str:
         lines += [
             "",
             f"skd replaced {skd[0]['replaced_fraction']:.0%} of the student's proposals (top_k 5, a random student): "
-            "with vLLM every replacement ends a round (one engine call and one teacher forward over the whole "
-            "sequence), so a low acceptance makes the engine path slower than the token-by-token HF loop.",
+            "with vLLM every replacement ends a round (one engine call for a draft window, and one teacher "
+            "forward over the whole sequence), so the lower the acceptance, the less the engine gains.",
         ]
     lines += ["", "Rerun: `.venv/bin/python bench/bench_onpolicy_engines.py` (after `bash scripts/setup_vllm.sh`)."]
     return "\n".join(lines) + "\n"
@@ -176,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the trainer (default 1)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--render", action="store_true", help="only rewrite the .md from the .json")
     args = parser.parse_args(argv)
+    if args.render:
+        result = json.loads((args.out / "onpolicy_engines.json").read_text())
+        atomic_write_text(args.out / "onpolicy_engines.md", markdown(result))
+        return 0
     reason = unavailable_reason()
     if reason:
         print(reason, file=sys.stderr)
