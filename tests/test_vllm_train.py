@@ -130,3 +130,31 @@ def test_a_server_that_dies_stops_training_with_one_line_and_keeps_the_checkpoin
     assert "not answering" in err[0] and "at step 3" in err[0] and "step-000002" in err[0]
     assert (out / "checkpoints" / "step-000002").is_dir() and not (out / "model.safetensors").exists()
     assert [m["step"] for m in metrics(out)] == [1, 2]
+
+
+def test_a_server_started_elsewhere_is_filled_with_the_student_and_left_running(toy, tmp_path):
+    """``vllm_server_port`` set: the trainer connects, pushes the student's weights first (the server holds
+    another model's), trains like HF generate would, and leaves the server running."""
+    spec = vllm_client.EngineSpec(model=str(toy / "student"), max_model_len=256)
+    server = vllm_client.start_server(spec)
+    try:
+        # put other weights in it first, so only the trainer's push can make its samples right
+        from transformers import AutoModelForCausalLM
+
+        from distill_doctor.train.vllm_engine import VLLMSampler
+
+        other = AutoModelForCausalLM.from_pretrained(str(toy / "student"))
+        for p in other.parameters():
+            p.data.normal_(0, 0.5)
+        VLLMSampler(server, tokenizer_vocab=47, model_vocab=47, sync_every=1).push(other, step=0)
+        port = int(server.base_url.rsplit(":", 1)[1])
+        run_training("gkd", cfg_for(toy, tmp_path / "hf", "gkd"))
+        run_training(
+            "gkd", cfg_for(toy, tmp_path / "vllm", "gkd", use_vllm=True, vllm_mode="server", vllm_server_port=port)
+        )
+        assert [m["loss"] for m in metrics(tmp_path / "vllm")] == pytest.approx(
+            [m["loss"] for m in metrics(tmp_path / "hf")], rel=1e-4
+        )
+        assert server.call("/health", {})["status"] == "ok"  # not stopped by the trainer
+    finally:
+        server.close()
