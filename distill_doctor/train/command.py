@@ -88,6 +88,7 @@ def _method_name(text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from distill_doctor.train.engine import TrainingError
+    from distill_doctor.train.vllm_client import EngineError
 
     cfg = load_config(
         args.config,
@@ -110,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     except TrainingError as err:
         print(f"distill-doctor train: training stopped: {err}", file=sys.stderr)
         return 1
+    except EngineError as err:  # the generation engine (vLLM) is an environment: exit 2
+        print(f"distill-doctor train: generation engine failed: {err}", file=sys.stderr)
+        return 2
     if not cfg.quiet:
         print(f"output: {out}")
     return 0

@@ -197,6 +197,18 @@ class TrainConfig:
     topk_cache: str | None = _f(
         None, "logit_kd: directory of a top-k teacher cache to use instead of a live teacher"
     )
+    # vLLM as the on-policy sampler of gkd and skd (TRL's names; docs/training.md, "Generation engines").
+    use_vllm: bool = _f(False, "gkd/skd: sample on-policy completions with vLLM (.venv-vllm) instead of HF generate")
+    vllm_mode: str = _f(
+        "colocate", "colocate (a child engine on a pipe) or server (an HTTP engine on vllm_server_host)"
+    )
+    vllm_server_host: str = _f("127.0.0.1", "server mode: host of the engine")
+    vllm_server_port: int | None = _f(
+        None, "server mode: port of an engine already running there (null = start one on a free port)"
+    )
+    vllm_server_timeout: float = _f(240.0, "seconds to wait for the engine to load the model and answer")
+    vllm_gpu_memory_utilization: float = _f(0.3, "GPU memory fraction the engine may take (ignored on CPU)")
+    vllm_sync_every: int = _f(1, "push the student's weights to the engine every N optimizer steps")
     loss: LossConfig = _f(LossConfig, "the soft/hard loss")
     gkd: GKDConfig = _f(GKDConfig, "gkd method settings")
     skd: SKDConfig = _f(SKDConfig, "skd method settings")
@@ -265,12 +277,31 @@ class TrainConfig:
                 "loss.chunked",
                 "is only supported by methods sft and logit_kd",
             )
+        if self.use_vllm:
+            self._check_vllm()
         if self.method == "skd":
             _check(
                 self.loss.hard_weight == 0.0,
                 "loss.hard_weight",
                 "skd trains on generated text: no hard labels",
             )
+
+    def _check_vllm(self) -> None:
+        _check(self.method in ("gkd", "skd"), "use_vllm", "is only used by methods gkd and skd")
+        _check(
+            self.vllm_mode in ("colocate", "server"),
+            "vllm_mode",
+            f"must be colocate or server, got {self.vllm_mode!r}",
+        )
+        _check(self.vllm_sync_every >= 1, "vllm_sync_every", f"must be >= 1, got {self.vllm_sync_every}")
+        _check(self.vllm_server_timeout > 0, "vllm_server_timeout", "must be > 0")
+        _check(
+            0 < self.vllm_gpu_memory_utilization <= 1,
+            "vllm_gpu_memory_utilization",
+            f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}",
+        )
+        port = self.vllm_server_port
+        _check(port is None or 0 < port < 65536, "vllm_server_port", f"must be in 1..65535 or null, got {port}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -12,6 +12,7 @@ no token) are never sampled.
 from __future__ import annotations
 
 import inspect
+import statistics
 from dataclasses import dataclass
 
 import torch
@@ -189,3 +190,99 @@ def _append(completions: list[list[int]], tokens: torch.Tensor, done: torch.Tens
     for i, tok in enumerate(tokens.tolist()):
         if not done[i]:
             completions[i].append(tok)
+
+
+@torch.no_grad()
+def speculative_by_rounds(
+    propose,
+    teacher,
+    prompts: list[list[int]],
+    *,
+    top_k: int,
+    pad_id: int,
+    eos_id: int | list[int] | None,
+    vocab_size: int,
+    max_new_tokens: int,
+    temperature: float,
+) -> SpeculativeOutput:
+    """Speculative KD generation with a whole-sequence proposer (an engine such as vLLM).
+
+    Same rule as :func:`speculative_completions`, in rounds: ``propose(sequences, max_tokens)`` (the
+    student) continues every unfinished row from its corrected prefix; the teacher scores those
+    continuations in one forward pass; each row keeps its proposals up to the first one outside the
+    teacher's top-K, which is replaced by a sample from the teacher's top-K distribution, and the
+    next round continues from there. The student's proposals after a replacement were made from a
+    prefix the corrected sequence does not have, so they are dropped, exactly as the token-by-token
+    loop never makes them: at temperature 0 both give the same tokens, otherwise the same
+    distribution. A round costs one engine call and one teacher forward; rows stop at a stop id or
+    ``max_new_tokens``. Each round asks for at most ``window`` tokens per row, like a speculative
+    decoder's draft length: proposals past the first rejection are wasted engine work, so the
+    window follows the acceptance (twice the median accepted run of the last round, from 8).
+    """
+    device = next(teacher.parameters()).device
+    k = min(top_k, vocab_size)
+    stop_tensor = _stop_tensor(eos_id, "cpu")
+    stops = set(stop_tensor.tolist()) if stop_tensor is not None else set()
+    B = len(prompts)
+    out = SpeculativeOutput(
+        [[] for _ in range(B)], [[] for _ in range(B)], [[] for _ in range(B)], [[] for _ in range(B)]
+    )
+    active = list(range(B))
+    window = min(8, max_new_tokens)
+    while active:
+        limits = [min(window, max_new_tokens - len(out.completions[i])) for i in active]
+        sequences = [prompts[i] + out.completions[i] for i in active]
+        proposals = [p[:n] for p, n in zip(propose(sequences, max(limits)), limits)]
+        logits = _teacher_logits(teacher, sequences, proposals, pad_id, vocab_size, device)
+        still, runs = [], []
+        for row, (i, cont) in enumerate(zip(active, proposals)):
+            goes_on, run = _accept_round(out, i, cont, logits[row], k, temperature, stops, max_new_tokens)
+            runs.append(run)
+            if goes_on and (run < len(cont) or len(cont) == limits[row]):  # a short reply without a stop: the
+                still.append(i)  # engine hit its length limit, so the row cannot go on
+        window = max(1, min(max_new_tokens, 2 * int(statistics.median(runs)) if runs else window))
+        active = still
+    return out
+
+
+def _teacher_logits(teacher, sequences, proposals, pad_id: int, vocab_size: int, device) -> torch.Tensor:
+    """Teacher logits (B, P, V) predicting each row's proposals, right-aligned (row i's first proposal
+    at column ``P - len(proposals[i])``); only the last P + 1 positions are projected to the vocabulary."""
+    P = max(len(p) for p in proposals)
+    ids, mask = left_pad([s + p for s, p in zip(sequences, proposals)], pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = teacher(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=P + 1)
+    return out.logits[:, -(P + 1) : -1, :vocab_size].float()
+
+
+def _accept_round(
+    out: SpeculativeOutput,
+    i: int,
+    cont: list[int],
+    logits: torch.Tensor,
+    k: int,
+    temperature: float,
+    stops: set[int],
+    max_new_tokens: int,
+) -> tuple[bool, int]:
+    """Apply one row's round to ``out``: (whether the row may go on, proposals accepted before a rejection)."""
+    P = logits.shape[0]
+    for j, token in enumerate(cont):
+        row_logits = logits[P - len(cont) + j]
+        topk = row_logits.topk(k).indices
+        accepted = bool((topk == token).any())
+        if not accepted:
+            truncated = torch.full_like(row_logits, float("-inf")).scatter(0, topk, row_logits[topk])
+            chosen = int(pick(truncated[None], temperature)[0])
+        else:
+            chosen = token
+        out.completions[i].append(chosen)
+        out.proposals[i].append(token)
+        out.replaced[i].append(not accepted)
+        out.teacher_topk[i].append(topk.tolist())
+        if chosen in stops or len(out.completions[i]) >= max_new_tokens:
+            return False, j + int(accepted)
+        if not accepted:
+            return True, j
+    return True, len(cont)  # all accepted: go on when the engine used the whole window

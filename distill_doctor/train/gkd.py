@@ -7,7 +7,9 @@ prompt + completion, and the loss is the generalized JSD(``gkd.beta``) between t
 distributions on completion tokens only (``loss.temperature`` scales both; beta 0 = forward KL,
 1 = reverse KL), or another divergence named by ``gkd.divergence`` (``tv`` for DistillSpec, whose
 target is speculative-decoding acceptance 1 - TV). The coin flip uses python's ``random`` and sampling uses torch's global RNG: both
-are part of every checkpoint, so a resumed run draws the same coins and samples.
+are part of every checkpoint, so a resumed run draws the same coins and samples. With ``use_vllm``
+the student's samples come from a vLLM engine (``vllm_engine``) that gets the student's weights
+every ``vllm_sync_every`` steps; the teacher's (seq_kd) samples still come from HF generate.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from distill_doctor.train.data import collate, completion_rows, prompt_ids
 from distill_doctor.train.distributed import full_student
 from distill_doctor.train.engine import Run
 from distill_doctor.train.generation import sample_completions
+from distill_doctor.train.vllm_client import EngineError
+from distill_doctor.train.vllm_engine import VLLMSampler, engine_failure, open_sampler
 
 
-def with_completions(run: Run, batch: dict, student) -> dict:
+def with_completions(run: Run, batch: dict, student, engine: VLLMSampler | None = None) -> dict:
     """Replace a micro-batch's responses by student (on-policy) or teacher (seq_kd) samples, or keep them.
 
-    ``student`` is the module to sample from (``distributed.full_student``: gathered under FSDP2).
+    ``student`` is the module to sample from (``distributed.full_student``: gathered under FSDP2);
+    ``engine``, when given, samples the student's completions instead.
     """
     g = run.cfg.gkd
     on_policy = random.random() < g.lmbda
@@ -35,16 +40,20 @@ def with_completions(run: Run, batch: dict, student) -> dict:
         return {**batch, "on_policy": False}
     rows = [run.rows[i] for i in batch["index"]]
     prompts = [prompt_ids(r) for r in rows]
-    sampler = student if on_policy else run.teacher
-    completions = sample_completions(
-        sampler,
-        prompts,
-        pad_id=run.tokenizer.pad_token_id,
-        eos_id=run.stop_ids,
-        vocab_size=len(run.tokenizer),
-        max_new_tokens=g.max_new_tokens,
-        temperature=g.temperature,
-    )
+    if on_policy and engine is not None:
+        completions = engine.complete(
+            prompts, max_new_tokens=g.max_new_tokens, temperature=g.temperature, stop_ids=run.stop_ids
+        )
+    else:
+        completions = sample_completions(
+            student if on_policy else run.teacher,
+            prompts,
+            pad_id=run.tokenizer.pad_token_id,
+            eos_id=run.stop_ids,
+            vocab_size=len(run.tokenizer),
+            max_new_tokens=g.max_new_tokens,
+            temperature=g.temperature,
+        )
     new_rows = completion_rows(prompts, completions, [r.id for r in rows], run.cfg.max_len)
     new = run.to_device(collate(new_rows, run.tokenizer.pad_token_id))
     return {**new, "index": batch["index"], "micro_index": batch["micro_index"], "on_policy": on_policy}
@@ -52,13 +61,31 @@ def with_completions(run: Run, batch: dict, student) -> dict:
 
 def train_gkd(cfg: TrainConfig) -> Path:
     run = Run.start(cfg, needs_teacher=True)
+    engine = None
+    try:
+        engine = open_sampler(run) if cfg.use_vllm else None
+        _loop(run, engine)
+    except EngineError as err:
+        raise engine_failure(run, err) from None
+    finally:
+        if engine is not None:
+            engine.close()
+    return run.finish()
+
+
+def _loop(run: Run, engine: VLLMSampler | None) -> None:
+    cfg = run.cfg
     share = 1.0 / (cfg.grad_accum * run.accelerator.num_processes)
     for micro_batches in run:
         # Gathering a sharded student is a collective: every process enters it once per step,
         # decided from the config alone (the coin flips inside need not agree across processes).
-        gather = full_student(run.accelerator, run.student) if cfg.gkd.lmbda > 0 else nullcontext(None)
+        gather = (
+            full_student(run.accelerator, run.student)
+            if cfg.gkd.lmbda > 0 and engine is None
+            else nullcontext(None)
+        )
         with gather as student:
-            micro_batches = [with_completions(run, b, student) for b in micro_batches]  # before counting
+            micro_batches = [with_completions(run, b, student, engine) for b in micro_batches]  # before counting
         num_tokens = run.count_loss_tokens(micro_batches)
         for batch in run.accumulate(micro_batches):
             parts = dense_kd_loss(
@@ -73,6 +100,10 @@ def train_gkd(cfg: TrainConfig) -> Path:
                 num_tokens=num_tokens,
             )
             parts.extra["on_policy_fraction"] = share * batch["on_policy"]
+            if engine is not None:
+                parts.extra["engine_weights_lag"] = share * engine.lag(run.step)
+                parts.extra["engine_sync_s"] = share * engine.stats.last_seconds
             run.backward(parts, batch)
         run.optimizer_step()
-    return run.finish()
+        if engine is not None:
+            engine.after_step(run.unwrapped_student, run.step)

@@ -7,10 +7,13 @@ top-K distribution, and generation continues from the corrected prefix (see
 sequence's completion tokens with the configured divergence (``loss.divergence``, teacher as
 the target). Small K keeps the text close to what the teacher would write; K = vocabulary size
 is plain on-policy distillation. The dataset's responses are never used, only its prompts.
+With ``use_vllm`` the student's proposals come from a vLLM engine in rounds
+(``generation.speculative_by_rounds``): whole continuations, cut at the first rejected token.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from distill_doctor.losses.kd import dense_kd_loss
@@ -18,21 +21,21 @@ from distill_doctor.train.config import TrainConfig
 from distill_doctor.train.data import collate, completion_rows, prompt_ids
 from distill_doctor.train.distributed import full_student
 from distill_doctor.train.engine import Run
-from distill_doctor.train.generation import speculative_completions
+from distill_doctor.train.generation import speculative_by_rounds, speculative_completions
+from distill_doctor.train.vllm_client import EngineError
+from distill_doctor.train.vllm_engine import VLLMSampler, engine_failure, open_sampler
 
 
-def speculative_batch(run: Run, batch: dict, student) -> dict:
+def speculative_batch(run: Run, batch: dict, student, engine: VLLMSampler | None = None) -> dict:
     """Replace a micro-batch's responses by teacher-corrected student completions.
 
-    ``student`` is the module to sample from (``distributed.full_student``: gathered under FSDP2).
+    ``student`` is the module to sample from (``distributed.full_student``: gathered under FSDP2);
+    ``engine``, when given, makes the student's proposals instead.
     """
     s = run.cfg.skd
     rows = [run.rows[i] for i in batch["index"]]
     prompts = [prompt_ids(r) for r in rows]
-    out = speculative_completions(
-        student,
-        run.teacher,
-        prompts,
+    options = dict(
         top_k=s.top_k,
         pad_id=run.tokenizer.pad_token_id,
         eos_id=run.stop_ids,
@@ -40,6 +43,14 @@ def speculative_batch(run: Run, batch: dict, student) -> dict:
         max_new_tokens=s.max_new_tokens,
         temperature=s.temperature,
     )
+    if engine is not None:
+
+        def propose(sequences: list[list[int]], budget: int) -> list[list[int]]:
+            return engine.complete(sequences, max_new_tokens=budget, temperature=s.temperature, stop_ids=run.stop_ids)
+
+        out = speculative_by_rounds(propose, run.teacher, prompts, **options)
+    else:
+        out = speculative_completions(student, run.teacher, prompts, **options)
     new_rows = completion_rows(prompts, out.completions, [r.id for r in rows], run.cfg.max_len)
     new = run.to_device(collate(new_rows, run.tokenizer.pad_token_id))
     return {
@@ -52,10 +63,25 @@ def speculative_batch(run: Run, batch: dict, student) -> dict:
 
 def train_skd(cfg: TrainConfig) -> Path:
     run = Run.start(cfg, needs_teacher=True)
+    engine = None
+    try:
+        engine = open_sampler(run) if cfg.use_vllm else None
+        _loop(run, engine)
+    except EngineError as err:
+        raise engine_failure(run, err) from None
+    finally:
+        if engine is not None:
+            engine.close()
+    return run.finish()
+
+
+def _loop(run: Run, engine: VLLMSampler | None) -> None:
+    cfg = run.cfg
     share = 1.0 / (cfg.grad_accum * run.accelerator.num_processes)
     for micro_batches in run:
-        with full_student(run.accelerator, run.student) as student:  # one gather per step under FSDP2
-            micro_batches = [speculative_batch(run, b, student) for b in micro_batches]  # before counting
+        gather = full_student(run.accelerator, run.student) if engine is None else nullcontext(None)
+        with gather as student:  # one gather per step under FSDP2
+            micro_batches = [speculative_batch(run, b, student, engine) for b in micro_batches]  # before counting
         num_tokens = run.count_loss_tokens(micro_batches)
         for batch in run.accumulate(micro_batches):
             parts = dense_kd_loss(
@@ -70,6 +96,10 @@ def train_skd(cfg: TrainConfig) -> Path:
                 num_tokens=num_tokens,
             )
             parts.extra["replaced_fraction"] = share * batch["replaced"]
+            if engine is not None:
+                parts.extra["engine_weights_lag"] = share * engine.lag(run.step)
+                parts.extra["engine_sync_s"] = share * engine.stats.last_seconds
             run.backward(parts, batch)
         run.optimizer_step()
-    return run.finish()
+        if engine is not None:
+            engine.after_step(run.unwrapped_student, run.step)
