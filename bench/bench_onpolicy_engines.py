@@ -33,13 +33,12 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from distill_doctor.atomic import atomic_write_text
+from distill_doctor.train.command import run_training
+from distill_doctor.train.config import GKDConfig, SKDConfig, TrainConfig
+from distill_doctor.train.vllm_client import unavailable_reason
 
-from distill_doctor.atomic import atomic_write_text  # noqa: E402
-from distill_doctor.train.command import run_training  # noqa: E402
-from distill_doctor.train.config import GKDConfig, SKDConfig, TrainConfig  # noqa: E402
-from distill_doctor.train.vllm_client import unavailable_reason  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ORGANISMS = ROOT / "fixtures" / "organisms" / "models"
 ENGINES: tuple[tuple[str, dict], ...] = (
@@ -50,15 +49,21 @@ ENGINES: tuple[tuple[str, dict], ...] = (
 
 
 def build(root: Path, rows: int) -> None:
-    from distill_doctor.testing.tiny_model import build_tiny_llama
     from transformers import PreTrainedTokenizerFast
+
+    from distill_doctor.testing.tiny_model import build_tiny_llama
 
     tok = PreTrainedTokenizerFast.from_pretrained(str(ORGANISMS / "sort_teacher"))
     build_tiny_llama(tok, hidden_size=512, num_layers=6, num_heads=8, seed=0, out_dir=root / "student")
-    with gzip.open(ORGANISMS / "sort_teacher_train.jsonl.gz", "rt") as fh, open(root / "train.jsonl", "w") as out:
+    with (
+        gzip.open(ORGANISMS / "sort_teacher_train.jsonl.gz", "rt") as fh,
+        open(root / "train.jsonl", "w") as out,
+    ):
         for _, line in zip(range(rows), fh):
             row = json.loads(line)
-            out.write(json.dumps({"id": row["id"], "prompt": row["prompt"], "response": row["response"]}) + "\n")
+            out.write(
+                json.dumps({"id": row["id"], "prompt": row["prompt"], "response": row["response"]}) + "\n"
+            )
 
 
 def one_run(root: Path, method: str, engine: str, extra: dict, args, repeat: int) -> dict:
@@ -83,7 +88,9 @@ def one_run(root: Path, method: str, engine: str, extra: dict, args, repeat: int
     wall = time.perf_counter() - start
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     step_s = [m["tokens"] / m["tokens_per_s"] for m in metrics]
-    sync_s = [m.get("engine_sync_s", 0.0) for m in metrics[1:]] + [0.0]  # a step's push is logged with the next
+    sync_s = [m.get("engine_sync_s", 0.0) for m in metrics[1:]] + [
+        0.0
+    ]  # a step's push is logged with the next
     if extra:
         sync_s[-1] = statistics.median(sync_s[:-1])  # the last push is not logged: count it as a typical one
     timed = [a + b for a, b in zip(step_s, sync_s)][1:]
@@ -97,11 +104,16 @@ def one_run(root: Path, method: str, engine: str, extra: dict, args, repeat: int
         "step_s_median": statistics.median(timed),
         "sync_s_median": statistics.median(sync_s[1:]) if extra else 0.0,
         "generated_tokens_per_step": statistics.mean(generated),
-        "replaced_fraction": statistics.mean(m["replaced_fraction"] for m in metrics) if method == "skd" else None,
+        "replaced_fraction": statistics.mean(m["replaced_fraction"] for m in metrics)
+        if method == "skd"
+        else None,
         "run_wall_s": wall,
         "startup_s": max(wall - sum(step_s) - sum(sync_s), 0.0),
     }
-    print(f"{method:>4} {engine:>14}: {row['steps_per_s']:.3f} steps/s, startup {row['startup_s']:.0f} s", file=sys.stderr)
+    print(
+        f"{method:>4} {engine:>14}: {row['steps_per_s']:.3f} steps/s, startup {row['startup_s']:.0f} s",
+        file=sys.stderr,
+    )
     return row
 
 
@@ -163,12 +175,17 @@ def markdown(result: dict) -> str:
             "with vLLM every replacement ends a round (one engine call for a draft window, and one teacher "
             "forward over the whole sequence), so the lower the acceptance, the less the engine gains.",
         ]
-    lines += ["", "Rerun: `.venv/bin/python bench/bench_onpolicy_engines.py` (after `bash scripts/setup_vllm.sh`)."]
+    lines += [
+        "",
+        "Rerun: `.venv/bin/python bench/bench_onpolicy_engines.py` (after `bash scripts/setup_vllm.sh`).",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -203,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     vllm_version = (ROOT / ".venv-vllm" / ".distill-doctor-ok").read_text().split()[1]
     result = {
         "benchmark": "onpolicy_engines",
-        "model": {"student_parameters": sum(p.numel() for p in student.parameters()), "vocab": student.config.vocab_size},
+        "model": {
+            "student_parameters": sum(p.numel() for p in student.parameters()),
+            "vocab": student.config.vocab_size,
+        },
         "settings": {
             "steps": args.steps,
             "batch_size": args.batch_size,

@@ -52,7 +52,11 @@ def test_replies_are_put_in_prompt_order_and_cut_after_the_first_stop():
 
 @pytest.mark.parametrize(
     "reply",
-    [{}, {"choices": [{"index": 0, "token_ids": [1]}]}, {"choices": [{"index": 0}, {"index": 1, "token_ids": []}]}],
+    [
+        {},
+        {"choices": [{"index": 0, "token_ids": [1]}]},
+        {"choices": [{"index": 0}, {"index": 1, "token_ids": []}]},
+    ],
 )
 def test_malformed_replies_are_engine_errors(reply):
     with pytest.raises(EngineError):
@@ -88,7 +92,7 @@ def test_a_child_engine_that_exits_is_an_engine_error_naming_its_exit_code():
 
 def test_an_engine_error_reply_on_the_pipe_is_an_engine_error():
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.readline(); print('{\"ok\": false, \"error\": \"boom\"}')"],
+        [sys.executable, "-c", 'import sys; sys.stdin.readline(); print(\'{"ok": false, "error": "boom"}\')'],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -140,7 +144,9 @@ def test_engine_failure_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(command, "run_training", dies)
     path = tmp_path / "gkd.yaml"
-    path.write_text(f"method: gkd\nstudent: s\nteacher: t\ndata: d\noutput_dir: {tmp_path / 'o'}\nuse_vllm: true\n")
+    path.write_text(
+        f"method: gkd\nstudent: s\nteacher: t\ndata: d\noutput_dir: {tmp_path / 'o'}\nuse_vllm: true\n"
+    )
     assert main(["train", "gkd", "--config", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("distill-doctor train: generation engine failed: ")
@@ -168,7 +174,12 @@ def test_speculative_rounds_equal_the_token_by_token_loop_at_temperature_0(top_k
     teacher = AutoModelForCausalLM.from_pretrained(str(setup.teacher)).eval()
     prompts = [tok(t)["input_ids"] for t in ["12+7=", "3+45=", "40+40=", "1+1="]]
     options = dict(
-        top_k=top_k, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, vocab_size=len(tok), max_new_tokens=new, temperature=0.0
+        top_k=top_k,
+        pad_id=tok.pad_token_id,
+        eos_id=tok.eos_token_id,
+        vocab_size=len(tok),
+        max_new_tokens=new,
+        temperature=0.0,
     )
 
     def propose(sequences, budget):

@@ -18,7 +18,9 @@ from distill_doctor.train.vllm_engine import VLLMSampler
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(vllm_client.unavailable_reason() is not None, reason=str(vllm_client.unavailable_reason())),
+    pytest.mark.skipif(
+        vllm_client.unavailable_reason() is not None, reason=str(vllm_client.unavailable_reason())
+    ),
 ]
 
 ORGANISMS = Path(__file__).resolve().parents[1] / "fixtures" / "organisms" / "models"
@@ -71,7 +73,9 @@ def test_greedy_vllm_equals_hf_generate_on_an_organism(organism):
     model, tok, transport = organism
     prompts = sort_prompts(tok)
     stops = [tok.eos_token_id]
-    sampler = VLLMSampler(transport, tokenizer_vocab=len(tok), model_vocab=model.config.vocab_size, sync_every=1)
+    sampler = VLLMSampler(
+        transport, tokenizer_vocab=len(tok), model_vocab=model.config.vocab_size, sync_every=1
+    )
     got = sampler.complete(prompts, max_new_tokens=48, temperature=0.0, stop_ids=stops)
     want = hf_greedy(model, tok, prompts, 48, stops)
     assert got == want
@@ -82,7 +86,9 @@ def test_pushed_weights_change_what_vllm_samples(organism):
     model, tok, transport = organism
     prompts = sort_prompts(tok)
     stops = [tok.eos_token_id]
-    sampler = VLLMSampler(transport, tokenizer_vocab=len(tok), model_vocab=model.config.vocab_size, sync_every=1)
+    sampler = VLLMSampler(
+        transport, tokenizer_vocab=len(tok), model_vocab=model.config.vocab_size, sync_every=1
+    )
     before = sampler.complete(prompts, max_new_tokens=24, temperature=0.0, stop_ids=stops)
     student = load(ORGANISMS / "sort_teacher")[0].train()
     optimizer = torch.optim.AdamW(student.parameters(), lr=3e-2)
@@ -101,7 +107,9 @@ def test_pushed_weights_change_what_vllm_samples(organism):
 def test_sampling_with_seeds_is_reproducible_and_varied(organism):
     model, tok, transport = organism
     prompts = sort_prompts(tok, n=2) * 2
-    sampler = VLLMSampler(transport, tokenizer_vocab=len(tok), model_vocab=model.config.vocab_size, sync_every=1)
+    sampler = VLLMSampler(
+        transport, tokenizer_vocab=len(tok), model_vocab=model.config.vocab_size, sync_every=1
+    )
     torch.manual_seed(0)
     first = sampler.complete(prompts, max_new_tokens=24, temperature=1.5, stop_ids=[tok.eos_token_id])
     torch.manual_seed(0)
@@ -113,12 +121,19 @@ def test_sampling_with_seeds_is_reproducible_and_varied(organism):
 def test_greedy_vllm_equals_hf_generate_on_the_qwen_vocabulary(qwen152k):
     model, tok = load(qwen152k.student)
     assert model.config.vocab_size > len(tok)  # padded rows: the engine must never pick them
-    texts = ["The capital of France is", "def fibonacci(n):", "1, 2, 3, 4,", "<|im_start|>user\nhi<|im_end|>\n"]
+    texts = [
+        "The capital of France is",
+        "def fibonacci(n):",
+        "1, 2, 3, 4,",
+        "<|im_start|>user\nhi<|im_end|>\n",
+    ]
     prompts = [tok(t)["input_ids"] for t in texts]
     stops = [151643, 151645]
     transport = engine_on(qwen152k.student)
     try:
-        sampler = VLLMSampler(transport, tokenizer_vocab=len(tok), model_vocab=model.config.vocab_size, sync_every=1)
+        sampler = VLLMSampler(
+            transport, tokenizer_vocab=len(tok), model_vocab=model.config.vocab_size, sync_every=1
+        )
         got = sampler.complete(prompts, max_new_tokens=16, temperature=0.0, stop_ids=stops)
     finally:
         transport.close()

@@ -18,7 +18,9 @@ from distill_doctor.train.config import GKDConfig, SKDConfig, TrainConfig
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(vllm_client.unavailable_reason() is not None, reason=str(vllm_client.unavailable_reason())),
+    pytest.mark.skipif(
+        vllm_client.unavailable_reason() is not None, reason=str(vllm_client.unavailable_reason())
+    ),
 ]
 
 ORGANISMS = Path(__file__).resolve().parents[1] / "fixtures" / "organisms" / "models"
@@ -34,10 +36,15 @@ def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("vllm-train")
     tok = PreTrainedTokenizerFast.from_pretrained(str(ORGANISMS / "sort_teacher"))
     build_tiny_llama(tok, hidden_size=64, num_layers=2, num_heads=2, seed=0, out_dir=root / "student")
-    with gzip.open(ORGANISMS / "sort_teacher_train.jsonl.gz", "rt") as fh, open(root / "train.jsonl", "w") as out:
+    with (
+        gzip.open(ORGANISMS / "sort_teacher_train.jsonl.gz", "rt") as fh,
+        open(root / "train.jsonl", "w") as out,
+    ):
         for _, line in zip(range(32), fh):
             row = json.loads(line)
-            out.write(json.dumps({"id": row["id"], "prompt": row["prompt"], "response": row["response"]}) + "\n")
+            out.write(
+                json.dumps({"id": row["id"], "prompt": row["prompt"], "response": row["response"]}) + "\n"
+            )
     return root
 
 
@@ -79,9 +86,12 @@ def spy_on_engines(monkeypatch) -> list:
 
 
 @pytest.mark.parametrize(
-    ("method", "mode", "lora"), [("gkd", "server", False), ("skd", "colocate", False), ("gkd", "colocate", True)]
+    ("method", "mode", "lora"),
+    [("gkd", "server", False), ("skd", "colocate", False), ("gkd", "colocate", True)],
 )
-def test_greedy_training_with_vllm_equals_training_with_hf_generate(toy, tmp_path, monkeypatch, method, mode, lora):
+def test_greedy_training_with_vllm_equals_training_with_hf_generate(
+    toy, tmp_path, monkeypatch, method, mode, lora
+):
     """At temperature 0 the engine, given the student's weights after every step, samples what HF generate
     samples: the two runs see the same completions, so their losses agree step for step. With LoRA the
     adapters are merged into what is pushed (they start at zero: only pushes after step 1 show them)."""
@@ -105,7 +115,9 @@ def test_sync_every_n_steps_is_recorded_as_lag(toy, tmp_path):
     assert [m["engine_weights_lag"] for m in metrics(out)] == [0, 1, 0, 1]
 
 
-def test_a_server_that_dies_stops_training_with_one_line_and_keeps_the_checkpoint(toy, tmp_path, monkeypatch, capsys):
+def test_a_server_that_dies_stops_training_with_one_line_and_keeps_the_checkpoint(
+    toy, tmp_path, monkeypatch, capsys
+):
     from distill_doctor.cli import main
     from distill_doctor.train.vllm_engine import VLLMSampler
 
@@ -121,7 +133,9 @@ def test_a_server_that_dies_stops_training_with_one_line_and_keeps_the_checkpoin
     monkeypatch.setattr(VLLMSampler, "after_step", die_after_step_2)
     out = tmp_path / "dies"
     config = tmp_path / "gkd.yaml"
-    config.write_text(cfg_for(toy, out, "gkd", steps=4, save_every=1, use_vllm=True, vllm_mode="server").to_yaml())
+    config.write_text(
+        cfg_for(toy, out, "gkd", steps=4, save_every=1, use_vllm=True, vllm_mode="server").to_yaml()
+    )
     code = main(["train", "gkd", "--config", str(config), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
@@ -149,7 +163,8 @@ def test_a_server_started_elsewhere_is_filled_with_the_student_and_left_running(
         port = int(server.base_url.rsplit(":", 1)[1])
         run_training("gkd", cfg_for(toy, tmp_path / "hf", "gkd"))
         run_training(
-            "gkd", cfg_for(toy, tmp_path / "vllm", "gkd", use_vllm=True, vllm_mode="server", vllm_server_port=port)
+            "gkd",
+            cfg_for(toy, tmp_path / "vllm", "gkd", use_vllm=True, vllm_mode="server", vllm_server_port=port),
         )
         assert [m["loss"] for m in metrics(tmp_path / "vllm")] == pytest.approx(
             [m["loss"] for m in metrics(tmp_path / "hf")], rel=1e-4

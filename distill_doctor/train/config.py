@@ -143,14 +143,19 @@ class TrainConfig:
         "conversations: null = the tokenizer's chat template (none: refused), a Jinja file replacing it, "
         "or 'plain' for 'role: content' text",
     )
-    train_turns: str = _f("all", f"conversations: which assistant turns carry loss, one of {', '.join(TURNS)}")
+    train_turns: str = _f(
+        "all", f"conversations: which assistant turns carry loss, one of {', '.join(TURNS)}"
+    )
     eval_data: str | None = _f(None, "held-out data (same sources and formats as data) for eval loss and KL")
     eval_split: str | None = _f(None, "held-out split of data (a saved dataset or dataset name), e.g. test")
     eval_steps: int = _f(0, "evaluate every N optimizer steps (0 = never); the best checkpoint goes to best/")
     torch_dtype: str = _f(
-        "float32", f"dtype the student is loaded in, one of {', '.join(DTYPES)} (the teacher follows autocast)"
+        "float32",
+        f"dtype the student is loaded in, one of {', '.join(DTYPES)} (the teacher follows autocast)",
     )
-    attn_implementation: str | None = _f(None, "attention kernel: eager, sdpa, flash_attention_2 (null = default)")
+    attn_implementation: str | None = _f(
+        None, "attention kernel: eager, sdpa, flash_attention_2 (null = default)"
+    )
     revision: str | None = _f(None, "model revision (branch, tag or commit) for hub names")
     trust_remote_code: bool = _f(False, "allow model code from the checkpoint (hub models with custom code)")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory, more compute")
@@ -198,7 +203,9 @@ class TrainConfig:
         None, "logit_kd: directory of a top-k teacher cache to use instead of a live teacher"
     )
     # vLLM as the on-policy sampler of gkd and skd (TRL's names; docs/training.md, "Generation engines").
-    use_vllm: bool = _f(False, "gkd/skd: sample on-policy completions with vLLM (.venv-vllm) instead of HF generate")
+    use_vllm: bool = _f(
+        False, "gkd/skd: sample on-policy completions with vLLM (.venv-vllm) instead of HF generate"
+    )
     vllm_mode: str = _f(
         "colocate", "colocate (a child engine on a pipe) or server (an HTTP engine on vllm_server_host)"
     )
@@ -245,9 +252,21 @@ class TrainConfig:
             f"must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}",
         )
         _check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
-        _check(self.train_turns in TURNS, "train_turns", f"must be one of {', '.join(TURNS)}, got {self.train_turns!r}")
-        _check(self.torch_dtype in DTYPES, "torch_dtype", f"must be one of {', '.join(DTYPES)}, got {self.torch_dtype!r}")
-        _check(self.report_to in TRACKERS, "report_to", f"must be one of {', '.join(TRACKERS)}, got {self.report_to!r}")
+        _check(
+            self.train_turns in TURNS,
+            "train_turns",
+            f"must be one of {', '.join(TURNS)}, got {self.train_turns!r}",
+        )
+        _check(
+            self.torch_dtype in DTYPES,
+            "torch_dtype",
+            f"must be one of {', '.join(DTYPES)}, got {self.torch_dtype!r}",
+        )
+        _check(
+            self.report_to in TRACKERS,
+            "report_to",
+            f"must be one of {', '.join(TRACKERS)}, got {self.report_to!r}",
+        )
         _check(self.eval_steps >= 0, "eval_steps", f"must be >= 0, got {self.eval_steps}")
         _check(
             not (self.eval_data and self.eval_split), "eval_split", "set eval_data or eval_split, not both"
@@ -301,7 +320,9 @@ class TrainConfig:
             f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}",
         )
         port = self.vllm_server_port
-        _check(port is None or 0 < port < 65536, "vllm_server_port", f"must be in 1..65535 or null, got {port}")
+        _check(
+            port is None or 0 < port < 65536, "vllm_server_port", f"must be in 1..65535 or null, got {port}"
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -443,7 +464,9 @@ def rename_aliases(raw: dict, method: str | None = None) -> dict:
     """Replace TRL's names by ours (``learning_rate`` -> ``lr``, ``lmbda`` -> ``gkd.lmbda``, ``bf16: true`` ->
     ``mixed_precision: bf16``); a concept set under two names is an error."""
     method = raw.get("method", method)
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items() if alias_target(k, method) is None}
+    out = {
+        k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items() if alias_target(k, method) is None
+    }
     for key, value in raw.items():
         target = alias_target(key, method)
         if target is None:
@@ -554,7 +577,9 @@ def load_config(
         try:
             raw = _resolve_paths(rename_aliases(loaded, fields.get("method")), path.parent)
         except InputError as err:
-            raise InputError(err.message, path=path, line=_line_of(path, err.field), field=err.field) from None
+            raise InputError(
+                err.message, path=path, line=_line_of(path, err.field), field=err.field
+            ) from None
     source = path if path is not None else "--set"
     try:
         raw = apply_overrides(raw, list(overrides), fields.get("method"))

@@ -85,7 +85,9 @@ def _loop(run: Run, engine: VLLMSampler | None) -> None:
             else nullcontext(None)
         )
         with gather as student:
-            micro_batches = [with_completions(run, b, student, engine) for b in micro_batches]  # before counting
+            micro_batches = [
+                with_completions(run, b, student, engine) for b in micro_batches
+            ]  # before counting
         num_tokens = run.count_loss_tokens(micro_batches)
         for batch in run.accumulate(micro_batches):
             parts = dense_kd_loss(

@@ -46,7 +46,9 @@ def speculative_batch(run: Run, batch: dict, student, engine: VLLMSampler | None
     if engine is not None:
 
         def propose(sequences: list[list[int]], budget: int) -> list[list[int]]:
-            return engine.complete(sequences, max_new_tokens=budget, temperature=s.temperature, stop_ids=run.stop_ids)
+            return engine.complete(
+                sequences, max_new_tokens=budget, temperature=s.temperature, stop_ids=run.stop_ids
+            )
 
         out = speculative_by_rounds(propose, run.teacher, prompts, **options)
     else:
@@ -81,7 +83,9 @@ def _loop(run: Run, engine: VLLMSampler | None) -> None:
     for micro_batches in run:
         gather = full_student(run.accelerator, run.student) if engine is None else nullcontext(None)
         with gather as student:  # one gather per step under FSDP2
-            micro_batches = [speculative_batch(run, b, student, engine) for b in micro_batches]  # before counting
+            micro_batches = [
+                speculative_batch(run, b, student, engine) for b in micro_batches
+            ]  # before counting
         num_tokens = run.count_loss_tokens(micro_batches)
         for batch in run.accumulate(micro_batches):
             parts = dense_kd_loss(

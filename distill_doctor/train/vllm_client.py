@@ -25,7 +25,9 @@ from typing import IO, Any, Protocol
 
 SERVER_SCRIPT = Path(__file__).with_name("vllm_server.py")
 VENV_NAME = ".venv-vllm"
-UNAVAILABLE_MARK = ".distill-doctor-unavailable"  # written by scripts/setup_vllm.sh when pip could not get vLLM
+UNAVAILABLE_MARK = (
+    ".distill-doctor-unavailable"  # written by scripts/setup_vllm.sh when pip could not get vLLM
+)
 OK_MARK = ".distill-doctor-ok"  # written by scripts/setup_vllm.sh once vLLM imports in .venv-vllm
 
 
@@ -42,7 +44,9 @@ class CompletionRequest:
     temperature: float
     stop_token_ids: list[int]
     seeds: list[int] | None = None  # one per prompt; None = greedy needs none
-    allowed_vocab: int | None = None  # sample only ids < this (the tokenizer's size) when the model has more rows
+    allowed_vocab: int | None = (
+        None  # sample only ids < this (the tokenizer's size) when the model has more rows
+    )
 
     def to_json(self) -> dict[str, Any]:
         """The OpenAI completions body (token ids in), plus vLLM's sampling extras.
@@ -116,7 +120,9 @@ class HttpTransport:
             raise EngineError(error_message(err.code, err.read())) from None
         except (urllib.error.URLError, OSError, ValueError) as err:
             reason = getattr(err, "reason", err)
-            raise EngineError(f"the vLLM server at {self.base_url} is not answering ({reason}){_exit_note(self.process)}") from None
+            raise EngineError(
+                f"the vLLM server at {self.base_url} is not answering ({reason}){_exit_note(self.process)}"
+            ) from None
 
     def close(self) -> None:
         if self.process is not None:
@@ -140,7 +146,9 @@ class PipeTransport:
         """The next reply line (one request is in flight at a time, so nothing sits in the read buffer)."""
         wait = self.timeout if timeout is None else timeout
         if not select.select([self.stdout], [], [], wait)[0]:
-            raise EngineError(f"the vLLM engine process did not answer within {wait:g} s{_exit_note(self.process)}")
+            raise EngineError(
+                f"the vLLM engine process did not answer within {wait:g} s{_exit_note(self.process)}"
+            )
         line = self.stdout.readline()
         if not line:
             raise EngineError(f"the vLLM engine process stopped answering{_exit_note(self.process)}")
@@ -205,7 +213,7 @@ def unavailable_reason() -> str | None:
     ``.distill-doctor-ok`` mark); ``$DISTILL_DOCTOR_VLLM_PYTHON`` counts when that file exists."""
     venv = repo_root() / VENV_NAME
     override = os.environ.get("DISTILL_DOCTOR_VLLM_PYTHON")
-    if (Path(override).exists() if override else (venv / OK_MARK).exists() and engine_python().exists()):
+    if Path(override).exists() if override else (venv / OK_MARK).exists() and engine_python().exists():
         return None
     mark = venv / UNAVAILABLE_MARK
     why = mark.read_text().strip() if mark.exists() else "not set up"
@@ -241,7 +249,9 @@ class EngineSpec:
 
 
 def _environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the other venv's packages must not leak in
+    env = {
+        k: v for k, v in os.environ.items() if k != "PYTHONPATH"
+    }  # the other venv's packages must not leak in
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -268,7 +278,9 @@ def start_colocated(spec: EngineSpec, log: IO | None = None) -> PipeTransport:
     process = _popen([*spec.arguments(), "--stdio"], log=log, stdio=True)
     transport = PipeTransport(process)
     try:
-        transport.read(timeout=spec.start_timeout)  # the "ready" line, after the model loaded; EOF if it failed
+        transport.read(
+            timeout=spec.start_timeout
+        )  # the "ready" line, after the model loaded; EOF if it failed
     except EngineError:
         process.kill()
         process.wait()
@@ -276,7 +288,9 @@ def start_colocated(spec: EngineSpec, log: IO | None = None) -> PipeTransport:
     return transport
 
 
-def start_server(spec: EngineSpec, host: str = "127.0.0.1", port: int | None = None, log: IO | None = None) -> HttpTransport:
+def start_server(
+    spec: EngineSpec, host: str = "127.0.0.1", port: int | None = None, log: IO | None = None
+) -> HttpTransport:
     """A child HTTP server on ``host`` (a free port unless given); returns once ``/health`` answers."""
     port = port or free_port(host)
     args = [*spec.arguments(), "--host", host, "--port", str(port), "--parent-pid", str(os.getpid())]

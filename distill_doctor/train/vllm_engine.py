@@ -84,13 +84,17 @@ class PushStats:
     pushes: int = 0
     seconds: float = 0.0
     weights_step: int = 0  # the optimizer step whose weights the engine holds
-    last_seconds: float = 0.0  # the latest after_step's push (0 when it pushed nothing), logged with the next step
+    last_seconds: float = (
+        0.0  # the latest after_step's push (0 when it pushed nothing), logged with the next step
+    )
 
 
 class VLLMSampler:
     """The engine as a sampler: ``complete`` for gkd, ``propose`` rounds for skd, ``push`` after steps."""
 
-    def __init__(self, transport: Transport, *, tokenizer_vocab: int, model_vocab: int, sync_every: int) -> None:
+    def __init__(
+        self, transport: Transport, *, tokenizer_vocab: int, model_vocab: int, sync_every: int
+    ) -> None:
         self.transport = transport
         self.allowed_vocab = tokenizer_vocab if model_vocab > tokenizer_vocab else None
         self.sync_every = sync_every
@@ -122,13 +126,17 @@ class VLLMSampler:
         with merged_adapters(model) as plain:
             weights = engine_state_dict(plain)
             nbytes = sum(t.numel() * t.element_size() for t in weights.values())
-            fd, path = tempfile.mkstemp(prefix="distill-doctor-weights-", suffix=".safetensors", dir=_scratch_dir(nbytes))
+            fd, path = tempfile.mkstemp(
+                prefix="distill-doctor-weights-", suffix=".safetensors", dir=_scratch_dir(nbytes)
+            )
             os.close(fd)
             try:
                 save_file(weights, path)
             except OSError as err:  # a full disk: an environment error like the engine's own
                 Path(path).unlink(missing_ok=True)
-                raise EngineError(f"cannot write the weights for the engine to {path}: {err.strerror or err}") from None
+                raise EngineError(
+                    f"cannot write the weights for the engine to {path}: {err.strerror or err}"
+                ) from None
         try:
             reply = self.transport.call("/update_weights", {"path": path, "version": step})
         finally:

@@ -67,7 +67,9 @@ class Engine:
         if len(seeds) != len(prompts):
             raise ValueError(f"seed: {len(seeds)} seeds for {len(prompts)} prompts")
         params = [self._params(body, seed) for seed in seeds]
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False
+        )
         choices = []
         for i, out in enumerate(outputs):
             c = out.outputs[0]
@@ -114,7 +116,9 @@ class Engine:
         def load(worker) -> None:
             # vLLM's in-place reload: checkpoint-format tensors through the model's load_weights, then the
             # same post-processing as at start-up (the CPU backend repacks linear weights into its kernels).
-            worker.model_runner.reload_weights(weights_iterator=iter(weights.items()), is_checkpoint_format=True)
+            worker.model_runner.reload_weights(
+                weights_iterator=iter(weights.items()), is_checkpoint_format=True
+            )
 
         self.llm.collective_rpc(load)
         self.llm.reset_prefix_cache()
@@ -153,7 +157,9 @@ def _http(engine: Engine, host: str, port: int) -> None:
             except ValueError as err:
                 self._reply(400, {"error": {"message": str(err), "type": "invalid_request_error"}})
             except Exception as err:  # the engine failed: say what, keep serving
-                self._reply(500, {"error": {"message": f"{type(err).__name__}: {err}", "type": "engine_error"}})
+                self._reply(
+                    500, {"error": {"message": f"{type(err).__name__}: {err}", "type": "engine_error"}}
+                )
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: one line per request is noise
             pass
@@ -209,8 +215,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.3)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = a free port (printed on stderr)")
-    parser.add_argument("--stdio", action="store_true", help="answer JSON lines on stdin/stdout instead of HTTP")
-    parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process (the trainer) is gone")
+    parser.add_argument(
+        "--stdio", action="store_true", help="answer JSON lines on stdin/stdout instead of HTTP"
+    )
+    parser.add_argument(
+        "--parent-pid", type=int, default=0, help="exit when this process (the trainer) is gone"
+    )
     args = parser.parse_args(argv)
     if args.parent_pid:
         _exit_with_parent(args.parent_pid)
