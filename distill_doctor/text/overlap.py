@@ -193,6 +193,40 @@ def _low32(value: int) -> int:
     return (value ^ (value >> 32)) & 0xFFFFFFFF
 
 
+def _rarest_per_item(table: tuple[np.ndarray, np.ndarray, np.ndarray], quota: np.ndarray) -> np.ndarray:
+    """Hashes of the ``quota[item]`` lowest-weight entries of each item; ``table``: (item, hash, weight)."""
+    item, h, weight = table
+    order = np.lexsort((np.arange(len(item)), weight, item))
+    item, h = item[order], h[order]
+    first = np.searchsorted(item, item)  # where each item's run begins
+    rank = np.arange(len(item)) - first
+    return h[rank < quota[item]]
+
+
+def _range_argmin(weight: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """For each ``i``, the index of the smallest ``weight[lo[i]:hi[i]]`` (``hi > lo``; the leftmost of
+    equal ones within each half): a sparse table of argmins over power-of-two ranges."""
+    table = [np.arange(len(weight))]
+    width = 1
+    longest = int((hi - lo).max()) if len(lo) else 0
+    while 2 * width <= longest:
+        prev = table[-1]
+        left, right = prev[: len(prev) - width], prev[width:]
+        table.append(np.where(weight[right] < weight[left], right, left))
+        width *= 2
+    length = hi - lo
+    level = np.zeros(len(lo), dtype=np.int64)
+    for k in range(1, len(table)):
+        level += length >= (1 << k)
+    out = np.empty(len(lo), dtype=np.int64)
+    for k in np.unique(level).tolist():
+        sel = np.flatnonzero(level == k)
+        t = table[k]
+        left, right = t[lo[sel]], t[hi[sel] - (1 << k)]
+        out[sel] = np.where(weight[right] < weight[left], right, left)
+    return out
+
+
 @dataclass(frozen=True)
 class Hit:
     """One training row matching one eval item.
@@ -214,10 +248,13 @@ class Hit:
 
 @dataclass
 class _Batch:
-    ids: list[int] = field(default_factory=list)
-    starts: list[int] = field(default_factory=list)  # row start offsets into ids
-    prompt_ends: list[int] = field(default_factory=list)
-    ends: list[int] = field(default_factory=list)
+    """Token ids of a batch of rows. Offsets are lists while built row by row, int64 arrays on the
+    joined-batch path (both index the same way)."""
+
+    ids: list[int] | np.ndarray = field(default_factory=list)
+    starts: list[int] | np.ndarray = field(default_factory=list)  # row start offsets into ids
+    prompt_ends: list[int] | np.ndarray = field(default_factory=list)
+    ends: list[int] | np.ndarray = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
 
 
@@ -297,6 +334,7 @@ class OverlapIndex:
         self._build_whole(words)
         self._build_near()
         self._build_edited(words)
+        self._build_prefilter(flat)
 
     # ---- build ---------------------------------------------------------------------------------
     def _eval_windows(self, length: int) -> _Windows:
@@ -324,6 +362,7 @@ class OverlapIndex:
         covered = np.cumsum(marks)[:-1] > 0
         self.content = np.split(~covered, self._offsets[1:-1]) if len(self.eval_ids) else []
         keep = ~is_tmpl
+        self._ngram_starts = w.start[keep]  # global token starts of the non-template n-grams (prefilter)
         self.postings: dict[int, list[tuple[int, int]]] = defaultdict(list)
         for hv, e, p in zip(w.hash[keep].tolist(), w.item[keep].tolist(), w.local[keep].tolist()):
             self.postings[hv].append((e, p))
@@ -346,10 +385,12 @@ class OverlapIndex:
         """Whole-text keys: each item's ids with trailing . ? ! dropped (at least ``MIN_WHOLE_WORDS``)."""
         self._sentence_ids = np.asarray([self.vocab[w] for w in _SENTENCE_END if w in self.vocab], dtype=np.int64)
         self.whole: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        self._whole_spans: list[tuple[int, int]] = []  # (item, key length in tokens), for the prefilter
         for e, ws in enumerate(words):
             n = len(whole_key(ws).split())
             if n >= MIN_WHOLE_WORDS:  # "Solve." or "Continue." alone proves nothing
                 self.whole[self.eval_tokens[e][:n]].append(e)
+                self._whole_spans.append((e, n))
         self.whole = dict(self.whole)
         self._whole_lengths = np.unique(np.asarray([len(k) for k in self.whole], dtype=np.int64))
         self._whole_hashes = np.unique(
@@ -398,8 +439,8 @@ class OverlapIndex:
         item = np.concatenate(its) if its else np.zeros(0, np.int64)
         local = np.concatenate(pos) if pos else np.zeros(0, np.int64)
         uniq, counts = items_per_hash(h, item)
-        keep = ~member(h, uniq[counts >= self.template_min_items])
-        h, item, local = h[keep], item[keep], local[keep]
+        kept = ~member(h, uniq[counts >= self.template_min_items])
+        h, item, local = h[kept], item[kept], local[kept]
         order = np.lexsort((local, item, h))
         self._anchor_hash, self._anchor_item, self._anchor_pos = h[order], item[order], local[order]
         self._anchor_keys, self._anchor_first = np.unique(self._anchor_hash, return_index=True)
@@ -494,6 +535,7 @@ class OverlapIndex:
         covered = np.cumsum(marks)[:-1] > 0
         self._shingle_content = np.split(~covered, self._offsets[1:-1]) if len(self.eval_ids) else []
         keep = ~is_tmpl
+        self._shingle_starts = w.start[keep]  # global token starts of the non-template shingles (prefilter)
         self._shingle_hashes = np.unique(w.hash[keep])
         self._shingle_bitmap = bitmap(self._shingle_hashes)
         self.eval_shingles: list[set[int]] = [set() for _ in self.eval_ids]
@@ -508,6 +550,116 @@ class OverlapIndex:
 
     def _minhash(self, sets: list[set[int]]) -> list[MinHash]:
         return minhash.sketches(sets, num_perm=self.num_perm, hashfunc=_low32)
+
+    # ---- prefilter -----------------------------------------------------------------------------
+    def _build_prefilter(self, flat: np.ndarray) -> None:
+        """Anchor windows that every row with a hit must hold: the prefilter of :meth:`_candidates`.
+
+        Soundness (up to 64-bit hash collisions, as everywhere in this module). Apart from ``exact``
+        hits, which :meth:`_scan_batch` looks for in every row, a hit needs the row to hold:
+
+        - ``ngram``: a non-template n-gram of an item (hits are confirmed against the non-template
+          postings). Anchor: the rarest ``shingle``-token window inside each such n-gram (a
+          non-template one where there is one). The row holds every window of the n-gram, so this one.
+        - ``contained``: a whole short item (confirmed by tuple comparison). Anchor: its rarest window.
+        - ``near``: exact Jaccard ``J(A, B) >= t`` (``minhash_threshold``) of the prompt's shingle set
+          ``A`` and the item's ``B``, so ``|A & B| >= t |A | B| >= t |B|`` and at most ``(1 - t) |B|``
+          shingles of ``B`` are missing from ``A``. Anchors: the ``floor((1 - t) |B|) + 1`` rarest
+          shingles of ``B``; one of them is in ``A``, that is, a window of the row.
+        - ``edited``: at least ``edit_needed[e]`` of the item's ``P_e`` non-template edit-anchor
+          positions matched by ``EDIT_ANCHOR``-word windows of the row's word stream (tokens less
+          ``FREE_PUNCTUATION``). Anchors: the rarest ``P_e - edit_needed[e] + 1`` positions' blocks;
+          at most ``P_e - edit_needed[e]`` positions go unmatched, so one of them is matched.
+
+        :meth:`_candidates` keeps every row that holds a token window in ``_pre_tok`` or a word
+        window in ``_pre_word``: no row with a hit is dropped. The kept rows are scanned exactly as
+        before (each row on its own; token positions mapped back where they salt hashes), so the hits
+        equal the unfiltered scan's (property test in ``tests/test_overlap.py``). Rarity (the sum of
+        the log eval-set counts of the window's tokens) only decides how many rows are rejected.
+        The prefilter is off when some n-gram or short item is shorter than a shingle.
+        """
+        k = self.shingle
+        short_lengths = [len(t) for t in self.short_items]
+        self._prefilter_on = self.ngram >= k and all(n >= k for n in short_lengths)
+        self._pre_tok = np.zeros(0, dtype=np.uint64)
+        self._pre_word = np.zeros(0, dtype=np.uint64)
+        if not self._prefilter_on:
+            return
+        count = np.bincount(flat, minlength=len(self.vocab) + 1).astype(np.float64)
+        log_count = np.concatenate(([0.0], np.cumsum(np.log(np.maximum(count[flat], 1.0)))))
+        w = self._eval_windows(k)
+        weight = np.full(len(flat), np.inf)
+        weight[w.start] = log_count[w.start + k] - log_count[w.start]
+        tmpl = member(w.hash, self._template_shingles)
+        content = weight.copy()  # non-template windows only
+        content[w.start[tmpl]] = np.inf
+        hash_at = np.zeros(len(flat), dtype=np.uint64)
+        hash_at[w.start] = w.hash
+        ng = self._ngram_starts
+        short = np.asarray([e for es in self.short_items.values() for e in es], dtype=np.int64)
+        lo = np.concatenate((ng, self._offsets[short]))
+        hi = np.concatenate((ng + self.ngram, self._offsets[short + 1])) - k + 1  # window starts [lo, hi)
+        j = _range_argmin(content, lo, hi) if len(lo) else np.zeros(0, dtype=np.int64)
+        fallback = np.isinf(content[j])  # every window inside is template: take the rarest of those
+        j[fallback] = _range_argmin(weight, lo[fallback], hi[fallback])
+        near = _rarest_per_item(self._shingle_hashes_at(w, tmpl, weight), self._near_quota())
+        self._pre_tok = np.unique(np.concatenate((hash_at[j], near)))
+        self._pre_tok_bitmap = bitmap(self._pre_tok)
+        self._pre_word = np.unique(self._edit_anchor_quota(flat, count))
+        self._pre_word_bitmap = bitmap(self._pre_word)
+
+    @staticmethod
+    def _shingle_hashes_at(w: _Windows, tmpl: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Non-template shingles, each item's distinct ones: (item, hash, weight of its first copy)."""
+        keep = ~tmpl
+        item, h, start = w.item[keep], w.hash[keep], w.start[keep]
+        order = np.lexsort((start, h, item))
+        item, h, start = item[order], h[order], start[order]
+        first = np.ones(len(h), dtype=bool)
+        first[1:] = (h[1:] != h[:-1]) | (item[1:] != item[:-1])
+        return item[first], h[first], weight[start[first]]
+
+    def _near_quota(self) -> np.ndarray:
+        """Per item, ``floor((1 - t) |B|) + 1`` (capped at ``|B|``): see :meth:`_build_prefilter`."""
+        size = np.asarray([len(b) for b in self.eval_shingles], dtype=np.int64)
+        quota = np.floor((1.0 - self.minhash_threshold) * size + 1e-9).astype(np.int64) + 1
+        return np.minimum(quota, size)
+
+    def _edit_anchor_quota(self, flat: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """Hashes of each item's ``P_e - edit_needed[e] + 1`` rarest edit-anchor blocks."""
+        if not len(self._anchor_hash):
+            return np.zeros(0, dtype=np.uint64)
+        wflat = flat[~self._is_free[flat]]
+        log_count = np.concatenate(([0.0], np.cumsum(np.log(np.maximum(count[wflat], 1.0)))))
+        word_off = np.concatenate(([0], np.cumsum([len(t) for t in self.edit_words])))
+        g = word_off[self._anchor_item] + self._anchor_pos
+        weight = log_count[g + EDIT_ANCHOR] - log_count[g]
+        positions = np.bincount(self._anchor_item, minlength=len(self.eval_ids))
+        quota = np.maximum(positions - np.minimum(self.edit_needed, positions + 1) + 1, 0)
+        return _rarest_per_item((self._anchor_item, self._anchor_hash, weight), quota)
+
+    def _candidates(self, b: _Batch, ids: np.ndarray, s: np.ndarray) -> tuple[_Batch, np.ndarray | None]:
+        """The batch cut to the rows that hold an anchor window (:meth:`_build_prefilter`) and each
+        kept token's position in the full batch (None when every row is kept). ``s``: prefix hashes."""
+        starts = np.asarray(b.starts, dtype=np.int64)
+        at = np.flatnonzero(member(self.hasher.windows(s, self.shingle), self._pre_tok, self._pre_tok_bitmap))
+        if len(self._pre_word):
+            is_word = ~self._is_free[ids]
+            words = self.hasher.windows(self.hasher.prefix(ids[is_word]), EDIT_ANCHOR)
+            hit = member(words, self._pre_word, self._pre_word_bitmap)
+            at = np.concatenate((at, np.flatnonzero(is_word)[np.flatnonzero(hit)]))
+        rows = np.unique(np.searchsorted(starts, at, side="right") - 1)  # a window across rows: a spare row
+        if len(rows) == len(b.rows):
+            return b, None
+        ends, pends = np.asarray(b.ends, dtype=np.int64), np.asarray(b.prompt_ends, dtype=np.int64)
+        length = ends[rows] - starts[rows]
+        new_starts = np.cumsum(length) - length
+        origin = np.repeat(starts[rows] - new_starts, length) + np.arange(int(length.sum()), dtype=np.int64)
+        kept = _Batch(
+            ids=ids[origin], starts=new_starts, prompt_ends=new_starts + pends[rows] - starts[rows],
+            ends=new_starts + length, rows=[b.rows[r] for r in rows.tolist()],
+        )  # fmt: skip
+        return kept, origin
 
     # ---- scan ----------------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -602,17 +754,24 @@ class OverlapIndex:
         parts = [_ROW] * (4 * len(rows) - 1)  # prompt, mark, response, mark, prompt, ...
         parts[0::4], parts[1::4], parts[2::4] = prompts, [_RESPONSE] * len(rows), responses
         joined = "\n".join(parts).lower()
-        n_marks = joined.count(_ROW) + joined.count(_RESPONSE)
         ids = self._word_ids.ids(joined.split())
         marks = np.flatnonzero(ids < 0)
-        if n_marks != 2 * len(rows) - 1 or len(marks) != n_marks:
+        # Our 2n - 1 marks are words of their own; a sentinel character in a text gives a negative id
+        # only as a token of its own (inside a longer token it is part of an out-of-vocabulary word,
+        # as on the reference path), so more marks than ours mean such a text: tokenise row by row.
+        if len(marks) != 2 * len(rows) - 1:
+            starts: list[int] = []
+            pends: list[int] = []
+            ends: list[int] = []
+            flat: list[int] = []
             for p, r in zip(prompts, responses):
-                b.starts.append(len(b.ids))
-                b.ids.extend(map(vocab_get, tokens(p, punct), repeat(0)))
-                b.prompt_ends.append(len(b.ids))
+                starts.append(len(flat))
+                flat.extend(map(vocab_get, tokens(p, punct), repeat(0)))
+                pends.append(len(flat))
                 if r:
-                    b.ids.extend(map(vocab_get, tokens(r, punct), repeat(0)))
-                b.ends.append(len(b.ids))
+                    flat.extend(map(vocab_get, tokens(r, punct), repeat(0)))
+                ends.append(len(flat))
+            b.ids, b.starts, b.prompt_ends, b.ends = flat, starts, pends, ends
             return b
         bounds = np.concatenate(([-1], marks, [len(ids)]))
         k = np.arange(len(rows))
@@ -629,19 +788,32 @@ class OverlapIndex:
             s = self.hasher.prefix(ids)
             oov = np.concatenate(([0], np.cumsum(ids == 0)))
             starts = np.asarray(b.starts, dtype=np.int64)
-            lengths = np.diff(np.append(starts, len(ids)))
-            row_of = np.repeat(np.arange(len(b.rows)), lengths)
-            ends = np.asarray(b.ends, dtype=np.int64)[row_of]
-            pends = np.asarray(b.prompt_ends, dtype=np.int64)[row_of]
             hits.extend(self._whole_hits(ids, s, oov, starts, np.asarray(b.prompt_ends, dtype=np.int64), b))
-            hits.extend(self._ngram_hits(ids, s, oov, ends, row_of, b))
-            hits.extend(self._contained_hits(ids, s, oov, ends, row_of, b))
-            hits.extend(self._near_hits(ids, s, oov, pends, row_of, b))
-            # An edited copy only where no other rule already made the pair dirty (no double count).
-            found = {(h.row, h.eval_id) for h in hits if h.dirty}
-            hits.extend(h for h in self._edited_hits(ids, row_of, b) if (h.row, h.eval_id) not in found)
+            origin = None  # each token's position in the full batch, where the prefilter dropped rows
+            if self._prefilter_on:
+                b, origin = self._candidates(b, ids, s)
+                if origin is not None:
+                    ids = np.asarray(b.ids, dtype=np.int64)
+                    s, oov = self.hasher.prefix(ids), np.concatenate(([0], np.cumsum(ids == 0)))
+            if len(ids):
+                hits.extend(self._row_hits(ids, s, oov, b, origin, hits))
         hits.sort(key=lambda h: h.row)
         yield from hits
+
+    def _row_hits(self, ids, s, oov, b: _Batch, origin: np.ndarray | None, found_so_far: list[Hit]) -> list[Hit]:
+        """``ngram``, ``contained``, ``near`` and ``edited`` hits of the batch's rows (``exact`` ones given)."""
+        starts = np.asarray(b.starts, dtype=np.int64)
+        lengths = np.diff(np.append(starts, len(ids)))
+        row_of = np.repeat(np.arange(len(b.rows)), lengths)
+        ends = np.asarray(b.ends, dtype=np.int64)[row_of]
+        pends = np.asarray(b.prompt_ends, dtype=np.int64)[row_of]
+        hits = self._ngram_hits(ids, s, oov, ends, row_of, b)
+        hits.extend(self._contained_hits(ids, s, oov, ends, row_of, b))
+        hits.extend(self._near_hits(ids, s, oov, pends, row_of, b, origin))
+        # An edited copy only where no other rule already made the pair dirty (no double count).
+        found = {(h.row, h.eval_id) for h in chain(found_so_far, hits) if h.dirty}
+        hits.extend(h for h in self._edited_hits(ids, row_of, b) if (h.row, h.eval_id) not in found)
+        return hits
 
     def _whole_hits(self, ids, s, oov, starts, pends, b: _Batch) -> list[Hit]:
         """Rows whose prompt, trailing . ? ! dropped, equals an item's (``exact``)."""
@@ -732,7 +904,7 @@ class OverlapIndex:
                         out.append(Hit(self.eval_ids[e], "contained", 1.0, b.rows[r], True))
         return out
 
-    def _near_hits(self, ids, s, oov, pends, row_of, b: _Batch) -> list[Hit]:
+    def _near_hits(self, ids, s, oov, pends, row_of, b: _Batch, origin: np.ndarray | None = None) -> list[Hit]:
         k = self.shingle
         h = self.hasher.windows(s, k)
         if not len(h) or not len(self._shingle_hashes):
@@ -756,9 +928,10 @@ class OverlapIndex:
             return []
         sel = np.isin(rows, cand)
         # A shingle with an out-of-vocabulary word matches nothing; salt it (by its position in the
-        # batch) so that distinct ones stay distinct.
+        # full batch, whatever the prefilter kept) so that distinct ones stay distinct.
+        place = at[sel] if origin is None else origin[at[sel]]
         with np.errstate(over="ignore"):
-            salted = np.where(in_vocab[sel], h[sel], h[sel] ^ (at[sel].astype(np.uint64) * _OOV_SALT))
+            salted = np.where(in_vocab[sel], h[sel], h[sel] ^ (place.astype(np.uint64) * _OOV_SALT))
         sets: dict[int, set[int]] = {int(r): set() for r in cand.tolist()}
         for r, hv in zip(rows[sel].tolist(), salted.tolist()):
             sets[r].add(hv)
