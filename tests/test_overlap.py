@@ -330,6 +330,6 @@ def test_prefilter_rejects_rows_without_anchors_and_keeps_copies():
     rows = [(sentence(rng, 20), sentence(rng, 30)) for _ in range(200)] + [(items["q4"], "")]
     b = index._tokenize([p for p, _ in rows], [r for _, r in rows], list(range(len(rows))))
     ids = np.asarray(b.ids, dtype=np.int64)
-    kept, origin = index._candidates(b, ids, index.hasher.prefix(ids))
+    kept, origin = index._candidates(b, ids)
     assert origin is not None and 0 < len(kept.rows) < len(rows) and len(rows) - 1 in kept.rows
     assert list(index.scan(rows)) == list(plain.scan(rows)) != []

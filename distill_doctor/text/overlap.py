@@ -193,14 +193,13 @@ def _low32(value: int) -> int:
     return (value ^ (value >> 32)) & 0xFFFFFFFF
 
 
-def _rarest_per_item(table: tuple[np.ndarray, np.ndarray, np.ndarray], quota: np.ndarray) -> np.ndarray:
-    """Hashes of the ``quota[item]`` lowest-weight entries of each item; ``table``: (item, hash, weight)."""
-    item, h, weight = table
-    order = np.lexsort((np.arange(len(item)), weight, item))
-    item, h = item[order], h[order]
-    first = np.searchsorted(item, item)  # where each item's run begins
-    rank = np.arange(len(item)) - first
-    return h[rank < quota[item]]
+def _first_per_item(item: np.ndarray, keys: tuple[np.ndarray, ...], quota: np.ndarray) -> np.ndarray:
+    """Indices of each item's first ``quota[item]`` entries ordered by ``keys`` (the last key first,
+    as ``np.lexsort``; then by index)."""
+    order = np.lexsort((np.arange(len(item)), *keys, item))
+    run = item[order]
+    rank = np.arange(len(run)) - np.searchsorted(run, run)  # place within the item's run
+    return order[rank < quota[run]]
 
 
 def _range_argmin(weight: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -535,7 +534,6 @@ class OverlapIndex:
         covered = np.cumsum(marks)[:-1] > 0
         self._shingle_content = np.split(~covered, self._offsets[1:-1]) if len(self.eval_ids) else []
         keep = ~is_tmpl
-        self._shingle_starts = w.start[keep]  # global token starts of the non-template shingles (prefilter)
         self._shingle_hashes = np.unique(w.hash[keep])
         self._shingle_bitmap = bitmap(self._shingle_hashes)
         self.eval_shingles: list[set[int]] = [set() for _ in self.eval_ids]
@@ -553,102 +551,140 @@ class OverlapIndex:
 
     # ---- prefilter -----------------------------------------------------------------------------
     def _build_prefilter(self, flat: np.ndarray) -> None:
-        """Anchor windows that every row with a hit must hold: the prefilter of :meth:`_candidates`.
+        """Anchor word runs that every row with a hit must hold: the prefilter of :meth:`_candidates`.
 
-        Soundness (up to 64-bit hash collisions, as everywhere in this module). Apart from ``exact``
-        hits, which :meth:`_scan_batch` looks for in every row, a hit needs the row to hold:
+        Soundness (up to 64-bit hash collisions, as everywhere in this module). A hit needs the row
+        to hold, as consecutive tokens, one of these *witness spans* of an eval item:
 
-        - ``ngram``: a non-template n-gram of an item (hits are confirmed against the non-template
-          postings). Anchor: the rarest ``shingle``-token window inside each such n-gram (a
-          non-template one where there is one). The row holds every window of the n-gram, so this one.
-        - ``contained``: a whole short item (confirmed by tuple comparison). Anchor: its rarest window.
-        - ``near``: exact Jaccard ``J(A, B) >= t`` (``minhash_threshold``) of the prompt's shingle set
-          ``A`` and the item's ``B``, so ``|A & B| >= t |A | B| >= t |B|`` and at most ``(1 - t) |B|``
-          shingles of ``B`` are missing from ``A``. Anchors: the ``floor((1 - t) |B|) + 1`` rarest
-          shingles of ``B``; one of them is in ``A``, that is, a window of the row.
+        - ``exact``: the item's whole key (the prompt equals it);
+        - ``ngram``: a non-template n-gram (hits are confirmed against the non-template postings);
+        - ``contained``: the whole short item (confirmed by tuple comparison);
+        - ``near``: exact Jaccard ``J(A, B) >= t`` (``minhash_threshold``) of the prompt's shingle
+          set ``A`` and the item's ``B``, so ``|A & B| >= t |A | B| >= t |B|``: at most
+          ``(1 - t) |B|`` shingles of ``B`` are missing from ``A``. Any ``floor((1 - t) |B|) + 1``
+          distinct shingles of ``B`` therefore include one that the row holds;
         - ``edited``: at least ``edit_needed[e]`` of the item's ``P_e`` non-template edit-anchor
-          positions matched by ``EDIT_ANCHOR``-word windows of the row's word stream (tokens less
-          ``FREE_PUNCTUATION``). Anchors: the rarest ``P_e - edit_needed[e] + 1`` positions' blocks;
-          at most ``P_e - edit_needed[e]`` positions go unmatched, so one of them is matched.
+          positions are matched by ``EDIT_ANCHOR``-word windows of the row's word stream, so any
+          ``P_e - edit_needed[e] + 1`` of the positions include a matched one.
 
-        :meth:`_candidates` keeps every row that holds a token window in ``_pre_tok`` or a word
-        window in ``_pre_word``: no row with a hit is dropped. The kept rows are scanned exactly as
-        before (each row on its own; token positions mapped back where they salt hashes), so the hits
-        equal the unfiltered scan's (property test in ``tests/test_overlap.py``). Rarity (the sum of
-        the log eval-set counts of the window's tokens) only decides how many rows are rejected.
-        The prefilter is off when some n-gram or short item is shorter than a shingle.
+        The *word stream* is the tokens less prose punctuation (``FREE_PUNCTUATION``; in ``delete``
+        mode every token). A row holding a span's tokens consecutively holds the span's words
+        consecutively in its own word stream (the same tokens, the same ones removed); an edit
+        block is such a run by definition. Each span, or each chosen shingle or block, contributes
+        one anchor: its rarest ``EDIT_ANCHOR``-word window, or its whole word run when shorter.
+        :meth:`_candidates` keeps every row whose word stream holds an anchor, so no row with a hit
+        is dropped, and the kept rows are scanned exactly as before (each row on its own; token
+        positions mapped back where they salt hashes): the hits are the unfiltered scan's
+        (property test in ``tests/test_overlap.py``). Rarity (the sum of the log eval-set counts of
+        a run's words; the shingles and blocks taken are the rarest, and for shingles those of a
+        full ``EDIT_ANCHOR`` words first) only decides how many rows are rejected. A span without
+        any word (prose punctuation only) turns the prefilter off.
         """
-        k = self.shingle
-        short_lengths = [len(t) for t in self.short_items]
-        self._prefilter_on = self.ngram >= k and all(n >= k for n in short_lengths)
-        self._pre_tok = np.zeros(0, dtype=np.uint64)
-        self._pre_word = np.zeros(0, dtype=np.uint64)
-        if not self._prefilter_on:
-            return
-        count = np.bincount(flat, minlength=len(self.vocab) + 1).astype(np.float64)
-        log_count = np.concatenate(([0.0], np.cumsum(np.log(np.maximum(count[flat], 1.0)))))
-        w = self._eval_windows(k)
-        weight = np.full(len(flat), np.inf)
-        weight[w.start] = log_count[w.start + k] - log_count[w.start]
-        tmpl = member(w.hash, self._template_shingles)
-        content = weight.copy()  # non-template windows only
-        content[w.start[tmpl]] = np.inf
-        hash_at = np.zeros(len(flat), dtype=np.uint64)
-        hash_at[w.start] = w.hash
-        ng = self._ngram_starts
-        short = np.asarray([e for es in self.short_items.values() for e in es], dtype=np.int64)
-        lo = np.concatenate((ng, self._offsets[short]))
-        hi = np.concatenate((ng + self.ngram, self._offsets[short + 1])) - k + 1  # window starts [lo, hi)
-        j = _range_argmin(content, lo, hi) if len(lo) else np.zeros(0, dtype=np.int64)
-        fallback = np.isinf(content[j])  # every window inside is template: take the rarest of those
-        j[fallback] = _range_argmin(weight, lo[fallback], hi[fallback])
-        near = _rarest_per_item(self._shingle_hashes_at(w, tmpl, weight), self._near_quota())
-        self._pre_tok = np.unique(np.concatenate((hash_at[j], near)))
-        self._pre_tok_bitmap = bitmap(self._pre_tok)
-        self._pre_word = np.unique(self._edit_anchor_quota(flat, count))
-        self._pre_word_bitmap = bitmap(self._pre_word)
+        self._prefilter_on = False
+        is_word = ~self._is_free[flat]
+        cw = np.concatenate(([0], np.cumsum(is_word)))  # words before each token position
+        wflat, witem = flat[is_word], self._item_of[is_word]
+        a = EDIT_ANCHOR
+        prefix = self.hasher.prefix(wflat)
+        windows = self.hasher.windows(prefix, a)
+        # Template runs (shared by many items, e.g. an instruction every prompt starts with) are
+        # common in training text too, whatever their eval-set counts: their words weigh 1000 more.
+        inside = np.flatnonzero(witem[: len(windows)] == witem[a - 1 :]) if len(windows) else np.zeros(0, np.int64)
+        hashes, items = items_per_hash(windows[inside], witem[inside])
+        tmpl = inside[member(windows[inside], hashes[items >= self.template_min_items])]
+        marks = np.zeros(len(wflat) + 1, dtype=np.int64)
+        np.add.at(marks, tmpl, 1)
+        np.add.at(marks, tmpl + a, -1)
+        count = np.bincount(wflat, minlength=len(self.vocab) + 1).astype(np.float64)
+        in_template = np.cumsum(marks)[:-1] > 0
+        if len(self.eval_ids):  # and the words inside template shingles (token windows)
+            in_template |= ~np.concatenate(self._shingle_content)[is_word]
+        rarity = np.log(np.maximum(count[wflat], 1.0)) + 1000.0 * in_template
+        log_count = np.concatenate(([0.0], np.cumsum(rarity)))
+        weight = np.full(len(wflat), np.inf)  # of the a-word window starting at each word
+        if len(wflat) >= a:
+            weight[: len(wflat) - a + 1] = log_count[a:] - log_count[: len(wflat) - a + 1]
+        lo, hi = self._witness_spans(cw, log_count)
+        if np.any(hi <= lo):
+            return  # a span of prose punctuation only: no word run can stand for it
+        long = hi - lo >= a
+        start, length = lo.copy(), hi - lo
+        if np.any(long):
+            start[long] = _range_argmin(weight, lo[long], hi[long] - a + 1)
+            length[long] = a
+        full = self.hasher.windows(prefix, a)[start[length == a]] if len(wflat) >= a else np.zeros(0, np.uint64)
+        self._anchor_runs = np.unique(full)
+        self._anchor_runs_bitmap = bitmap(self._anchor_runs)
+        # Shorter runs (few): found from their rarest word, ``key`` words ``offset`` into the run.
+        self._short_key = np.zeros(len(self.vocab) + 1, dtype=bool)
+        self._short_runs: dict[tuple[int, int], np.ndarray] = {}
+        for j, n in zip(start[length < a].tolist(), length[length < a].tolist()):
+            offset = int(np.argmin(rarity[j : j + n]))
+            self._short_key[wflat[j + offset]] = True
+            with np.errstate(over="ignore"):
+                h = (prefix[j + n : j + n + 1] - prefix[j]) * self.hasher.pow_inv[j]
+            self._short_runs[(n, offset)] = np.append(self._short_runs.get((n, offset), h[:0]), h)
+        self._short_runs = {k: np.unique(v) for k, v in self._short_runs.items()}
+        self._prefilter_on = True
 
-    @staticmethod
-    def _shingle_hashes_at(w: _Windows, tmpl: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Non-template shingles, each item's distinct ones: (item, hash, weight of its first copy)."""
-        keep = ~tmpl
+    def _witness_spans(self, cw: np.ndarray, log_count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Word-stream ranges ``[lo, hi)`` of the spans, shingles and blocks of :meth:`_build_prefilter`."""
+        spans = [(self._ngram_starts, self._ngram_starts + self.ngram)]
+        short = np.asarray([e for es in self.short_items.values() for e in es], dtype=np.int64)
+        spans.append((self._offsets[short], self._offsets[short + 1]))
+        whole = np.asarray(self._whole_spans, dtype=np.int64).reshape(-1, 2)
+        spans.append((self._offsets[whole[:, 0]], self._offsets[whole[:, 0]] + whole[:, 1]))
+        lo = [cw[t0] for t0, _ in spans]
+        hi = [cw[t1] for _, t1 in spans]
+        # near: per item the quota of its distinct non-template shingles, full-length and rare first
+        item, start = self._shingle_firsts()
+        s_lo, s_hi = cw[start], cw[start + self.shingle]
+        short_run = s_hi - s_lo < EDIT_ANCHOR
+        size = np.asarray([len(b) for b in self.eval_shingles], dtype=np.int64)
+        quota = np.minimum(np.floor((1.0 - self.minhash_threshold) * size + 1e-9).astype(np.int64) + 1, size)
+        pick = _first_per_item(item, (log_count[s_hi] - log_count[s_lo], short_run), quota)
+        lo.append(s_lo[pick])
+        hi.append(s_hi[pick])
+        # edited: per item the P_e - edit_needed + 1 rarest blocks
+        if len(self._anchor_hash):
+            g = cw[self._offsets[self._anchor_item]] + self._anchor_pos
+            positions = np.bincount(self._anchor_item, minlength=len(self.eval_ids))
+            quota = np.maximum(positions - np.minimum(self.edit_needed, positions + 1) + 1, 0)
+            pick = _first_per_item(self._anchor_item, (log_count[g + EDIT_ANCHOR] - log_count[g],), quota)
+            lo.append(g[pick])
+            hi.append(g[pick] + EDIT_ANCHOR)
+        return np.concatenate(lo), np.concatenate(hi)
+
+    def _shingle_firsts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each item's distinct non-template shingles: (item, token start of its first copy)."""
+        w = self._eval_windows(self.shingle)
+        keep = ~member(w.hash, self._template_shingles)
         item, h, start = w.item[keep], w.hash[keep], w.start[keep]
         order = np.lexsort((start, h, item))
         item, h, start = item[order], h[order], start[order]
         first = np.ones(len(h), dtype=bool)
         first[1:] = (h[1:] != h[:-1]) | (item[1:] != item[:-1])
-        return item[first], h[first], weight[start[first]]
+        return item[first], start[first]
 
-    def _near_quota(self) -> np.ndarray:
-        """Per item, ``floor((1 - t) |B|) + 1`` (capped at ``|B|``): see :meth:`_build_prefilter`."""
-        size = np.asarray([len(b) for b in self.eval_shingles], dtype=np.int64)
-        quota = np.floor((1.0 - self.minhash_threshold) * size + 1e-9).astype(np.int64) + 1
-        return np.minimum(quota, size)
-
-    def _edit_anchor_quota(self, flat: np.ndarray, count: np.ndarray) -> np.ndarray:
-        """Hashes of each item's ``P_e - edit_needed[e] + 1`` rarest edit-anchor blocks."""
-        if not len(self._anchor_hash):
-            return np.zeros(0, dtype=np.uint64)
-        wflat = flat[~self._is_free[flat]]
-        log_count = np.concatenate(([0.0], np.cumsum(np.log(np.maximum(count[wflat], 1.0)))))
-        word_off = np.concatenate(([0], np.cumsum([len(t) for t in self.edit_words])))
-        g = word_off[self._anchor_item] + self._anchor_pos
-        weight = log_count[g + EDIT_ANCHOR] - log_count[g]
-        positions = np.bincount(self._anchor_item, minlength=len(self.eval_ids))
-        quota = np.maximum(positions - np.minimum(self.edit_needed, positions + 1) + 1, 0)
-        return _rarest_per_item((self._anchor_item, self._anchor_hash, weight), quota)
-
-    def _candidates(self, b: _Batch, ids: np.ndarray, s: np.ndarray) -> tuple[_Batch, np.ndarray | None]:
-        """The batch cut to the rows that hold an anchor window (:meth:`_build_prefilter`) and each
-        kept token's position in the full batch (None when every row is kept). ``s``: prefix hashes."""
+    def _candidates(self, b: _Batch, ids: np.ndarray) -> tuple[_Batch, np.ndarray | None]:
+        """The batch cut to the rows whose word stream holds an anchor run (:meth:`_build_prefilter`)
+        and each kept token's position in the full batch (None when every row is kept)."""
         starts = np.asarray(b.starts, dtype=np.int64)
-        at = np.flatnonzero(member(self.hasher.windows(s, self.shingle), self._pre_tok, self._pre_tok_bitmap))
-        if len(self._pre_word):
-            is_word = ~self._is_free[ids]
-            words = self.hasher.windows(self.hasher.prefix(ids[is_word]), EDIT_ANCHOR)
-            hit = member(words, self._pre_word, self._pre_word_bitmap)
-            at = np.concatenate((at, np.flatnonzero(is_word)[np.flatnonzero(hit)]))
-        rows = np.unique(np.searchsorted(starts, at, side="right") - 1)  # a window across rows: a spare row
+        is_word = ~self._is_free[ids]
+        wpos = np.flatnonzero(is_word)
+        wids = ids[wpos]
+        prefix = self.hasher.prefix(wids)
+        found = [np.flatnonzero(member(self.hasher.windows(prefix, EDIT_ANCHOR), self._anchor_runs, self._anchor_runs_bitmap))]
+        if self._short_runs:
+            key_at = np.flatnonzero(self._short_key[wids])
+            for (n, offset), hashes in self._short_runs.items():
+                first = key_at - offset
+                first = first[(first >= 0) & (first + n <= len(wids))]
+                with np.errstate(over="ignore"):
+                    h = (prefix[first + n] - prefix[first]) * self.hasher.pow_inv[first]
+                found.append(first[member(h, hashes)])
+        at = wpos[np.concatenate(found)]
+        rows = np.unique(np.searchsorted(starts, at, side="right") - 1)  # a run across rows: a spare row
         if len(rows) == len(b.rows):
             return b, None
         ends, pends = np.asarray(b.ends, dtype=np.int64), np.asarray(b.prompt_ends, dtype=np.int64)
@@ -784,19 +820,16 @@ class OverlapIndex:
     def _scan_batch(self, b: _Batch) -> Iterator[Hit]:
         hits: list[Hit] = []
         ids = np.asarray(b.ids, dtype=np.int64)
+        origin = None  # each token's position in the full batch, where the prefilter dropped rows
+        if len(ids) and self._prefilter_on:
+            b, origin = self._candidates(b, ids)
+            ids = np.asarray(b.ids, dtype=np.int64)
         if len(ids):
             s = self.hasher.prefix(ids)
             oov = np.concatenate(([0], np.cumsum(ids == 0)))
             starts = np.asarray(b.starts, dtype=np.int64)
             hits.extend(self._whole_hits(ids, s, oov, starts, np.asarray(b.prompt_ends, dtype=np.int64), b))
-            origin = None  # each token's position in the full batch, where the prefilter dropped rows
-            if self._prefilter_on:
-                b, origin = self._candidates(b, ids, s)
-                if origin is not None:
-                    ids = np.asarray(b.ids, dtype=np.int64)
-                    s, oov = self.hasher.prefix(ids), np.concatenate(([0], np.cumsum(ids == 0)))
-            if len(ids):
-                hits.extend(self._row_hits(ids, s, oov, b, origin, hits))
+            hits.extend(self._row_hits(ids, s, oov, b, origin, hits))
         hits.sort(key=lambda h: h.row)
         yield from hits
 
