@@ -193,7 +193,9 @@ def test_edited_copies_are_dirty_whatever_their_length():
     q20 = "Tom packs the red boxes into the old van before the market opens and then drives to town quickly today"
     q12 = "Which planet in our solar system has the largest number of known moons"
     q10 = "Ana reads twelve pages of her novel each night before sleep"
-    idx = OverlapIndex({"q20": q20, "q12": q12, "q10": q10, "x": "completely unrelated words live here"}, punctuation="keep")
+    idx = OverlapIndex(
+        {"q20": q20, "q12": q12, "q10": q10, "x": "completely unrelated words live here"}, punctuation="keep"
+    )
     one = q20.replace("old", "new")
     assert ("q20", "edited", True) in _kinds(idx, (one, "ok"))
     two = q20.replace("old", "new").replace("quickly", "slowly")
@@ -205,7 +207,9 @@ def test_edited_copies_are_dirty_whatever_their_length():
     # Three edits in 20 words, or two in 12, is another text.
     three = two.replace("red", "blue")
     assert not any(d for e, _, d in _kinds(idx, (three, "")) if e == "q20")
-    assert not any(d for e, _, d in _kinds(idx, (q12.replace("largest", "biggest").replace("moons", "rings"), "")))
+    assert not any(
+        d for e, _, d in _kinds(idx, (q12.replace("largest", "biggest").replace("moons", "rings"), ""))
+    )
 
 
 def test_short_questions_and_other_numbers_stay_clean():
@@ -216,7 +220,9 @@ def test_short_questions_and_other_numbers_stay_clean():
         },
         punctuation="keep",
     )
-    assert not any(d for _, _, d in _kinds(idx, ("What is the capital city of Spain?", "")))  # 6 words: no edit allowed
+    assert not any(
+        d for _, _, d in _kinds(idx, ("What is the capital city of Spain?", ""))
+    )  # 6 words: no edit allowed
     twin = "A farmer has 120 sheep and buys 36 more at the spring fair in the next village"
     assert not any(d for _, _, d in _kinds(idx, (twin, "")))  # other numbers: another problem
     copy = "A farmer has 120 sheep and buys 35 more at the autumn fair in the next village"
@@ -245,7 +251,10 @@ def test_batch_tokeniser_gives_the_reference_ids(punctuation):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    items = {f"q{i}": t for i, t in enumerate(["What is the capital of France?", "ΟΔΟΣ İstanbul, naïve ǅemal: 12+5 x=y"])}
+    items = {
+        f"q{i}": t
+        for i, t in enumerate(["What is the capital of France?", "ΟΔΟΣ İstanbul, naïve ǅemal: 12+5 x=y"])
+    }
     index = OverlapIndex(items, punctuation=punctuation)
     index._word_ids._limit = 40  # the word cache is emptied between many of the batches below
 
@@ -275,7 +284,9 @@ def _prefilter_pair(punctuation: str, **params):
     items = {}
     for i in range(16):
         body = " ".join(rng.choice(vocab) for _ in range(rng.choice([3, 6, 9, 12, 16, 24, 30])))
-        items[f"q{i}"] = (template + " " + body if i % 3 == 0 else body.capitalize()) + rng.choice(["?", ".", ""])
+        items[f"q{i}"] = (template + " " + body if i % 3 == 0 else body.capitalize()) + rng.choice(
+            ["?", ".", ""]
+        )
     index = OverlapIndex(items, punctuation=punctuation, template_min_items=3, **params)
     plain = copy.copy(index)
     plain._prefilter_on = False

@@ -385,7 +385,9 @@ class OverlapIndex:
 
     def _build_whole(self, words: list[list[str]]) -> None:
         """Whole-text keys: each item's ids with trailing . ? ! dropped (at least ``MIN_WHOLE_WORDS``)."""
-        self._sentence_ids = np.asarray([self.vocab[w] for w in _SENTENCE_END if w in self.vocab], dtype=np.int64)
+        self._sentence_ids = np.asarray(
+            [self.vocab[w] for w in _SENTENCE_END if w in self.vocab], dtype=np.int64
+        )
         self.whole: dict[tuple[int, ...], list[int]] = defaultdict(list)
         self._whole_spans: list[tuple[int, int]] = []  # (item, key length in tokens), for the prefilter
         for e, ws in enumerate(words):
@@ -396,14 +398,18 @@ class OverlapIndex:
         self.whole = dict(self.whole)
         self._whole_lengths = np.unique(np.asarray([len(k) for k in self.whole], dtype=np.int64))
         self._whole_hashes = np.unique(
-            np.concatenate([self.hasher.of_tuples([k]) for k in self.whole]) if self.whole else np.zeros(0, np.uint64)
+            np.concatenate([self.hasher.of_tuples([k]) for k in self.whole])
+            if self.whole
+            else np.zeros(0, np.uint64)
         )
 
     def _build_edited(self, words: list[list[str]]) -> None:
         """Anchors for edited copies: ``EDIT_ANCHOR``-word windows of each item's word stream (prose
         punctuation dropped) for items of at least ``EDIT_WORDS_PER_EDIT`` words, template anchors
         removed; stored as sorted hashes with CSR postings (item, word position)."""
-        self._free_ids = np.asarray([self.vocab[w] for w in FREE_PUNCTUATION if w in self.vocab], dtype=np.int64)
+        self._free_ids = np.asarray(
+            [self.vocab[w] for w in FREE_PUNCTUATION if w in self.vocab], dtype=np.int64
+        )
         self._is_free = np.zeros(len(self.vocab) + 1, dtype=bool)  # by id: a gather, not np.isin
         self._is_free[self._free_ids] = True
         a = EDIT_ANCHOR
@@ -451,7 +457,9 @@ class OverlapIndex:
         distinct = np.zeros(len(self.eval_ids), dtype=np.int64)
         if len(h):
             first = np.ones(len(order), dtype=bool)
-            first[1:] = (self._anchor_hash[1:] != self._anchor_hash[:-1]) | (self._anchor_item[1:] != self._anchor_item[:-1])
+            first[1:] = (self._anchor_hash[1:] != self._anchor_hash[:-1]) | (
+                self._anchor_item[1:] != self._anchor_item[:-1]
+            )
             distinct = np.bincount(self._anchor_item[first], minlength=len(self.eval_ids))
         # An edit breaks one block, or two inside the end block's overlap (at most one edit there);
         # with every window as an anchor, ``a`` windows (``overlap`` holds the extra a - 1 per edit).
@@ -513,7 +521,9 @@ class OverlapIndex:
         matched blocks, the larger of the item's and the row's unmatched words (unmatched item words
         before the first and after the last block count too). None when a number is not matched."""
         item = self.edit_words[e]
-        blocks = [m for m in SequenceMatcher(None, item, region, autojunk=False).get_matching_blocks() if m.size]
+        blocks = [
+            m for m in SequenceMatcher(None, item, region, autojunk=False).get_matching_blocks() if m.size
+        ]
         if not blocks:
             return None
         matched = np.zeros(len(item), dtype=bool)
@@ -592,7 +602,9 @@ class OverlapIndex:
         windows = self.hasher.windows(prefix, a)
         # Template runs (shared by many items, e.g. an instruction every prompt starts with) are
         # common in training text too, whatever their eval-set counts: their words weigh 1000 more.
-        inside = np.flatnonzero(witem[: len(windows)] == witem[a - 1 :]) if len(windows) else np.zeros(0, np.int64)
+        inside = (
+            np.flatnonzero(witem[: len(windows)] == witem[a - 1 :]) if len(windows) else np.zeros(0, np.int64)
+        )
         hashes, items = items_per_hash(windows[inside], witem[inside])
         tmpl = inside[member(windows[inside], hashes[items >= self.template_min_items])]
         marks = np.zeros(len(wflat) + 1, dtype=np.int64)
@@ -615,7 +627,9 @@ class OverlapIndex:
         if np.any(long):
             start[long] = _range_argmin(weight, lo[long], hi[long] - a + 1)
             length[long] = a
-        full = self.hasher.windows(prefix, a)[start[length == a]] if len(wflat) >= a else np.zeros(0, np.uint64)
+        full = (
+            self.hasher.windows(prefix, a)[start[length == a]] if len(wflat) >= a else np.zeros(0, np.uint64)
+        )
         self._anchor_runs = np.unique(full)
         self._anchor_runs_bitmap = bitmap(self._anchor_runs)
         # Shorter runs (few): found from their rarest word, ``key`` words ``offset`` into the run.
@@ -677,7 +691,11 @@ class OverlapIndex:
         wpos = np.flatnonzero(is_word)
         wids = ids[wpos]
         prefix = self.hasher.prefix(wids)
-        found = [np.flatnonzero(member(self.hasher.windows(prefix, EDIT_ANCHOR), self._anchor_runs, self._anchor_runs_bitmap))]
+        found = [
+            np.flatnonzero(
+                member(self.hasher.windows(prefix, EDIT_ANCHOR), self._anchor_runs, self._anchor_runs_bitmap)
+            )
+        ]
         if self._short_runs:
             key_at = np.flatnonzero(self._short_key[wids])
             for (n, offset), hashes in self._short_runs.items():
@@ -836,7 +854,9 @@ class OverlapIndex:
         hits.sort(key=lambda h: h.row)
         yield from hits
 
-    def _row_hits(self, ids, s, oov, b: _Batch, origin: np.ndarray | None, found_so_far: list[Hit]) -> list[Hit]:
+    def _row_hits(
+        self, ids, s, oov, b: _Batch, origin: np.ndarray | None, found_so_far: list[Hit]
+    ) -> list[Hit]:
         """``ngram``, ``contained``, ``near`` and ``edited`` hits of the batch's rows (``exact`` ones given)."""
         starts = np.asarray(b.starts, dtype=np.int64)
         lengths = np.diff(np.append(starts, len(ids)))
@@ -940,7 +960,9 @@ class OverlapIndex:
                         out.append(Hit(self.eval_ids[e], "contained", 1.0, b.rows[r], True))
         return out
 
-    def _near_hits(self, ids, s, oov, pends, row_of, b: _Batch, origin: np.ndarray | None = None) -> list[Hit]:
+    def _near_hits(
+        self, ids, s, oov, pends, row_of, b: _Batch, origin: np.ndarray | None = None
+    ) -> list[Hit]:
         k = self.shingle
         h = self.hasher.windows(s, k)
         if not len(h) or not len(self._shingle_hashes):
