@@ -58,7 +58,7 @@ class Corpus:
 
 def make_vocab(rng: np.random.Generator, size: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-    words = set()
+    words: set[str] = set()
     while len(words) < size:
         k = int(rng.integers(2, 10))
         words.add("".join(rng.choice(letters, size=k)))
@@ -84,7 +84,7 @@ def _repunctuate(text: str) -> str:
     return " ".join(x + "," if i % 4 == 3 else x for i, x in enumerate(w)) + "."
 
 
-PLANTS = (  # kind, count, must be dirty
+PLANTS: tuple[tuple[str, int, bool], ...] = (  # kind, count, must be dirty
     ("verbatim_prompt", 50, True),
     ("inside_response", 50, True),
     ("behind_prefix", 50, True),
@@ -108,16 +108,16 @@ def build(args):
     short, numeric = set(), set()
     pos = 0
     for i in range(args.items):
-        kind = i % 10
-        k = int(rng.integers(10, 16)) if kind == 0 else int(rng.integers(20, 81))
+        variant = i % 10
+        k = int(rng.integers(10, 16)) if variant == 0 else int(rng.integers(20, 81))
         if pos + k > eval_corpus.n:
             pos = 0
         body = eval_corpus.words(pos, k)
         pos += k
         eid = f"e{i:05d}"
-        if kind == 0:
+        if variant == 0:
             short.add(eid)
-        elif kind == 1:
+        elif variant == 1:
             w = body.split()
             for j, at in enumerate(sorted(rng.choice(len(w), size=3, replace=False))):
                 w[int(at)] = str(int(rng.integers(2, 999)) + 1000 * j)
@@ -146,24 +146,24 @@ def build(args):
         chosen, pool[:] = pool[:count], pool[count:]
         planted[kind] = set(chosen)
         for eid in chosen:
-            text, row = items[eid], plant_rows.pop()
+            text, at = items[eid], plant_rows.pop()
             if kind == "verbatim_prompt":
-                overrides[row] = (text, "Sure, here is the answer.")
+                overrides[at] = (text, "Sure, here is the answer.")
             elif kind == "inside_response":
-                overrides[row] = ("Repeat the question.", text)
+                overrides[at] = ("Repeat the question.", text)
             elif kind == "behind_prefix":
-                overrides[row] = ("This comes from a benchmark. " + text, "ok")
+                overrides[at] = ("This comes from a benchmark. " + text, "ok")
             elif kind in ("one_word_changed", "short_one_word_changed"):
-                overrides[row] = (_replace_words(rng, text, 1, TEMPLATE_WORDS), "ok")
+                overrides[at] = (_replace_words(rng, text, 1, TEMPLATE_WORDS), "ok")
             elif kind == "two_words_changed":
-                overrides[row] = (_replace_words(rng, text, 2, TEMPLATE_WORDS), "ok")
+                overrides[at] = (_replace_words(rng, text, 2, TEMPLATE_WORDS), "ok")
             elif kind == "re_punctuated":
-                overrides[row] = (_repunctuate(text), "ok")
+                overrides[at] = (_repunctuate(text), "ok")
             elif kind == "twin_other_numbers":
                 twin = " ".join(str(int(w) + 7) if w.isdigit() else w for w in text.rstrip("?").split()) + "?"
-                overrides[row] = (twin, "ok")
+                overrides[at] = (twin, "ok")
             else:  # fragment: 16 words of the item, a partial overlap only
-                overrides[row] = ("Summarise this passage.", " ".join(text.split()[TEMPLATE_WORDS : TEMPLATE_WORDS + 16]))
+                overrides[at] = ("Summarise this passage.", " ".join(text.split()[TEMPLATE_WORDS : TEMPLATE_WORDS + 16]))
 
     def row(i: int) -> tuple[str, str]:
         if i in overrides:

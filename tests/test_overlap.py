@@ -139,7 +139,7 @@ def test_scan_streams_in_batches_with_global_row_numbers():
     rng = random.Random(3)
     items = {f"e{i}": " ".join(sentence(rng, 10) for _ in range(3)) for i in range(20)}
     idx = OverlapIndex(items, batch_rows=7)
-    rows = [sentence(rng, 20) for _ in range(50)]
+    rows: list[str | tuple[str, str]] = [sentence(rng, 20) for _ in range(50)]
     rows[33] = items["e5"]
     rows[48] = ("intro", items["e9"])
     dirty = {(h.row, h.eval_id) for h in idx.scan(iter(rows)) if h.dirty}
@@ -193,7 +193,9 @@ def test_edited_copies_are_dirty_whatever_their_length():
     q20 = "Tom packs the red boxes into the old van before the market opens and then drives to town quickly today"
     q12 = "Which planet in our solar system has the largest number of known moons"
     q10 = "Ana reads twelve pages of her novel each night before sleep"
-    idx = OverlapIndex({"q20": q20, "q12": q12, "q10": q10, "x": "completely unrelated words live here"}, punctuation="keep")
+    idx = OverlapIndex(
+        {"q20": q20, "q12": q12, "q10": q10, "x": "completely unrelated words live here"}, punctuation="keep"
+    )
     one = q20.replace("old", "new")
     assert ("q20", "edited", True) in _kinds(idx, (one, "ok"))
     two = q20.replace("old", "new").replace("quickly", "slowly")
@@ -205,7 +207,9 @@ def test_edited_copies_are_dirty_whatever_their_length():
     # Three edits in 20 words, or two in 12, is another text.
     three = two.replace("red", "blue")
     assert not any(d for e, _, d in _kinds(idx, (three, "")) if e == "q20")
-    assert not any(d for e, _, d in _kinds(idx, (q12.replace("largest", "biggest").replace("moons", "rings"), "")))
+    assert not any(
+        d for e, _, d in _kinds(idx, (q12.replace("largest", "biggest").replace("moons", "rings"), ""))
+    )
 
 
 def test_short_questions_and_other_numbers_stay_clean():
@@ -216,7 +220,9 @@ def test_short_questions_and_other_numbers_stay_clean():
         },
         punctuation="keep",
     )
-    assert not any(d for _, _, d in _kinds(idx, ("What is the capital city of Spain?", "")))  # 6 words: no edit allowed
+    assert not any(
+        d for _, _, d in _kinds(idx, ("What is the capital city of Spain?", ""))
+    )  # 6 words: no edit allowed
     twin = "A farmer has 120 sheep and buys 36 more at the spring fair in the next village"
     assert not any(d for _, _, d in _kinds(idx, (twin, "")))  # other numbers: another problem
     copy = "A farmer has 120 sheep and buys 35 more at the autumn fair in the next village"
@@ -245,7 +251,10 @@ def test_batch_tokeniser_gives_the_reference_ids(punctuation):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    items = {f"q{i}": t for i, t in enumerate(["What is the capital of France?", "ΟΔΟΣ İstanbul, naïve ǅemal: 12+5 x=y"])}
+    items = {
+        f"q{i}": t
+        for i, t in enumerate(["What is the capital of France?", "ΟΔΟΣ İstanbul, naïve ǅemal: 12+5 x=y"])
+    }
     index = OverlapIndex(items, punctuation=punctuation)
     index._word_ids._limit = 40  # the word cache is emptied between many of the batches below
 
@@ -262,3 +271,76 @@ def test_batch_tokeniser_gives_the_reference_ids(punctuation):
         assert len(ids) == b.ends[-1]
 
     check()
+
+
+def _prefilter_pair(punctuation: str, **params):
+    """An index over eval items built to be matched piecewise (template, numbers, short and long
+    items) and the same index with the prefilter switched off (the reference path)."""
+    import copy
+
+    rng = random.Random(7)
+    vocab = WORDS[:14] + ["12", "35", "7"]
+    template = "Answer the question below, then stop."
+    items = {}
+    for i in range(16):
+        body = " ".join(rng.choice(vocab) for _ in range(rng.choice([3, 6, 9, 12, 16, 24, 30])))
+        items[f"q{i}"] = (template + " " + body if i % 3 == 0 else body.capitalize()) + rng.choice(
+            ["?", ".", ""]
+        )
+    index = OverlapIndex(items, punctuation=punctuation, template_min_items=3, **params)
+    plain = copy.copy(index)
+    plain._prefilter_on = False
+    return index, plain, items, vocab
+
+
+def _rows_from(draw, items: dict[str, str], vocab: list[str]) -> str:
+    """A training text made of an eval item's stretch with edits, re-punctuation and words around."""
+    from hypothesis import strategies as st
+
+    words = draw(st.sampled_from(sorted(items.values()))).split()
+    a = draw(st.one_of(st.just(0), st.integers(0, len(words))))  # whole items often: edited copies
+    b = draw(st.one_of(st.just(len(words)), st.integers(a, len(words))))
+    piece = words[a:b]
+    for _ in range(draw(st.integers(0, 3))):
+        if piece:
+            at = draw(st.integers(0, len(piece) - 1))
+            piece[at] = draw(st.sampled_from([*vocab, "zzz", piece[at] + ",", piece[at].upper() + "?"]))
+    around = st.lists(st.sampled_from([*vocab, ",", "?", "zzz"]), max_size=4)
+    return " ".join(draw(around) + piece + draw(around))
+
+
+@pytest.mark.parametrize(
+    "punctuation,params",
+    [("keep", {}), ("delete", {}), ("keep", {"ngram": 6, "shingle": 3, "minhash_threshold": 0.5})],
+)
+def test_prefilter_keeps_every_hit(punctuation, params):
+    """The anchor prefilter (``OverlapIndex._build_prefilter``) drops only rows without hits: the
+    scan gives exactly the hits of the unfiltered path, on rows built from eval items with word
+    edits, re-punctuation, cut stretches and words around them."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    index, plain, items, vocab = _prefilter_pair(punctuation, **params)
+    assert index._prefilter_on
+    text = st.composite(lambda draw: _rows_from(draw, items, vocab))()
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(st.tuples(text, text), min_size=1, max_size=8))
+    def check(rows):
+        assert list(index.scan(rows)) == list(plain.scan(rows))
+
+    check()
+
+
+def test_prefilter_rejects_rows_without_anchors_and_keeps_copies():
+    """The prefilter is not vacuous: unrelated rows are dropped before the full path, copies kept."""
+    import numpy as np
+
+    index, plain, items, vocab = _prefilter_pair("keep")
+    rng = random.Random(3)
+    rows = [(sentence(rng, 20), sentence(rng, 30)) for _ in range(200)] + [(items["q4"], "")]
+    b = index._tokenize([p for p, _ in rows], [r for _, r in rows], list(range(len(rows))))
+    ids = np.asarray(b.ids, dtype=np.int64)
+    kept, origin = index._candidates(b, ids)
+    assert origin is not None and 0 < len(kept.rows) < len(rows) and len(rows) - 1 in kept.rows
+    assert list(index.scan(rows)) == list(plain.scan(rows)) != []

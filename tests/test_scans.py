@@ -43,7 +43,7 @@ def test_arrow_source_reads_back_what_load_training_wrote(tmp_path, small_shards
     ds = load_training(_planted_train(tmp_path, inputs), cache_dir=tmp_path / "cache", batch_rows=25)
     src = shards.source_of(ds)
     assert isinstance(src, shards.ArrowStreamSource) and src.n_rows == len(ds)
-    got = {c: [] for c in ("prompt", "id", "reference")}
+    got: dict[str, list] = {c: [] for c in ("prompt", "id", "reference")}
     parts = src.shards()
     assert len(parts) > 3 and parts[0].start == 0 and parts[-1].stop == len(ds)
     for shard in parts:
@@ -117,7 +117,7 @@ def test_shard_helpers():
     assert shards.resolve_workers(None) >= 1 and shards.resolve_workers(3) == 3
     assert [s.rows for s in shards.ListSource([{}] * 5).shards(2)] == [2, 2, 1]
     with pytest.raises(ValueError, match="engine"):
-        list(shards.map_shards(len, [], engine="spark"))
+        list(shards.map_shards(lambda shard: shard.rows, [], engine="spark"))
 
 
 @pytest.mark.slow  # about 50 s on 2 shared cores (Ray start-up)

@@ -33,7 +33,7 @@ import multiprocessing
 import os
 import pickle
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,6 +258,7 @@ def map_shards(
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     bar = _bar(sum(s.rows for s in shards), desc, progress)
     try:
+        results: Iterable[Any]
         if engine == "ray":
             results = _ray_map(job, shards)
         else:

@@ -40,7 +40,10 @@ lookup per word; all window hashing is vectorised with numpy over
 batches of rows (:mod:`window_hash`: 64-bit polynomial hashes of eval-vocabulary ids via prefix
 sums). N-gram and containment hits are confirmed by exact comparison of the id tuples. Shingles
 are represented by their 64-bit window hashes (the exact Jaccard is computed on those hash sets:
-a collision needs about 2**64 pairs) and fed to MinHash folded to 32 bits.
+a collision needs about 2**64 pairs) and fed to MinHash folded to 32 bits. Before any rule runs,
+a prefilter keeps only the rows whose word stream holds one of a few anchor runs chosen per eval
+item such that every hit needs one (:meth:`OverlapIndex._build_prefilter` proves it; the hits are
+those of the unfiltered path): on generic training text almost every row stops there.
 """
 
 from __future__ import annotations
@@ -193,6 +196,39 @@ def _low32(value: int) -> int:
     return (value ^ (value >> 32)) & 0xFFFFFFFF
 
 
+def _first_per_item(item: np.ndarray, keys: tuple[np.ndarray, ...], quota: np.ndarray) -> np.ndarray:
+    """Indices of each item's first ``quota[item]`` entries ordered by ``keys`` (the last key first,
+    as ``np.lexsort``; then by index)."""
+    order = np.lexsort((np.arange(len(item)), *keys, item))
+    run = item[order]
+    rank = np.arange(len(run)) - np.searchsorted(run, run)  # place within the item's run
+    return order[rank < quota[run]]
+
+
+def _range_argmin(weight: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """For each ``i``, the index of the smallest ``weight[lo[i]:hi[i]]`` (``hi > lo``; the leftmost of
+    equal ones within each half): a sparse table of argmins over power-of-two ranges."""
+    table = [np.arange(len(weight))]
+    width = 1
+    longest = int((hi - lo).max()) if len(lo) else 0
+    while 2 * width <= longest:
+        prev = table[-1]
+        left, right = prev[: len(prev) - width], prev[width:]
+        table.append(np.where(weight[right] < weight[left], right, left))
+        width *= 2
+    length = hi - lo
+    level = np.zeros(len(lo), dtype=np.int64)
+    for k in range(1, len(table)):
+        level += length >= (1 << k)
+    out = np.empty(len(lo), dtype=np.int64)
+    for k in np.unique(level).tolist():
+        sel = np.flatnonzero(level == k)
+        t = table[k]
+        left, right = t[lo[sel]], t[hi[sel] - (1 << k)]
+        out[sel] = np.where(weight[right] < weight[left], right, left)
+    return out
+
+
 @dataclass(frozen=True)
 class Hit:
     """One training row matching one eval item.
@@ -214,10 +250,13 @@ class Hit:
 
 @dataclass
 class _Batch:
-    ids: list[int] = field(default_factory=list)
-    starts: list[int] = field(default_factory=list)  # row start offsets into ids
-    prompt_ends: list[int] = field(default_factory=list)
-    ends: list[int] = field(default_factory=list)
+    """Token ids of a batch of rows. Offsets are lists while built row by row, int64 arrays on the
+    joined-batch path (both index the same way)."""
+
+    ids: list[int] | np.ndarray = field(default_factory=list)
+    starts: list[int] | np.ndarray = field(default_factory=list)  # row start offsets into ids
+    prompt_ends: list[int] | np.ndarray = field(default_factory=list)
+    ends: list[int] | np.ndarray = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
 
 
@@ -297,6 +336,7 @@ class OverlapIndex:
         self._build_whole(words)
         self._build_near()
         self._build_edited(words)
+        self._build_prefilter(flat)
 
     # ---- build ---------------------------------------------------------------------------------
     def _eval_windows(self, length: int) -> _Windows:
@@ -324,6 +364,7 @@ class OverlapIndex:
         covered = np.cumsum(marks)[:-1] > 0
         self.content = np.split(~covered, self._offsets[1:-1]) if len(self.eval_ids) else []
         keep = ~is_tmpl
+        self._ngram_starts = w.start[keep]  # global token starts of the non-template n-grams (prefilter)
         self.postings: dict[int, list[tuple[int, int]]] = defaultdict(list)
         for hv, e, p in zip(w.hash[keep].tolist(), w.item[keep].tolist(), w.local[keep].tolist()):
             self.postings[hv].append((e, p))
@@ -344,23 +385,31 @@ class OverlapIndex:
 
     def _build_whole(self, words: list[list[str]]) -> None:
         """Whole-text keys: each item's ids with trailing . ? ! dropped (at least ``MIN_WHOLE_WORDS``)."""
-        self._sentence_ids = np.asarray([self.vocab[w] for w in _SENTENCE_END if w in self.vocab], dtype=np.int64)
+        self._sentence_ids = np.asarray(
+            [self.vocab[w] for w in _SENTENCE_END if w in self.vocab], dtype=np.int64
+        )
         self.whole: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        self._whole_spans: list[tuple[int, int]] = []  # (item, key length in tokens), for the prefilter
         for e, ws in enumerate(words):
             n = len(whole_key(ws).split())
             if n >= MIN_WHOLE_WORDS:  # "Solve." or "Continue." alone proves nothing
                 self.whole[self.eval_tokens[e][:n]].append(e)
+                self._whole_spans.append((e, n))
         self.whole = dict(self.whole)
         self._whole_lengths = np.unique(np.asarray([len(k) for k in self.whole], dtype=np.int64))
         self._whole_hashes = np.unique(
-            np.concatenate([self.hasher.of_tuples([k]) for k in self.whole]) if self.whole else np.zeros(0, np.uint64)
+            np.concatenate([self.hasher.of_tuples([k]) for k in self.whole])
+            if self.whole
+            else np.zeros(0, np.uint64)
         )
 
     def _build_edited(self, words: list[list[str]]) -> None:
         """Anchors for edited copies: ``EDIT_ANCHOR``-word windows of each item's word stream (prose
         punctuation dropped) for items of at least ``EDIT_WORDS_PER_EDIT`` words, template anchors
         removed; stored as sorted hashes with CSR postings (item, word position)."""
-        self._free_ids = np.asarray([self.vocab[w] for w in FREE_PUNCTUATION if w in self.vocab], dtype=np.int64)
+        self._free_ids = np.asarray(
+            [self.vocab[w] for w in FREE_PUNCTUATION if w in self.vocab], dtype=np.int64
+        )
         self._is_free = np.zeros(len(self.vocab) + 1, dtype=bool)  # by id: a gather, not np.isin
         self._is_free[self._free_ids] = True
         a = EDIT_ANCHOR
@@ -398,8 +447,8 @@ class OverlapIndex:
         item = np.concatenate(its) if its else np.zeros(0, np.int64)
         local = np.concatenate(pos) if pos else np.zeros(0, np.int64)
         uniq, counts = items_per_hash(h, item)
-        keep = ~member(h, uniq[counts >= self.template_min_items])
-        h, item, local = h[keep], item[keep], local[keep]
+        kept = ~member(h, uniq[counts >= self.template_min_items])
+        h, item, local = h[kept], item[kept], local[kept]
         order = np.lexsort((local, item, h))
         self._anchor_hash, self._anchor_item, self._anchor_pos = h[order], item[order], local[order]
         self._anchor_keys, self._anchor_first = np.unique(self._anchor_hash, return_index=True)
@@ -408,7 +457,9 @@ class OverlapIndex:
         distinct = np.zeros(len(self.eval_ids), dtype=np.int64)
         if len(h):
             first = np.ones(len(order), dtype=bool)
-            first[1:] = (self._anchor_hash[1:] != self._anchor_hash[:-1]) | (self._anchor_item[1:] != self._anchor_item[:-1])
+            first[1:] = (self._anchor_hash[1:] != self._anchor_hash[:-1]) | (
+                self._anchor_item[1:] != self._anchor_item[:-1]
+            )
             distinct = np.bincount(self._anchor_item[first], minlength=len(self.eval_ids))
         # An edit breaks one block, or two inside the end block's overlap (at most one edit there);
         # with every window as an anchor, ``a`` windows (``overlap`` holds the extra a - 1 per edit).
@@ -470,7 +521,9 @@ class OverlapIndex:
         matched blocks, the larger of the item's and the row's unmatched words (unmatched item words
         before the first and after the last block count too). None when a number is not matched."""
         item = self.edit_words[e]
-        blocks = [m for m in SequenceMatcher(None, item, region, autojunk=False).get_matching_blocks() if m.size]
+        blocks = [
+            m for m in SequenceMatcher(None, item, region, autojunk=False).get_matching_blocks() if m.size
+        ]
         if not blocks:
             return None
         matched = np.zeros(len(item), dtype=bool)
@@ -508,6 +561,162 @@ class OverlapIndex:
 
     def _minhash(self, sets: list[set[int]]) -> list[MinHash]:
         return minhash.sketches(sets, num_perm=self.num_perm, hashfunc=_low32)
+
+    # ---- prefilter -----------------------------------------------------------------------------
+    def _build_prefilter(self, flat: np.ndarray) -> None:
+        """Anchor word runs that every row with a hit must hold: the prefilter of :meth:`_candidates`.
+
+        Soundness (up to 64-bit hash collisions, as everywhere in this module). A hit needs the row
+        to hold, as consecutive tokens, one of these *witness spans* of an eval item:
+
+        - ``exact``: the item's whole key (the prompt equals it);
+        - ``ngram``: a non-template n-gram (hits are confirmed against the non-template postings);
+        - ``contained``: the whole short item (confirmed by tuple comparison);
+        - ``near``: exact Jaccard ``J(A, B) >= t`` (``minhash_threshold``) of the prompt's shingle
+          set ``A`` and the item's ``B``, so ``|A & B| >= t |A | B| >= t |B|``: at most
+          ``(1 - t) |B|`` shingles of ``B`` are missing from ``A``. Any ``floor((1 - t) |B|) + 1``
+          distinct shingles of ``B`` therefore include one that the row holds;
+        - ``edited``: at least ``edit_needed[e]`` of the item's ``P_e`` non-template edit-anchor
+          positions are matched by ``EDIT_ANCHOR``-word windows of the row's word stream, so any
+          ``P_e - edit_needed[e] + 1`` of the positions include a matched one.
+
+        The *word stream* is the tokens less prose punctuation (``FREE_PUNCTUATION``; in ``delete``
+        mode every token). A row holding a span's tokens consecutively holds the span's words
+        consecutively in its own word stream (the same tokens, the same ones removed); an edit
+        block is such a run by definition. Each span, or each chosen shingle or block, contributes
+        one anchor: its rarest ``EDIT_ANCHOR``-word window, or its whole word run when shorter.
+        :meth:`_candidates` keeps every row whose word stream holds an anchor, so no row with a hit
+        is dropped, and the kept rows are scanned exactly as before (each row on its own; token
+        positions mapped back where they salt hashes): the hits are the unfiltered scan's
+        (property test in ``tests/test_overlap.py``). Rarity (the sum of the log eval-set counts of
+        a run's words; the shingles and blocks taken are the rarest, and for shingles those of a
+        full ``EDIT_ANCHOR`` words first) only decides how many rows are rejected. A span without
+        any word (prose punctuation only) turns the prefilter off.
+        """
+        self._prefilter_on = False
+        is_word = ~self._is_free[flat]
+        cw = np.concatenate(([0], np.cumsum(is_word)))  # words before each token position
+        wflat, witem = flat[is_word], self._item_of[is_word]
+        a = EDIT_ANCHOR
+        prefix = self.hasher.prefix(wflat)
+        windows = self.hasher.windows(prefix, a)
+        # Template runs (shared by many items, e.g. an instruction every prompt starts with) are
+        # common in training text too, whatever their eval-set counts: their words weigh 1000 more.
+        inside = (
+            np.flatnonzero(witem[: len(windows)] == witem[a - 1 :]) if len(windows) else np.zeros(0, np.int64)
+        )
+        hashes, items = items_per_hash(windows[inside], witem[inside])
+        tmpl = inside[member(windows[inside], hashes[items >= self.template_min_items])]
+        marks = np.zeros(len(wflat) + 1, dtype=np.int64)
+        np.add.at(marks, tmpl, 1)
+        np.add.at(marks, tmpl + a, -1)
+        count = np.bincount(wflat, minlength=len(self.vocab) + 1).astype(np.float64)
+        in_template = np.cumsum(marks)[:-1] > 0
+        if len(self.eval_ids):  # and the words inside template shingles (token windows)
+            in_template |= ~np.concatenate(self._shingle_content)[is_word]
+        rarity = np.log(np.maximum(count[wflat], 1.0)) + 1000.0 * in_template
+        log_count = np.concatenate(([0.0], np.cumsum(rarity)))
+        weight = np.full(len(wflat), np.inf)  # of the a-word window starting at each word
+        if len(wflat) >= a:
+            weight[: len(wflat) - a + 1] = log_count[a:] - log_count[: len(wflat) - a + 1]
+        lo, hi = self._witness_spans(cw, log_count)
+        if np.any(hi <= lo):
+            return  # a span of prose punctuation only: no word run can stand for it
+        long = hi - lo >= a
+        start, length = lo.copy(), hi - lo
+        if np.any(long):
+            start[long] = _range_argmin(weight, lo[long], hi[long] - a + 1)
+            length[long] = a
+        full = (
+            self.hasher.windows(prefix, a)[start[length == a]] if len(wflat) >= a else np.zeros(0, np.uint64)
+        )
+        self._anchor_runs = np.unique(full)
+        self._anchor_runs_bitmap = bitmap(self._anchor_runs)
+        # Shorter runs (few): found from their rarest word, ``key`` words ``offset`` into the run.
+        self._short_key = np.zeros(len(self.vocab) + 1, dtype=bool)
+        self._short_runs: dict[tuple[int, int], np.ndarray] = {}
+        for j, n in zip(start[length < a].tolist(), length[length < a].tolist()):
+            offset = int(np.argmin(rarity[j : j + n]))
+            self._short_key[wflat[j + offset]] = True
+            with np.errstate(over="ignore"):
+                h = (prefix[j + n : j + n + 1] - prefix[j]) * self.hasher.pow_inv[j]
+            self._short_runs[(n, offset)] = np.append(self._short_runs.get((n, offset), h[:0]), h)
+        self._short_runs = {k: np.unique(v) for k, v in self._short_runs.items()}
+        self._prefilter_on = True
+
+    def _witness_spans(self, cw: np.ndarray, log_count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Word-stream ranges ``[lo, hi)`` of the spans, shingles and blocks of :meth:`_build_prefilter`."""
+        spans = [(self._ngram_starts, self._ngram_starts + self.ngram)]
+        short = np.asarray([e for es in self.short_items.values() for e in es], dtype=np.int64)
+        spans.append((self._offsets[short], self._offsets[short + 1]))
+        whole = np.asarray(self._whole_spans, dtype=np.int64).reshape(-1, 2)
+        spans.append((self._offsets[whole[:, 0]], self._offsets[whole[:, 0]] + whole[:, 1]))
+        lo = [cw[t0] for t0, _ in spans]
+        hi = [cw[t1] for _, t1 in spans]
+        # near: per item the quota of its distinct non-template shingles, full-length and rare first
+        item, start = self._shingle_firsts()
+        s_lo, s_hi = cw[start], cw[start + self.shingle]
+        short_run = s_hi - s_lo < EDIT_ANCHOR
+        size = np.asarray([len(b) for b in self.eval_shingles], dtype=np.int64)
+        quota = np.minimum(np.floor((1.0 - self.minhash_threshold) * size + 1e-9).astype(np.int64) + 1, size)
+        pick = _first_per_item(item, (log_count[s_hi] - log_count[s_lo], short_run), quota)
+        lo.append(s_lo[pick])
+        hi.append(s_hi[pick])
+        # edited: per item the P_e - edit_needed + 1 rarest blocks
+        if len(self._anchor_hash):
+            g = cw[self._offsets[self._anchor_item]] + self._anchor_pos
+            positions = np.bincount(self._anchor_item, minlength=len(self.eval_ids))
+            quota = np.maximum(positions - np.minimum(self.edit_needed, positions + 1) + 1, 0)
+            pick = _first_per_item(self._anchor_item, (log_count[g + EDIT_ANCHOR] - log_count[g],), quota)
+            lo.append(g[pick])
+            hi.append(g[pick] + EDIT_ANCHOR)
+        return np.concatenate(lo), np.concatenate(hi)
+
+    def _shingle_firsts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each item's distinct non-template shingles: (item, token start of its first copy)."""
+        w = self._eval_windows(self.shingle)
+        keep = ~member(w.hash, self._template_shingles)
+        item, h, start = w.item[keep], w.hash[keep], w.start[keep]
+        order = np.lexsort((start, h, item))
+        item, h, start = item[order], h[order], start[order]
+        first = np.ones(len(h), dtype=bool)
+        first[1:] = (h[1:] != h[:-1]) | (item[1:] != item[:-1])
+        return item[first], start[first]
+
+    def _candidates(self, b: _Batch, ids: np.ndarray) -> tuple[_Batch, np.ndarray | None]:
+        """The batch cut to the rows whose word stream holds an anchor run (:meth:`_build_prefilter`)
+        and each kept token's position in the full batch (None when every row is kept)."""
+        starts = np.asarray(b.starts, dtype=np.int64)
+        is_word = ~self._is_free[ids]
+        wpos = np.flatnonzero(is_word)
+        wids = ids[wpos]
+        prefix = self.hasher.prefix(wids)
+        found = [
+            np.flatnonzero(
+                member(self.hasher.windows(prefix, EDIT_ANCHOR), self._anchor_runs, self._anchor_runs_bitmap)
+            )
+        ]
+        if self._short_runs:
+            key_at = np.flatnonzero(self._short_key[wids])
+            for (n, offset), hashes in self._short_runs.items():
+                first = key_at - offset
+                first = first[(first >= 0) & (first + n <= len(wids))]
+                with np.errstate(over="ignore"):
+                    h = (prefix[first + n] - prefix[first]) * self.hasher.pow_inv[first]
+                found.append(first[member(h, hashes)])
+        at = wpos[np.concatenate(found)]
+        rows = np.unique(np.searchsorted(starts, at, side="right") - 1)  # a run across rows: a spare row
+        if len(rows) == len(b.rows):
+            return b, None
+        ends, pends = np.asarray(b.ends, dtype=np.int64), np.asarray(b.prompt_ends, dtype=np.int64)
+        length = ends[rows] - starts[rows]
+        new_starts = np.cumsum(length) - length
+        origin = np.repeat(starts[rows] - new_starts, length) + np.arange(int(length.sum()), dtype=np.int64)
+        kept = _Batch(
+            ids=ids[origin], starts=new_starts, prompt_ends=new_starts + pends[rows] - starts[rows],
+            ends=new_starts + length, rows=[b.rows[r] for r in rows.tolist()],
+        )  # fmt: skip
+        return kept, origin
 
     # ---- scan ----------------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -602,17 +811,24 @@ class OverlapIndex:
         parts = [_ROW] * (4 * len(rows) - 1)  # prompt, mark, response, mark, prompt, ...
         parts[0::4], parts[1::4], parts[2::4] = prompts, [_RESPONSE] * len(rows), responses
         joined = "\n".join(parts).lower()
-        n_marks = joined.count(_ROW) + joined.count(_RESPONSE)
         ids = self._word_ids.ids(joined.split())
         marks = np.flatnonzero(ids < 0)
-        if n_marks != 2 * len(rows) - 1 or len(marks) != n_marks:
+        # Our 2n - 1 marks are words of their own; a sentinel character in a text gives a negative id
+        # only as a token of its own (inside a longer token it is part of an out-of-vocabulary word,
+        # as on the reference path), so more marks than ours mean such a text: tokenise row by row.
+        if len(marks) != 2 * len(rows) - 1:
+            starts: list[int] = []
+            pends: list[int] = []
+            ends: list[int] = []
+            flat: list[int] = []
             for p, r in zip(prompts, responses):
-                b.starts.append(len(b.ids))
-                b.ids.extend(map(vocab_get, tokens(p, punct), repeat(0)))
-                b.prompt_ends.append(len(b.ids))
+                starts.append(len(flat))
+                flat.extend(map(vocab_get, tokens(p, punct), repeat(0)))
+                pends.append(len(flat))
                 if r:
-                    b.ids.extend(map(vocab_get, tokens(r, punct), repeat(0)))
-                b.ends.append(len(b.ids))
+                    flat.extend(map(vocab_get, tokens(r, punct), repeat(0)))
+                ends.append(len(flat))
+            b.ids, b.starts, b.prompt_ends, b.ends = flat, starts, pends, ends
             return b
         bounds = np.concatenate(([-1], marks, [len(ids)]))
         k = np.arange(len(rows))
@@ -625,23 +841,35 @@ class OverlapIndex:
     def _scan_batch(self, b: _Batch) -> Iterator[Hit]:
         hits: list[Hit] = []
         ids = np.asarray(b.ids, dtype=np.int64)
+        origin = None  # each token's position in the full batch, where the prefilter dropped rows
+        if len(ids) and self._prefilter_on:
+            b, origin = self._candidates(b, ids)
+            ids = np.asarray(b.ids, dtype=np.int64)
         if len(ids):
             s = self.hasher.prefix(ids)
             oov = np.concatenate(([0], np.cumsum(ids == 0)))
             starts = np.asarray(b.starts, dtype=np.int64)
-            lengths = np.diff(np.append(starts, len(ids)))
-            row_of = np.repeat(np.arange(len(b.rows)), lengths)
-            ends = np.asarray(b.ends, dtype=np.int64)[row_of]
-            pends = np.asarray(b.prompt_ends, dtype=np.int64)[row_of]
             hits.extend(self._whole_hits(ids, s, oov, starts, np.asarray(b.prompt_ends, dtype=np.int64), b))
-            hits.extend(self._ngram_hits(ids, s, oov, ends, row_of, b))
-            hits.extend(self._contained_hits(ids, s, oov, ends, row_of, b))
-            hits.extend(self._near_hits(ids, s, oov, pends, row_of, b))
-            # An edited copy only where no other rule already made the pair dirty (no double count).
-            found = {(h.row, h.eval_id) for h in hits if h.dirty}
-            hits.extend(h for h in self._edited_hits(ids, row_of, b) if (h.row, h.eval_id) not in found)
+            hits.extend(self._row_hits(ids, s, oov, b, origin, hits))
         hits.sort(key=lambda h: h.row)
         yield from hits
+
+    def _row_hits(
+        self, ids, s, oov, b: _Batch, origin: np.ndarray | None, found_so_far: list[Hit]
+    ) -> list[Hit]:
+        """``ngram``, ``contained``, ``near`` and ``edited`` hits of the batch's rows (``exact`` ones given)."""
+        starts = np.asarray(b.starts, dtype=np.int64)
+        lengths = np.diff(np.append(starts, len(ids)))
+        row_of = np.repeat(np.arange(len(b.rows)), lengths)
+        ends = np.asarray(b.ends, dtype=np.int64)[row_of]
+        pends = np.asarray(b.prompt_ends, dtype=np.int64)[row_of]
+        hits = self._ngram_hits(ids, s, oov, ends, row_of, b)
+        hits.extend(self._contained_hits(ids, s, oov, ends, row_of, b))
+        hits.extend(self._near_hits(ids, s, oov, pends, row_of, b, origin))
+        # An edited copy only where no other rule already made the pair dirty (no double count).
+        found = {(h.row, h.eval_id) for h in chain(found_so_far, hits) if h.dirty}
+        hits.extend(h for h in self._edited_hits(ids, row_of, b) if (h.row, h.eval_id) not in found)
+        return hits
 
     def _whole_hits(self, ids, s, oov, starts, pends, b: _Batch) -> list[Hit]:
         """Rows whose prompt, trailing . ? ! dropped, equals an item's (``exact``)."""
@@ -732,7 +960,9 @@ class OverlapIndex:
                         out.append(Hit(self.eval_ids[e], "contained", 1.0, b.rows[r], True))
         return out
 
-    def _near_hits(self, ids, s, oov, pends, row_of, b: _Batch) -> list[Hit]:
+    def _near_hits(
+        self, ids, s, oov, pends, row_of, b: _Batch, origin: np.ndarray | None = None
+    ) -> list[Hit]:
         k = self.shingle
         h = self.hasher.windows(s, k)
         if not len(h) or not len(self._shingle_hashes):
@@ -756,9 +986,10 @@ class OverlapIndex:
             return []
         sel = np.isin(rows, cand)
         # A shingle with an out-of-vocabulary word matches nothing; salt it (by its position in the
-        # batch) so that distinct ones stay distinct.
+        # full batch, whatever the prefilter kept) so that distinct ones stay distinct.
+        place = at[sel] if origin is None else origin[at[sel]]
         with np.errstate(over="ignore"):
-            salted = np.where(in_vocab[sel], h[sel], h[sel] ^ (at[sel].astype(np.uint64) * _OOV_SALT))
+            salted = np.where(in_vocab[sel], h[sel], h[sel] ^ (place.astype(np.uint64) * _OOV_SALT))
         sets: dict[int, set[int]] = {int(r): set() for r in cand.tolist()}
         for r, hv in zip(rows[sel].tolist(), salted.tolist()):
             sets[r].add(hv)
