@@ -142,7 +142,9 @@ def build(args):
     overrides: dict[int, tuple[str, str]] = {}
     planted: dict[str, set[str]] = {}
     for kind, count, _ in PLANTS:
-        pool = pools["short" if kind.startswith("short") else "numeric" if kind.startswith("twin") else "long"]
+        pool = pools[
+            "short" if kind.startswith("short") else "numeric" if kind.startswith("twin") else "long"
+        ]
         chosen, pool[:] = pool[:count], pool[count:]
         planted[kind] = set(chosen)
         for eid in chosen:
@@ -163,7 +165,10 @@ def build(args):
                 twin = " ".join(str(int(w) + 7) if w.isdigit() else w for w in text.rstrip("?").split()) + "?"
                 overrides[at] = (twin, "ok")
             else:  # fragment: 16 words of the item, a partial overlap only
-                overrides[at] = ("Summarise this passage.", " ".join(text.split()[TEMPLATE_WORDS : TEMPLATE_WORDS + 16]))
+                overrides[at] = (
+                    "Summarise this passage.",
+                    " ".join(text.split()[TEMPLATE_WORDS : TEMPLATE_WORDS + 16]),
+                )
 
     def row(i: int) -> tuple[str, str]:
         if i in overrides:
@@ -241,7 +246,12 @@ def run_janitor(items, source: BenchRows) -> dict:
             x = p + "\n" + r
             if any(jan.normalize_string(g) in jan.dirt_ngrams for g, _ in word_ngrams_indices(x, 13)):
                 rows.add(shard.start + k)
-    return {"rows": rows, "build_s": build_s, "scan_s": time.perf_counter() - t, "scan_cpu_s": time.process_time() - c}
+    return {
+        "rows": rows,
+        "build_s": build_s,
+        "scan_s": time.perf_counter() - t,
+        "scan_cpu_s": time.process_time() - c,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,8 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     dirty = {i for i, rec in per_item.items() if rec["dirty"]}
     must_dirty = set().union(*(planted[k] for k, _, d in PLANTS if d))
     recall = {
-        kind: {"planted": len(planted[kind]), "dirty": len(planted[kind] & dirty)}
-        for kind, _, _ in PLANTS
+        kind: {"planted": len(planted[kind]), "dirty": len(planted[kind] & dirty)} for kind, _, _ in PLANTS
     }
     kinds: dict[str, int] = {}
     for i in dirty:
@@ -290,10 +299,16 @@ def main(argv: list[str] | None = None) -> int:
         },
         "recall_by_plant": recall,
         "dirty_items_by_strongest_kind": kinds,
-        "false_flags_unplanted_dirty": len(dirty - must_dirty - planted["twin_other_numbers"] - planted["fragment_16_words"]),
+        "false_flags_unplanted_dirty": len(
+            dirty - must_dirty - planted["twin_other_numbers"] - planted["fragment_16_words"]
+        ),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "index_params": ours["index"].params(),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
     }
     if jan is not None:
         result["janitor"] = {

@@ -58,7 +58,9 @@ def test_arrow_source_reads_back_what_load_training_wrote(tmp_path, small_shards
 @pytest.mark.parametrize("probe", [contamination, data_quality])
 def test_one_worker_and_two_workers_give_identical_findings(tmp_path, small_shards, probe):
     inputs = make_run("clean_high", n=60, seed=1)
-    inputs.train = load_training(_planted_train(tmp_path, inputs), cache_dir=tmp_path / "cache", batch_rows=25)
+    inputs.train = load_training(
+        _planted_train(tmp_path, inputs), cache_dir=tmp_path / "cache", batch_rows=25
+    )
     inputs.workers = 1
     one = probe.run(inputs)
     inputs.workers = 2
@@ -67,7 +69,9 @@ def test_one_worker_and_two_workers_give_identical_findings(tmp_path, small_shar
     inputs.train = [dict(r) for r in inputs.train]  # the same rows as a plain list, in shards too
     assert _finding_dict(probe.run(inputs)) == _finding_dict(one)
     if probe is contamination:
-        assert one.metrics["dirty"] == 6 and {e["id"] for e in one.evidence} >= {it.id for it in inputs.items[:6]}
+        assert one.metrics["dirty"] == 6 and {e["id"] for e in one.evidence} >= {
+            it.id for it in inputs.items[:6]
+        }
     else:
         assert one.metrics["exact_duplicates"] > 0 and one.metrics["verified_errors"] > 0
 
@@ -94,7 +98,9 @@ def test_diagnose_probes_runs_only_the_selected(tmp_path):
     items.write_text("".join(json.dumps({"id": it.id, "prompt": it.prompt, "reference": it.reference}) + "\n"
                              for it in inputs.items))  # fmt: skip
     student = tmp_path / "student.jsonl"
-    student.write_text("".join(json.dumps({"id": k, "output": o.output}) + "\n" for k, o in inputs.student.items()))
+    student.write_text(
+        "".join(json.dumps({"id": k, "output": o.output}) + "\n" for k, o in inputs.student.items())
+    )
     train = _planted_train(tmp_path, inputs)
     out = tmp_path / "report"
     code = main(["diagnose", "--items", str(items), "--student", str(student), "--train", str(train),
@@ -109,7 +115,9 @@ def test_diagnose_probes_runs_only_the_selected(tmp_path):
 
 def test_unknown_probe_name_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["diagnose", "--items", "a", "--student", "b", "--out", str(tmp_path), "--probes", "contamnation"])
+        main(
+            ["diagnose", "--items", "a", "--student", "b", "--out", str(tmp_path), "--probes", "contamnation"]
+        )
     assert exc.value.code == 2 and "unknown probe contamnation" in capsys.readouterr().err
 
 
@@ -123,9 +131,13 @@ def test_shard_helpers():
 @pytest.mark.slow  # about 50 s on 2 shared cores (Ray start-up)
 def test_ray_engine_gives_the_same_findings_as_the_local_engine(tmp_path, small_shards):
     """A local Ray cluster (2 CPUs) runs the shard scans with Ray Data; the findings are the local ones."""
-    ray = pytest.importorskip("ray", reason="Ray is the optional [ray] extra: pip install 'distill-doctor[ray]'")
+    ray = pytest.importorskip(
+        "ray", reason="Ray is the optional [ray] extra: pip install 'distill-doctor[ray]'"
+    )
     inputs = make_run("clean_high", n=60, seed=1)
-    inputs.train = load_training(_planted_train(tmp_path, inputs), cache_dir=tmp_path / "cache", batch_rows=25)
+    inputs.train = load_training(
+        _planted_train(tmp_path, inputs), cache_dir=tmp_path / "cache", batch_rows=25
+    )
     local = [_finding_dict(p.run(inputs)) for p in (contamination, data_quality)]
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -30,8 +30,9 @@ ORGANISMS = Path(__file__).resolve().parents[1] / "fixtures" / "organisms" / "mo
 def toy(tmp_path_factory):
     """The sort organism as teacher (head_dim 32: vLLM's CPU attention needs >= 32), a random student
     on its tokenizer (hidden 64, 2 heads of 32), and 32 of its training prompts."""
-    from distill_doctor.testing.tiny_model import build_tiny_llama
     from transformers import PreTrainedTokenizerFast
+
+    from distill_doctor.testing.tiny_model import build_tiny_llama
 
     root = tmp_path_factory.mktemp("vllm-train")
     tok = PreTrainedTokenizerFast.from_pretrained(str(ORGANISMS / "sort_teacher"))

@@ -117,7 +117,9 @@ class TableSource(TrainingSource):
 
     def read(self, shard: Shard, columns: Sequence[str]) -> dict[str, list]:
         part = self.table.slice(shard.start, shard.rows)
-        return {c: part.column(c).to_pylist() if c in part.column_names else [None] * shard.rows for c in columns}
+        return {
+            c: part.column(c).to_pylist() if c in part.column_names else [None] * shard.rows for c in columns
+        }
 
 
 class ArrowStreamSource(TrainingSource):
@@ -159,7 +161,9 @@ class ArrowStreamSource(TrainingSource):
                 f.seek(int(self.offsets[b]))
                 batch = pa.ipc.read_record_batch(pa.ipc.read_message(f), schema)
                 for c in columns:
-                    out[c].extend(batch.column(c).to_pylist() if c in schema.names else [None] * batch.num_rows)
+                    out[c].extend(
+                        batch.column(c).to_pylist() if c in schema.names else [None] * batch.num_rows
+                    )
         return out
 
 
@@ -310,7 +314,9 @@ def _ray_map(job: Callable[[Shard], Any], shards: list[Shard]) -> list[Any]:
             return {"index": row["index"], "result": pickle.dumps(fn(by_index[row["index"]]))}
 
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours is the driver's bar
-        ds = ray.data.from_items([{"index": s.index} for s in shards], override_num_blocks=max(1, len(shards)))
+        ds = ray.data.from_items(
+            [{"index": s.index} for s in shards], override_num_blocks=max(1, len(shards))
+        )
         rows = ds.map(run_one).take_all()
         rows.sort(key=lambda r: r["index"])
         return [pickle.loads(r["result"]) for r in rows]
