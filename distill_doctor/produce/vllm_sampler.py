@@ -77,12 +77,11 @@ class VLLMTeacherSampler:
         config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
         limit = getattr(config, "max_position_embeddings", None)
         max_positions = int(limit) if limit else None
-        longest = max((len(tokenizer(p)["input_ids"]) for p in prompts or []), default=0)
-        context = longest + params.max_new_tokens
-        if max_positions is not None:
-            context = min(context, max_positions)
-        elif not prompts:
-            context = DEFAULT_MAX_MODEL_LEN
+        if prompts:
+            longest = max(len(tokenizer(p)["input_ids"]) for p in prompts)
+            context = min(longest + params.max_new_tokens, max_positions or 10**9)
+        else:  # prompts unknown: the model's whole context
+            context = max_positions or DEFAULT_MAX_MODEL_LEN
         spec = EngineSpec(
             model=str(model_dir),
             dtype=engine_dtype(config),
@@ -141,9 +140,13 @@ class VLLMTeacherSampler:
     def _completion(self, ids: list[int]) -> Completion:
         """Decode one completion; without the EOS it was cut by ``max_new_tokens`` (HFSampler's rule)."""
         eos = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
         ended = eos is not None and eos in ids
         if ended:
             ids = ids[: ids.index(eos)]
+        elif pad is not None and pad != eos:  # HFSampler cannot tell drawn pads from padding
+            while ids and ids[-1] == pad:
+                ids.pop()
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return Completion(text, truncated=eos is not None and not ended, n_tokens=len(ids))
 
