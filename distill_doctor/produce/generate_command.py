@@ -87,6 +87,13 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per generation batch (default 16)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
+    p.add_argument(
+        "--engine",
+        choices=("hf", "vllm"),
+        default="hf",
+        help="generation engine: hf = transformers generate (default); vllm = a vLLM engine process "
+        "on the teacher (needs .venv-vllm from scripts/setup_vllm.sh; --device is then not used)",
+    )
     p.add_argument("--workers", type=int, default=None, help="parallel code-verifier processes")
     p.add_argument(
         "--teacher-license",
@@ -160,9 +167,12 @@ def run(args: argparse.Namespace) -> int:
     from distill_doctor.produce.generate_run import generate_files
     from distill_doctor.produce.prompts import load_prompts
     from distill_doctor.produce.sampling import SamplingParams
+    from distill_doctor.train.vllm_client import EngineError, unavailable_reason
 
     manifest_out = args.manifest_out or default_manifest_path(args.out)
     _check_args(args, manifest_out)
+    if args.engine == "vllm" and (reason := unavailable_reason()):
+        return _engine_failed(reason)
     prompts = load_prompts(args.prompts)
     benchmarks = {path.name: load_items(path) for path in args.decontaminate}
     if len(benchmarks) != len(args.decontaminate):
@@ -183,22 +193,26 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
     )
-    report = generate_files(
-        prompts,
-        prompts_path=args.prompts,
-        teacher_model=args.teacher_model,
-        out=args.out,
-        manifest_out=manifest_out,
-        options=options,
-        params=params,
-        benchmarks=benchmarks,
-        device=args.device,
-        teacher_license=args.teacher_license,
-        prompts_license=args.prompts_license,
-        student_base=args.student_base,
-        student_license=args.student_license,
-        quiet=args.quiet,
-    )
+    try:
+        report = generate_files(
+            prompts,
+            prompts_path=args.prompts,
+            teacher_model=args.teacher_model,
+            out=args.out,
+            manifest_out=manifest_out,
+            options=options,
+            params=params,
+            benchmarks=benchmarks,
+            device=args.device,
+            teacher_license=args.teacher_license,
+            prompts_license=args.prompts_license,
+            student_base=args.student_base,
+            student_license=args.student_license,
+            quiet=args.quiet,
+            engine=args.engine,
+        )
+    except EngineError as err:  # the engine is an environment, like the disk: exit 2, one line
+        return _engine_failed(str(err))
     if not args.quiet:
         print(report)
     if not report.result.rows:
@@ -207,3 +221,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _engine_failed(message: str) -> int:
+    print(f"distill-doctor generate: generation engine failed: {message}", file=sys.stderr)
+    return 2

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from distill_doctor.produce.generate import GenerateOptions, GenerationResult, S
 from distill_doctor.produce.manifest_writer import build_manifest, describe_model, write_manifest
 from distill_doctor.produce.quiet import quiet_output
 from distill_doctor.produce.sampling import HFSampler, SamplingParams, load_model
+
+ENGINES = ("hf", "vllm")
+HF_DESCRIPTION = "transformers generate (left padding, tokenizer's own BOS, stop at EOS)"
 
 
 @dataclass
@@ -84,18 +88,33 @@ def generate_files(
     student_license: str | None = None,
     quiet: bool = True,
     sampler: Sampler | None = None,
+    engine: str = "hf",
 ) -> GenerationFiles:
     """Sample the teacher on ``prompts``, filter, write ``out`` (JSONL) and ``manifest_out``.
 
     ``sampler``: use this callable instead of loading ``teacher_model`` (the model directory is
     still what the manifest describes, so pass the sampler of that same model). Overwrite
     checks are the caller's job (the CLI refuses existing files without ``--overwrite``).
+    ``engine``: ``hf`` (transformers generate on ``device``) or ``vllm`` (a vLLM engine process on
+    the teacher directory, see :mod:`~distill_doctor.produce.vllm_sampler`; raises
+    ``EngineError`` when it cannot start or dies).
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     options = options or GenerateOptions()
     params = params or SamplingParams()
     out, manifest_out = Path(out), Path(manifest_out)
     bar = None
-    if sampler is None:
+    description = HF_DESCRIPTION
+    close: Callable[[], None] | None = None
+    if sampler is None and engine == "vllm":
+        from distill_doctor.produce.vllm_sampler import ENGINE_DESCRIPTION, VLLMTeacherSampler
+
+        engine_sampler = VLLMTeacherSampler.from_dir(
+            teacher_model, params, prompts=[it.prompt for it in prompts], log=None if quiet else sys.stderr
+        )
+        sampler, close, description = engine_sampler, engine_sampler.close, ENGINE_DESCRIPTION
+    elif sampler is None:
         with quiet_output(quiet):
             model, tokenizer = load_model(teacher_model, device=device)
         sampler = HFSampler(model, tokenizer, params)
@@ -112,6 +131,8 @@ def generate_files(
     finally:
         if bar is not None:
             bar.close()
+        if close is not None:
+            close()
 
     atomic_write_text(out, training_jsonl(result.rows))
     generation = {
@@ -124,7 +145,7 @@ def generate_files(
         "reject_with": options.reject_with,
         "batch_size": params.batch_size,
         "device": device,
-        "sampler": "transformers generate (left padding, tokenizer's own BOS, stop at EOS)",
+        "sampler": description,
         "versions": _versions(),
     }
     prompt_source = {
