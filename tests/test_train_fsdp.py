@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -110,7 +111,22 @@ def launch(root: Path, scheme: Scheme, jobs: list[dict], *, cpu: bool = True) ->
         "--config_file",
         str(root / "accelerate.yaml"),
     ]
-    subprocess.run([*command, str(worker), str(root / "jobs.json")], env=env, check=True, timeout=600)
+    args = [*command, str(worker), str(root / "jobs.json")]
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 and _native_abort(proc.stderr):
+        # DeepSpeed's CPU collectives now and then abort a rank in native code on a loaded 2-core
+        # host ("terminate called without an active exception", SIGABRT): not our code, and not a
+        # wrong result. Run the same jobs once more from clean output folders.
+        for job in jobs:
+            shutil.rmtree(job["output_dir"], ignore_errors=True)
+        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise AssertionError(f"accelerate launch failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
+def _native_abort(stderr: str) -> bool:
+    """A rank killed in native code (abort or a signal), as opposed to a Python error in our worker."""
+    return "terminate called" in stderr or "Signal 6 (SIGABRT)" in stderr
 
 
 @pytest.fixture(scope="module", params=list(SCHEMES))
