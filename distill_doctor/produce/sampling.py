@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -90,22 +91,7 @@ class HFSampler:
         return cls(model, tokenizer, params, **kw)
 
     def __call__(self, prompts: list[str], n: int) -> list[list[Completion]]:
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        greedy = self.params.temperature == 0
-        per_prompt = 1 if greedy else n
-        # Whole prompts per batch: a batch holds prompts x per_prompt rows.
-        step = max(1, self.params.batch_size // per_prompt)
-        out: list[list[Completion]] = []
-        for start in range(0, len(prompts), step):
-            chunk = prompts[start : start + step]
-            rows = self._generate(chunk, per_prompt)
-            for k in range(len(chunk)):
-                got = rows[k * per_prompt : (k + 1) * per_prompt]
-                out.append(got * n if greedy else got)
-            if self.progress is not None:
-                self.progress(len(chunk))
-        return out
+        return batched_samples(prompts, n, self.params, self._generate, self.progress)
 
     @torch.no_grad()
     def _generate(self, prompts: list[str], per_prompt: int) -> list[Completion]:
@@ -151,3 +137,30 @@ class HFSampler:
                 ids.pop()
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return Completion(text, truncated=eos is not None and not ended, n_tokens=len(ids))
+
+
+def batched_samples(
+    prompts: list[str],
+    n: int,
+    params: SamplingParams,
+    generate: Callable[[list[str], int], list[Completion]],
+    progress: Callable[[int], Any] | None = None,
+) -> list[list[Completion]]:
+    """``n`` completions per prompt from ``generate(prompts, per_prompt)`` (rows prompt-major), in
+    whole-prompt batches of at most ``params.batch_size`` rows. Greedy decoding samples each prompt
+    once and repeats it ``n`` times (every sample would be the same). Any engine's sampler uses it."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    greedy = params.temperature == 0
+    per_prompt = 1 if greedy else n
+    step = max(1, params.batch_size // per_prompt)  # a batch holds prompts x per_prompt rows
+    out: list[list[Completion]] = []
+    for start in range(0, len(prompts), step):
+        chunk = prompts[start : start + step]
+        rows = generate(chunk, per_prompt)
+        for k in range(len(chunk)):
+            got = rows[k * per_prompt : (k + 1) * per_prompt]
+            out.append(got * n if greedy else got)
+        if progress is not None:
+            progress(len(chunk))
+    return out

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_doctor.errors import InputError
-from distill_doctor.produce.sampling import Completion, SamplingParams
+from distill_doctor.produce.sampling import Completion, SamplingParams, batched_samples
 from distill_doctor.train.vllm_client import (
     CompletionRequest,
     EngineError,
@@ -91,21 +91,7 @@ class VLLMTeacherSampler:
         return cls(start_colocated(spec, log=log), tokenizer, params, max_positions=max_positions)
 
     def __call__(self, prompts: list[str], n: int) -> list[list[Completion]]:
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        greedy = self.params.temperature == 0
-        per_prompt = 1 if greedy else n
-        step = max(1, self.params.batch_size // per_prompt)  # HFSampler's batches
-        out: list[list[Completion]] = []
-        for start in range(0, len(prompts), step):
-            chunk = prompts[start : start + step]
-            rows = self._generate(chunk, per_prompt)
-            for k in range(len(chunk)):
-                got = rows[k * per_prompt : (k + 1) * per_prompt]
-                out.append(got * n if greedy else got)
-            if self.progress is not None:
-                self.progress(len(chunk))
-        return out
+        return batched_samples(prompts, n, self.params, self._generate, self.progress)
 
     def _generate(self, prompts: list[str], per_prompt: int) -> list[Completion]:
         p = self.params

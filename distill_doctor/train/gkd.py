@@ -24,8 +24,7 @@ from distill_doctor.train.data import collate, completion_rows, prompt_ids
 from distill_doctor.train.distributed import full_student
 from distill_doctor.train.engine import Run
 from distill_doctor.train.generation import sample_completions
-from distill_doctor.train.vllm_client import EngineError
-from distill_doctor.train.vllm_engine import VLLMSampler, engine_failure, open_sampler
+from distill_doctor.train.vllm_engine import VLLMSampler, run_with_engine
 
 
 def with_completions(run: Run, batch: dict, student, engine: VLLMSampler | None = None) -> dict:
@@ -60,17 +59,7 @@ def with_completions(run: Run, batch: dict, student, engine: VLLMSampler | None 
 
 
 def train_gkd(cfg: TrainConfig) -> Path:
-    run = Run.start(cfg, needs_teacher=True)
-    engine = None
-    try:
-        engine = open_sampler(run) if cfg.use_vllm else None
-        _loop(run, engine)
-    except EngineError as err:
-        raise engine_failure(run, err) from None
-    finally:
-        if engine is not None:
-            engine.close()
-    return run.finish()
+    return run_with_engine(cfg, _loop)
 
 
 def _loop(run: Run, engine: VLLMSampler | None) -> None:

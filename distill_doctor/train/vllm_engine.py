@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from pathlib import Path
 import torch
 
 from distill_doctor.train.checkpoint import latest_checkpoint
+from distill_doctor.train.config import TrainConfig
+from distill_doctor.train.engine import Run
 from distill_doctor.train.vllm_client import (
     CompletionRequest,
     EngineError,
@@ -214,3 +217,20 @@ def engine_failure(run, err: EngineError) -> EngineError:
         f"{err} (at step {run.step + 1}); "
         + (f"last good checkpoint: {last}" if last else "no checkpoint was saved before it")
     )
+
+
+def run_with_engine(cfg: TrainConfig, loop: Callable[[Run, VLLMSampler | None], None]) -> Path:
+    """Start a run, open the vLLM engine when ``cfg.use_vllm`` (else sample with HF ``generate``),
+    run ``loop(run, engine)`` and finish; an engine failure ends the run with exit 2, the last good
+    checkpoint kept (:func:`engine_failure`). The engine process stops on every way out."""
+    run = Run.start(cfg, needs_teacher=True)
+    engine = None
+    try:
+        engine = open_sampler(run) if cfg.use_vllm else None
+        loop(run, engine)
+    except EngineError as err:
+        raise engine_failure(run, err) from None
+    finally:
+        if engine is not None:
+            engine.close()
+    return run.finish()
