@@ -35,8 +35,7 @@ _VERDICT_RANK = {Verdict.SKIPPED: 0, Verdict.PASS: 0, Verdict.WARN: 1, Verdict.F
 
 def worst(verdicts) -> Verdict:
     """The most severe of ``verdicts`` (pass when there are none)."""
-    found = [Verdict(v) for v in verdicts]
-    return max(found, key=lambda v: v.rank, default=Verdict.PASS) if found else Verdict.PASS
+    return max((Verdict(v) for v in verdicts), key=lambda v: v.rank, default=Verdict.PASS)
 
 
 class Stage(enum.StrEnum):

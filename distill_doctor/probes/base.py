@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from distill_doctor.data.records import Item, Judgement, ModelOutput
-from distill_doctor.vocabulary import ALPHA, MODE_ORDER, STAGE_OF_MODE, STAGE_ORDER, Mode, Stage, Verdict
+from distill_doctor.vocabulary import ALPHA, MODE_ORDER, STAGE_OF_MODE, Mode, Stage, Verdict
 
 # The plain-string views of the vocabulary (distill_doctor/vocabulary.py), for callers that
 # compare with report.json's strings.
-DEBUG_ORDER: tuple[str, ...] = tuple(s.value for s in STAGE_ORDER)
 MODES: tuple[str, ...] = tuple(m.value for m in MODE_ORDER)  # also the order findings are reported in
 VERDICTS: tuple[str, ...] = tuple(v.value for v in Verdict)
 
