@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 
 from distill_doctor.errors import InputError
 from distill_doctor.train.vllm_client import EngineError, HttpTransport
-from distill_doctor.train.vllm_engine import SharedSampler, prompt_seeds
+from distill_doctor.train.vllm_engine import SharedSampler, prompt_seeds, tied_aliases
 from distill_doctor.train.vllm_shared import check_reachable, shared_transport
 
 
@@ -53,6 +53,25 @@ def test_an_address_other_machines_cannot_reach_is_refused():
     with pytest.raises(InputError, match="colocate serves the processes of one machine") as err:
         check_reachable("colocate", "10.0.0.5", 16, 8)
     assert err.value.field == "vllm_mode"
+
+
+def test_a_tied_embedding_is_pushed_once():
+    """A gathered state dict holds ``lm_head.weight`` as its own copy; the engine must get it once."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def model(tie: bool) -> LlamaForCausalLM:
+        shape = LlamaConfig(
+            vocab_size=16,
+            hidden_size=8,
+            intermediate_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            tie_word_embeddings=tie,
+        )
+        return LlamaForCausalLM(shape)
+
+    assert tied_aliases(model(True)) == {"lm_head.weight"}
+    assert tied_aliases(model(False)) == set()
 
 
 def _fake_run(rank: int, world: int):

@@ -77,6 +77,21 @@ def engine_state_dict(model) -> dict[str, torch.Tensor]:
     return engine_tensors(model.state_dict())
 
 
+def tied_aliases(model) -> set[str]:
+    """Names under which a parameter appears a second time (tied embeddings: ``lm_head.weight``).
+
+    A gathered state dict holds them as separate copies, which :func:`engine_tensors` cannot tell
+    from distinct weights; the engine must get each parameter once (measured: vLLM 0.32's in-place
+    reload given both names of a tied embedding sampled wrongly from then on)."""
+    seen: set[int] = set()
+    aliases: set[str] = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            aliases.add(name)
+        seen.add(id(param))
+    return aliases
+
+
 def engine_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """:func:`engine_state_dict` of a state dict already taken (a sharded student's gathered one)."""
     out: dict[str, torch.Tensor] = {}
@@ -330,12 +345,14 @@ class SharedSampler(VLLMSampler):
     def _push_gathered(self, state: dict, step: int) -> None:
         """Push a gathered full state dict; a LoRA student's through a whole peft copy that merges it."""
         if not self.run.cfg.use_peft:
-            self.push_tensors(engine_tensors(state), step)
+            aliases = tied_aliases(self.run.unwrapped_student)
+            self.push_tensors(engine_tensors({k: v for k, v in state.items() if k not in aliases}), step)
             return
         if self._whole_peft is None:
             from distill_doctor.train.lora import whole_peft_model
 
-            self._whole_peft = whole_peft_model(self.run.cfg, self.run.accelerator, state)
+            with torch.random.fork_rng(devices=[]):  # LoRA's init draws: keep this process's stream intact
+                self._whole_peft = whole_peft_model(self.run.cfg, self.run.accelerator, state)
         else:
             self._whole_peft.load_state_dict(state, strict=True)
         with merged_adapters(self._whole_peft) as plain:  # written before the adapters come out again
@@ -356,7 +373,8 @@ def open_shared_sampler(run) -> SharedSampler:
     model_dir = None
     if not external:
         model_dir = tempfile.mkdtemp(prefix="distill-doctor-engine-")  # the main process's is written
-        run.save_model(Path(model_dir), final=False)  # a collective: the gathered student
+        with torch.random.fork_rng(devices=[]):  # a sharded LoRA student is rebuilt (LoRA's init draws)
+            run.save_model(Path(model_dir), final=False)  # a collective: the gathered student
     log_path = Path(run.output_dir) / "vllm_engine.log"
 
     def start() -> HttpTransport:
