@@ -1,9 +1,10 @@
-"""``use_vllm`` with 2 processes under FSDP2 (CPU, gloo): one engine serves both, against HF generate.
+"""``use_vllm`` with 2 processes under FSDP2 and ZeRO-3 (CPU, gloo): one engine serves both, against HF generate.
 
 One ``accelerate launch`` runs every job (``vllm_multi_worker.py``): greedy gkd with the engine the
 main process starts, greedy skd and LoRA gkd with a server this test started
 (``vllm_server_port``), each next to the same job sampled with HF generate (the gather-once path),
 and a run whose engine is killed after step 2. Two engine starts in all (about 30-60 s each here).
+A second launch runs greedy gkd under ZeRO-3 with ``vllm_mode: colocate`` (one more engine start).
 
 Why the losses must agree: at temperature 0 both paths sample the argmax of the same weights (the
 engine gets the gathered student after every step), so the two runs train on the same token ids and
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train_fsdp import COMMON_CONFIG, FSDP2_CONFIG
+from test_train_fsdp import COMMON_CONFIG, FSDP2_CONFIG, ZERO3_CONFIG
 
 from distill_doctor.train import vllm_client
 from distill_doctor.train.config import GKDConfig, SKDConfig, TrainConfig
@@ -82,6 +83,19 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
+def launch(root: Path, scheme: str, jobs: list[dict]) -> None:
+    """All jobs in one ``accelerate launch`` of 2 CPU processes under ``scheme`` (an accelerate config part)."""
+    (root / "jobs.json").write_text(json.dumps(jobs))
+    (root / "accelerate.yaml").write_text(COMMON_CONFIG + scheme)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    worker = Path(__file__).with_name("vllm_multi_worker.py")
+    config = ["--config_file", str(root / "accelerate.yaml")]
+    args = [sys.executable, "-m", "accelerate.commands.launch", *config, str(worker), str(root / "jobs.json")]
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(f"accelerate launch failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
     root = tmp_path_factory.mktemp("vllm-multi")
@@ -93,7 +107,7 @@ def launched(tmp_path_factory):
     port = int(server.base_url.rsplit(":", 1)[1])
     external = {"use_vllm": True, "vllm_mode": "server", "vllm_server_port": port}
     lora = {"use_peft": True, "lora_r": 8, "lr": 5e-2}
-    jobs = [
+    jobs: list[dict] = [
         {"method": "gkd", "fields": fields(root, "gkd-hf", "gkd")},
         {"method": "gkd", "fields": fields(root, "gkd-vllm", "gkd", use_vllm=True, vllm_mode="server")},
         {"method": "skd", "fields": fields(root, "skd-hf", "skd")},
@@ -107,30 +121,11 @@ def launched(tmp_path_factory):
             "kill_pid_after_step": [server.process.pid, 2],
         },
     ]
-    (root / "jobs.json").write_text(json.dumps(jobs))
-    (root / "accelerate.yaml").write_text(COMMON_CONFIG + FSDP2_CONFIG)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    worker = Path(__file__).with_name("vllm_multi_worker.py")
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(root / "accelerate.yaml"),
-    ]
     try:
-        proc = subprocess.run(
-            [*command, str(worker), str(root / "jobs.json")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        launch(root, FSDP2_CONFIG, jobs)
     finally:
         server.close()
         log.close()
-    if proc.returncode != 0:
-        raise AssertionError(f"accelerate launch failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return root
 
 
@@ -163,3 +158,22 @@ def test_an_engine_that_dies_stops_every_process_with_exit_2_and_one_line(launch
     assert "not answering" in line and "at step 3" in line and "step-000002" in line
     assert (out / "checkpoints" / "step-000002").is_dir() and not (out / "model.safetensors").exists()
     assert [m["step"] for m in metrics(out)] == [1, 2]
+
+
+def test_zero3_processes_sampling_from_one_colocated_engine_equal_hf_generate(tmp_path):
+    """ZeRO-3 (the 16-bit consolidation gathers the pushed weights) with ``vllm_mode: colocate``, which
+    under several processes is an HTTP engine that rank 0 starts on 127.0.0.1."""
+    pytest.importorskip("deepspeed")
+    toy(tmp_path)
+    colocate = {"use_vllm": True, "vllm_mode": "colocate"}
+    jobs: list[dict] = [
+        {"method": "gkd", "fields": fields(tmp_path, "hf", "gkd")},
+        {"method": "gkd", "fields": fields(tmp_path, "vllm", "gkd", **colocate)},
+    ]
+    launch(tmp_path, ZERO3_CONFIG, jobs)
+    hf, vl = metrics(tmp_path / "hf"), metrics(tmp_path / "vllm")
+    assert [m["loss_tokens"] for m in vl] == [m["loss_tokens"] for m in hf]
+    assert [m["loss"] for m in vl] == pytest.approx([m["loss"] for m in hf], rel=1e-5)
+    assert [m["engine_weights_lag"] for m in vl] == [0] * STEPS
+    check = json.loads((tmp_path / "vllm" / "fsdp_check.rank1.json").read_text())
+    assert check["sharding"] == "zero3" and 0.45 < check["local_share"] < 0.55
