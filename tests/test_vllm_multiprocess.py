@@ -107,6 +107,7 @@ def launched(tmp_path_factory):
     port = int(server.base_url.rsplit(":", 1)[1])
     external = {"use_vllm": True, "vllm_mode": "server", "vllm_server_port": port}
     lora = {"use_peft": True, "lora_r": 8, "lr": 5e-2}
+    sampled = {"steps": 4, "gkd": {"lmbda": 0.5, "temperature": 1.0, "max_new_tokens": MAX_NEW}}
     jobs: list[dict] = [
         {"method": "gkd", "fields": fields(root, "gkd-hf", "gkd")},
         {"method": "gkd", "fields": fields(root, "gkd-vllm", "gkd", use_vllm=True, vllm_mode="server")},
@@ -114,6 +115,15 @@ def launched(tmp_path_factory):
         {"method": "skd", "fields": fields(root, "skd-vllm", "skd", **external)},
         {"method": "gkd", "fields": fields(root, "lora-hf", "gkd", **lora)},
         {"method": "gkd", "fields": fields(root, "lora-vllm", "gkd", **lora, **external)},
+        {"method": "gkd", "fields": fields(root, "sampled-whole", "gkd", **sampled, **external)},
+        {
+            "method": "gkd",
+            "fields": {**fields(root, "sampled-resumed", "gkd", **sampled, **external), "stop_at_step": 2},
+        },
+        {
+            "method": "gkd",
+            "fields": {**fields(root, "sampled-resumed", "gkd", **sampled, **external), "resume": True},
+        },
         {  # last: the engine dies after step 2 and stays dead
             "method": "gkd",
             "fields": fields(root, "dies", "gkd", steps=4, save_every=1, **external),
@@ -146,6 +156,17 @@ def test_two_processes_sampling_from_one_engine_equal_hf_generate(launched, name
 def test_the_main_process_started_the_engine_of_the_first_run(launched):
     log = (launched / "gkd-vllm" / "vllm_engine.log").read_text()
     assert "vllm_server: listening on http://127.0.0.1:" in log
+
+
+def test_a_sampled_run_stopped_and_resumed_asks_the_engine_for_the_same_samples(launched):
+    """Coins from python's RNG, seeds from torch's, both per process in the sharded checkpoint: the
+    resumed run (a fresh connection, the student pushed again) reproduces the uninterrupted one."""
+    whole, resumed = metrics(launched / "sampled-whole"), metrics(launched / "sampled-resumed")
+    assert [m["step"] for m in resumed] == [1, 2, 3, 4]
+    for a, b in zip(whole, resumed, strict=True):
+        for key in ("loss", "loss_tokens", "on_policy_fraction"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+    assert 0 < sum(m["on_policy_fraction"] for m in whole) < 4  # both coin sides were drawn
 
 
 def test_an_engine_that_dies_stops_every_process_with_exit_2_and_one_line(launched):
