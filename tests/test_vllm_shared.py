@@ -75,8 +75,33 @@ def test_a_tied_embedding_is_pushed_once():
 
 
 def _fake_run(rank: int, world: int):
-    accelerator = SimpleNamespace(process_index=rank, num_processes=world, is_main_process=rank == 0)
+    """What SharedSampler reads of a run: data parallel processes (each holds the whole student)."""
+    from accelerate.utils import DistributedType
+
+    accelerator = SimpleNamespace(
+        process_index=rank,
+        num_processes=world,
+        is_main_process=rank == 0,
+        distributed_type=DistributedType.MULTI_CPU,
+    )
     return SimpleNamespace(accelerator=accelerator)
+
+
+class FakeEngine:
+    """Answers weight updates like the engine (or fails like a dead one); counts what it got."""
+
+    def __init__(self, dead: bool = False) -> None:
+        self.dead, self.updates = dead, 0
+
+    def call(self, route: str, body: dict) -> dict:
+        if self.dead:
+            raise EngineError("the vLLM server at http://127.0.0.1:8123 is not answering (refused)")
+        assert route == "/update_weights" and Path(body["path"]).is_file()
+        self.updates += 1
+        return {"tensors": 2, "weights_version": body["version"]}
+
+    def close(self) -> None:
+        pass
 
 
 def _outcome(action) -> str:
@@ -91,7 +116,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    seen = {}
+    seen: dict[str, object] = {}
 
     def started() -> HttpTransport:
         return HttpTransport("http://127.0.0.1:8123", timeout=5.0)
@@ -114,6 +139,15 @@ def _worker(rank: int, port: int, out: str) -> None:
     seen["sampling_ok"] = _outcome(lambda: sample(None))
     seen["rank1_fails"] = _outcome(lambda: sample(1))
     seen["both_fail"] = _outcome(lambda: sample(rank))  # the main process's message wins
+
+    engine = FakeEngine()
+    sampler = SharedSampler(engine, run=_fake_run(rank, 2), tokenizer_vocab=10, model_vocab=10, sync_every=1)
+    student = torch.nn.Linear(3, 2)
+    seen["push"] = _outcome(lambda: sampler.after_step(student, 1))
+    seen["pushed"] = [engine.updates, sampler.stats.pushes, sampler.stats.weights_step, sampler.lag(1)]
+    engine.dead = rank == 0  # only the main process talks to it: its failure must reach the other
+    seen["push_fails"] = _outcome(lambda: sampler.after_step(student, 2))
+    seen["after_failure"] = [sampler.stats.pushes, sampler.lag(2)]
     Path(f"{out}.rank{rank}").write_text(json.dumps(seen))
     dist.destroy_process_group()
 
@@ -126,6 +160,10 @@ def test_two_processes_agree_on_the_engine_and_on_its_failures(tmp_path):
     out = str(tmp_path / "seen")
     mp.spawn(_worker, args=(port, out), nprocs=2, join=True)
     seen = [json.loads(Path(f"{out}.rank{r}").read_text()) for r in (0, 1)]
+    assert seen[0]["pushed"] == [1, 1, 1, 0]  # the main process pushed once
+    assert seen[1]["pushed"] == [0, 1, 1, 0]  # the other only waited for it, and knows the lag
+    for s in seen:
+        del s["pushed"]
     assert seen[0] == seen[1]
     assert seen[0] == {
         "start": "ok http://127.0.0.1:8123",
@@ -133,4 +171,7 @@ def test_two_processes_agree_on_the_engine_and_on_its_failures(tmp_path):
         "sampling_ok": "ok sampled",
         "rank1_fails": "EngineError the vLLM server is not answering (rank 1)",
         "both_fail": "EngineError the vLLM server is not answering (rank 0)",
+        "push": "ok None",
+        "push_fails": "EngineError the vLLM server at http://127.0.0.1:8123 is not answering (refused)",
+        "after_failure": [1, 1],
     }

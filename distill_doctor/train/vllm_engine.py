@@ -301,7 +301,7 @@ class SharedSampler(VLLMSampler):
     """:class:`VLLMSampler` for one of several processes sharing the main process's engine."""
 
     def __init__(
-        self, transport: HttpTransport, *, run, tokenizer_vocab: int, model_vocab: int, sync_every: int
+        self, transport: Transport, *, run, tokenizer_vocab: int, model_vocab: int, sync_every: int
     ) -> None:
         super().__init__(
             transport, tokenizer_vocab=tokenizer_vocab, model_vocab=model_vocab, sync_every=sync_every
@@ -323,7 +323,7 @@ class SharedSampler(VLLMSampler):
         """Every process: gather the student (a collective under FSDP2/ZeRO-3); the main process pushes
         it; all wait for the outcome (the barrier that keeps stale weights from being sampled)."""
         start = time.perf_counter()
-        before = self.stats
+        pushes, seconds = self.stats.pushes, self.stats.seconds  # push_tensors counts on the main process
         accelerator = self.run.accelerator
         sharded = sharding_of(accelerator) is not Sharding.NONE
         state = accelerator.get_state_dict(self.run.student) if sharded else None
@@ -340,7 +340,7 @@ class SharedSampler(VLLMSampler):
         if message is not None:
             raise EngineError(message)
         elapsed = time.perf_counter() - start
-        self.stats = PushStats(before.pushes + 1, before.seconds + elapsed, step, elapsed)
+        self.stats = PushStats(pushes + 1, seconds + elapsed, step, elapsed)  # the same on every process
 
     def _push_gathered(self, state: dict, step: int) -> None:
         """Push a gathered full state dict; a LoRA student's through a whole peft copy that merges it."""
