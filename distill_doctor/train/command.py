@@ -8,6 +8,7 @@ training diverged (non-finite loss), 2 on bad input.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -112,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"distill-doctor train: training stopped: {err}", file=sys.stderr)
         return 1
     except EngineError as err:  # the generation engine (vLLM) is an environment: exit 2
-        print(f"distill-doctor train: generation engine failed: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # every process raises it together: one line, not one each
+            print(f"distill-doctor train: generation engine failed: {err}", file=sys.stderr)
         return 2
     if not cfg.quiet:
         print(f"output: {out}")

@@ -207,7 +207,9 @@ class TrainConfig:
         False, "gkd/skd: sample on-policy completions with vLLM (.venv-vllm) instead of HF generate"
     )
     vllm_mode: str = _f(
-        "colocate", "colocate (a child engine on a pipe) or server (an HTTP engine on vllm_server_host)"
+        "colocate",
+        "colocate (a child engine on a pipe; under several processes rank 0's child over HTTP) or server "
+        "(an HTTP engine on vllm_server_host)",
     )
     vllm_server_host: str = _f("127.0.0.1", "server mode: host of the engine")
     vllm_server_port: int | None = _f(

@@ -208,3 +208,35 @@ def _zero3_gathered(engine):
             yield
         finally:
             offload._register_deepspeed_module(offload.module)
+
+
+# ----------------------------------------------------------------------------- agreeing across processes
+
+
+def from_main_process(value, num_processes: int):
+    """``value`` as the main process (rank 0) has it, on every process (a collective; pickled objects).
+
+    Used where only the main process can know something the others need (the port of the engine it
+    started, or why it could not start it)."""
+    if num_processes == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def first_failure(message: str | None, num_processes: int) -> str | None:
+    """Every process says what went wrong on it (None: nothing); all get the lowest-ranked failure.
+
+    A collective every process must enter, failed or not: a process that raised alone would leave
+    the others waiting in the next collective until the launcher's timeout. After it, either every
+    process goes on or every process raises the same error."""
+    if num_processes == 1:
+        return message
+    import torch.distributed as dist
+
+    messages: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(messages, message)
+    return next((m for m in messages if m is not None), None)

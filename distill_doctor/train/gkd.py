@@ -24,7 +24,7 @@ from distill_doctor.train.data import collate, completion_rows, prompt_ids
 from distill_doctor.train.distributed import full_student
 from distill_doctor.train.engine import Run
 from distill_doctor.train.generation import sample_completions
-from distill_doctor.train.vllm_engine import VLLMSampler, run_with_engine
+from distill_doctor.train.vllm_engine import VLLMSampler, run_with_engine, shared_sampling
 
 
 def with_completions(run: Run, batch: dict, student, engine: VLLMSampler | None = None) -> dict:
@@ -73,7 +73,7 @@ def _loop(run: Run, engine: VLLMSampler | None) -> None:
             if cfg.gkd.lmbda > 0 and engine is None
             else nullcontext(None)
         )
-        with gather as student:
+        with gather as student, shared_sampling(engine):
             micro_batches = [
                 with_completions(run, b, student, engine) for b in micro_batches
             ]  # before counting

@@ -22,7 +22,7 @@ from distill_doctor.train.data import collate, completion_rows, prompt_ids
 from distill_doctor.train.distributed import full_student
 from distill_doctor.train.engine import Run
 from distill_doctor.train.generation import speculative_by_rounds, speculative_completions
-from distill_doctor.train.vllm_engine import VLLMSampler, run_with_engine
+from distill_doctor.train.vllm_engine import VLLMSampler, run_with_engine, shared_sampling
 
 
 def speculative_batch(run: Run, batch: dict, student, engine: VLLMSampler | None = None) -> dict:
@@ -71,7 +71,7 @@ def _loop(run: Run, engine: VLLMSampler | None) -> None:
     share = 1.0 / (cfg.grad_accum * run.accelerator.num_processes)
     for micro_batches in run:
         gather = full_student(run.accelerator, run.student) if engine is None else nullcontext(None)
-        with gather as student:  # one gather per step under FSDP2
+        with gather as student, shared_sampling(engine):  # one gather per step under FSDP2
             micro_batches = [
                 speculative_batch(run, b, student, engine) for b in micro_batches
             ]  # before counting
