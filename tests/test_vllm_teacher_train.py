@@ -136,11 +136,15 @@ def spy_on_teacher_engines(monkeypatch) -> list:
 def test_a_served_teacher_trains_like_the_in_process_teacher_cut_to_its_top_k(
     toy, tmp_path, monkeypatch, mode, gkd
 ):
-    """3 gkd steps of 2 micro-batches: the same samples (greedy; with seq_kd the teacher's, sampled by
-    its engine), the same top-k targets up to float32 kernels, so the same losses and tail masses."""
+    """3 gkd steps of 2 micro-batches: the same samples (greedy; on-policy from the student's own vLLM
+    engine beside the teacher's, with seq_kd the teacher's, sampled by its engine), the same top-k
+    targets up to float32 kernels, so the same losses and tail masses."""
     opened = spy_on_teacher_engines(monkeypatch)
     run_training("gkd", cfg_for(toy, tmp_path / "hf", gkd=gkd))
-    run_training("gkd", cfg_for(toy, tmp_path / "vllm", gkd=gkd, teacher_use_vllm=True, vllm_mode=mode))
+    both = {"use_vllm": gkd.lmbda > 0}  # two engines: the student's and the teacher's
+    run_training(
+        "gkd", cfg_for(toy, tmp_path / "vllm", gkd=gkd, teacher_use_vllm=True, vllm_mode=mode, **both)
+    )
     hf, vl = metrics(tmp_path / "hf"), metrics(tmp_path / "vllm")
     assert [m["step"] for m in vl] == [1, 2, 3]
     assert [m["loss"] for m in vl] == pytest.approx([m["loss"] for m in hf], rel=1e-4)
