@@ -129,22 +129,33 @@ def spy_on_teacher_engines(monkeypatch) -> list:
     ("mode", "gkd"),
     [
         ("colocate", GKDConfig(lmbda=1.0, beta=0.5, temperature=0.0, max_new_tokens=12)),
-        ("server", GKDConfig(lmbda=0.0, seq_kd=True, divergence="forward_kl", temperature=0.0, max_new_tokens=12)),
+        ("external", GKDConfig(lmbda=0.0, seq_kd=True, divergence="forward_kl", temperature=0.0, max_new_tokens=12)),
     ],
-    ids=["on-policy-colocate", "seq_kd-server"],
+    ids=["on-policy-colocate", "seq_kd-external-server"],
 )  # fmt: skip
 def test_a_served_teacher_trains_like_the_in_process_teacher_cut_to_its_top_k(
     toy, tmp_path, monkeypatch, mode, gkd
 ):
     """3 gkd steps of 2 micro-batches: the same samples (greedy; on-policy from the student's own vLLM
-    engine beside the teacher's, with seq_kd the teacher's, sampled by its engine), the same top-k
-    targets up to float32 kernels, so the same losses and tail masses."""
+    engine beside the teacher's, colocated; with seq_kd the teacher's, sampled by a teacher server
+    started elsewhere), the same top-k targets up to float32 kernels: the same losses and tail masses."""
     opened = spy_on_teacher_engines(monkeypatch)
     run_training("gkd", cfg_for(toy, tmp_path / "hf", gkd=gkd))
-    both = {"use_vllm": gkd.lmbda > 0}  # two engines: the student's and the teacher's
-    run_training(
-        "gkd", cfg_for(toy, tmp_path / "vllm", gkd=gkd, teacher_use_vllm=True, vllm_mode=mode, **both)
-    )
+    fields: dict = {"teacher_use_vllm": True, "vllm_mode": "colocate", "use_vllm": gkd.lmbda > 0}
+    external = None
+    if mode == "external":  # a server someone started on the teacher: the trainer connects, leaves it up
+        spec = vllm_client.EngineSpec(
+            model=str(ORGANISMS / "sort_teacher"), max_model_len=256, max_logprobs=20
+        )
+        external = vllm_client.start_server(spec)
+        fields.update(vllm_mode="server", teacher_vllm_server_port=int(external.base_url.rsplit(":", 1)[1]))
+    try:
+        run_training("gkd", cfg_for(toy, tmp_path / "vllm", gkd=gkd, **fields))
+        if external is not None:
+            assert external.call("/health", {})["status"] == "ok"  # not stopped by the trainer
+    finally:
+        if external is not None:
+            external.close()
     hf, vl = metrics(tmp_path / "hf"), metrics(tmp_path / "vllm")
     assert [m["step"] for m in vl] == [1, 2, 3]
     assert [m["loss"] for m in vl] == pytest.approx([m["loss"] for m in hf], rel=1e-4)
@@ -156,7 +167,8 @@ def test_a_served_teacher_trains_like_the_in_process_teacher_cut_to_its_top_k(
         [m["student_tail_mass"] for m in hf], rel=1e-4
     )
     assert all(m["kl"] is None and m["teacher_score_s"] > 0 for m in vl)
-    assert len(opened) == 1 and opened[0].process.poll() is not None  # the trainer stopped its teacher engine
+    if external is None:  # the trainer stopped the teacher engine it started
+        assert len(opened) == 1 and opened[0].process.poll() is not None
     full = tmp_path / "full"  # the full teacher: a different (larger) loss than its top-k, same samples
     run_training("gkd", cfg_for(toy, full, gkd=gkd, teacher_top_k=None, steps=1))
     assert metrics(full)[0]["loss"] >= metrics(tmp_path / "hf")[0]["loss"] - 1e-6

@@ -326,7 +326,8 @@ def open_served_teacher(run: Any, student_rows: int) -> ServedTeacher:
     sampler = VLLMSampler(
         transport, tokenizer_vocab=len(run.tokenizer), model_vocab=teacher_rows, sync_every=1
     )
-    run._note(f"vLLM teacher engine ready in {time.perf_counter() - start:.0f} s; log: {log_path}")
+    where = f"port {cfg.teacher_vllm_server_port}" if cfg.teacher_vllm_server_port else f"log: {log_path}"
+    run._note(f"vLLM teacher engine ready in {time.perf_counter() - start:.0f} s; {where}")
     return ServedTeacher(
         transport, top_k=cfg.teacher_top_k, rows=min(student_rows, teacher_rows), sampler=sampler
     )
