@@ -106,6 +106,18 @@ def test_a_config_file_names_its_line_and_field(tmp_path):
     assert "gkd.divergence" in str(err.value) and "jsd with beta < 1" in str(err.value)
 
 
+def test_the_example_config_loads():
+    cfg = load_config(ROOT / "configs" / "gkd_vllm.yaml")
+    assert cfg.use_vllm and cfg.teacher_use_vllm and cfg.teacher_top_k == 20 and cfg.gkd.beta == 0.5
+
+
+def test_the_engine_is_started_with_room_for_k_log_probs():
+    from distill_doctor.train.vllm_client import EngineSpec
+
+    assert EngineSpec(model="t", max_logprobs=64).arguments()[-2:] == ["--max-logprobs", "64"]
+    assert "--max-logprobs" not in EngineSpec(model="t").arguments()  # vLLM's default cap, 20
+
+
 # ----------------------------------------------------------------------------- what a top-k teacher misses
 
 
