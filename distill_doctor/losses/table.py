@@ -64,3 +64,43 @@ def lookup(name: str) -> Divergence:
         return _BY_NAME[name]
     except KeyError:
         raise ValueError(f"unknown divergence {name!r}; expected one of {', '.join(DIVERGENCES)}") from None
+
+
+# ----------------------------------------------------------------------------- against a top-k teacher
+
+# A top-k teacher (a served teacher, a top-k cache) is known on k + 1 buckets: its top-k ids and the
+# rest, the tail R. The divergence between the bucketed distributions is the full one minus what is
+# lost inside the tail, which is >= 0 (data processing). With p_R / q_R the teacher's / the student's
+# mass in the tail and p|R, q|R their shapes inside it, that loss is (each bound -> 0 with p_R, for any
+# student; checked on random distributions in tests/test_vllm_teacher.py):
+TOPK_TAIL_ERROR = {
+    "forward_kl": "p_R KL(p|R || q|R): weighted by the teacher's tail mass p_R",
+    "reverse_kl": "q_R KL(q|R || p|R): weighted by the student's tail mass, unbounded (refused)",
+    "jsd": "at most beta p_R (1 + ln(1 + (1 - beta) q_R / (beta p_R))) for 0 < beta < 1",
+    "skew_forward_kl": "at most p_R ln(1 + (1 - alpha) q_R / (alpha p_R)) for alpha > 0",
+    "skew_reverse_kl": "at most (1 - alpha) p_R / alpha for alpha > 0 (alpha 0 is reverse KL, refused)",
+    "tv": "at most min(p_R, q_R)",
+}
+
+
+def topk_refusal(name: str, *, beta: float | None = None, alpha: float | None = None) -> str | None:
+    """Why ``name`` cannot be trained against a top-k teacher (None when it can).
+
+    Reverse KL, and jsd at beta = 1 and skew_reverse_kl at alpha = 0 which equal it, weight the tail
+    by the student's own mass outside the teacher's top-k: on the student's samples that mass need not
+    be small, and what the bucketed loss misses there (the student's tail against a teacher tail that
+    was never sent) is unbounded. Every other row misses at most an amount governed by the teacher's
+    tail mass (``TOPK_TAIL_ERROR``), which the teacher reports and a larger k shrinks."""
+    reverse = (
+        name == "reverse_kl"
+        or (name == "jsd" and beta == 1.0)
+        or (name == "skew_reverse_kl" and alpha == 0.0)
+    )
+    if not reverse:
+        return None
+    return (
+        f"{name}{'' if name == 'reverse_kl' else ' here'} is reverse KL, which a top-k teacher cannot "
+        "stand in for: its tail term (the student's mass outside the teacher's top-k, against teacher "
+        "probabilities that were never sent) is unbounded; use jsd with beta < 1 (e.g. 0.9, mode-seeking "
+        "with a bounded tail error), forward_kl, or the full teacher (no teacher_top_k)"
+    )

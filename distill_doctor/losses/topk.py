@@ -36,6 +36,17 @@ def topk_targets(
     return ids, values - lse, tail
 
 
+def tail_from_topk(topk_logprobs: torch.Tensor) -> torch.Tensor:
+    """log(1 - sum of the top-k probabilities): (..., k) -> (...) float32, the tail log-prob that a
+    teacher sending only its top-k (a vLLM server's prompt log-probs) leaves implicit.
+
+    Computed in float64 as ``log(-expm1(logsumexp))``, accurate when the top-k hold almost all the mass;
+    -inf where they hold all of it to rounding (the tail then carries no loss)."""
+    rest = -torch.expm1(torch.logsumexp(topk_logprobs.double(), dim=-1))  # (...,) 1 - sum p
+    tiny = torch.finfo(torch.float64).tiny
+    return torch.where(rest > 0, rest.clamp_min(tiny).log(), torch.full_like(rest, float("-inf"))).float()
+
+
 def bucket_log_probs(logits: torch.Tensor, topk_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """A model's distribution collapsed to (its probs at topk_ids, the rest): (n, V), (n, k) -> (n, k + 1) log-probs."""
     logp = log_probs(logits, temperature)  # (n, V)

@@ -133,6 +133,23 @@ def add_lora(model, cfg: TrainConfig):
 
 def check_same_vocab(student_tok, teacher_tok, student, teacher) -> None:
     """Refuse teacher/student pairs whose tokenizers differ; padded model rows beyond the tokenizer are fine."""
+    check_same_tokenizer(student_tok, teacher_tok)
+    for name, tok, model in (("student", student_tok, student), ("teacher", teacher_tok, teacher)):
+        rows = output_rows(model)
+        if rows < len(tok):
+            raise InputError(
+                f"model has {rows} output rows but its tokenizer has {len(tok)} tokens", field=name
+            )
+
+
+def output_rows(model) -> int:
+    """Rows of a model's output layer (its vocabulary slots, padded ones included)."""
+    weight = model.get_output_embeddings().weight
+    return int(getattr(weight, "ds_shape", weight.shape)[0])  # ZeRO-3: a partitioned weight's shape
+
+
+def check_same_tokenizer(student_tok, teacher_tok) -> None:
+    """Refuse tokenizers that differ in any token or id (the distillation compares ids position by position)."""
     s_vocab, t_vocab = student_tok.get_vocab(), teacher_tok.get_vocab()
     if s_vocab != t_vocab:
         only_s = sorted(set(s_vocab) - set(t_vocab))
@@ -152,15 +169,6 @@ def check_same_vocab(student_tok, teacher_tok, student, teacher) -> None:
             "vocabulary (use method 'sft' on teacher text for cross-tokenizer distillation)",
             field="teacher",
         )
-    for name, tok, model in (("student", student_tok, student), ("teacher", teacher_tok, teacher)):
-        weight = model.get_output_embeddings().weight
-        rows = getattr(weight, "ds_shape", weight.shape)[
-            0
-        ]  # a ZeRO-3 partitioned weight keeps its shape there
-        if rows < len(tok):
-            raise InputError(
-                f"model has {rows} output rows but its tokenizer has {len(tok)} tokens", field=name
-            )
 
 
 def make_accelerator(cfg: TrainConfig):

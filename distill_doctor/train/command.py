@@ -112,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
     except TrainingError as err:
         print(f"distill-doctor train: training stopped: {err}", file=sys.stderr)
         return 1
-    except EngineError as err:  # the generation engine (vLLM) is an environment: exit 2
+    except EngineError as err:  # the generation (or teacher) engine, vLLM, is an environment: exit 2
         if os.environ.get("RANK", "0") == "0":  # every process raises it together: one line, not one each
-            print(f"distill-doctor train: generation engine failed: {err}", file=sys.stderr)
+            print(f"distill-doctor train: {err.role} failed: {err}", file=sys.stderr)
         return 2
     if not cfg.quiet:
         print(f"output: {out}")

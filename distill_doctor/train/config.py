@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from distill_doctor.errors import InputError
-from distill_doctor.losses.table import DIVERGENCES
+from distill_doctor.losses.table import DIVERGENCES, topk_refusal
 from distill_doctor.paths import check_input_file
 
 METHODS = ("sft", "logit_kd", "gkd", "skd")
@@ -218,6 +218,22 @@ class TrainConfig:
     vllm_server_timeout: float = _f(240.0, "seconds to wait for the engine to load the model and answer")
     vllm_gpu_memory_utilization: float = _f(0.3, "GPU memory fraction the engine may take (ignored on CPU)")
     vllm_sync_every: int = _f(1, "push the student's weights to the engine every N optimizer steps")
+    # A teacher served by vLLM for gkd (docs/training.md, "A teacher served by vLLM").
+    teacher_use_vllm: bool = _f(
+        False,
+        "gkd: score with the teacher on a vLLM engine (its top-k log-probs per position, teacher_top_k) "
+        "instead of loading it in the trainer",
+    )
+    teacher_vllm_server_port: int | None = _f(
+        None,
+        "teacher_use_vllm: port of a teacher engine already running on vllm_server_host "
+        "(null = start one, as vllm_mode says)",
+    )
+    teacher_top_k: int | None = _f(
+        None,
+        "gkd: train against the teacher's top-k log-probs and tail mass per position "
+        "(null = its full distribution; required by teacher_use_vllm)",
+    )
     loss: LossConfig = _f(LossConfig, "the soft/hard loss")
     gkd: GKDConfig = _f(GKDConfig, "gkd method settings")
     skd: SKDConfig = _f(SKDConfig, "skd method settings")
@@ -300,6 +316,8 @@ class TrainConfig:
             )
         if self.use_vllm:
             self._check_vllm()
+        if self.teacher_use_vllm or self.teacher_top_k is not None or self.teacher_vllm_server_port:
+            self._check_topk_teacher()
         if self.method == "skd":
             _check(
                 self.loss.hard_weight == 0.0,
@@ -324,6 +342,46 @@ class TrainConfig:
         port = self.vllm_server_port
         _check(
             port is None or 0 < port < 65536, "vllm_server_port", f"must be in 1..65535 or null, got {port}"
+        )
+
+    def _check_topk_teacher(self) -> None:
+        """A top-k teacher (served by vLLM or in-process): gkd only, a divergence it can stand in for."""
+        _check(
+            self.teacher_use_vllm or self.teacher_vllm_server_port is None,
+            "teacher_vllm_server_port",
+            "is only used with teacher_use_vllm",
+        )
+        what = "teacher_use_vllm" if self.teacher_use_vllm else "teacher_top_k"
+        _check(self.method == "gkd", what, "is only used by method gkd")
+        k = self.teacher_top_k
+        _check(
+            k is not None,
+            "teacher_top_k",
+            "is required by teacher_use_vllm: the served teacher sends its top-k log-probs per position "
+            "(8-64 are usual; above 20 the engine is started with a higher --max-logprobs)",
+        )
+        _check(k is not None and k >= 1, "teacher_top_k", f"must be >= 1, got {k}")
+        why = topk_refusal(self.gkd.divergence, beta=self.gkd.beta, alpha=self.loss.alpha)
+        _check(why is None, "gkd.divergence", f"with teacher_top_k: {why}")
+        if not self.teacher_use_vllm:
+            return
+        _check(
+            self.loss.temperature == 1.0,
+            "loss.temperature",
+            f"must be 1 with teacher_use_vllm, got {self.loss.temperature}: vLLM's prompt log-probs are "
+            "the teacher's at temperature 1, and a tail mass cannot be re-tempered",
+        )
+        _check(
+            self.vllm_mode in ("colocate", "server"),
+            "vllm_mode",
+            f"must be colocate or server, got {self.vllm_mode!r}",
+        )
+        _check(self.vllm_server_timeout > 0, "vllm_server_timeout", "must be > 0")
+        port = self.teacher_vllm_server_port
+        _check(
+            port is None or 0 < port < 65536,
+            "teacher_vllm_server_port",
+            f"must be in 1..65535 or null, got {port}",
         )
 
     def to_dict(self) -> dict:

@@ -25,13 +25,27 @@ from distill_doctor.train.distributed import full_student
 from distill_doctor.train.engine import Run
 from distill_doctor.train.generation import sample_completions
 from distill_doctor.train.vllm_engine import VLLMSampler, run_with_engine, shared_sampling
+from distill_doctor.train.vllm_teacher import (
+    TARGETS,
+    ServedTeacher,
+    TopKTeacher,
+    open_topk_teacher,
+    topk_teacher_loss,
+)
 
 
-def with_completions(run: Run, batch: dict, student, engine: VLLMSampler | None = None) -> dict:
+def with_completions(
+    run: Run,
+    batch: dict,
+    student,
+    engine: VLLMSampler | None = None,
+    teacher_engine: VLLMSampler | None = None,
+) -> dict:
     """Replace a micro-batch's responses by student (on-policy) or teacher (seq_kd) samples, or keep them.
 
     ``student`` is the module to sample from (``distributed.full_student``: gathered under FSDP2);
-    ``engine``, when given, samples the student's completions instead.
+    ``engine``, when given, samples the student's completions instead, ``teacher_engine`` (a served
+    teacher's) the teacher's.
     """
     g = run.cfg.gkd
     on_policy = random.random() < g.lmbda
@@ -39,8 +53,9 @@ def with_completions(run: Run, batch: dict, student, engine: VLLMSampler | None 
         return {**batch, "on_policy": False}
     rows = [run.rows[i] for i in batch["index"]]
     prompts = [prompt_ids(r) for r in rows]
-    if on_policy and engine is not None:
-        completions = engine.complete(
+    sampler = engine if on_policy else teacher_engine
+    if sampler is not None:
+        completions = sampler.complete(
             prompts, max_new_tokens=g.max_new_tokens, temperature=g.temperature, stop_ids=run.stop_ids
         )
     else:
@@ -59,11 +74,17 @@ def with_completions(run: Run, batch: dict, student, engine: VLLMSampler | None 
 
 
 def train_gkd(cfg: TrainConfig) -> Path:
-    return run_with_engine(cfg, _loop)
+    return run_with_engine(cfg, _with_topk_teacher)
 
 
-def _loop(run: Run, engine: VLLMSampler | None) -> None:
+def _with_topk_teacher(run: Run, engine: VLLMSampler | None) -> None:
+    with open_topk_teacher(run) as topk:  # None: the teacher's full distribution, in-process
+        _loop(run, engine, topk)
+
+
+def _loop(run: Run, engine: VLLMSampler | None, topk: TopKTeacher | None = None) -> None:
     cfg = run.cfg
+    teacher_engine = topk.sampler if isinstance(topk, ServedTeacher) else None
     share = 1.0 / (cfg.grad_accum * run.accelerator.num_processes)
     for micro_batches in run:
         # Gathering a sharded student is a collective: every process enters it once per step,
@@ -75,22 +96,16 @@ def _loop(run: Run, engine: VLLMSampler | None) -> None:
         )
         with gather as student, shared_sampling(engine):
             micro_batches = [
-                with_completions(run, b, student, engine) for b in micro_batches
+                with_completions(run, b, student, engine, teacher_engine) for b in micro_batches
             ]  # before counting
         num_tokens = run.count_loss_tokens(micro_batches)
+        if topk is not None:  # one scoring of the step's sequences
+            micro_batches = [{**b, TARGETS: t} for b, t in zip(micro_batches, topk.score(micro_batches))]
         for batch in run.accumulate(micro_batches):
-            parts = dense_kd_loss(
-                run.student,
-                run.teacher,
-                batch,
-                divergence_name=cfg.gkd.divergence,
-                beta=cfg.gkd.beta,
-                alpha=cfg.loss.alpha,
-                temperature=cfg.loss.temperature,
-                hard_weight=0.0,
-                num_tokens=num_tokens,
-            )
+            parts = gkd_loss(run, batch, topk, num_tokens)
             parts.extra["on_policy_fraction"] = share * batch["on_policy"]
+            if isinstance(topk, ServedTeacher):
+                parts.extra["teacher_score_s"] = share * topk.last_seconds
             if engine is not None:
                 parts.extra["engine_weights_lag"] = share * engine.lag(run.step)
                 parts.extra["engine_sync_s"] = share * engine.stats.last_seconds
@@ -98,3 +113,32 @@ def _loop(run: Run, engine: VLLMSampler | None) -> None:
         run.optimizer_step()
         if engine is not None:
             engine.after_step(run.unwrapped_student, run.step)
+
+
+def gkd_loss(run: Run, batch: dict, topk: TopKTeacher | None, num_tokens: int):
+    """One micro-batch's gkd loss: against the teacher's full distribution, or its top-k targets
+    stored in the batch when the run has a top-k teacher (``vllm_teacher``)."""
+    cfg = run.cfg
+    if topk is None:
+        return dense_kd_loss(
+            run.student,
+            run.teacher,
+            batch,
+            divergence_name=cfg.gkd.divergence,
+            beta=cfg.gkd.beta,
+            alpha=cfg.loss.alpha,
+            temperature=cfg.loss.temperature,
+            hard_weight=0.0,
+            num_tokens=num_tokens,
+        )
+    return topk_teacher_loss(
+        run.student,
+        batch,
+        batch[TARGETS],
+        rows=topk.rows,
+        divergence=cfg.gkd.divergence,
+        beta=cfg.gkd.beta,
+        alpha=cfg.loss.alpha,
+        temperature=cfg.loss.temperature,
+        num_tokens=num_tokens,
+    )

@@ -34,6 +34,8 @@ OK_MARK = ".distill-doctor-ok"  # written by scripts/setup_vllm.sh once vLLM imp
 class EngineError(RuntimeError):
     """The generation engine cannot answer (it died, refused, or replied with an error)."""
 
+    role = "generation engine"  # what failed, in the one-line message (``vllm_teacher`` has its own)
+
 
 @dataclass(frozen=True)
 class CompletionRequest:
@@ -236,8 +238,10 @@ class EngineSpec:
     seed: int = 0
     gpu_memory_utilization: float = 0.3
     start_timeout: float = 240.0
+    max_logprobs: int | None = None  # the largest prompt_logprobs a request may ask for (None: vLLM's 20)
 
     def arguments(self) -> list[str]:
+        extra = [] if self.max_logprobs is None else ["--max-logprobs", str(self.max_logprobs)]
         return [
             str(SERVER_SCRIPT),
             "--model", self.model,
@@ -245,6 +249,7 @@ class EngineSpec:
             "--max-model-len", str(self.max_model_len),
             "--seed", str(self.seed),
             "--gpu-memory-utilization", str(self.gpu_memory_utilization),
+            *extra,
         ]  # fmt: skip
 
 

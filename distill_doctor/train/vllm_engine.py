@@ -271,7 +271,7 @@ def _engine_dtype(model) -> str:
 def engine_failure(run, err: EngineError) -> EngineError:
     """The one-line error for an engine that failed mid-run, naming the step and the last good checkpoint."""
     last = latest_checkpoint(run.output_dir)
-    return EngineError(
+    return type(err)(
         f"{err} (at step {run.step + 1}); "
         + (f"last good checkpoint: {last}" if last else "no checkpoint was saved before it")
     )
@@ -281,7 +281,7 @@ def run_with_engine(cfg: TrainConfig, loop: Callable[[Run, VLLMSampler | None], 
     """Start a run, open the vLLM engine when ``cfg.use_vllm`` (else sample with HF ``generate``),
     run ``loop(run, engine)`` and finish; an engine failure ends the run with exit 2, the last good
     checkpoint kept (:func:`engine_failure`). The engine process stops on every way out."""
-    run = Run.start(cfg, needs_teacher=True)
+    run = Run.start(cfg, needs_teacher=not cfg.teacher_use_vllm)  # a served teacher is not loaded here
     engine = None
     try:
         engine = open_sampler(run) if cfg.use_vllm else None

@@ -8,6 +8,10 @@ engines"). It holds one ``vllm.LLM`` and answers three requests:
 - ``POST /v1/completions``: the OpenAI completions request with token ids in and out (``prompt`` a
   list of token-id lists; each choice carries ``token_ids``), so the trainer never re-tokenises;
   extra vLLM sampling fields ``stop_token_ids``, ``ignore_eos``, ``allowed_token_ids``, ``seed``.
+  With vLLM's ``prompt_logprobs: k`` each choice also carries ``prompt_logprobs`` in the shape
+  ``vllm serve`` writes (per prompt position ``null`` or ``{"<id>": {"logprob", "rank",
+  "decoded_token"}}``: the top-k plus the prompt's own token): how a served teacher scores a sequence
+  (``max_tokens: 1``, as TRL and verl ask it; ``vllm_teacher`` on the trainer's side).
 - ``POST /update_weights``: ``{"path": FILE}`` (a safetensors file the trainer wrote, on /dev/shm
   where there is one) loaded into the running model with the model's own ``load_weights``.
 - ``GET /health``, ``POST /shutdown``.
@@ -44,6 +48,7 @@ class Engine:
             seed=args.seed,
             gpu_memory_utilization=args.gpu_memory_utilization,
             enable_prefix_caching=False,
+            max_logprobs=args.max_logprobs,
         )
 
     def handle(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -73,9 +78,15 @@ class Engine:
         choices = []
         for i, out in enumerate(outputs):
             c = out.outputs[0]
-            choices.append(
-                {"index": i, "text": "", "token_ids": list(c.token_ids), "finish_reason": c.finish_reason}
-            )
+            choice = {
+                "index": i,
+                "text": "",
+                "token_ids": list(c.token_ids),
+                "finish_reason": c.finish_reason,
+            }
+            if body.get("prompt_logprobs") is not None:
+                choice["prompt_logprobs"] = _prompt_logprobs_json(out.prompt_logprobs)
+            choices.append(choice)
         n_out = sum(len(c["token_ids"]) for c in choices)
         n_in = sum(len(p) for p in prompts)
         return {
@@ -102,6 +113,7 @@ class Engine:
             stop_token_ids=list(body.get("stop_token_ids") or []),
             ignore_eos=bool(body.get("ignore_eos", False)),
             allowed_token_ids=body.get("allowed_token_ids"),
+            prompt_logprobs=body.get("prompt_logprobs"),
             detokenize=False,
         )
 
@@ -124,6 +136,28 @@ class Engine:
         self.llm.reset_prefix_cache()
         self.version = int(body.get("version", self.version + 1))
         return {"tensors": len(weights), "weights_version": self.version}
+
+
+def _prompt_logprobs_json(positions) -> list[dict[str, dict[str, Any]] | None]:
+    """vLLM's per-position prompt log-probs as ``vllm serve`` sends them: ``null`` for the first
+    position, else ``{"<token id>": {"logprob", "rank", "decoded_token"}}``; -inf becomes -9999.0
+    (JSON has no infinity; vLLM's server clamps the same way)."""
+    out: list[dict[str, dict[str, Any]] | None] = []
+    for position in positions or []:
+        if position is None:
+            out.append(None)
+            continue
+        out.append(
+            {
+                str(token): {
+                    "logprob": max(float(lp.logprob), -9999.0),
+                    "rank": lp.rank,
+                    "decoded_token": lp.decoded_token,
+                }
+                for token, lp in position.items()
+            }
+        )
+    return out
 
 
 def _http(engine: Engine, host: str, port: int) -> None:
@@ -213,6 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.3)
+    parser.add_argument(
+        "--max-logprobs", type=int, default=20, help="largest prompt_logprobs a request may ask for"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = a free port (printed on stderr)")
     parser.add_argument(
