@@ -61,7 +61,8 @@ from typing import Any
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from distill_doctor.text import minhash
+from distill_doctor.text import fast_tokens, minhash
+from distill_doctor.text.fast_tokens import AsciiTokenizer
 from distill_doctor.text.window_hash import WindowHasher, bitmap, items_per_hash, member
 
 _DELETE_PUNCT = str.maketrans("", "", string.punctuation)
@@ -260,6 +261,28 @@ class _Batch:
     rows: list[int] = field(default_factory=list)
 
 
+def _interleave(parts: list[tuple[_Batch, list[int]]], rows: list[int]) -> _Batch:
+    """One batch from sub-batches, each with the positions its rows take in ``rows``: every row's
+    tokens (prompt then response) moved to its place, as if the batch had been tokenised whole."""
+    start = np.zeros(len(rows), dtype=np.int64)  # of each row in the sub-batches' concatenated ids
+    length = np.zeros(len(rows), dtype=np.int64)
+    prompt = np.zeros(len(rows), dtype=np.int64)
+    flat, offset = [], 0
+    for b, where in parts:
+        starts = np.asarray(b.starts, dtype=np.int64)
+        start[where] = starts + offset
+        length[where] = np.asarray(b.ends, dtype=np.int64) - starts
+        prompt[where] = np.asarray(b.prompt_ends, dtype=np.int64) - starts
+        flat.append(np.asarray(b.ids, dtype=np.int64))
+        offset += len(flat[-1])
+    new_starts = np.cumsum(length) - length
+    origin = np.repeat(start - new_starts, length) + np.arange(int(length.sum()), dtype=np.int64)
+    return _Batch(
+        ids=np.concatenate(flat)[origin], starts=new_starts, prompt_ends=new_starts + prompt,
+        ends=new_starts + length, rows=rows,
+    )  # fmt: skip
+
+
 @dataclass
 class _Windows:
     """Every window of one length over the concatenated eval items: global start, item, local start, hash."""
@@ -321,6 +344,8 @@ class OverlapIndex:
         self.hasher = WindowHasher(len(self.vocab), seed)
         self._scan_vocab = {**self.vocab, _ROW: -1, _RESPONSE: -2}
         self._word_ids = _WordIds(self._scan_vocab, punctuation)
+        self._ascii: AsciiTokenizer | None = AsciiTokenizer(self.vocab, punctuation)
+        fast_tokens.warm_up()  # compiled (or loaded from numba's disk cache) before workers fork
         self.eval_tokens = [tuple(self.vocab[w] for w in ws) for ws in words]
         # Number tokens: a problem re-told with other numbers is another problem, not a copy.
         self.numbers = [np.array([any(c.isdigit() for c in w) for w in ws], dtype=bool) for ws in words]
@@ -803,20 +828,53 @@ class OverlapIndex:
             yield from self._scan_batch(self._tokenize(prompts[start:stop], responses[start:stop], rows))
 
     def _tokenize(self, prompts: list[str], responses: list[str], rows: list[int]) -> _Batch:
+        """Eval-vocabulary ids of a batch of rows. ASCII rows (``str.isascii``, answered without
+        reading the text) go through the compiled tokeniser (:mod:`fast_tokens`); the others through
+        :meth:`_tokenize_python`, and the two are merged back in row order. Both give the ids of
+        :func:`tokens` (property tests ``tests/test_fast_tokens.py``). With ``_ascii`` None (the
+        reference for those tests) every row takes the Python path."""
+        if self._ascii is None:
+            return self._tokenize_python(prompts, responses, rows)
+        texts: list[str] = [""] * (2 * len(rows))
+        texts[0::2], texts[1::2] = prompts, responses
+        joined = "".join(texts)
+        if joined.isascii():
+            return self._tokenize_ascii(self._ascii, joined, texts, rows)
+        fast = [k for k, (p, r) in enumerate(zip(prompts, responses)) if p.isascii() and r.isascii()]
+        if not fast:
+            return self._tokenize_python(prompts, responses, rows)
+        slow = sorted(set(range(len(rows))) - set(fast))
+        texts = [t for k in fast for t in (prompts[k], responses[k])]
+        parts = [
+            (self._tokenize_ascii(self._ascii, "".join(texts), texts, [rows[k] for k in fast]), fast),
+            (self._tokenize_python([prompts[k] for k in slow], [responses[k] for k in slow], []), slow),
+        ]
+        return _interleave(parts, rows)
+
+    @staticmethod
+    def _tokenize_ascii(tok: AsciiTokenizer, joined: str, texts: list[str], rows: list[int]) -> _Batch:
+        """:meth:`_tokenize` of rows whose texts (prompt, response, prompt, ...) are all ASCII."""
+        ids, counts = tok.ids(joined, texts)
+        ends = np.cumsum(counts)
+        return _Batch(
+            ids=ids, starts=ends[0::2] - counts[0::2], prompt_ends=ends[0::2], ends=ends[1::2], rows=rows
+        )
+
+    def _tokenize_python(self, prompts: list[str], responses: list[str], rows: list[int]) -> _Batch:
         """Eval-vocabulary ids of a batch of rows: one lower-casing and one tokenising pass over the
         joined batch (row and prompt/response borders marked by sentinel tokens), falling back to
         row-by-row tokenising when a text holds a sentinel character itself."""
         b = _Batch(rows=rows)
         vocab_get, punct = self.vocab.get, self.punctuation
-        parts = [_ROW] * (4 * len(rows) - 1)  # prompt, mark, response, mark, prompt, ...
-        parts[0::4], parts[1::4], parts[2::4] = prompts, [_RESPONSE] * len(rows), responses
+        parts = [_ROW] * (4 * len(prompts) - 1)  # prompt, mark, response, mark, prompt, ...
+        parts[0::4], parts[1::4], parts[2::4] = prompts, [_RESPONSE] * len(prompts), responses
         joined = "\n".join(parts).lower()
         ids = self._word_ids.ids(joined.split())
         marks = np.flatnonzero(ids < 0)
         # Our 2n - 1 marks are words of their own; a sentinel character in a text gives a negative id
         # only as a token of its own (inside a longer token it is part of an out-of-vocabulary word,
         # as on the reference path), so more marks than ours mean such a text: tokenise row by row.
-        if len(marks) != 2 * len(rows) - 1:
+        if len(marks) != 2 * len(prompts) - 1:
             starts: list[int] = []
             pends: list[int] = []
             ends: list[int] = []
@@ -831,7 +889,7 @@ class OverlapIndex:
             b.ids, b.starts, b.prompt_ends, b.ends = flat, starts, pends, ends
             return b
         bounds = np.concatenate(([-1], marks, [len(ids)]))
-        k = np.arange(len(rows))
+        k = np.arange(len(prompts))
         b.ids = ids[ids >= 0]  # sentinels (negative ids) dropped; positions shift by the marks before them
         b.starts = bounds[2 * k] + 1 - 2 * k
         b.prompt_ends = bounds[2 * k + 1] - 2 * k

@@ -1,0 +1,194 @@
+"""Compiled tokeniser for ASCII text: the ids of :func:`overlap.tokens` without a Python object per word.
+
+The scan's floor in pure Python is one string object and one dict lookup per word (about 60 ns,
+7 us a training row). Here a whole batch of texts, encoded as one ASCII byte buffer, is split,
+normalised and looked up in one numba loop:
+
+- every byte is classified by tables built from Python itself (``str.isspace``, ``str.lower`` and
+  ``string.punctuation`` on the 128 ASCII characters), so the rules are those of
+  :func:`overlap.tokens` by construction: lower-case; whitespace ends a token; in ``delete`` mode a
+  punctuation character is dropped (``foo-bar`` gives ``foobar``), in ``keep`` mode it ends the
+  token and is a token of its own;
+- each token is looked up in :class:`ByteVocab`, an open-addressing hash table over the UTF-8
+  bytes of the vocabulary, **with an exact byte comparison** on every probe: the hash only picks
+  the slot, so a word outside the vocabulary gets the out-of-vocabulary id 0 whatever its hash
+  (no hash collision, between two vocabulary words or between an unknown word and a vocabulary
+  word, can give a wrong id; the hash needs no secret and no agreement between processes, since
+  each process probes its own copy of the table).
+
+Only ASCII text takes this path (the caller checks ``str.isascii``, which CPython answers without
+reading the string): outside ASCII, lower-casing can change length or depend on context (``İ``,
+final ``Σ``), a non-ASCII character can lower-case to an ASCII one (the Kelvin sign), and ``\\s``
+holds Unicode spaces; such rows keep the Python path. The compiled function is cached on disk
+(``cache=True``: numba writes it to ``__pycache__`` next to this file, or to its user-wide cache
+where that is not writable) and compiled, or loaded, by :func:`warm_up` before scan workers fork.
+"""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+from numba import njit
+
+# Byte classes of the 128 ASCII characters, from Python's own definitions.
+WORD, SPACE, PUNCT = 0, 1, 2
+_CLASS = np.array(
+    [SPACE if chr(c).isspace() else PUNCT if chr(c) in string.punctuation else WORD for c in range(128)],
+    dtype=np.uint8,
+)
+_LOWER = np.frombuffer(bytes(range(128)).decode("ascii").lower().encode("ascii"), dtype=np.uint8).copy()
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+class ByteVocab:
+    """An exact lookup table from a token's UTF-8 bytes to its id (open addressing, linear probing).
+
+    ``keys``/``key_start``/``key_len``: the vocabulary's bytes, concatenated; ``slots``: for each of
+    a power-of-two number of slots (at least twice the vocabulary), the index of the key stored
+    there or -1; ``ids``: each key's id. A lookup hashes the bytes (64-bit FNV-1a), walks the slots
+    from ``hash & mask`` until an empty one, and returns the id of the key whose bytes are equal,
+    else 0.
+    """
+
+    def __init__(self, vocab: dict[str, int]) -> None:
+        encoded = [w.encode("utf-8") for w in vocab]
+        self.ids = np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))
+        self.key_len = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        self.key_start = np.cumsum(self.key_len) - self.key_len
+        self.keys = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+        size = 1 << max(4, (2 * len(vocab)).bit_length())
+        self.slots = _fill_slots(self.keys, self.key_start, self.key_len, size)
+
+    def lookup(self, word: str) -> int:
+        """The id of one word (0 when absent): the compiled probe, for tests and single words."""
+        data = np.frombuffer(word.encode("utf-8"), dtype=np.uint8)
+        return int(_probe(data, 0, len(data), self.keys, self.key_start, self.key_len, self.slots, self.ids))
+
+
+@njit(cache=True, inline="always")
+def _fnv1a(data, lo, hi):  # pragma: no cover - compiled
+    h = _FNV_OFFSET
+    for k in range(lo, hi):
+        h = (h ^ np.uint64(data[k])) * _FNV_PRIME
+    return h
+
+
+@njit(cache=True)
+def _fill_slots(keys, key_start, key_len, size):  # pragma: no cover - compiled
+    slots = np.full(size, -1, dtype=np.int64)
+    mask = size - 1
+    for k in range(len(key_start)):
+        s = np.int64(_fnv1a(keys, key_start[k], key_start[k] + key_len[k]) & np.uint64(mask))
+        while slots[s] != -1:
+            s = (s + 1) & mask
+        slots[s] = k
+    return slots
+
+
+@njit(cache=True, inline="always")
+def _probe(data, lo, hi, keys, key_start, key_len, slots, ids):  # pragma: no cover - compiled
+    """The id of the token ``data[lo:hi]``: exact byte comparison with every key met, 0 if none equals."""
+    mask = len(slots) - 1
+    s = np.int64(_fnv1a(data, lo, hi) & np.uint64(mask))
+    n = hi - lo
+    while slots[s] != -1:
+        k = slots[s]
+        if key_len[k] == n:
+            a = key_start[k]
+            same = True
+            for j in range(n):
+                if keys[a + j] != data[lo + j]:
+                    same = False
+                    break
+            if same:
+                return ids[k]
+        s = (s + 1) & mask
+    return 0
+
+
+@njit(cache=True)
+def _ascii_ids(
+    buf, text_ends, keep, cls, lower, punct_ids, keys, key_start, key_len, slots, ids
+):  # pragma: no cover
+    """Token ids of the texts ``buf[text_ends[t - 1]:text_ends[t]]`` (ASCII bytes), concatenated, and
+    the number of tokens of each text. ``keep``: punctuation characters are tokens (their ids in
+    ``punct_ids``), else deleted. One loop, the probe of :func:`_probe` written out (a call per token
+    costs more than the lookup itself: numba counts references to every array it passes)."""
+    mask = len(slots) - 1
+    out = np.empty(max(16, len(buf) // 4), dtype=np.int64)
+    counts = np.zeros(len(text_ends), dtype=np.int64)
+    word = np.empty(len(buf) + 1, dtype=np.uint8)  # the current token, lower-cased
+    n = 0
+    lo = 0
+    for t in range(len(text_ends)):
+        hi = text_ends[t]
+        first = n
+        w = 0
+        h = _FNV_OFFSET
+        for k in range(lo, hi + 1):  # k == hi: the end of the text ends the last token
+            c = cls[buf[k]] if k < hi else SPACE
+            if c == WORD:
+                x = lower[buf[k]]
+                word[w] = x
+                w += 1
+                h = (h ^ np.uint64(x)) * _FNV_PRIME
+                continue
+            if c == PUNCT and not keep:
+                continue  # deleted: the word around it goes on
+            if n + 2 > len(out):  # room for this token and a punctuation token
+                grown = np.empty(2 * len(out), dtype=np.int64)
+                grown[:n] = out[:n]
+                out = grown
+            if w:
+                found = 0
+                s = np.int64(h & np.uint64(mask))
+                while slots[s] >= 0:
+                    key = slots[s]
+                    if key_len[key] == w:
+                        a = key_start[key]
+                        j = 0
+                        while j < w and keys[a + j] == word[j]:
+                            j += 1
+                        if j == w:
+                            found = ids[key]
+                            break
+                    s = (s + 1) & mask
+                out[n] = found
+                n += 1
+                w = 0
+                h = _FNV_OFFSET
+            if c == PUNCT:
+                out[n] = punct_ids[buf[k]]
+                n += 1
+        counts[t] = n - first
+        lo = hi
+    return out[:n], counts
+
+
+class AsciiTokenizer:
+    """The ids of :func:`overlap.tokens` for ASCII texts, looked up in a vocabulary (absent: 0)."""
+
+    def __init__(self, vocab: dict[str, int], punctuation: str) -> None:
+        if punctuation not in ("delete", "keep"):
+            raise ValueError("punctuation must be 'delete' or 'keep'")
+        self.keep = punctuation == "keep"
+        self.table = ByteVocab(vocab)
+        self.punct_ids = np.asarray([vocab.get(chr(c), 0) for c in range(128)], dtype=np.int64)
+
+    def ids(self, joined: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of ``texts`` (``joined`` is ``"".join(texts)``, ASCII), concatenated, and the token
+        count of each text."""
+        ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+        t = self.table
+        return _ascii_ids(
+            np.frombuffer(joined.encode("ascii"), dtype=np.uint8), ends, self.keep, _CLASS, _LOWER, self.punct_ids,
+            t.keys, t.key_start, t.key_len, t.slots, t.ids,
+        )  # fmt: skip
+
+
+def warm_up() -> None:
+    """Compile (or load from the on-disk cache) the kernels, with the argument types the scan uses:
+    call it before forking workers, so that each does not compile its own."""
+    AsciiTokenizer({"a": 1}, "keep").ids("a bc", ["a b", "c"])
