@@ -192,3 +192,13 @@ def warm_up() -> None:
     """Compile (or load from the on-disk cache) the kernels, with the argument types the scan uses:
     call it before forking workers, so that each does not compile its own."""
     AsciiTokenizer({"a": 1}, "keep").ids("a bc", ["a b", "c"])
+
+
+def kernel_record() -> dict[str, object]:
+    """How this process got the scan kernel: signatures compiled here or loaded from numba's cache."""
+    stats = _ascii_ids.stats
+    return {
+        "compiled": sum(stats.cache_misses.values()),
+        "loaded_from_cache": sum(stats.cache_hits.values()),
+        "cache_path": stats.cache_path,
+    }

@@ -346,15 +346,15 @@ class OverlapIndex:
         self._word_ids = _WordIds(self._scan_vocab, punctuation)
         self._ascii: AsciiTokenizer | None = AsciiTokenizer(self.vocab, punctuation)
         fast_tokens.warm_up()  # compiled (or loaded from numba's disk cache) before workers fork
-        self.eval_tokens = [tuple(self.vocab[w] for w in ws) for ws in words]
-        # Number tokens: a problem re-told with other numbers is another problem, not a copy.
-        self.numbers = [np.array([any(c.isdigit() for c in w) for w in ws], dtype=bool) for ws in words]
+        self.eval_tokens = [tuple(map(self.vocab.__getitem__, ws)) for ws in words]
         lengths = np.fromiter((len(t) for t in self.eval_tokens), dtype=np.int64, count=len(words))
         self._offsets = np.concatenate(([0], np.cumsum(lengths)))
-        flat = np.fromiter(
-            (i for t in self.eval_tokens for i in t), dtype=np.int64, count=int(self._offsets[-1])
-        )
         self._item_of = np.repeat(np.arange(len(words)), lengths)
+        flat = np.fromiter(chain.from_iterable(self.eval_tokens), dtype=np.int64, count=len(self._item_of))
+        # Number tokens: a problem re-told with other numbers is another problem, not a copy.
+        is_number = np.zeros(len(self.vocab) + 1, dtype=bool)  # by id, so each word is read once
+        is_number[1:] = [any(c.isdigit() for c in w) for w in self.vocab]
+        self.numbers = np.split(is_number[flat], self._offsets[1:-1]) if len(words) else []
         self._eval_prefix = self.hasher.prefix(flat)
         self._build_ngrams()
         self._build_contained()
@@ -390,11 +390,12 @@ class OverlapIndex:
         self.content = np.split(~covered, self._offsets[1:-1]) if len(self.eval_ids) else []
         keep = ~is_tmpl
         self._ngram_starts = w.start[keep]  # global token starts of the non-template n-grams (prefilter)
-        self.postings: dict[int, list[tuple[int, int]]] = defaultdict(list)
-        for hv, e, p in zip(w.hash[keep].tolist(), w.item[keep].tolist(), w.local[keep].tolist()):
-            self.postings[hv].append((e, p))
-        self.postings = dict(self.postings)
-        self._ngram_hashes = np.unique(w.hash[keep])
+        # Postings (CSR): the (item, start) of every non-template n-gram, grouped by hash; within a
+        # hash in item then start order (the windows' order, kept by the stable sort).
+        order = np.argsort(w.hash[keep], kind="stable")
+        self._post_item, self._post_local = w.item[keep][order], w.local[keep][order]
+        self._ngram_hashes, first = np.unique(w.hash[keep][order], return_index=True)
+        self._post_first = np.append(first, len(order))
         self._ngram_bitmap = bitmap(self._ngram_hashes)
 
     def _build_contained(self) -> None:
@@ -574,9 +575,9 @@ class OverlapIndex:
         keep = ~is_tmpl
         self._shingle_hashes = np.unique(w.hash[keep])
         self._shingle_bitmap = bitmap(self._shingle_hashes)
-        self.eval_shingles: list[set[int]] = [set() for _ in self.eval_ids]
-        for e, hv in zip(w.item[keep].tolist(), w.hash[keep].tolist()):
-            self.eval_shingles[e].add(hv)
+        hashes = w.hash[keep].tolist()  # windows come in item order: one slice per item
+        bounds = np.searchsorted(w.item[keep], np.arange(len(self.eval_ids) + 1)).tolist()
+        self.eval_shingles: list[set[int]] = [set(hashes[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
         self.lsh = MinHashLSH(threshold=self.lsh_threshold, num_perm=self.num_perm)
         keyed = [e for e, st in enumerate(self.eval_shingles) if st]
         sketches = self._minhash([self.eval_shingles[e] for e in keyed])
@@ -967,9 +968,10 @@ class OverlapIndex:
             return []
         pos = np.flatnonzero(self._valid(oov, ends, n) & member(h, self._ngram_hashes, self._ngram_bitmap))
         matched: dict[tuple[int, int], set[int]] = defaultdict(set)
-        for i in pos.tolist():
+        k = np.searchsorted(self._ngram_hashes, h[pos])
+        for i, lo, hi in zip(pos.tolist(), self._post_first[k].tolist(), self._post_first[k + 1].tolist()):
             window = tuple(ids[i : i + n].tolist())
-            for e, p in self.postings.get(int(h[i]), ()):
+            for e, p in zip(self._post_item[lo:hi].tolist(), self._post_local[lo:hi].tolist()):
                 if self.eval_tokens[e][p : p + n] == window:
                     matched[(int(row_of[i]), e)].add(p)
         out = []
