@@ -28,7 +28,7 @@ import os
 import platform
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +180,7 @@ def build(args):
             train_corpus.words(int(r_start[i]), int(r_len[i])),
         )
 
+    row.planted_rows = sorted(overrides)  # type: ignore[attr-defined]  # for check_hits
     return items, row, planted
 
 
@@ -238,19 +239,19 @@ def run_ours(items, source: BenchRows, workers: int) -> dict:
 
 
 def check_hits(index: OverlapIndex, source: BenchRows, n_rows: int) -> dict:
-    """The first ``n_rows`` rows scanned as in the bench (compiled tokeniser, prefilter) and by the
-    reference path (Python tokeniser, no prefilter): the full hit lists must be equal."""
+    """The first ``n_rows`` rows and every planted row, scanned as in the bench (compiled tokeniser,
+    prefilter) and by the reference path (Python tokeniser, no prefilter): the full hit lists must
+    be equal."""
     reference = copy.copy(index)
     reference._ascii, reference._prefilter_on = None, False
+    rows = sorted(set(range(min(n_rows, source.n_rows))) | set(source.row.planted_rows))
     fast, slow = [], []
-    for shard in source.shards():
-        if shard.start >= n_rows:
-            break
-        cols = source.read(shard, ())
-        stop = min(len(cols["prompt"]), n_rows - shard.start)
+    for start in range(0, len(rows), 20_000):
+        part = rows[start : start + 20_000]
+        texts = [source.row(i) for i in part]
         for idx, out in ((index, fast), (reference, slow)):
-            out += idx.scan_columns(cols["prompt"][:stop], cols["response"][:stop], first_row=shard.start)
-    return {"rows": min(n_rows, source.n_rows), "hits": len(fast), "identical": fast == slow}
+            out += [replace(h, row=part[h.row]) for h in idx.scan(texts)]
+    return {"rows": len(rows), "hits": len(fast), "identical": fast == slow}
 
 
 def run_janitor(items, source: BenchRows) -> dict:
@@ -286,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-janitor", action="store_true", help="skip the Janitor run (quick checks only)")
     ap.add_argument(
         "--check-rows", type=int, default=40_000,
-        help="after the timed runs, compare the full hit lists with the reference path on this many rows",
+        help="after the timed runs, compare the full hit lists with the reference path on this many "
+        "rows and the planted ones (0: no check)",
     )  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
@@ -384,8 +386,9 @@ def _markdown(args, r: dict) -> list[str]:
     if r["hits_equal_reference_path"]:
         c = r["hits_equal_reference_path"]
         md.append(
-            f"- full hit lists on the first {c['rows']:,} rows equal to the reference path's (Python "
-            f"tokeniser, no prefilter): **{c['identical']}** ({c['hits']} hits)"
+            f"- full hit lists on {c['rows']:,} rows (the first {args.check_rows:,} and the planted ones) "
+            f"equal to the reference path's (Python tokeniser, no prefilter): **{c['identical']}** "
+            f"({c['hits']} hits)"
         )
     md += [
         "",
