@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from distill_doctor.atomic import atomic_write_text  # noqa: E402
 from distill_doctor.probes.shards import Shard, TrainingSource, map_shards, resolve_workers  # noqa: E402
 from distill_doctor.text import fast_tokens  # noqa: E402
-from distill_doctor.text.overlap import HitSummary, OverlapIndex  # noqa: E402
+from distill_doctor.text.overlap import Hit, HitSummary, OverlapIndex  # noqa: E402
 
 TEMPLATE = "Answer the following question."
 
@@ -224,7 +224,8 @@ def run_ours(items, source: BenchRows, workers: int) -> dict:
     build_s, build_cpu = time.perf_counter() - t, time.process_time() - c
     t, c = time.perf_counter(), time.process_time()
     total, rows, n_ascii = HitSummary(), [], 0
-    for part_rows, part, part_ascii in map_shards(RowsWithHits(index, source), source.shards(), workers=workers):
+    scan = RowsWithHits(index, source)
+    for part_rows, part, part_ascii in map_shards(scan, source.shards(), workers=workers):
         rows += part_rows
         total.merge(part)
         n_ascii += part_ascii
@@ -245,7 +246,8 @@ def check_hits(index: OverlapIndex, source: BenchRows, n_rows: int) -> dict:
     reference = copy.copy(index)
     reference._ascii, reference._prefilter_on = None, False
     rows = sorted(set(range(min(n_rows, source.n_rows))) | set(source.row.planted_rows))
-    fast, slow = [], []
+    fast: list[Hit] = []
+    slow: list[Hit] = []
     for start in range(0, len(rows), 20_000):
         part = rows[start : start + 20_000]
         texts = [source.row(i) for i in part]
