@@ -132,3 +132,20 @@ def test_warm_up_compiles_the_kernels():
     fast_tokens.warm_up()
     assert AsciiTokenizer({"a": 7}, "delete").ids("A.b", ["A.b"])[0].tolist() == [0]  # "ab": unknown
     assert AsciiTokenizer({"a": 7, ".": 9}, "keep").ids("A.b", ["A.b"])[0].tolist() == [7, 9, 0]
+
+
+def test_kernels_compile_without_a_writable_cache_folder():
+    """Where numba finds no writable cache folder (read-only install, no writable home) its
+    ``cache=True`` refuses at import; the kernels are then compiled in each process instead."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numba.core.caching as c; c.CacheImpl._locator_classes = []\n"
+        "from distill_doctor.text import fast_tokens as ft\n"
+        "ids, counts = ft.AsciiTokenizer({'a': 7}, 'keep').ids('A b', ['A b'])\n"
+        "assert ids.tolist() == [7, 0] and ft.kernel_record()['cache_path'] is None\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
