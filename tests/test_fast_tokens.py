@@ -128,6 +128,37 @@ def test_scan_hits_are_those_of_the_python_path():
         assert hits == list(plain.scan(rows)) and len({h.kind for h in hits}) >= 3
 
 
+@pytest.mark.parametrize("punctuation", MODES)
+def test_anchor_runs_found_while_tokenising_are_the_numpy_ones(punctuation):
+    """The prefilter's anchor runs (5-word runs and shorter ones found from a key word) that the
+    compiled tokeniser finds in the same pass start at the token positions the numpy path finds, on
+    batches of eval-item stretches with words changed and punctuation around (runs across rows too)."""
+    rng = random.Random(11)
+    vocab = ["apple", "river", "stone", "cloud", "seven", "12", "35", "market", "yellow", "garden"]
+    items = {}
+    for i in range(24):
+        body = " ".join(rng.choice(vocab) for _ in range(rng.choice([3, 4, 6, 9, 14, 30])))
+        items[f"q{i}"] = ("Answer the question below. " + body if i % 3 == 0 else body) + rng.choice("?.")
+    index = OverlapIndex(items, punctuation=punctuation, template_min_items=3)
+    assert index._prefilter_on and index._short_runs  # both kinds of run are searched
+    words = st.sampled_from([*vocab, "zzz", ",", "?", "Answer", "the", "question", "below."])
+    stretch = st.sampled_from(sorted(items.values())).flatmap(
+        lambda t: st.tuples(st.integers(0, len(t.split())), st.integers(0, len(t.split()))).map(
+            lambda ab: " ".join(t.split()[min(ab) : max(ab)])
+        )
+    )
+    text = st.lists(st.one_of(words, stretch), max_size=12).map(" ".join)
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(st.tuples(text, text), min_size=1, max_size=6))
+    def check(rows):
+        b = index._tokenize([p for p, _ in rows], [r for _, r in rows], list(range(len(rows))))
+        assert b.run_starts is not None
+        assert b.run_starts.tolist() == sorted(set(index._anchor_starts(np.asarray(b.ids)).tolist()))
+
+    check()
+
+
 def test_warm_up_compiles_the_kernels():
     fast_tokens.warm_up()
     assert AsciiTokenizer({"a": 7}, "delete").ids("A.b", ["A.b"])[0].tolist() == [0]  # "ab": unknown

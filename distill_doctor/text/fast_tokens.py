@@ -36,6 +36,8 @@ from typing import Any, Literal
 import numpy as np
 from numba import njit
 
+from distill_doctor.text.window_hash import BITMAP_BITS, WindowHasher
+
 # Byte classes of the 128 ASCII characters, from Python's own definitions.
 WORD, SPACE, PUNCT = 0, 1, 2
 _CLASS = np.array(
@@ -128,17 +130,30 @@ def _probe(data, lo, hi, keys, key_start, key_len, slots, ids):  # pragma: no co
 
 @_jit()
 def _ascii_ids(
-    buf, text_ends, keep, cls, lower, punct_ids, keys, key_start, key_len, slots, ids
+    buf, text_ends, keep, cls, lower, punct_ids, keys, key_start, key_len, slots, ids, runs
 ):  # pragma: no cover
-    """Token ids of the texts ``buf[text_ends[t - 1]:text_ends[t]]`` (ASCII bytes), concatenated, and
-    the number of tokens of each text. ``keep``: punctuation characters are tokens (their ids in
-    ``punct_ids``), else deleted. One loop, the probe of :func:`_probe` written out (a call per token
-    costs more than the lookup itself: numba counts references to every array it passes)."""
+    """Token ids of the texts ``buf[text_ends[t - 1]:text_ends[t]]`` (ASCII bytes), concatenated, the
+    number of tokens of each text, and the positions where a run of ``runs`` (a :class:`RunTable`'s
+    arrays) starts. ``keep``: punctuation characters are tokens (their ids in ``punct_ids``), else
+    deleted. One loop, the probe of :func:`_probe` written out (a call per token costs more than the
+    lookup itself: numba counts references to every array it passes)."""
+    free, rand, powers, bits, run_hashes, short_key, g_n, g_offset, g_lo, g_hi, g_hashes = runs
+    run_len = len(powers) if len(rand) else 0  # no table: no runs searched
     mask = len(slots) - 1
-    out = np.empty(max(16, len(buf) // 4), dtype=np.int64)
+    # Sized for the worst case (a token per byte), never grown: an array reassigned inside the loop
+    # costs numba reference counting on every access (measured 3x slower). Pages never written are
+    # never touched.
+    out = np.empty(len(buf), dtype=np.int64)
+    found = np.zeros(len(buf), dtype=np.bool_)  # at each token position: does a run start there
     counts = np.zeros(len(text_ends), dtype=np.int64)
     word = np.empty(len(buf) + 1, dtype=np.uint8)  # the current token, lower-cased
+    ring_r = np.zeros(8, dtype=np.uint64)  # the last 8 words: random value, token position, key flag
+    ring_p = np.zeros(8, dtype=np.int64)
+    ring_k = np.zeros(8, dtype=np.bool_)
+    m = 0  # words so far (tokens less prose punctuation), across texts as on the numpy path
+    recent = 0  # > 0 while a key word of the short runs is among the last run_len words
     n = 0
+    done = 0  # tokens already pushed through the run search
     lo = 0
     for t in range(len(text_ends)):
         hi = text_ends[t]
@@ -155,12 +170,8 @@ def _ascii_ids(
                 continue
             if c == PUNCT and not keep:
                 continue  # deleted: the word around it goes on
-            if n + 2 > len(out):  # room for this token and a punctuation token
-                grown = np.empty(2 * len(out), dtype=np.int64)
-                grown[:n] = out[:n]
-                out = grown
             if w:
-                found = 0
+                hit = 0
                 s = np.int64(h & np.uint64(mask))
                 while slots[s] >= 0:
                     key = slots[s]
@@ -170,19 +181,86 @@ def _ascii_ids(
                         while j < w and keys[a + j] == word[j]:
                             j += 1
                         if j == w:
-                            found = ids[key]
+                            hit = ids[key]
                             break
                     s = (s + 1) & mask
-                out[n] = found
+                out[n] = hit
                 n += 1
                 w = 0
                 h = _FNV_OFFSET
             if c == PUNCT:
                 out[n] = punct_ids[buf[k]]
                 n += 1
+            while run_len and done < n:  # the new tokens, through the run search
+                x = out[done]
+                if not free[x]:
+                    slot = m & 7
+                    ring_r[slot], ring_p[slot], ring_k[slot] = rand[x], done, short_key[x]
+                    m += 1
+                    recent = run_len if short_key[x] else recent - 1  # a key word among the last ones
+                    if m >= run_len:  # the run_len-word window ending here
+                        start = m - run_len
+                        v = np.uint64(0)
+                        for i in range(run_len):
+                            v += ring_r[(start + i) & 7] * powers[i]
+                        top = v >> np.uint64(64 - BITMAP_BITS)
+                        if bits[top >> np.uint64(6)] & (np.uint64(1) << (top & np.uint64(63))):
+                            q = np.searchsorted(run_hashes, v)
+                            if q < len(run_hashes) and run_hashes[q] == v:
+                                found[ring_p[start & 7]] = True
+                    for g in range(len(g_n) if recent > 0 else 0):  # shorter runs ending here, key in place
+                        start = m - g_n[g]
+                        if start < 0 or not ring_k[(start + g_offset[g]) & 7]:
+                            continue
+                        v = np.uint64(0)
+                        for i in range(g_n[g]):
+                            v += ring_r[(start + i) & 7] * powers[i]
+                        q = g_lo[g] + np.searchsorted(g_hashes[g_lo[g] : g_hi[g]], v)
+                        if q < g_hi[g] and g_hashes[q] == v:
+                            found[ring_p[start & 7]] = True
+                done += 1
         counts[t] = n - first
         lo = hi
-    return out[:n], counts
+    return out, n, counts, found
+
+
+class RunTable:
+    """Word runs to find while tokenising (the anchor prefilter of :class:`overlap.OverlapIndex`).
+
+    ``runs``: sorted :class:`window_hash.WindowHasher` hashes of runs of ``run_len`` words (at most
+    8); ``short``: for shorter runs, ``{(length, offset): sorted hashes}``, looked for where their
+    key word (``short_key[id]``) is ``offset`` words into the run. Words are the tokens whose id is
+    not ``free``. The kernel reports the token position where each found run starts, exactly as the
+    numpy path (prefix sums and :func:`window_hash.member` over the batch's word stream) does: a
+    window's hash is the same polynomial ``sum_k rand[a_(i+k)] * base**k`` (mod 2**64), summed
+    directly over the last 8 words; membership is exact (a bitmap of the top bits, then a binary
+    search); the word stream runs on across texts and rows, as on the numpy path.
+    """
+
+    def __init__(self, hasher: WindowHasher, run_len: int, runs: np.ndarray, free: np.ndarray, short_key: np.ndarray,
+                 short: dict[tuple[int, int], np.ndarray]) -> None:  # fmt: skip
+        if run_len > 8 or any(n > run_len for n, _ in short):
+            raise ValueError("runs of at most 8 words")
+        groups = sorted(short)
+        sizes = np.asarray([len(short[g]) for g in groups], dtype=np.int64)
+        hi = np.cumsum(sizes)
+        runs = np.ascontiguousarray(runs, dtype=np.uint64)
+        bits = np.zeros(1 << (BITMAP_BITS - 6), dtype=np.uint64)  # 2 MB: one bit per top-24-bit value
+        top = (runs >> np.uint64(64 - BITMAP_BITS)).astype(np.int64)
+        np.bitwise_or.at(bits, top >> 6, np.left_shift(np.uint64(1), (top & 63).astype(np.uint64)))
+        self.arrays = (
+            free.astype(np.bool_), hasher.rand, hasher.pow[:run_len].copy(), bits, runs,
+            short_key.astype(np.bool_), np.asarray([g[0] for g in groups], dtype=np.int64),
+            np.asarray([g[1] for g in groups], dtype=np.int64), hi - sizes, hi,
+            np.concatenate([short[g] for g in groups]).astype(np.uint64) if groups else np.zeros(0, np.uint64),
+        )  # fmt: skip
+
+
+_NO_RUNS = (
+    np.zeros(1, np.bool_), np.zeros(0, np.uint64), np.zeros(1, np.uint64), np.zeros(1, np.uint64),
+    np.zeros(0, np.uint64), np.zeros(1, np.bool_), np.zeros(0, np.int64), np.zeros(0, np.int64),
+    np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint64),
+)  # fmt: skip
 
 
 class AsciiTokenizer:
@@ -198,12 +276,22 @@ class AsciiTokenizer:
     def ids(self, joined: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of ``texts`` (``joined`` is ``"".join(texts)``, ASCII), concatenated, and the token
         count of each text."""
+        ids, counts, _ = self.ids_and_runs(joined, texts, None)
+        return ids, counts
+
+    def ids_and_runs(
+        self, joined: str, texts: list[str], runs: RunTable | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`ids`, and the token positions where a run of ``runs`` starts, in order, each once
+        (none when None)."""
         ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
         t = self.table
-        return _ascii_ids(
-            np.frombuffer(joined.encode("ascii"), dtype=np.uint8), ends, self.keep, _CLASS, _LOWER, self.punct_ids,
-            t.keys, t.key_start, t.key_len, t.slots, t.ids,
+        out, n, counts, found = _ascii_ids(
+            np.frombuffer(joined.encode("ascii"), dtype=np.uint8), ends, self.keep, _CLASS, _LOWER,
+            self.punct_ids, t.keys, t.key_start, t.key_len, t.slots, t.ids,
+            _NO_RUNS if runs is None else runs.arrays,
         )  # fmt: skip
+        return out[:n].copy(), counts, np.flatnonzero(found[:n])
 
 
 def warm_up() -> None:

@@ -62,7 +62,7 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from distill_doctor.text import fast_tokens, minhash
-from distill_doctor.text.fast_tokens import AsciiTokenizer
+from distill_doctor.text.fast_tokens import AsciiTokenizer, RunTable
 from distill_doctor.text.window_hash import WindowHasher, bitmap, items_per_hash, member
 
 _DELETE_PUNCT = str.maketrans("", "", string.punctuation)
@@ -259,6 +259,7 @@ class _Batch:
     prompt_ends: list[int] | np.ndarray = field(default_factory=list)
     ends: list[int] | np.ndarray = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
+    run_starts: np.ndarray | None = None  # the prefilter's anchor runs, found by the compiled tokeniser
 
 
 def _interleave(parts: list[tuple[_Batch, list[int]]], rows: list[int]) -> _Batch:
@@ -668,6 +669,8 @@ class OverlapIndex:
                 h = (prefix[j + n : j + n + 1] - prefix[j]) * self.hasher.pow_inv[j]
             self._short_runs[(n, offset)] = np.append(self._short_runs.get((n, offset), h[:0]), h)
         self._short_runs = {k: np.unique(v) for k, v in self._short_runs.items()}
+        short, key = self._short_runs, self._short_key
+        self._runs = RunTable(self.hasher, a, self._anchor_runs, self._is_free, key, short)
         self._prefilter_on = True
 
     def _witness_spans(self, cw: np.ndarray, log_count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -713,8 +716,24 @@ class OverlapIndex:
         """The batch cut to the rows whose word stream holds an anchor run (:meth:`_build_prefilter`)
         and each kept token's position in the full batch (None when every row is kept)."""
         starts = np.asarray(b.starts, dtype=np.int64)
-        is_word = ~self._is_free[ids]
-        wpos = np.flatnonzero(is_word)
+        at = b.run_starts if b.run_starts is not None else self._anchor_starts(ids)
+        rows = np.unique(np.searchsorted(starts, at, side="right") - 1)  # a run across rows: a spare row
+        if len(rows) == len(b.rows):
+            return b, None
+        ends, pends = np.asarray(b.ends, dtype=np.int64), np.asarray(b.prompt_ends, dtype=np.int64)
+        length = ends[rows] - starts[rows]
+        new_starts = np.cumsum(length) - length
+        origin = np.repeat(starts[rows] - new_starts, length) + np.arange(int(length.sum()), dtype=np.int64)
+        kept = _Batch(
+            ids=ids[origin], starts=new_starts, prompt_ends=new_starts + pends[rows] - starts[rows],
+            ends=new_starts + length, rows=[b.rows[r] for r in rows.tolist()],
+        )  # fmt: skip
+        return kept, origin
+
+    def _anchor_starts(self, ids: np.ndarray) -> np.ndarray:
+        """Token positions where an anchor run starts in the batch's word stream (numpy; the compiled
+        tokeniser finds the same ones with :class:`fast_tokens.RunTable`)."""
+        wpos = np.flatnonzero(~self._is_free[ids])
         wids = ids[wpos]
         prefix = self.hasher.prefix(wids)
         found = [
@@ -730,19 +749,7 @@ class OverlapIndex:
                 with np.errstate(over="ignore"):
                     h = (prefix[first + n] - prefix[first]) * self.hasher.pow_inv[first]
                 found.append(first[member(h, hashes)])
-        at = wpos[np.concatenate(found)]
-        rows = np.unique(np.searchsorted(starts, at, side="right") - 1)  # a run across rows: a spare row
-        if len(rows) == len(b.rows):
-            return b, None
-        ends, pends = np.asarray(b.ends, dtype=np.int64), np.asarray(b.prompt_ends, dtype=np.int64)
-        length = ends[rows] - starts[rows]
-        new_starts = np.cumsum(length) - length
-        origin = np.repeat(starts[rows] - new_starts, length) + np.arange(int(length.sum()), dtype=np.int64)
-        kept = _Batch(
-            ids=ids[origin], starts=new_starts, prompt_ends=new_starts + pends[rows] - starts[rows],
-            ends=new_starts + length, rows=[b.rows[r] for r in rows.tolist()],
-        )  # fmt: skip
-        return kept, origin
+        return wpos[np.concatenate(found)]
 
     # ---- scan ----------------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -840,26 +847,31 @@ class OverlapIndex:
         texts[0::2], texts[1::2] = prompts, responses
         joined = "".join(texts)
         if joined.isascii():
-            return self._tokenize_ascii(self._ascii, joined, texts, rows)
+            runs = self._runs if self._prefilter_on else None
+            return self._tokenize_ascii(self._ascii, joined, texts, rows, runs)
         fast = [k for k, (p, r) in enumerate(zip(prompts, responses)) if p.isascii() and r.isascii()]
         if not fast:
             return self._tokenize_python(prompts, responses, rows)
         slow = sorted(set(range(len(rows))) - set(fast))
         texts = [t for k in fast for t in (prompts[k], responses[k])]
         parts = [
-            (self._tokenize_ascii(self._ascii, "".join(texts), texts, [rows[k] for k in fast]), fast),
+            (self._tokenize_ascii(self._ascii, "".join(texts), texts, [rows[k] for k in fast], None), fast),
             (self._tokenize_python([prompts[k] for k in slow], [responses[k] for k in slow], []), slow),
         ]
         return _interleave(parts, rows)
 
     @staticmethod
-    def _tokenize_ascii(tok: AsciiTokenizer, joined: str, texts: list[str], rows: list[int]) -> _Batch:
-        """:meth:`_tokenize` of rows whose texts (prompt, response, prompt, ...) are all ASCII."""
-        ids, counts = tok.ids(joined, texts)
+    def _tokenize_ascii(
+        tok: AsciiTokenizer, joined: str, texts: list[str], rows: list[int], runs: RunTable | None
+    ) -> _Batch:
+        """:meth:`_tokenize` of rows whose texts (prompt, response, prompt, ...) are all ASCII; with
+        ``runs``, the prefilter's anchor runs are found in the same pass (``run_starts``)."""
+        ids, counts, found = tok.ids_and_runs(joined, texts, runs)
         ends = np.cumsum(counts)
         return _Batch(
-            ids=ids, starts=ends[0::2] - counts[0::2], prompt_ends=ends[0::2], ends=ends[1::2], rows=rows
-        )
+            ids=ids, starts=ends[0::2] - counts[0::2], prompt_ends=ends[0::2], ends=ends[1::2], rows=rows,
+            run_starts=None if runs is None else found,
+        )  # fmt: skip
 
     def _tokenize_python(self, prompts: list[str], responses: list[str], rows: list[int]) -> _Batch:
         """Eval-vocabulary ids of a batch of rows: one lower-casing and one tokenising pass over the
