@@ -14,7 +14,11 @@ normalised and looked up in one numba loop:
   the slot, so a word outside the vocabulary gets the out-of-vocabulary id 0 whatever its hash
   (no hash collision, between two vocabulary words or between an unknown word and a vocabulary
   word, can give a wrong id; the hash needs no secret and no agreement between processes, since
-  each process probes its own copy of the table).
+  each process probes its own copy of the table);
+- in the same pass, each window of the word stream is hashed as :mod:`window_hash` does and
+  tested against the anchor runs of the overlap index's prefilter (:class:`RunTable`). A 64-bit
+  collision there can only keep one more row for the full rules, which confirm every hit on the
+  ids themselves: it cannot make a hit.
 
 Only ASCII text takes this path (the caller checks ``str.isascii``, which CPython answers without
 reading the string): outside ASCII, lower-casing can change length or depend on context (``İ``,
@@ -142,7 +146,7 @@ def _ascii_ids(
     mask = len(slots) - 1
     # Sized for the worst case (a token per byte), never grown: an array reassigned inside the loop
     # costs numba reference counting on every access (measured 3x slower). Pages never written are
-    # never touched.
+    # never touched, so the resident memory is that of the tokens (8 bytes each), not of the bytes.
     out = np.empty(len(buf), dtype=np.int64)
     found = np.zeros(len(buf), dtype=np.bool_)  # at each token position: does a run start there
     counts = np.zeros(len(text_ends), dtype=np.int64)
@@ -291,7 +295,7 @@ class AsciiTokenizer:
             self.punct_ids, t.keys, t.key_start, t.key_len, t.slots, t.ids,
             _NO_RUNS if runs is None else runs.arrays,
         )  # fmt: skip
-        return out[:n].copy(), counts, np.flatnonzero(found[:n])
+        return out[:n], counts, np.flatnonzero(found[:n])
 
 
 def warm_up() -> None:

@@ -33,10 +33,13 @@ diagnosis uses ``punctuation="keep"``: each punctuation character is a token, be
 makes ``What is 12+5?`` equal ``What is 12-5?`` and HumanEval/56 (``"<"``/``">"`` brackets) equal
 HumanEval/61 (``"("``/``")"``): false alarms on arithmetic and code.
 
-Speed: a batch of rows is lower-cased once and split on whitespace; each distinct word is
-tokenised (``str.translate`` + ``split``, or one regular expression in ``keep`` mode) and looked
-up in the vocabulary once, then cached (:class:`_WordIds`), so a row costs a split and one dict
-lookup per word; all window hashing is vectorised with numpy over
+Speed: rows of ASCII text (``str.isascii``) are tokenised by compiled code (:mod:`fast_tokens`,
+numba: bytes split, lower-cased and looked up in one loop, the prefilter's anchor runs found in
+the same pass). Other rows take the Python path: the batch is lower-cased once and split on
+whitespace; each distinct word is tokenised (``str.translate`` + ``split``, or one regular
+expression in ``keep`` mode) and looked up in the vocabulary once, then cached (:class:`_WordIds`),
+so a row costs a split and one dict lookup per word. Both give the ids of :func:`tokens`. All
+window hashing is vectorised with numpy over
 batches of rows (:mod:`window_hash`: 64-bit polynomial hashes of eval-vocabulary ids via prefix
 sums). N-gram and containment hits are confirmed by exact comparison of the id tuples. Shingles
 are represented by their 64-bit window hashes (the exact Jaccard is computed on those hash sets:
