@@ -22,12 +22,13 @@ Results: ``bench/results/contamination.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from distill_doctor.atomic import atomic_write_text  # noqa: E402
 from distill_doctor.probes.shards import Shard, TrainingSource, map_shards, resolve_workers  # noqa: E402
-from distill_doctor.text.overlap import HitSummary, OverlapIndex  # noqa: E402
+from distill_doctor.text import fast_tokens  # noqa: E402
+from distill_doctor.text.overlap import Hit, HitSummary, OverlapIndex  # noqa: E402
 
 TEMPLATE = "Answer the following question."
 
@@ -178,6 +180,7 @@ def build(args):
             train_corpus.words(int(r_start[i]), int(r_len[i])),
         )
 
+    row.planted_rows = sorted(overrides)  # type: ignore[attr-defined]  # for check_hits
     return items, row, planted
 
 
@@ -197,36 +200,60 @@ class BenchRows(TrainingSource):
 
 @dataclass(frozen=True)
 class RowsWithHits:
-    """One shard: the rows with any hit (dirty or partial) and the hit summary."""
+    """One shard: the rows with any hit (dirty or partial), the hit summary and the number of ASCII
+    rows (those the compiled tokeniser takes; ``str.isascii`` reads a flag, not the text)."""
 
     index: OverlapIndex
     source: BenchRows
 
-    def __call__(self, shard: Shard) -> tuple[list[int], HitSummary]:
+    def __call__(self, shard: Shard) -> tuple[list[int], HitSummary, int]:
         cols = self.source.read(shard, ())
         summary, rows = HitSummary(), set()
         for h in self.index.scan_columns(cols["prompt"], cols["response"], first_row=shard.start):
             summary.add(h)
             rows.add(h.row)
-        return sorted(rows), summary
+        n_ascii = sum(p.isascii() and r.isascii() for p, r in zip(cols["prompt"], cols["response"]))
+        return sorted(rows), summary, n_ascii
 
 
 def run_ours(items, source: BenchRows, workers: int) -> dict:
     t, c = time.perf_counter(), time.process_time()
+    fast_tokens.warm_up()  # numba: compiled, or loaded from its on-disk cache (also done by the index)
+    jit_s = time.perf_counter() - t
     index = OverlapIndex(items, punctuation="keep")  # contamination.index_for, on plain texts
     build_s, build_cpu = time.perf_counter() - t, time.process_time() - c
     t, c = time.perf_counter(), time.process_time()
-    total, rows = HitSummary(), []
-    for part_rows, part in map_shards(RowsWithHits(index, source), source.shards(), workers=workers):
+    total, rows, n_ascii = HitSummary(), [], 0
+    scan = RowsWithHits(index, source)
+    for part_rows, part, part_ascii in map_shards(scan, source.shards(), workers=workers):
         rows += part_rows
         total.merge(part)
+        n_ascii += part_ascii
     scan_s = time.perf_counter() - t
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     scan_cpu = time.process_time() - c + children.ru_utime + children.ru_stime
     return {
-        "index": index, "per_item": total.finish(index), "rows": set(rows),
+        "index": index, "per_item": total.finish(index), "rows": set(rows), "ascii_rows": n_ascii,
         "build_s": build_s, "build_cpu_s": build_cpu, "scan_s": scan_s, "scan_cpu_s": scan_cpu,
+        "jit_s": jit_s, "kernel": fast_tokens.kernel_record(),
     }  # fmt: skip
+
+
+def check_hits(index: OverlapIndex, source: BenchRows, n_rows: int) -> dict:
+    """The first ``n_rows`` rows and every planted row, scanned as in the bench (compiled tokeniser,
+    prefilter) and by the reference path (Python tokeniser, no prefilter): the full hit lists must
+    be equal."""
+    reference = copy.copy(index)
+    reference._ascii, reference._prefilter_on = None, False
+    rows = sorted(set(range(min(n_rows, source.n_rows))) | set(source.row.planted_rows))
+    fast: list[Hit] = []
+    slow: list[Hit] = []
+    for start in range(0, len(rows), 20_000):
+        part = rows[start : start + 20_000]
+        texts = [source.row(i) for i in part]
+        for idx, out in ((index, fast), (reference, slow)):
+            out += [replace(h, row=part[h.row]) for h in idx.scan(texts)]
+    return {"rows": len(rows), "hits": len(fast), "identical": fast == slow}
 
 
 def run_janitor(items, source: BenchRows) -> dict:
@@ -260,10 +287,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--items", type=int, default=10_000, help="eval items")
     ap.add_argument("--workers", type=int, default=None, help="scan processes (default: every core)")
     ap.add_argument("--no-janitor", action="store_true", help="skip the Janitor run (quick checks only)")
+    ap.add_argument(
+        "--check-rows", type=int, default=40_000,
+        help="after the timed runs, compare the full hit lists with the reference path on this many "
+        "rows and the planted ones (0: no check)",
+    )  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
     args = ap.parse_args(argv)
 
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     t = time.perf_counter()
     items, row, planted = build(args)
     source = BenchRows(row, args.rows)
@@ -271,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     workers = resolve_workers(args.workers)
     ours = run_ours(items, source, workers)
     jan = None if args.no_janitor else run_janitor(items, source)
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    check = check_hits(ours["index"], source, args.check_rows) if args.check_rows else None
 
     per_item = ours["per_item"]
     dirty = {i for i, rec in per_item.items() if rec["dirty"]}
@@ -290,19 +325,25 @@ def main(argv: list[str] | None = None) -> int:
         "data_generation_s": round(data_s, 2),
         "ours": {
             "index_build_s": round(ours["build_s"], 2),
+            "of_which_numba_jit_s": round(ours["jit_s"], 2),
+            "numba_kernel": ours["kernel"],
             "scan_s": round(ours["scan_s"], 2),
             "total_s": round(ours_total, 2),
             "index_build_cpu_s": round(ours["build_cpu_s"], 2),
             "scan_cpu_s_all_processes": round(ours["scan_cpu_s"], 2),
             "rows_per_s": round(args.rows / ours["scan_s"]),
             "rows_with_any_hit": len(ours["rows"]),
+            "ascii_rows_compiled_path": ours["ascii_rows"],
+            "other_rows_python_path": args.rows - ours["ascii_rows"],
         },
+        "hits_equal_reference_path": check,
         "recall_by_plant": recall,
         "dirty_items_by_strongest_kind": kinds,
         "false_flags_unplanted_dirty": len(
             dirty - must_dirty - planted["twin_other_numbers"] - planted["fragment_16_words"]
         ),
-        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "load_average_1min": round(load_end, 2) if load_end is not None else None,
+        "load_average_1min_start": round(load_start, 2) if load_start is not None else None,
         "index_params": ours["index"].params(),
         "machine": {
             "python": platform.python_version(),
@@ -333,11 +374,25 @@ def _markdown(args, r: dict) -> list[str]:
     md = [
         f"# Contamination scan: {args.rows:,} training rows vs {args.items:,} eval items",
         "",
-        f"Machine: {r['machine']['cpus']} CPUs shared with other jobs (1-min load average {r['load_average_1min']} at the end); "
+        f"Machine: {r['machine']['cpus']} CPUs shared with other jobs (1-min load average "
+        f"{r['load_average_1min_start']} at the start, {r['load_average_1min']} after both scans); "
         f"{r['workers']} scan workers.",
         "",
         f"- ours: index build {o['index_build_s']} s + scan {o['scan_s']} s = **{o['total_s']} s** wall, "
         f"{o['rows_per_s']:,} rows/s; CPU {o['index_build_cpu_s']} s + {o['scan_cpu_s_all_processes']} s (all processes)",
+        f"- the build includes {o['of_which_numba_jit_s']} s to get the numba kernel "
+        f"({'compiled' if o['numba_kernel']['compiled'] else 'loaded from its on-disk cache'}); "
+        f"rows tokenised by the compiled path (ASCII): {o['ascii_rows_compiled_path']:,}, "
+        f"by the Python path: {o['other_rows_python_path']:,}",
+    ]
+    if r["hits_equal_reference_path"]:
+        c = r["hits_equal_reference_path"]
+        md.append(
+            f"- full hit lists on {c['rows']:,} rows (the first {args.check_rows:,} and the planted ones) "
+            f"equal to the reference path's (Python tokeniser, no prefilter): **{c['identical']}** "
+            f"({c['hits']} hits)"
+        )
+    md += [
         "",
         "| plant | planted | dirty |",
         "|---|---:|---:|",

@@ -33,10 +33,13 @@ diagnosis uses ``punctuation="keep"``: each punctuation character is a token, be
 makes ``What is 12+5?`` equal ``What is 12-5?`` and HumanEval/56 (``"<"``/``">"`` brackets) equal
 HumanEval/61 (``"("``/``")"``): false alarms on arithmetic and code.
 
-Speed: a batch of rows is lower-cased once and split on whitespace; each distinct word is
-tokenised (``str.translate`` + ``split``, or one regular expression in ``keep`` mode) and looked
-up in the vocabulary once, then cached (:class:`_WordIds`), so a row costs a split and one dict
-lookup per word; all window hashing is vectorised with numpy over
+Speed: rows of ASCII text (``str.isascii``) are tokenised by compiled code (:mod:`fast_tokens`,
+numba: bytes split, lower-cased and looked up in one loop, the prefilter's anchor runs found in
+the same pass). Other rows take the Python path: the batch is lower-cased once and split on
+whitespace; each distinct word is tokenised (``str.translate`` + ``split``, or one regular
+expression in ``keep`` mode) and looked up in the vocabulary once, then cached (:class:`_WordIds`),
+so a row costs a split and one dict lookup per word. Both give the ids of :func:`tokens`. All
+window hashing is vectorised with numpy over
 batches of rows (:mod:`window_hash`: 64-bit polynomial hashes of eval-vocabulary ids via prefix
 sums). N-gram and containment hits are confirmed by exact comparison of the id tuples. Shingles
 are represented by their 64-bit window hashes (the exact Jaccard is computed on those hash sets:
@@ -61,7 +64,8 @@ from typing import Any
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from distill_doctor.text import minhash
+from distill_doctor.text import fast_tokens, minhash
+from distill_doctor.text.fast_tokens import AsciiTokenizer, RunTable
 from distill_doctor.text.window_hash import WindowHasher, bitmap, items_per_hash, member
 
 _DELETE_PUNCT = str.maketrans("", "", string.punctuation)
@@ -258,6 +262,29 @@ class _Batch:
     prompt_ends: list[int] | np.ndarray = field(default_factory=list)
     ends: list[int] | np.ndarray = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
+    run_starts: np.ndarray | None = None  # the prefilter's anchor runs, found by the compiled tokeniser
+
+
+def _interleave(parts: list[tuple[_Batch, list[int]]], rows: list[int]) -> _Batch:
+    """One batch from sub-batches, each with the positions its rows take in ``rows``: every row's
+    tokens (prompt then response) moved to its place, as if the batch had been tokenised whole."""
+    start = np.zeros(len(rows), dtype=np.int64)  # of each row in the sub-batches' concatenated ids
+    length = np.zeros(len(rows), dtype=np.int64)
+    prompt = np.zeros(len(rows), dtype=np.int64)
+    flat, offset = [], 0
+    for b, where in parts:
+        starts = np.asarray(b.starts, dtype=np.int64)
+        start[where] = starts + offset
+        length[where] = np.asarray(b.ends, dtype=np.int64) - starts
+        prompt[where] = np.asarray(b.prompt_ends, dtype=np.int64) - starts
+        flat.append(np.asarray(b.ids, dtype=np.int64))
+        offset += len(flat[-1])
+    new_starts = np.cumsum(length) - length
+    origin = np.repeat(start - new_starts, length) + np.arange(int(length.sum()), dtype=np.int64)
+    return _Batch(
+        ids=np.concatenate(flat)[origin], starts=new_starts, prompt_ends=new_starts + prompt,
+        ends=new_starts + length, rows=rows,
+    )  # fmt: skip
 
 
 @dataclass
@@ -321,15 +348,17 @@ class OverlapIndex:
         self.hasher = WindowHasher(len(self.vocab), seed)
         self._scan_vocab = {**self.vocab, _ROW: -1, _RESPONSE: -2}
         self._word_ids = _WordIds(self._scan_vocab, punctuation)
-        self.eval_tokens = [tuple(self.vocab[w] for w in ws) for ws in words]
-        # Number tokens: a problem re-told with other numbers is another problem, not a copy.
-        self.numbers = [np.array([any(c.isdigit() for c in w) for w in ws], dtype=bool) for ws in words]
+        self._ascii: AsciiTokenizer | None = AsciiTokenizer(self.vocab, punctuation)
+        fast_tokens.warm_up()  # compiled (or loaded from numba's disk cache) before workers fork
+        self.eval_tokens = [tuple(map(self.vocab.__getitem__, ws)) for ws in words]
         lengths = np.fromiter((len(t) for t in self.eval_tokens), dtype=np.int64, count=len(words))
         self._offsets = np.concatenate(([0], np.cumsum(lengths)))
-        flat = np.fromiter(
-            (i for t in self.eval_tokens for i in t), dtype=np.int64, count=int(self._offsets[-1])
-        )
         self._item_of = np.repeat(np.arange(len(words)), lengths)
+        flat = np.fromiter(chain.from_iterable(self.eval_tokens), dtype=np.int64, count=len(self._item_of))
+        # Number tokens: a problem re-told with other numbers is another problem, not a copy.
+        is_number = np.zeros(len(self.vocab) + 1, dtype=bool)  # by id, so each word is read once
+        is_number[1:] = [any(c.isdigit() for c in w) for w in self.vocab]
+        self.numbers = np.split(is_number[flat], self._offsets[1:-1]) if len(words) else []
         self._eval_prefix = self.hasher.prefix(flat)
         self._build_ngrams()
         self._build_contained()
@@ -365,11 +394,12 @@ class OverlapIndex:
         self.content = np.split(~covered, self._offsets[1:-1]) if len(self.eval_ids) else []
         keep = ~is_tmpl
         self._ngram_starts = w.start[keep]  # global token starts of the non-template n-grams (prefilter)
-        self.postings: dict[int, list[tuple[int, int]]] = defaultdict(list)
-        for hv, e, p in zip(w.hash[keep].tolist(), w.item[keep].tolist(), w.local[keep].tolist()):
-            self.postings[hv].append((e, p))
-        self.postings = dict(self.postings)
-        self._ngram_hashes = np.unique(w.hash[keep])
+        # Postings (CSR): the (item, start) of every non-template n-gram, grouped by hash; within a
+        # hash in item then start order (the windows' order, kept by the stable sort).
+        order = np.argsort(w.hash[keep], kind="stable")
+        self._post_item, self._post_local = w.item[keep][order], w.local[keep][order]
+        self._ngram_hashes, first = np.unique(w.hash[keep][order], return_index=True)
+        self._post_first = np.append(first, len(order))
         self._ngram_bitmap = bitmap(self._ngram_hashes)
 
     def _build_contained(self) -> None:
@@ -549,9 +579,9 @@ class OverlapIndex:
         keep = ~is_tmpl
         self._shingle_hashes = np.unique(w.hash[keep])
         self._shingle_bitmap = bitmap(self._shingle_hashes)
-        self.eval_shingles: list[set[int]] = [set() for _ in self.eval_ids]
-        for e, hv in zip(w.item[keep].tolist(), w.hash[keep].tolist()):
-            self.eval_shingles[e].add(hv)
+        hashes = w.hash[keep].tolist()  # windows come in item order: one slice per item
+        bounds = np.searchsorted(w.item[keep], np.arange(len(self.eval_ids) + 1)).tolist()
+        self.eval_shingles: list[set[int]] = [set(hashes[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
         self.lsh = MinHashLSH(threshold=self.lsh_threshold, num_perm=self.num_perm)
         keyed = [e for e, st in enumerate(self.eval_shingles) if st]
         sketches = self._minhash([self.eval_shingles[e] for e in keyed])
@@ -642,6 +672,8 @@ class OverlapIndex:
                 h = (prefix[j + n : j + n + 1] - prefix[j]) * self.hasher.pow_inv[j]
             self._short_runs[(n, offset)] = np.append(self._short_runs.get((n, offset), h[:0]), h)
         self._short_runs = {k: np.unique(v) for k, v in self._short_runs.items()}
+        short, key = self._short_runs, self._short_key
+        self._runs = RunTable(self.hasher, a, self._anchor_runs, self._is_free, key, short)
         self._prefilter_on = True
 
     def _witness_spans(self, cw: np.ndarray, log_count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -687,8 +719,24 @@ class OverlapIndex:
         """The batch cut to the rows whose word stream holds an anchor run (:meth:`_build_prefilter`)
         and each kept token's position in the full batch (None when every row is kept)."""
         starts = np.asarray(b.starts, dtype=np.int64)
-        is_word = ~self._is_free[ids]
-        wpos = np.flatnonzero(is_word)
+        at = b.run_starts if b.run_starts is not None else self._anchor_starts(ids)
+        rows = np.unique(np.searchsorted(starts, at, side="right") - 1)  # a run across rows: a spare row
+        if len(rows) == len(b.rows):
+            return b, None
+        ends, pends = np.asarray(b.ends, dtype=np.int64), np.asarray(b.prompt_ends, dtype=np.int64)
+        length = ends[rows] - starts[rows]
+        new_starts = np.cumsum(length) - length
+        origin = np.repeat(starts[rows] - new_starts, length) + np.arange(int(length.sum()), dtype=np.int64)
+        kept = _Batch(
+            ids=ids[origin], starts=new_starts, prompt_ends=new_starts + pends[rows] - starts[rows],
+            ends=new_starts + length, rows=[b.rows[r] for r in rows.tolist()],
+        )  # fmt: skip
+        return kept, origin
+
+    def _anchor_starts(self, ids: np.ndarray) -> np.ndarray:
+        """Token positions where an anchor run starts in the batch's word stream (numpy; the compiled
+        tokeniser finds the same ones with :class:`fast_tokens.RunTable`)."""
+        wpos = np.flatnonzero(~self._is_free[ids])
         wids = ids[wpos]
         prefix = self.hasher.prefix(wids)
         found = [
@@ -704,19 +752,7 @@ class OverlapIndex:
                 with np.errstate(over="ignore"):
                     h = (prefix[first + n] - prefix[first]) * self.hasher.pow_inv[first]
                 found.append(first[member(h, hashes)])
-        at = wpos[np.concatenate(found)]
-        rows = np.unique(np.searchsorted(starts, at, side="right") - 1)  # a run across rows: a spare row
-        if len(rows) == len(b.rows):
-            return b, None
-        ends, pends = np.asarray(b.ends, dtype=np.int64), np.asarray(b.prompt_ends, dtype=np.int64)
-        length = ends[rows] - starts[rows]
-        new_starts = np.cumsum(length) - length
-        origin = np.repeat(starts[rows] - new_starts, length) + np.arange(int(length.sum()), dtype=np.int64)
-        kept = _Batch(
-            ids=ids[origin], starts=new_starts, prompt_ends=new_starts + pends[rows] - starts[rows],
-            ends=new_starts + length, rows=[b.rows[r] for r in rows.tolist()],
-        )  # fmt: skip
-        return kept, origin
+        return wpos[np.concatenate(found)]
 
     # ---- scan ----------------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -803,20 +839,58 @@ class OverlapIndex:
             yield from self._scan_batch(self._tokenize(prompts[start:stop], responses[start:stop], rows))
 
     def _tokenize(self, prompts: list[str], responses: list[str], rows: list[int]) -> _Batch:
+        """Eval-vocabulary ids of a batch of rows. ASCII rows (``str.isascii``, answered without
+        reading the text) go through the compiled tokeniser (:mod:`fast_tokens`); the others through
+        :meth:`_tokenize_python`, and the two are merged back in row order. Both give the ids of
+        :func:`tokens` (property tests ``tests/test_fast_tokens.py``). With ``_ascii`` None (the
+        reference for those tests) every row takes the Python path."""
+        if self._ascii is None:
+            return self._tokenize_python(prompts, responses, rows)
+        texts: list[str] = [""] * (2 * len(rows))
+        texts[0::2], texts[1::2] = prompts, responses
+        joined = "".join(texts)
+        if joined.isascii():
+            runs = self._runs if self._prefilter_on else None
+            return self._tokenize_ascii(self._ascii, joined, texts, rows, runs)
+        fast = [k for k, (p, r) in enumerate(zip(prompts, responses)) if p.isascii() and r.isascii()]
+        if not fast:
+            return self._tokenize_python(prompts, responses, rows)
+        slow = sorted(set(range(len(rows))) - set(fast))
+        texts = [t for k in fast for t in (prompts[k], responses[k])]
+        parts = [
+            (self._tokenize_ascii(self._ascii, "".join(texts), texts, [rows[k] for k in fast], None), fast),
+            (self._tokenize_python([prompts[k] for k in slow], [responses[k] for k in slow], []), slow),
+        ]
+        return _interleave(parts, rows)
+
+    @staticmethod
+    def _tokenize_ascii(
+        tok: AsciiTokenizer, joined: str, texts: list[str], rows: list[int], runs: RunTable | None
+    ) -> _Batch:
+        """:meth:`_tokenize` of rows whose texts (prompt, response, prompt, ...) are all ASCII; with
+        ``runs``, the prefilter's anchor runs are found in the same pass (``run_starts``)."""
+        ids, counts, found = tok.ids_and_runs(joined, texts, runs)
+        ends = np.cumsum(counts)
+        return _Batch(
+            ids=ids, starts=ends[0::2] - counts[0::2], prompt_ends=ends[0::2], ends=ends[1::2], rows=rows,
+            run_starts=None if runs is None else found,
+        )  # fmt: skip
+
+    def _tokenize_python(self, prompts: list[str], responses: list[str], rows: list[int]) -> _Batch:
         """Eval-vocabulary ids of a batch of rows: one lower-casing and one tokenising pass over the
         joined batch (row and prompt/response borders marked by sentinel tokens), falling back to
         row-by-row tokenising when a text holds a sentinel character itself."""
         b = _Batch(rows=rows)
         vocab_get, punct = self.vocab.get, self.punctuation
-        parts = [_ROW] * (4 * len(rows) - 1)  # prompt, mark, response, mark, prompt, ...
-        parts[0::4], parts[1::4], parts[2::4] = prompts, [_RESPONSE] * len(rows), responses
+        parts = [_ROW] * (4 * len(prompts) - 1)  # prompt, mark, response, mark, prompt, ...
+        parts[0::4], parts[1::4], parts[2::4] = prompts, [_RESPONSE] * len(prompts), responses
         joined = "\n".join(parts).lower()
         ids = self._word_ids.ids(joined.split())
         marks = np.flatnonzero(ids < 0)
         # Our 2n - 1 marks are words of their own; a sentinel character in a text gives a negative id
         # only as a token of its own (inside a longer token it is part of an out-of-vocabulary word,
         # as on the reference path), so more marks than ours mean such a text: tokenise row by row.
-        if len(marks) != 2 * len(rows) - 1:
+        if len(marks) != 2 * len(prompts) - 1:
             starts: list[int] = []
             pends: list[int] = []
             ends: list[int] = []
@@ -831,7 +905,7 @@ class OverlapIndex:
             b.ids, b.starts, b.prompt_ends, b.ends = flat, starts, pends, ends
             return b
         bounds = np.concatenate(([-1], marks, [len(ids)]))
-        k = np.arange(len(rows))
+        k = np.arange(len(prompts))
         b.ids = ids[ids >= 0]  # sentinels (negative ids) dropped; positions shift by the marks before them
         b.starts = bounds[2 * k] + 1 - 2 * k
         b.prompt_ends = bounds[2 * k + 1] - 2 * k
@@ -909,9 +983,10 @@ class OverlapIndex:
             return []
         pos = np.flatnonzero(self._valid(oov, ends, n) & member(h, self._ngram_hashes, self._ngram_bitmap))
         matched: dict[tuple[int, int], set[int]] = defaultdict(set)
-        for i in pos.tolist():
+        k = np.searchsorted(self._ngram_hashes, h[pos])
+        for i, lo, hi in zip(pos.tolist(), self._post_first[k].tolist(), self._post_first[k + 1].tolist()):
             window = tuple(ids[i : i + n].tolist())
-            for e, p in self.postings.get(int(h[i]), ()):
+            for e, p in zip(self._post_item[lo:hi].tolist(), self._post_local[lo:hi].tolist()):
                 if self.eval_tokens[e][p : p + n] == window:
                     matched[(int(row_of[i]), e)].add(p)
         out = []
