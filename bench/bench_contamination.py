@@ -6,9 +6,14 @@ Data (synthetic, seeded): words drawn from a Zipf-like distribution over a 20,00
 (some with attached punctuation); eval prompts behind a shared instruction: 80% of 20-80 words,
 10% short (10-15 words), 10% holding three numbers; training prompts of 10-40 and responses of
 20-60 words (slices of a separate 5 M-word corpus, produced on the fly while scanning). Planted
-rows (``PLANTS``): verbatim prompts, prompts inside a response, behind a prefix, with one or two
-words changed, re-punctuated, short prompts with one word changed (all must be dirty), and
-"same story, other numbers" twins and 16-word fragments (must stay clean).
+rows (``PLANTS``, each kind defined exactly in ``PLANT_KINDS``): verbatim prompts, prompts inside a
+response, behind a prefix, with one or two words changed, re-punctuated, short prompts with one
+word changed (all must be dirty), and "same story, other numbers" twins and 16-word fragments (must
+stay clean). A word-changed plant is drawn only from items whose content words allow its edits
+under the documented rule (docs/scaling.md: one edit per 10 content words, at most 2): a short
+item whose first words are shared template text (the commonest words open 1-12% of the bodies, so
+"the following question. <word>" is a template shingle) may have 9 content words in 10 words, and
+the rule rightly calls its one-word edit another question.
 
 Measured in one run on the same rows: the contamination index (``text.decontamination.index_for``'s
 settings: punctuation kept, templates removed) built once and scanned in shards on ``--workers``
@@ -24,10 +29,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import platform
 import resource
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,7 +45,15 @@ ROOT = Path(__file__).resolve().parents[1]
 from distill_doctor.atomic import atomic_write_text  # noqa: E402
 from distill_doctor.probes.shards import Shard, TrainingSource, map_shards, resolve_workers  # noqa: E402
 from distill_doctor.text import fast_tokens  # noqa: E402
-from distill_doctor.text.overlap import Hit, HitSummary, OverlapIndex  # noqa: E402
+from distill_doctor.text.overlap import (  # noqa: E402
+    EDIT_MAX,
+    EDIT_WORDS_PER_EDIT,
+    FREE_PUNCTUATION,
+    Hit,
+    HitSummary,
+    OverlapIndex,
+    tokens,
+)
 
 TEMPLATE = "Answer the following question."
 
@@ -86,6 +101,24 @@ def _repunctuate(text: str) -> str:
     return " ".join(x + "," if i % 4 == 3 else x for i, x in enumerate(w)) + "."
 
 
+PLANT_KINDS = {  # the exact definition of each kind; "long" items: 20-80 words after TEMPLATE, no numbers
+    "verbatim_prompt": "a long item, unchanged, as the prompt",
+    "inside_response": "a long item, unchanged, as the response (prompt 'Repeat the question.')",
+    "behind_prefix": "a long item behind the prompt prefix 'This comes from a benchmark. '",
+    "one_word_changed": "a long item with >= 10 content words, one word after TEMPLATE (not the last) replaced",
+    "two_words_changed": "a long item with >= 20 content words, two words after TEMPLATE (not the last) replaced",
+    "re_punctuated": "a long item with a comma after every 4th word and its final '?' made '.'",
+    "short_one_word_changed": "a short item (10-15 words after TEMPLATE) with >= 10 content words, "
+    "one word after TEMPLATE (not the last) replaced",
+    "twin_other_numbers": "an item holding three numbers, every number + 7",
+    "fragment_16_words": "the 16 words after TEMPLATE of a long item, as the response",
+}
+# Content words (docs/scaling.md): the words (tokens of ``tokens(text, "keep")`` other than prose
+# punctuation) outside every 5-token shingle that at least max(10, 1% of the items) items share: the
+# index's template. The rule allows one edit per EDIT_WORDS_PER_EDIT content words (EDIT_MAX at most).
+EDITS = {"one_word_changed": 1, "two_words_changed": 2, "short_one_word_changed": 1}
+TEMPLATE_SHINGLE = 5
+
 PLANTS: tuple[tuple[str, int, bool], ...] = (  # kind, count, must be dirty
     ("verbatim_prompt", 50, True),
     ("inside_response", 50, True),
@@ -98,6 +131,30 @@ PLANTS: tuple[tuple[str, int, bool], ...] = (  # kind, count, must be dirty
     ("fragment_16_words", 50, False),
 )
 TEMPLATE_WORDS = len(TEMPLATE.split())
+
+
+def content_words(items: dict[str, str]) -> dict[str, int]:
+    """Each item's content words (the definition above), counted here in plain Python from the
+    documented rule, not read from the index: the plants must not depend on the code they test."""
+    toks = {eid: tokens(text, "keep") for eid, text in items.items()}
+    shared: Counter[tuple[str, ...]] = Counter()
+    k = TEMPLATE_SHINGLE
+    for ts in toks.values():
+        shared.update({tuple(ts[i : i + k]) for i in range(len(ts) - k + 1)})
+    least = max(10, math.ceil(0.01 * len(items)))
+    out = {}
+    for eid, ts in toks.items():
+        covered = [False] * len(ts)
+        for i in range(len(ts) - k + 1):
+            if shared[tuple(ts[i : i + k])] >= least:
+                covered[i : i + k] = [True] * k
+        out[eid] = sum(not c and t not in FREE_PUNCTUATION for c, t in zip(covered, ts))
+    return out
+
+
+def allows(content: int, edits: int) -> bool:
+    """Whether the documented rule calls an item of ``content`` content words with ``edits`` edits dirty."""
+    return edits <= min(EDIT_MAX, content // EDIT_WORDS_PER_EDIT)
 
 
 def build(args):
@@ -141,13 +198,19 @@ def build(args):
     }
     n_plants = sum(c for _, c, _ in PLANTS)
     plant_rows = rng.choice(args.rows, size=n_plants, replace=False).tolist()
+    content = content_words(items)
     overrides: dict[int, tuple[str, str]] = {}
     planted: dict[str, set[str]] = {}
     for kind, count, _ in PLANTS:
         pool = pools[
             "short" if kind.startswith("short") else "numeric" if kind.startswith("twin") else "long"
         ]
-        chosen, pool[:] = pool[:count], pool[count:]
+        # The first ``count`` items of the pool that the kind's definition admits (the others stay).
+        fits = [eid for eid in pool if allows(content[eid], EDITS.get(kind, 0))][:count]
+        if len(fits) < count:
+            raise SystemExit(f"{kind}: only {len(fits)} of {count} items fit; use more --items")
+        taken = set(fits)
+        chosen, pool[:] = fits, [eid for eid in pool if eid not in taken]
         planted[kind] = set(chosen)
         for eid in chosen:
             text, at = items[eid], plant_rows.pop()
@@ -181,6 +244,7 @@ def build(args):
         )
 
     row.planted_rows = sorted(overrides)  # type: ignore[attr-defined]  # for check_hits
+    row.content = content  # type: ignore[attr-defined]  # for edit_budgets_agree
     return items, row, planted
 
 
@@ -254,6 +318,15 @@ def check_hits(index: OverlapIndex, source: BenchRows, n_rows: int) -> dict:
         for idx, out in ((index, fast), (reference, slow)):
             out += [replace(h, row=part[h.row]) for h in idx.scan(texts)]
     return {"rows": len(rows), "hits": len(fast), "identical": fast == slow}
+
+
+def edit_budgets_agree(index: OverlapIndex, planted: dict[str, set[str]], content: dict[str, int]) -> dict:
+    """For every word-changed plant, the edits the documented rule allows (from ``content_words``)
+    equal those the index allows (``OverlapIndex.edit_allowed``)."""
+    pos = {eid: e for e, eid in enumerate(index.eval_ids)}
+    eids = sorted(set().union(*(planted[k] for k in EDITS)))
+    ours = [min(EDIT_MAX, content[eid] // EDIT_WORDS_PER_EDIT) for eid in eids]
+    return {"plants": len(eids), "equal": ours == [int(index.edit_allowed[pos[eid]]) for eid in eids]}
 
 
 def run_janitor(items, source: BenchRows) -> dict:
@@ -337,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             "other_rows_python_path": args.rows - ours["ascii_rows"],
         },
         "hits_equal_reference_path": check,
+        "edit_budgets_equal_index": edit_budgets_agree(ours["index"], planted, row.content),
         "recall_by_plant": recall,
         "dirty_items_by_strongest_kind": kinds,
         "false_flags_unplanted_dirty": len(
@@ -392,15 +466,24 @@ def _markdown(args, r: dict) -> list[str]:
             f"equal to the reference path's (Python tokeniser, no prefilter): **{c['identical']}** "
             f"({c['hits']} hits)"
         )
+    b = r["edit_budgets_equal_index"]
+    md.append(
+        f"- edits allowed on the {b['plants']} word-changed plants, counted from the documented rule "
+        f"(content words) and by the index: equal: **{b['equal']}**"
+    )
     md += [
         "",
-        "| plant | planted | dirty |",
-        "|---|---:|---:|",
+        "| plant | planted | dirty | definition |",
+        "|---|---:|---:|---|",
     ]
-    md += [f"| {k} | {v['planted']} | {v['dirty']} |" for k, v in r["recall_by_plant"].items()]
+    md += [
+        f"| {k} | {v['planted']} | {v['dirty']} | {PLANT_KINDS[k]} |" for k, v in r["recall_by_plant"].items()
+    ]
     md += [
         "",
         "twin_other_numbers and fragment_16_words must stay clean (not dirty); the others must be dirty.",
+        "Content words: words (prose punctuation , . ; : ! ? ' \" not counted) outside every 5-token "
+        "shingle shared by max(10, 1% of the items) items; the rule allows one edit per 10 (docs/scaling.md).",
         f"Unplanted items flagged dirty (false flags): {r['false_flags_unplanted_dirty']}.",
         f"Dirty items by strongest kind: {r['dirty_items_by_strongest_kind']}.",
     ]

@@ -229,6 +229,36 @@ def test_short_questions_and_other_numbers_stay_clean():
     assert ("num", "edited", True) in _kinds(idx, (copy, ""))
 
 
+def test_words_of_a_shared_opening_are_not_content_words():
+    """The bench's short plant missed at 200,000 rows (issue 16): the item had 10 words after its
+    instruction, but its first one opened 1% of the items too, so "the following question. <word>"
+    is template text and the item has 9 content words: no edit allowed, a one-word edit is another
+    question. With 10 content words the same edit, even one on the shared opening word, is a copy."""
+    import copy
+
+    rng = random.Random(7)
+    lead = "Answer the following question. The"
+    items = {f"t{i}": f"{lead} {' '.join(rng.choice(WORDS) for _ in range(12))}?" for i in range(12)}
+    items["q9"] = f"{lead} copper lanterns drift over quiet northern harbors after midnight?"
+    items["q10"] = f"{lead} copper lanterns drift slowly over quiet northern harbors after midnight?"
+    idx = OverlapIndex(items, punctuation="keep")
+    plain = copy.copy(idx)
+    plain._prefilter_on = False
+    pos = {eid: e for e, eid in enumerate(idx.eval_ids)}
+    assert idx._shingle_content[pos["q9"]].tolist()[:6] == [False] * 6  # "answer ... . the": template
+    assert [int(idx.edit_allowed[pos[q]]) for q in ("q9", "q10")] == [0, 1]
+    rows = [
+        (items["q9"].replace("drift", "zzzedit"), "ok"),
+        (items["q10"].replace("drift", "zzzedit"), "ok"),
+        (items["q10"].replace("The copper", "A copper"), "ok"),
+        (items["q9"], "ok"),
+    ]
+    hits = list(idx.scan(rows))
+    assert hits == list(plain.scan(rows))  # the prefilter keeps every hit
+    dirty = {(h.row, h.eval_id) for h in hits if h.dirty}
+    assert (0, "q9") not in dirty and {(1, "q10"), (2, "q10"), (3, "q9")} <= dirty
+
+
 # Unicode-heavy texts: whitespace of every kind (\x1c-\x1f, U+0085, U+00A0, U+2028, U+3000 ...),
 # case pairs whose lower-casing changes length or depends on context ('İ', final sigma 'Σ'),
 # ASCII and non-ASCII punctuation, digits, the row/response sentinel characters themselves.
