@@ -288,3 +288,51 @@ def test_vllm_stop_strings_and_token_budget_match_hf(items_path, tmp_path):
     assert texts["vllm"] == texts["hf"]
     assert all("\n" not in t for t in texts["hf"])
     assert any(len(t) == 8 for t in texts["hf"]) and any(len(t) < 8 for t in texts["hf"])
+
+
+def random_model(out: Path, seed: int = 0) -> Path:
+    """A random Llama (hidden 128, 2 layers, head_dim 32) on the organism tokenizer, weights drawn at
+    scale 0.5 so that its greedy outputs depend on the prompt and include <pad>, <bos> and <unk>."""
+    import torch
+    from transformers import PreTrainedTokenizerFast
+
+    from distill_doctor.testing.tiny_model import build_tiny_llama, save_model
+
+    tok = PreTrainedTokenizerFast.from_pretrained(str(TEACHER))
+    model = build_tiny_llama(tok, hidden_size=128, num_layers=2, num_heads=4, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    return save_model(model, tok, out)
+
+
+@pytest.mark.slow
+@NEEDS_VLLM
+def test_vllm_drops_generated_special_tokens_as_hf_does(items_path, tmp_path):
+    """A model that generates special tokens mid-answer: lm-eval's vllm backend keeps them in the
+    text unless the task says ``skip_special_tokens``, its HF backend drops them. The outputs must
+    be equal item for item."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = random_model(tmp_path / "random")
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    specials = {tok.pad_token_id, tok.bos_token_id, tok.unk_token_id}
+    drawn = 0
+    for item in load_items(items_path):
+        ids = tok(item.prompt, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
+        drawn += sum(int(t) in specials for t in out[0, ids.shape[1] :])
+    assert drawn > 0  # the case is really exercised
+    texts = {}
+    for engine in ("hf", "vllm"):
+        out_path = tmp_path / f"{engine}.jsonl"
+        args = ["--model", str(model_dir), "--max-new-tokens", "24", "--out", str(out_path)]
+        assert main(eval_args(items_path, *args, "--engine", engine)) == 0
+        texts[engine] = [json.loads(x)["output"] for x in out_path.read_text().splitlines()]
+    assert texts["vllm"] == texts["hf"]
+    assert not any("<bos>" in t or "<pad>" in t for t in texts["vllm"])

@@ -152,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"distill-doctor eval: vLLM engine failed ({label}): {err}", file=sys.stderr)
                 return 2
             if args.keep_samples:
-                kept = next(folder.glob(f"samples_{result.task}_*.jsonl"), None)
+                # lm-eval's own file, copied under its own name (timestamped: the newest is this run's)
+                kept = max(folder.glob(f"samples_{result.task}_*.jsonl"), default=None)
         else:
             result = _run_hf(args, model_dir, items)
             if args.keep_samples:

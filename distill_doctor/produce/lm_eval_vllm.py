@@ -13,7 +13,9 @@ The generation budget is computed here, before the engine starts, from the token
 alone, as lm-eval's backends do (``tokenizer.encode(prompt)`` with the tokenizer's own special
 tokens; the maximum length from :func:`lm_eval.models.utils.resolve_max_length`), and the engine's
 ``max_model_len`` is the longest prompt plus that budget. lm-eval would silently left-truncate a
-prompt that does not fit; its warning in the log is therefore an error here.
+prompt that does not fit; its warning in the log is therefore an error here. The one setting the
+vllm task adds is ``skip_special_tokens: true``: lm-eval's vllm backend otherwise keeps generated
+special tokens in the text, which its HF backend drops.
 
 Everything the subprocess prints goes to a log file beside the outputs; a failure is one
 :class:`~distill_doctor.train.vllm_client.EngineError` line naming what failed and that log.
@@ -51,6 +53,10 @@ from distill_doctor.train.vllm_client import EngineError, engine_python, unavail
 # lm-eval's warning when a context plus max_gen_toks does not fit (lm_eval.models.utils.maybe_truncate).
 TRUNCATION_WARNING = "exceeds model's max length"
 _ERROR_LINE = re.compile(r"^\s*[\w.]*(Error|Exception|Interrupt)\b.*")
+# lm-eval's vllm backend decodes with skip_special_tokens=False unless the task says otherwise, while
+# its HF backend (the reference) skips them: a generated <bos> or <pad> would be text on one engine
+# and nothing on the other (found on a random model; tests/test_eval_vllm.py).
+VLLM_DECODING = {"skip_special_tokens": True}
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's own default when neither config nor tokenizer names one
 
 
@@ -255,6 +261,8 @@ def run_items_vllm(
         config = build_task_config(
             task_dir / f"{name}.jsonl", task_name=name, max_gen_toks=gen_toks, until=until
         )
+        if backend == "vllm":  # (HF's generate refuses the key as an unused model kwarg)
+            config["generation_kwargs"].update(VLLM_DECODING)
         run_config = json.loads(json.dumps(config))
         run_config["dataset_kwargs"]["cache_dir"] = str(cache)  # the datasets cache stays in the work folder
         write_task_yaml(run_config, task_dir / f"{name}.yaml")
