@@ -6,6 +6,10 @@ One model: ``--model DIR --out outputs.jsonl``. Both sides of a distillation run
 Outputs are ``{"id", "output"}`` lines in item order; ``--keep-samples`` also keeps lm-eval's
 own ``samples_<task>_<timestamp>.jsonl`` in ``<outputs stem>_lm_eval/`` beside them. Existing
 files are never overwritten without ``--overwrite``.
+
+``--engine hf`` (default) runs lm-eval's HFLM in this process; ``--engine vllm`` runs lm-eval's own
+vllm backend in ``.venv-vllm`` as a subprocess (:mod:`lm_eval_vllm`), logging to
+``<outputs stem>_lm_eval.log``; both write the same outputs format.
 """
 
 from __future__ import annotations
@@ -59,8 +63,20 @@ def register(subparsers) -> None:
         metavar="TEXT",
         help="extra stop string (repeatable); the model's EOS always stops generation",
     )
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device, e.g. cpu or cuda:0 (default cpu); with --engine vllm the engine picks its "
+        "own device, and cpu means no graph capture (enforce_eager)",
+    )
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="model dtype (default auto)")
+    p.add_argument(
+        "--engine",
+        choices=("hf", "vllm"),
+        default="hf",
+        help="hf = lm-eval's HF backend in this process (default); vllm = lm-eval's vllm backend run in "
+        ".venv-vllm (scripts/setup_vllm.sh), its output in <outputs stem>_lm_eval.log",
+    )
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items (smoke tests)")
     p.add_argument("--seed", type=int, default=0, help="seed passed to lm-eval (default 0)")
     p.add_argument(
@@ -111,13 +127,8 @@ def _check_targets(jobs: list[tuple[str, Path, Path]], items_path: Path, overwri
 
 def run(args: argparse.Namespace) -> int:
     from distill_doctor.data import load_items
-    from distill_doctor.produce.lm_eval_runner import (
-        load_hflm,
-        run_items,
-        samples_filename,
-        write_outputs,
-        write_samples,
-    )
+    from distill_doctor.produce.lm_eval_runner import samples_filename, write_outputs, write_samples
+    from distill_doctor.train.vllm_client import EngineError
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -128,29 +139,70 @@ def run(args: argparse.Namespace) -> int:
     _check_targets(jobs, args.items, args.overwrite)
     items = load_items(args.items)
     for label, model_dir, out in jobs:
-        lm = load_hflm(
-            model_dir, device=args.device, batch_size=args.batch_size, dtype=args.dtype, quiet=args.quiet
-        )
-        result = run_items(
-            lm,
-            items,
-            items_path=args.items,
-            max_gen_toks=args.max_new_tokens,
-            until=args.until,
-            limit=args.limit,
-            seed=args.seed,
-            quiet=args.quiet,
-        )
+        # lm-eval's own naming, in a folder per outputs file (teacher and student stay apart).
+        folder = out.parent / f"{out.stem}_lm_eval"
+        kept = log = None
+        if args.engine == "vllm":
+            from distill_doctor.produce.lm_eval_vllm import log_path_for
+
+            log = log_path_for(out)
+            try:
+                result = _run_vllm(args, model_dir, items, log, folder if args.keep_samples else None)
+            except EngineError as err:  # the engine is an environment, like the disk: exit 2, one line
+                print(f"distill-doctor eval: vLLM engine failed ({label}): {err}", file=sys.stderr)
+                return 2
+            if args.keep_samples:
+                # lm-eval's own file, copied under its own name (timestamped: the newest is this run's)
+                kept = max(folder.glob(f"samples_{result.task}_*.jsonl"), default=None)
+        else:
+            result = _run_hf(args, model_dir, items)
+            if args.keep_samples:
+                kept = write_samples(folder / samples_filename(result.task), result.samples)
         write_outputs(out, result.outputs)
-        kept = None
-        if args.keep_samples:
-            # lm-eval's own naming, in a folder per outputs file (teacher and student stay apart).
-            folder = out.parent / f"{out.stem}_lm_eval"
-            kept = write_samples(folder / samples_filename(result.task), result.samples)
-        del lm  # free the model before loading the next one
         if not args.quiet:
             _summary(label, model_dir, out, kept, result, items, args.max_new_tokens)
+            if log is not None:
+                print(f"  lm-eval (vllm backend) log: {log}")
     return 0
+
+
+def _run_hf(args: argparse.Namespace, model_dir: Path, items):
+    """lm-eval's HFLM in this process; the model is freed when this returns."""
+    from distill_doctor.produce.lm_eval_runner import load_hflm, run_items
+
+    lm = load_hflm(
+        model_dir, device=args.device, batch_size=args.batch_size, dtype=args.dtype, quiet=args.quiet
+    )
+    return run_items(
+        lm,
+        items,
+        items_path=args.items,
+        max_gen_toks=args.max_new_tokens,
+        until=args.until,
+        limit=args.limit,
+        seed=args.seed,
+        quiet=args.quiet,
+    )
+
+
+def _run_vllm(args: argparse.Namespace, model_dir: Path, items, log: Path, keep: Path | None):
+    """lm-eval's vllm backend in .venv-vllm (a subprocess logging to ``log``)."""
+    from distill_doctor.produce.lm_eval_vllm import run_items_vllm
+
+    return run_items_vllm(
+        model_dir,
+        items[: args.limit] if args.limit is not None else items,
+        items_path=args.items,
+        log_path=log,
+        max_gen_toks=args.max_new_tokens,
+        until=args.until,
+        dtype=args.dtype,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        enforce_eager=args.device == "cpu",
+        keep_samples_in=keep,
+        quiet=args.quiet,
+    )
 
 
 def _summary(label, model_dir, out, kept, result, items, requested: int) -> None:
