@@ -8,10 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from topk_bounds import check_missed_tail
 
 from distill_doctor.errors import InputError
 from distill_doctor.losses.divergences import forward_kl, reverse_kl
 from distill_doctor.losses.topk import sparse_kd_loss, topk_targets
+from distill_doctor.train.config import LossConfig, TrainConfig
 from distill_doctor.train.data import Example, collate, tokenize_all
 from distill_doctor.train.topk_cache import TopKCache, build_topk_cache
 
@@ -215,3 +217,94 @@ def test_trainer_alignment_of_cached_targets_gives_the_dense_kl(tiny, tmp_path):
     ids, logprobs, tail = cache_targets(cache, batch, like=s_logits)
     got = sparse_kd_loss(s_logits, ids, logprobs, tail, mask=mask)
     assert float(got) == pytest.approx(float(forward_kl(s_logits, t_logits, mask=mask)), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- the same semantics as gkd's top-k teacher
+
+
+def cache_config(**loss) -> TrainConfig:
+    return TrainConfig(
+        method="logit_kd",
+        student="s",
+        data="d.jsonl",
+        output_dir="o",
+        topk_cache="c",
+        loss=LossConfig(**loss),
+    )
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        {"divergence": "reverse_kl"},
+        {"divergence": "jsd", "beta": 1.0},
+        {"divergence": "skew_reverse_kl", "alpha": 0.0},
+    ],
+)
+def test_reverse_kl_against_a_cache_is_refused_as_against_a_served_teacher(loss):
+    """logit_kd with topk_cache trains the loss gkd's teacher_top_k does, so it refuses what that
+    refuses (``table.topk_refusal``), naming loss.divergence and the way to the full teacher."""
+    with pytest.raises(InputError, match="reverse KL, which a top-k teacher cannot stand in for") as err:
+        cache_config(**loss)
+    assert err.value.field == "loss.divergence"
+    assert "with topk_cache" in str(err.value) and "teacher: instead of topk_cache" in str(err.value)
+    assert "jsd with beta < 1" in str(err.value) and "forward_kl" in str(err.value)
+    TrainConfig(
+        method="logit_kd", student="s", teacher="t", data="d.jsonl", output_dir="o", loss=loss
+    )  # full
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        {},
+        {"divergence": "jsd", "beta": 0.9},
+        {"divergence": "skew_reverse_kl", "alpha": 0.1},
+        {"divergence": "tv"},
+    ],
+)
+def test_the_other_divergences_train_against_a_cache(loss):
+    assert cache_config(**loss).topk_cache == "c"
+
+
+def test_the_refusal_exits_2_naming_the_field(tmp_path, capsys):
+    from distill_doctor.cli import main
+
+    path = tmp_path / "kd.yaml"
+    path.write_text(
+        "method: logit_kd\nstudent: s\ndata: d.jsonl\noutput_dir: o\ntopk_cache: c\nloss:\n  divergence: reverse_kl\n"
+    )
+    assert main(["train", "logit_kd", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{path}:7" in err[0] and "loss.divergence" in err[0], err
+
+
+def test_a_caches_numbers_miss_no_more_than_the_documented_tail_error(tiny):
+    """The ``TOPK_TAIL_ERROR`` bounds on a built cache (float16 storage) against the full teacher, at
+    every response position: the same check as on random distributions (tests/topk_bounds.py), with
+    a tolerance for the storage (seen: at most 7.9e-5 off the exact top-k's values, tv; the
+    tiny teacher keeps about 0.9 of its mass outside its top-8, so the bounds are far from 0)."""
+    from distill_doctor.testing.tiny_model import build_tiny_llama
+
+    tok, model, rows, out = tiny
+    cache = TopKCache(out)
+    student = build_tiny_llama(tok, hidden_size=32, num_layers=1, num_heads=2, seed=4)
+    kept = tokenize_all(tok, [Example(r["id"], r["prompt"], r["response"]) for r in rows], 16)
+    positions = 0
+    for i, ex in enumerate(kept):
+        ids = torch.tensor([ex.input_ids])
+        with torch.no_grad():
+            t_logits = model(input_ids=ids).logits[0, ex.prompt_len - 1 : -1]
+            s_logits = student(input_ids=ids).logits[0, ex.prompt_len - 1 : -1]
+        targets = cache.get(i)
+        for j in range(targets.ids.shape[0]):
+            check_missed_tail(
+                s_logits[j],
+                t_logits[j],
+                targets.ids[j],
+                targets.logprobs[j],
+                targets.tail_logprob[j],
+                tol=5e-4,
+            )
+            positions += 1
+    assert positions == sum(len(ex.input_ids) - ex.prompt_len for ex in kept) > 10

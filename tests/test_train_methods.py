@@ -440,6 +440,18 @@ def test_logit_kd_from_a_topk_cache_needs_no_teacher(setup, tok, tmp_path):
     assert all(m["kl"] is None for m in metrics)  # no live teacher to measure against
     first, last = first_last(metrics)
     assert last < 0.8 * first
+    # how much the top-k approximates, as gkd's top-k teacher logs it: the teacher's tail mass is the
+    # cache's, per loss token; the student's moves towards it as it learns
+    from distill_doctor.train.topk_cache import TopKCache
+
+    cache = TopKCache(cache)
+    tails = torch.cat([cache.get(i).tail_logprob.float().exp() for i in range(len(cache))])
+    for m in metrics:
+        assert float(tails.min()) - 1e-6 <= m["teacher_tail_mass"] <= float(tails.max()) + 1e-6
+        assert 0.0 < m["student_tail_mass"] <= 1.0
+    s_first, s_last = first_last(metrics, "student_tail_mass")
+    t_mean = sum(m["teacher_tail_mass"] for m in metrics) / len(metrics)
+    assert abs(s_last - t_mean) < abs(s_first - t_mean)
     assert teacher_kl(out, setup.teacher, batch) < 0.7 * teacher_kl(setup.student, setup.teacher, batch)
 
 

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
+from topk_bounds import check_missed_tail
 
 from distill_doctor.errors import InputError
-from distill_doctor.losses.per_token import token_divergence
 from distill_doctor.losses.table import DIVERGENCES, TOPK_TAIL_ERROR
-from distill_doctor.losses.topk import bucket_log_probs, topk_targets
+from distill_doctor.losses.topk import topk_targets
 from distill_doctor.train.config import GKDConfig, LossConfig, TrainConfig, load_config
 from distill_doctor.train.vllm_teacher import (
     ScoreRequest,
@@ -125,45 +124,18 @@ def test_every_divergence_says_what_a_top_k_teacher_misses():
     assert set(TOPK_TAIL_ERROR) == set(DIVERGENCES)
 
 
-def _kl(p, q):  # KL of two probability vectors (float64), 0 log 0 = 0
-    keep = p > 0
-    return float((p[keep] * (p[keep].log() - q[keep].log())).sum())
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_the_bucketed_divergence_misses_no_more_than_the_documented_tail_error(seed):
     """Full-vocabulary divergence minus the divergence on the teacher's top-k + tail buckets lies in
     [0, bound] with the bounds of ``TOPK_TAIL_ERROR`` (exactly p_R KL(p|R || q|R) for forward KL and
-    q_R KL(q|R || p|R) for reverse KL, the refused one), on random teachers of several sharpnesses."""
+    q_R KL(q|R || p|R) for reverse KL, the refused one), on random teachers of several sharpnesses
+    (``topk_bounds.check_missed_tail``; the top-k cache's numbers: tests/test_topk_cache.py)."""
     g = torch.Generator().manual_seed(seed)
     V, k = 64, 6
-    t_logits = torch.randn(1, V, generator=g, dtype=torch.float64) * (1 + seed)
-    s_logits = torch.randn(1, V, generator=g, dtype=torch.float64) * 2
+    t_logits = torch.randn(V, generator=g, dtype=torch.float64) * (1 + seed)
+    s_logits = torch.randn(V, generator=g, dtype=torch.float64) * 2
     ids, t_top, t_tail = topk_targets(t_logits, k)
-    teacher = torch.cat([t_top, t_tail[:, None]], -1)
-    student = bucket_log_probs(s_logits, ids)
-    p, q = t_logits.softmax(-1)[0], s_logits.softmax(-1)[0]
-    tail = torch.ones(V, dtype=torch.bool)
-    tail[ids[0]] = False
-    p_R, q_R = float(p[tail].sum()), float(q[tail].sum())
-    cases: dict[tuple[str, float | None], float] = {
-        ("forward_kl", None): p_R * _kl(p[tail] / p_R, q[tail] / q_R),
-        ("reverse_kl", None): q_R * _kl(q[tail] / q_R, p[tail] / p_R),
-        ("tv", None): min(p_R, q_R),
-    }
-    for b in (0.1, 0.5, 0.9):
-        cases[("jsd", b)] = b * p_R * (1 + math.log(1 + (1 - b) * q_R / (b * p_R)))
-    for a in (0.1, 0.5):
-        cases[("skew_forward_kl", a)] = p_R * math.log(1 + (1 - a) * q_R / (a * p_R))
-        cases[("skew_reverse_kl", a)] = (1 - a) / a * p_R
-    for (name, parameter), bound in cases.items():
-        kw = {"beta": parameter, "alpha": parameter}
-        full = float(token_divergence(name, s_logits.log_softmax(-1), t_logits.log_softmax(-1), **kw))
-        bucketed = float(token_divergence(name, student, teacher, **kw))
-        missed = full - bucketed
-        assert -1e-12 <= missed <= bound + 1e-12, (name, parameter, missed, bound)
-        if name in ("forward_kl", "reverse_kl"):
-            assert missed == pytest.approx(bound, rel=1e-9, abs=1e-12)
+    check_missed_tail(s_logits, t_logits, ids, t_top, t_tail)
 
 
 # ----------------------------------------------------------------------------- the scoring reply

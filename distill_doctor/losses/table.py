@@ -68,11 +68,12 @@ def lookup(name: str) -> Divergence:
 
 # ----------------------------------------------------------------------------- against a top-k teacher
 
-# A top-k teacher (a served teacher, a top-k cache) is known on k + 1 buckets: its top-k ids and the
-# rest, the tail R. The divergence between the bucketed distributions is the full one minus what is
-# lost inside the tail, which is >= 0 (data processing). With p_R / q_R the teacher's / the student's
-# mass in the tail and p|R, q|R their shapes inside it, that loss is (each bound -> 0 with p_R, for any
-# student; checked on random distributions in tests/test_vllm_teacher.py):
+# A top-k teacher (gkd's teacher_top_k, served or in-process; logit_kd's topk_cache) is known on k + 1
+# buckets: its top-k ids and the rest, the tail R; both paths compute the same loss
+# (``topk.sparse_kd_loss``). The divergence between the bucketed distributions is the full one minus
+# what is lost inside the tail, which is >= 0 (data processing). With p_R / q_R the teacher's / the
+# student's mass in the tail and p|R, q|R their shapes inside it, that loss is (each bound -> 0 with
+# p_R, for any student; checked on random distributions and on a built cache, tests/topk_bounds.py):
 TOPK_TAIL_ERROR = {
     "forward_kl": "p_R KL(p|R || q|R): weighted by the teacher's tail mass p_R",
     "reverse_kl": "q_R KL(q|R || p|R): weighted by the student's tail mass, unbounded (refused)",
@@ -83,12 +84,24 @@ TOPK_TAIL_ERROR = {
 }
 
 
-def topk_refusal(name: str, *, beta: float | None = None, alpha: float | None = None) -> str | None:
+def topk_refusal(
+    name: str,
+    *,
+    beta: float | None = None,
+    alpha: float | None = None,
+    full_teacher: str = "no teacher_top_k",
+) -> str | None:
     """Why ``name`` cannot be trained against a top-k teacher (None when it can).
 
+    One answer for every top-k teacher (gkd's ``teacher_top_k``, logit_kd's ``topk_cache``): the
+    loss is the same k + 1 bucket loss, and what it misses depends only on the two distributions at a
+    position, not on whether the student or the dataset wrote the prefix. ``full_teacher`` says how
+    the caller's config gets the full teacher instead (the end of the message).
+
     Reverse KL, and jsd at beta = 1 and skew_reverse_kl at alpha = 0 which equal it, weight the tail
-    by the student's own mass outside the teacher's top-k: on the student's samples that mass need not
-    be small, and what the bucketed loss misses there (the student's tail against a teacher tail that
+    by the student's own mass outside the teacher's top-k: that mass need not be small (a fresh
+    student's is about 1 - k / V on any prefix, its own samples or the dataset's), and what the
+    bucketed loss misses there (the student's tail against a teacher tail that
     was never sent) is unbounded. Every other row misses at most an amount governed by the teacher's
     tail mass (``TOPK_TAIL_ERROR``), which the teacher reports and a larger k shrinks."""
     reverse = (
@@ -102,5 +115,6 @@ def topk_refusal(name: str, *, beta: float | None = None, alpha: float | None = 
         f"{name}{'' if name == 'reverse_kl' else ' here'} is reverse KL, which a top-k teacher cannot "
         "stand in for: its tail term (the student's mass outside the teacher's top-k, against teacher "
         "probabilities that were never sent) is unbounded; use jsd with beta < 1 (e.g. 0.9, mode-seeking "
-        "with a bounded tail error), forward_kl, or the full teacher (no teacher_top_k)"
+        "with a bounded tail error), forward_kl, or the full teacher "
+        f"({full_teacher})"
     )

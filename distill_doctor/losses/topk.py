@@ -106,3 +106,32 @@ def sparse_kd_loss(
     student = bucket_log_probs(s, ids, temperature)  # (n, k + 1)
     per_token = token_divergence(divergence, student, teacher, beta=beta, alpha=alpha)  # (n,)
     return mean_over_tokens(per_token, num_tokens)
+
+
+@torch.no_grad()
+def tail_masses(
+    student_logits: torch.Tensor,
+    topk_ids: torch.Tensor,
+    tail_logprob: torch.Tensor,
+    *,
+    mask: torch.Tensor | None,
+    temperature: float,
+    num_tokens: int,
+) -> dict[str, float]:
+    """How much a top-k teacher approximates: the teacher's and the student's mass outside the
+    teacher's top-k, summed over unmasked tokens / num_tokens (shapes as :func:`sparse_kd_loss`).
+
+    Logged by every top-k teacher path as ``teacher_tail_mass`` and ``student_tail_mass`` (the p_R and
+    q_R of ``table.TOPK_TAIL_ERROR``); the teacher's is the tail as given (before renormalising)."""
+    k = topk_ids.shape[-1]
+    s = loss_rows(student_logits, mask)  # (n, V)
+    ids, tail = topk_ids.reshape(-1, k), tail_logprob.reshape(-1)
+    if mask is not None:
+        flat = mask.reshape(-1).to(torch.bool)
+        ids, tail = ids[flat], tail[flat]
+    student_tail = bucket_log_probs(s, ids.long(), temperature)[:, -1]  # (n,)
+    n = max(float(num_tokens), 1.0)
+    return {
+        "teacher_tail_mass": float(tail.float().exp().sum()) / n,
+        "student_tail_mass": float(student_tail.float().exp().sum()) / n,
+    }

@@ -306,6 +306,14 @@ class TrainConfig:
             _check(
                 not self.loss.chunked, "loss.chunked", "the chunked path needs a live teacher, not topk_cache"
             )
+            loss = self.loss
+            why = topk_refusal(
+                loss.divergence,
+                beta=loss.beta,
+                alpha=loss.alpha,
+                full_teacher="teacher: instead of topk_cache",
+            )
+            _check(why is None, "loss.divergence", f"with topk_cache: {why}")
         if self.packing:
             _check(self.method == "sft", "packing", "is only supported by method 'sft'")
         if self.loss.chunked:

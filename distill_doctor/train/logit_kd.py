@@ -61,8 +61,10 @@ def chunked_kd_loss(
 
 
 def cached_kd_loss(run: Run, cache, batch: dict, *, num_tokens: int) -> LossParts:
-    """Soft loss against the top-k teacher cache (+ optional CE), for one micro-batch."""
-    from distill_doctor.losses.topk import sparse_kd_loss
+    """Soft loss against the top-k teacher cache (+ optional CE), for one micro-batch; the extras are
+    the mean teacher and student mass outside the teacher's top-k per loss token (as gkd's top-k
+    teacher logs them)."""
+    from distill_doctor.losses.topk import sparse_kd_loss, tail_masses
 
     loss_cfg = run.cfg.loss
     logits = run.student(**model_inputs(batch)).logits  # (B, T, V)
@@ -85,7 +87,10 @@ def cached_kd_loss(run: Run, cache, batch: dict, *, num_tokens: int) -> LossPart
     if loss_cfg.hard_weight > 0:
         hard = cross_entropy(logits, labels, mask=mask, num_tokens=num_tokens)
         loss = loss + loss_cfg.hard_weight * hard
-    return LossParts(loss=loss, soft=soft.detach(), hard=None if hard is None else hard.detach())
+    extra = tail_masses(
+        logits, topk_ids, tail, mask=mask, temperature=loss_cfg.temperature, num_tokens=num_tokens
+    )
+    return LossParts(loss=loss, soft=soft.detach(), hard=None if hard is None else hard.detach(), extra=extra)
 
 
 def cache_targets(

@@ -35,7 +35,7 @@ import torch
 
 from distill_doctor.losses.batch import LossParts, model_inputs, shifted
 from distill_doctor.losses.kd import teacher_logits
-from distill_doctor.losses.topk import bucket_log_probs, sparse_kd_loss, tail_from_topk, topk_targets
+from distill_doctor.losses.topk import sparse_kd_loss, tail_from_topk, tail_masses, topk_targets
 from distill_doctor.train.build import check_same_tokenizer, load_tokenizer, model_options, output_rows
 from distill_doctor.train.vllm_client import (
     EngineError,
@@ -252,15 +252,9 @@ def topk_teacher_loss(
         beta=beta,
         alpha=alpha,
     )
-    with torch.no_grad():
-        flat = mask.reshape(-1)
-        k = targets.ids.shape[-1]
-        ids = targets.ids.reshape(-1, k)[flat]
-        student_tail = bucket_log_probs(s_logits.reshape(-1, s_logits.shape[-1])[flat], ids, temperature)
-        extra = {
-            "teacher_tail_mass": float(targets.tail.reshape(-1)[flat].exp().sum()) / num_tokens,
-            "student_tail_mass": float(student_tail[:, -1].exp().sum()) / num_tokens,
-        }
+    extra = tail_masses(
+        s_logits, targets.ids, targets.tail, mask=mask, temperature=temperature, num_tokens=num_tokens
+    )
     return LossParts(loss=soft, soft=soft.detach(), extra=extra)
 
 
