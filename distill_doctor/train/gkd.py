@@ -94,7 +94,9 @@ def _loop(run: Run, engine: VLLMSampler | None, topk: TopKTeacher | None = None)
             if cfg.gkd.lmbda > 0 and engine is None
             else nullcontext(None)
         )
-        with gather as student, shared_sampling(engine):
+        # Under several processes an engine failure while sampling (the student's engine, or the
+        # served teacher's with seq_kd: one exchange covers both) raises on every process.
+        with gather as student, shared_sampling(engine if engine is not None else teacher_engine):
             micro_batches = [
                 with_completions(run, b, student, engine, teacher_engine) for b in micro_batches
             ]  # before counting
