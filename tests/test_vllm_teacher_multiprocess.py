@@ -2,12 +2,13 @@
 user started with vLLM's own OpenAI server, against the same 2-process run with the in-process teacher
 cut to its top-k.
 
-One ``accelerate launch`` (``vllm_multi_worker.py``) runs four jobs: the in-process reference; a served
+One ``accelerate launch`` (``vllm_multi_worker.py``) runs six jobs: the in-process reference; a served
 teacher that the main process starts (``vllm_server.py``) and both processes score against; a served
 teacher that this test started as a user would, with vLLM's OpenAI API server (``python -m
 vllm.entrypoints.openai.api_server``: its ``/health`` answers an empty body, its replies carry vLLM's
-own JSON); and the same external server killed before step 3, which must stop both processes with exit
-2 and one line. Two engine starts in all (about 30-60 s each here).
+own JSON); seq_kd with the in-process teacher and with that server (which then samples too); and the
+same external server killed before step 3, which must stop both processes with exit 2 and one line.
+Two engine starts in all (about 30-60 s each here).
 
 Why the losses must agree within rel 1e-4 (teacher tail mass abs 1e-5), the tolerances of the
 1-process test (``test_vllm_teacher_train.py``): the student's samples are greedy and come from the
@@ -72,10 +73,13 @@ def launched(tmp_path_factory):
     log = open(root / "vllm_openai_server.log", "w")  # noqa: SIM115 (closed below)
     server, port = start_vllm_openai_server(log)
     external = {"teacher_use_vllm": True, "vllm_mode": "server", "teacher_vllm_server_port": port}
+    seq_kd = {"gkd": {"lmbda": 0.0, "seq_kd": True, "divergence": "forward_kl", "temperature": 0.0}}
     jobs = [
         job("in-process"),
         job("served", teacher_use_vllm=True, vllm_mode="colocate"),
         job("vllm-openai", **external),
+        job("seq_kd-in-process", **seq_kd),  # the teacher's greedy samples: HF generate, then the server's
+        job("seq_kd-vllm-openai", **seq_kd, **external),
         {  # last: the user's server dies before step 3 and stays dead
             **job("dies", **external, steps=4, save_every=1),
             "cli": True,
@@ -92,9 +96,16 @@ def launched(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("name", ["served", "vllm-openai"])
-def test_two_processes_scored_by_one_served_teacher_train_like_the_in_process_top_k(launched, name):
-    ref, got = metrics(launched / "in-process"), metrics(launched / name)
+@pytest.mark.parametrize(
+    ("reference", "name"),
+    [("in-process", "served"), ("in-process", "vllm-openai"), ("seq_kd-in-process", "seq_kd-vllm-openai")],
+)
+def test_two_processes_scored_by_one_served_teacher_train_like_the_in_process_top_k(
+    launched, reference, name
+):
+    """On-policy (the student's greedy samples) and seq_kd (the teacher's, sampled by the served teacher
+    on each process: vLLM's server sends token ids when asked) against the in-process teacher."""
+    ref, got = metrics(launched / reference), metrics(launched / name)
     assert [m["step"] for m in got] == list(range(1, STEPS + 1))
     assert [m["loss_tokens"] for m in got] == [m["loss_tokens"] for m in ref]
     assert [m["loss"] for m in got] == pytest.approx([m["loss"] for m in ref], rel=1e-4)
