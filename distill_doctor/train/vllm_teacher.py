@@ -6,7 +6,9 @@ targets:
 
 * **served** (``teacher_use_vllm: true``): the teacher runs in a vLLM engine (``vllm_server.py`` in
   ``.venv-vllm``, started like the student's engine, or one already running at
-  ``teacher_vllm_server_port``) and is never loaded in the trainer. Each step's sequences (prompt +
+  ``teacher_vllm_server_port``: ours, or vLLM's own OpenAI server) and is never loaded in the
+  trainer. Under several processes the main process starts or reaches it and each process scores
+  its own sequences (``vllm_shared``: the address broadcast, failures raised on every process). Each step's sequences (prompt +
   completion token ids, no re-tokenisation) are scored in one request, the one TRL's async
   distillation and verl send: the OpenAI completions body with ``max_tokens: 1`` and vLLM's
   ``prompt_logprobs: k``. vLLM returns, per position, the top-k log-probs of log_softmax over the
