@@ -34,6 +34,7 @@ def test_request_body_carries_token_ids_and_exact_stop_ids():
         "temperature": 0.0,
         "stop_token_ids": [9],
         "ignore_eos": True,
+        "return_token_ids": True,
     }
     sampled = request(temperature=0.7, seeds=[5, 6], allowed_vocab=3).to_json()
     assert sampled["seed"] == [5, 6] and sampled["allowed_token_ids"] == [0, 1, 2]

@@ -20,6 +20,7 @@ from distill_doctor.errors import InputError
 from distill_doctor.train.vllm_client import EngineError, HttpTransport
 from distill_doctor.train.vllm_engine import SharedSampler, prompt_seeds, tied_aliases
 from distill_doctor.train.vllm_shared import check_reachable, shared_transport
+from distill_doctor.train.vllm_teacher import TeacherEngineError
 
 
 def test_seeds_differ_across_processes_and_prompts_and_repeat_with_the_rng():
@@ -140,6 +141,17 @@ def _worker(rank: int, port: int, out: str) -> None:
     seen["rank1_fails"] = _outcome(lambda: sample(1))
     seen["both_fail"] = _outcome(lambda: sample(rank))  # the main process's message wins
 
+    def score() -> str:  # a served teacher's failure keeps its kind (the one line names the teacher)
+        try:
+            with sampler.together():
+                if rank == 1:
+                    raise TeacherEngineError("the teacher is not answering (rank 1)")
+        except EngineError as err:
+            return f"{type(err).__name__} {err.role}: {err}"
+        return "scored"
+
+    seen["teacher_fails"] = score()
+
     engine = FakeEngine()
     sampler = SharedSampler(engine, run=_fake_run(rank, 2), tokenizer_vocab=10, model_vocab=10, sync_every=1)
     student = torch.nn.Linear(3, 2)
@@ -171,6 +183,7 @@ def test_two_processes_agree_on_the_engine_and_on_its_failures(tmp_path):
         "sampling_ok": "ok sampled",
         "rank1_fails": "EngineError the vLLM server is not answering (rank 1)",
         "both_fail": "EngineError the vLLM server is not answering (rank 0)",
+        "teacher_fails": "TeacherEngineError teacher engine: the teacher is not answering (rank 1)",
         "push": "ok None",
         "push_fails": "EngineError the vLLM server at http://127.0.0.1:8123 is not answering (refused)",
         "after_failure": [1, 1],

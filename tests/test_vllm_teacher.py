@@ -250,3 +250,71 @@ def test_the_served_teachers_loss_equals_the_top_k_cache_path(recorded, hf_teach
         assert p.grad is not None and torch.allclose(p.grad, want, rtol=1e-3, atol=1e-6)
     assert 0 < served.extra["teacher_tail_mass"] < 0.05  # the sort teacher is sure of itself
     assert 0.5 < served.extra["student_tail_mass"] < 1  # a random student is not
+
+
+# ----------------------------------------------------------------------------- a server started by the user
+
+
+class _OpenAIServer:
+    """A local HTTP server answering ``/health`` and ``/v1/models`` as vLLM's OpenAI server does (an empty
+    200; a model list with ``max_model_len``): the readiness and length checks without an engine. The
+    real server is exercised in ``test_vllm_teacher_multiprocess.py`` (slow tier)."""
+
+    def __init__(self, max_model_len: int | None) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        models = {"object": "list", "data": [{"id": "/models/teacher", "max_model_len": max_model_len}]}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+                if self.path == "/health":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = json.dumps(models).encode() if max_model_len and self.path == "/v1/models" else b"{}"
+                self.send_response(200 if max_model_len and self.path == "/v1/models" else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> int:
+        return self.port
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_server_whose_health_answers_an_empty_body_is_ready():
+    from distill_doctor.train.vllm_client import connect
+
+    with _OpenAIServer(max_model_len=256) as port:
+        transport = connect("127.0.0.1", port, timeout=5.0)
+        assert transport.call("/health", {}) == {}
+
+
+@pytest.mark.parametrize(("max_model_len", "refused"), [(64, True), (77, False), (None, False)])
+def test_a_user_server_shorter_than_a_step_is_refused_before_training(max_model_len, refused):
+    """max_len 64 + 12 new tokens + the one a scoring generates = 77; a server without ``/v1/models``
+    (``vllm_server.py``, a 404) is not checked here (each scoring checks its tokens)."""
+    from distill_doctor.train.vllm_client import connect
+    from distill_doctor.train.vllm_teacher import check_served_model
+
+    with _OpenAIServer(max_model_len=max_model_len) as port:
+        transport = connect("127.0.0.1", port, timeout=5.0)
+        if not refused:
+            check_served_model(transport, 77)
+            return
+        with pytest.raises(
+            TeacherEngineError, match=r"takes 64 tokens .* fewer than the 77 .*--max-model-len"
+        ):
+            check_served_model(transport, 77)

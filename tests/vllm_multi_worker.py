@@ -9,6 +9,8 @@ The jobs of ``fsdp_cpu_worker.py`` (same nudge that gives CPU processes FSDP2, s
   records each process's exit code and stderr lines as ``cli.rank<N>.json`` in its output directory;
 * ``"kill_pid_after_step": [PID, N]``: the main process kills the engine server PID (SIGKILL) after
   optimizer step N's weight push, as a crash of the engine would.
+* ``"kill_teacher_at_step": [PID, N]``: the main process kills a served teacher's server PID (SIGKILL)
+  just before it scores step N.
 """
 
 from __future__ import annotations
@@ -39,6 +41,26 @@ def kill_engine_after_step(pid: int, after: int) -> None:
                 time.sleep(0.1)
 
     SharedSampler.after_step = after_step  # type: ignore[method-assign]
+
+
+def kill_teacher_before_scoring(pid: int, step: int) -> None:
+    """The main process kills the teacher's server PID (SIGKILL) just before it scores step ``step``."""
+    from accelerate.state import PartialState
+
+    from distill_doctor.train.vllm_teacher import ServedTeacher
+
+    real = ServedTeacher.score
+    calls = []
+
+    def score(self, batches):
+        calls.append(1)
+        if len(calls) == step and PartialState().is_main_process:
+            os.kill(pid, signal.SIGKILL)
+            while Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid):
+                time.sleep(0.1)
+        return real(self, batches)
+
+    ServedTeacher.score = score  # type: ignore[method-assign]
 
 
 def _state(pid: int) -> str:
@@ -75,6 +97,8 @@ def main(jobs_file: str) -> None:
     for job in json.loads(Path(jobs_file).read_text(encoding="utf-8")):
         if "kill_pid_after_step" in job:
             kill_engine_after_step(*job["kill_pid_after_step"])
+        if "kill_teacher_at_step" in job:
+            kill_teacher_before_scoring(*job["kill_teacher_at_step"])
         if job.get("cli"):
             run_cli(job, PartialState().process_index)
         else:

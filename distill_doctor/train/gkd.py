@@ -9,7 +9,8 @@ distributions on completion tokens only (``loss.temperature`` scales both; beta 
 target is speculative-decoding acceptance 1 - TV). The coin flip uses python's ``random`` and sampling uses torch's global RNG: both
 are part of every checkpoint, so a resumed run draws the same coins and samples. With ``use_vllm``
 the student's samples come from a vLLM engine (``vllm_engine``) that gets the student's weights
-every ``vllm_sync_every`` steps; the teacher's (seq_kd) samples still come from HF generate.
+every ``vllm_sync_every`` steps; the teacher's (seq_kd) samples come from HF generate, or from the
+teacher's own engine when it is served (``vllm_teacher``).
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ def _loop(run: Run, engine: VLLMSampler | None, topk: TopKTeacher | None = None)
             if cfg.gkd.lmbda > 0 and engine is None
             else nullcontext(None)
         )
-        with gather as student, shared_sampling(engine):
+        # Under several processes an engine failure while sampling (the student's engine, or the
+        # served teacher's with seq_kd: one exchange covers both) raises on every process.
+        with gather as student, shared_sampling(engine if engine is not None else teacher_engine):
             micro_batches = [
                 with_completions(run, b, student, engine, teacher_engine) for b in micro_batches
             ]  # before counting

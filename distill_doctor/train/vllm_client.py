@@ -29,6 +29,7 @@ UNAVAILABLE_MARK = (
     ".distill-doctor-unavailable"  # written by scripts/setup_vllm.sh when pip could not get vLLM
 )
 OK_MARK = ".distill-doctor-ok"  # written by scripts/setup_vllm.sh once vLLM imports in .venv-vllm
+GET_ROUTES = ("/health", "/v1/models")  # read-only routes, asked by GET
 
 
 class EngineError(RuntimeError):
@@ -61,6 +62,7 @@ class CompletionRequest:
             "temperature": self.temperature,
             "stop_token_ids": self.stop_token_ids,
             "ignore_eos": True,
+            "return_token_ids": True,  # vLLM's OpenAI server sends ``token_ids`` only when asked
         }
         if self.seeds is not None and self.temperature > 0:
             body["seed"] = self.seeds
@@ -111,13 +113,16 @@ class HttpTransport:
         self.base_url, self.timeout, self.process = base_url.rstrip("/"), timeout, process
 
     def call(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body).encode() if route != "/health" else None
+        """POST ``body`` as JSON (GET for the read-only routes); an empty 200 reply is ``{}``: vLLM's
+        own OpenAI server (``vllm serve``) answers ``/health`` with an empty body."""
+        data = json.dumps(body).encode() if route not in GET_ROUTES else None
         request = urllib.request.Request(
             self.base_url + route, data=data, headers={"Content-Type": "application/json"}
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
+                payload = response.read()
+                return json.loads(payload) if payload.strip() else {}
         except urllib.error.HTTPError as err:
             raise EngineError(error_message(err.code, err.read())) from None
         except (urllib.error.URLError, OSError, ValueError) as err:

@@ -79,12 +79,25 @@ def shared_transport(
 @contextmanager
 def failing_together(num_processes: int) -> Iterator[None]:
     """Run the body on every process, then exchange failures: an :class:`EngineError` on any raises
-    the lowest-ranked one's message on all (a collective, entered by every process)."""
+    the lowest-ranked one's message on all (a collective, entered by every process), as the same kind
+    of error (its ``role``: the generation engine's or a served teacher's, named in the one line)."""
     message = None
     try:
         yield
     except EngineError as err:
-        message = str(err)
+        message = f"{err.role}{ROLE_END}{err}"
     message = first_failure(message, num_processes)
     if message is not None:
-        raise EngineError(message)
+        role, _, text = message.partition(ROLE_END)
+        raise error_of_role(role)(text)
+
+
+ROLE_END = "\x00"  # between an error's role and its message in the exchange
+
+
+def error_of_role(role: str) -> type[EngineError]:
+    """The :class:`EngineError` class (itself or a subclass, e.g. ``vllm_teacher``'s) with this role."""
+    classes = [EngineError]
+    for cls in classes:  # grows while walked: every subclass, at any depth
+        classes.extend(cls.__subclasses__())
+    return next((cls for cls in classes if cls.role == role), EngineError)

@@ -6,7 +6,9 @@ targets:
 
 * **served** (``teacher_use_vllm: true``): the teacher runs in a vLLM engine (``vllm_server.py`` in
   ``.venv-vllm``, started like the student's engine, or one already running at
-  ``teacher_vllm_server_port``) and is never loaded in the trainer. Each step's sequences (prompt +
+  ``teacher_vllm_server_port``: ours, or vLLM's own OpenAI server) and is never loaded in the
+  trainer. Under several processes the main process starts or reaches it and each process scores
+  its own sequences (``vllm_shared``: the address broadcast, failures raised on every process). Each step's sequences (prompt +
   completion token ids, no re-tokenisation) are scored in one request, the one TRL's async
   distillation and verl send: the OpenAI completions body with ``max_tokens: 1`` and vLLM's
   ``prompt_logprobs: k``. vLLM returns, per position, the top-k log-probs of log_softmax over the
@@ -24,6 +26,7 @@ loss token) so a run shows how much was approximated, and ``teacher_score_s`` fo
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,12 +43,14 @@ from distill_doctor.train.build import check_same_tokenizer, load_tokenizer, mod
 from distill_doctor.train.vllm_client import (
     EngineError,
     EngineSpec,
+    HttpTransport,
     Transport,
     connect,
     start_colocated,
     start_server,
 )
-from distill_doctor.train.vllm_engine import VLLMSampler
+from distill_doctor.train.vllm_engine import SharedSampler, VLLMSampler
+from distill_doctor.train.vllm_shared import check_reachable, shared_transport
 
 TARGETS = "teacher_topk"  # the micro-batch key its teacher targets are stored under
 
@@ -179,6 +184,12 @@ class ServedTeacher:
         self.last_seconds = 0.0
 
     def score(self, batches: list[dict[str, Any]]) -> list[TopK]:
+        """This process's micro-batches, scored in one request; under several processes each sends its
+        own and a failure on any raises on all (``vllm_shared.failing_together``), in the same step."""
+        with self.sampler.together():
+            return self._score(batches)
+
+    def _score(self, batches: list[dict[str, Any]]) -> list[TopK]:
         start = time.perf_counter()
         per_batch = [sequences_of(b) for b in batches]
         request = ScoreRequest([s for seqs in per_batch for s in seqs], self.top_k)
@@ -286,8 +297,6 @@ def open_served_teacher(run: Any, student_rows: int) -> ServedTeacher:
     """Check the teacher's tokenizer against the student's, then start (or connect to) its engine."""
     cfg = run.cfg
     assert cfg.teacher is not None  # TrainConfig requires one for gkd
-    if run.accelerator.num_processes > 1:
-        raise TeacherEngineError("teacher_use_vllm runs on one process for now; launch without several")
     options = model_options(cfg)
     check_same_tokenizer(
         run.tokenizer, load_tokenizer(cfg.teacher, field_name="teacher", **_tok_options(options))
@@ -304,27 +313,78 @@ def open_served_teacher(run: Any, student_rows: int) -> ServedTeacher:
     )
     start = time.perf_counter()
     log_path = Path(run.output_dir) / "vllm_teacher.log"
+    accelerator = run.accelerator
     try:
-        if cfg.teacher_vllm_server_port:  # started elsewhere (on the teacher, with --max-logprobs >= k)
-            transport: Transport = connect(
-                cfg.vllm_server_host, cfg.teacher_vllm_server_port, cfg.vllm_server_timeout
+        if accelerator.num_processes > 1:  # the main process starts or reaches it; all speak HTTP to it
+            check_reachable(
+                "server" if cfg.teacher_vllm_server_port else cfg.vllm_mode,
+                cfg.vllm_server_host,
+                accelerator.num_processes,
+                int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)),
             )
+            transport: Transport = shared_transport(
+                lambda: _start_http(cfg, spec, log_path),
+                is_main=accelerator.is_main_process,
+                num_processes=accelerator.num_processes,
+            )
+        elif cfg.teacher_vllm_server_port or cfg.vllm_mode == "server":
+            transport = _start_http(cfg, spec, log_path)
         else:
-            log = open(log_path, "a")  # noqa: SIM115 (owned by the child's lifetime)
-            if cfg.vllm_mode == "colocate":
-                transport = start_colocated(spec, log=log)
-            else:
-                transport = start_server(spec, host=cfg.vllm_server_host, log=log)
+            transport = start_colocated(spec, log=open(log_path, "a"))  # noqa: SIM115 (the child's)
     except EngineError as err:
         raise TeacherEngineError(str(err)) from None
-    sampler = VLLMSampler(
-        transport, tokenizer_vocab=len(run.tokenizer), model_vocab=teacher_rows, sync_every=1
-    )
+    tokenizer_vocab = len(run.tokenizer)
+    sampler: VLLMSampler
+    if accelerator.num_processes > 1:  # rank-distinct seeds (seq_kd); failures agreed across processes
+        sampler = SharedSampler(
+            transport, run=run, tokenizer_vocab=tokenizer_vocab, model_vocab=teacher_rows, sync_every=1
+        )
+    else:
+        sampler = VLLMSampler(
+            transport, tokenizer_vocab=tokenizer_vocab, model_vocab=teacher_rows, sync_every=1
+        )
     where = f"port {cfg.teacher_vllm_server_port}" if cfg.teacher_vllm_server_port else f"log: {log_path}"
-    run._note(f"vLLM teacher engine ready in {time.perf_counter() - start:.0f} s; {where}")
+    run._note(
+        f"vLLM teacher engine ready for {accelerator.num_processes} process(es) in "
+        f"{time.perf_counter() - start:.0f} s; {where}"
+    )
     return ServedTeacher(
         transport, top_k=cfg.teacher_top_k, rows=min(student_rows, teacher_rows), sampler=sampler
     )
+
+
+def _start_http(cfg: Any, spec: EngineSpec, log_path: Path) -> HttpTransport:
+    """The teacher's HTTP engine: one started elsewhere at ``teacher_vllm_server_port`` (checked to
+    serve long enough sequences), else our own child (``colocate`` under several processes too: the
+    pipe of a colocated child reaches one process only, so it listens on 127.0.0.1)."""
+    if cfg.teacher_vllm_server_port:  # on the teacher, with --max-logprobs >= k
+        transport = connect(cfg.vllm_server_host, cfg.teacher_vllm_server_port, cfg.vllm_server_timeout)
+        check_served_model(transport, spec.max_model_len)
+        return transport
+    host = cfg.vllm_server_host if cfg.vllm_mode == "server" else "127.0.0.1"
+    return start_server(spec, host=host, log=open(log_path, "a"))  # noqa: SIM115 (the child's)
+
+
+def check_served_model(transport: Transport, needed_len: int) -> None:
+    """A server with vLLM's OpenAI routes (``vllm serve``) lists its model at ``/v1/models``: refuse one
+    whose ``max_model_len`` is shorter than the sequences a step scores, before training starts.
+
+    ``vllm_server.py`` has no such route (a 404: nothing to check here); that the served model is the
+    teacher, on the student's tokenizer, is checked on every scoring (each position must score the
+    token sent there, no ranked id may lie beyond the shared vocabulary rows)."""
+    try:
+        models = transport.call("/v1/models", {}).get("data")
+    except EngineError:
+        return
+    if not isinstance(models, list) or not models or not isinstance(models[0], dict):
+        raise TeacherEngineError(f"the teacher server's /v1/models lists no model ({models!r})")
+    length = models[0].get("max_model_len")
+    if isinstance(length, int) and length < needed_len:
+        raise TeacherEngineError(
+            f"the teacher server's model {models[0].get('id')!r} takes {length} tokens "
+            f"(max_model_len), fewer than the {needed_len} a step scores (max_len + "
+            "gkd.max_new_tokens + 1): restart it with a larger --max-model-len"
+        )
 
 
 def _tok_options(options: dict) -> dict:
