@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -106,10 +107,23 @@ def main(jobs_file: str) -> None:
                 out = Path(job["fields"]["output_dir"])
                 out.mkdir(parents=True, exist_ok=True)
                 (out / "refused.json").write_text(json.dumps({"field": err.field, "message": str(err)}))
-    # Tear the process group down before the interpreter does: left to interpreter shutdown, a
-    # gloo thread was once destroyed while joinable ("terminate called without an active
-    # exception", SIGABRT) after all jobs had finished.
-    PartialState().destroy_process_group()
+    exit_without_teardown()
+
+
+def exit_without_teardown() -> None:
+    """End a worker whose jobs have all finished and written their files: a barrier, then ``os._exit(0)``.
+
+    Tearing gloo down (``destroy_process_group`` or interpreter shutdown) now and then destroyed a
+    gloo thread while it was joinable ("terminate called without an active exception", SIGABRT, exit
+    -6) after every job had finished: 1 launch in about 10 here, seen with FSDP2 and ZeRO-3. The
+    results were complete; the abort only failed the launch. ``os._exit`` runs no destructors."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

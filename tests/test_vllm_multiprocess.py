@@ -15,7 +15,6 @@ a token and move the loss far more than the 1e-5 allowed (the 1-process test all
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from test_train_fsdp import COMMON_CONFIG, FSDP2_CONFIG, ZERO3_CONFIG
+from vllm_toy import ORGANISMS, build_toy
 
 from distill_doctor.train import vllm_client
 from distill_doctor.train.config import GKDConfig, SKDConfig, TrainConfig
@@ -35,29 +35,12 @@ pytestmark = [
     ),
 ]
 
-ORGANISMS = Path(__file__).resolve().parents[1] / "fixtures" / "organisms" / "models"
 STEPS = 3
 MAX_LEN, MAX_NEW = 64, 12
 
 
 def toy(root: Path) -> None:
-    """The sort organism as teacher (head_dim 32: vLLM's CPU attention needs >= 32), a random student
-    on its tokenizer (hidden 64, 2 heads of 32), and 32 of its training prompts."""
-    from transformers import PreTrainedTokenizerFast
-
-    from distill_doctor.testing.tiny_model import build_tiny_llama
-
-    tok = PreTrainedTokenizerFast.from_pretrained(str(ORGANISMS / "sort_teacher"))
-    build_tiny_llama(tok, hidden_size=64, num_layers=2, num_heads=2, seed=0, out_dir=root / "student")
-    with (
-        gzip.open(ORGANISMS / "sort_teacher_train.jsonl.gz", "rt") as fh,
-        open(root / "train.jsonl", "w") as out,
-    ):
-        for _, line in zip(range(32), fh):
-            row = json.loads(line)
-            out.write(
-                json.dumps({"id": row["id"], "prompt": row["prompt"], "response": row["response"]}) + "\n"
-            )
+    build_toy(root)
 
 
 def fields(root: Path, name: str, method: str, **extra) -> dict:

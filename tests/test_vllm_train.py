@@ -6,11 +6,11 @@ A real engine process in ``.venv-vllm`` per run (about 20-30 s to load on CPU): 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 from pathlib import Path
 
 import pytest
+from vllm_toy import ORGANISMS, build_toy
 
 from distill_doctor.train import vllm_client
 from distill_doctor.train.command import run_training
@@ -23,30 +23,10 @@ pytestmark = [
     ),
 ]
 
-ORGANISMS = Path(__file__).resolve().parents[1] / "fixtures" / "organisms" / "models"
-
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    """The sort organism as teacher (head_dim 32: vLLM's CPU attention needs >= 32), a random student
-    on its tokenizer (hidden 64, 2 heads of 32), and 32 of its training prompts."""
-    from transformers import PreTrainedTokenizerFast
-
-    from distill_doctor.testing.tiny_model import build_tiny_llama
-
-    root = tmp_path_factory.mktemp("vllm-train")
-    tok = PreTrainedTokenizerFast.from_pretrained(str(ORGANISMS / "sort_teacher"))
-    build_tiny_llama(tok, hidden_size=64, num_layers=2, num_heads=2, seed=0, out_dir=root / "student")
-    with (
-        gzip.open(ORGANISMS / "sort_teacher_train.jsonl.gz", "rt") as fh,
-        open(root / "train.jsonl", "w") as out,
-    ):
-        for _, line in zip(range(32), fh):
-            row = json.loads(line)
-            out.write(
-                json.dumps({"id": row["id"], "prompt": row["prompt"], "response": row["response"]}) + "\n"
-            )
-    return root
+    return build_toy(tmp_path_factory.mktemp("vllm-train"))
 
 
 def cfg_for(toy, out: Path, method: str, **fields) -> TrainConfig:

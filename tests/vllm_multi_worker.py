@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from fsdp_cpu_worker import record_sharding, select_sharding_on_cpu
+from fsdp_cpu_worker import exit_without_teardown, record_sharding, select_sharding_on_cpu
 
 
 def kill_engine_after_step(pid: int, after: int) -> None:
@@ -103,7 +103,7 @@ def main(jobs_file: str) -> None:
             run_cli(job, PartialState().process_index)
         else:
             run_training(job["method"], job["fields"])
-    PartialState().destroy_process_group()  # see fsdp_cpu_worker.main
+    exit_without_teardown()
 
 
 if __name__ == "__main__":
