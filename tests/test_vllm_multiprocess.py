@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from test_train_fsdp import COMMON_CONFIG, FSDP2_CONFIG, ZERO3_CONFIG
-from vllm_toy import ORGANISMS, build_toy
+from vllm_toy import ORGANISMS, build_toy, metrics
 
 from distill_doctor.train import vllm_client
 from distill_doctor.train.config import GKDConfig, SKDConfig, TrainConfig
@@ -60,10 +60,6 @@ def fields(root: Path, name: str, method: str, **extra) -> dict:
         skd=SKDConfig(top_k=3, temperature=0.0, max_new_tokens=MAX_NEW),
     )
     return {**cfg.to_dict(), **extra}
-
-
-def metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 def launch(root: Path, scheme: str, jobs: list[dict]) -> None:

@@ -7,12 +7,11 @@ A real engine process in ``.venv-vllm`` per test (10-30 s to load on CPU): slow 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from vllm_toy import ORGANISMS, build_toy
+from vllm_toy import ORGANISMS, build_toy, metrics, spy_on_engine_starts
 
 from distill_doctor.losses.topk import topk_targets
 from distill_doctor.train import vllm_client
@@ -89,23 +88,6 @@ def cfg_for(toy, out: Path, **fields) -> TrainConfig:
     return dataclasses.replace(base, **fields)
 
 
-def metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
-def spy_on_teacher_engines(monkeypatch) -> list:
-    opened: list = []
-    for name in ("start_server", "start_colocated"):
-        real = getattr(vllm_client, name)
-
-        def spy(*args, _real=real, **kwargs):
-            opened.append(_real(*args, **kwargs))
-            return opened[-1]
-
-        monkeypatch.setattr(f"distill_doctor.train.vllm_teacher.{name}", spy)
-    return opened
-
-
 @pytest.mark.parametrize(
     ("mode", "gkd"),
     [
@@ -120,7 +102,7 @@ def test_a_served_teacher_trains_like_the_in_process_teacher_cut_to_its_top_k(
     """3 gkd steps of 2 micro-batches: the same samples (greedy; on-policy from the student's own vLLM
     engine beside the teacher's, colocated; with seq_kd the teacher's, sampled by a teacher server
     started elsewhere), the same top-k targets up to float32 kernels: the same losses and tail masses."""
-    opened = spy_on_teacher_engines(monkeypatch)
+    opened = spy_on_engine_starts(monkeypatch, "vllm_teacher")
     run_training("gkd", cfg_for(toy, tmp_path / "hf", gkd=gkd))
     fields: dict = {"teacher_use_vllm": True, "vllm_mode": "colocate", "use_vllm": gkd.lmbda > 0}
     external = None
@@ -159,7 +141,7 @@ def test_a_teacher_engine_that_dies_stops_training_with_one_line(toy, tmp_path, 
     from distill_doctor.cli import main
     from distill_doctor.train.vllm_teacher import ServedTeacher
 
-    opened = spy_on_teacher_engines(monkeypatch)
+    opened = spy_on_engine_starts(monkeypatch, "vllm_teacher")
     real_score = ServedTeacher.score
     calls = []
 

@@ -6,11 +6,10 @@ A real engine process in ``.venv-vllm`` per run (about 20-30 s to load on CPU): 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
-from vllm_toy import ORGANISMS, build_toy
+from vllm_toy import ORGANISMS, build_toy, metrics, spy_on_engine_starts
 
 from distill_doctor.train import vllm_client
 from distill_doctor.train.command import run_training
@@ -47,25 +46,6 @@ def cfg_for(toy, out: Path, method: str, **fields) -> TrainConfig:
     return dataclasses.replace(base, **fields)
 
 
-def metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
-def spy_on_engines(monkeypatch) -> list:
-    """Record the transports the trainer opens (to check their processes are gone afterwards)."""
-    opened: list = []
-    for name in ("start_server", "start_colocated"):
-        real = getattr(vllm_client, name)
-
-        def spy(*args, _real=real, **kwargs):
-            transport = _real(*args, **kwargs)
-            opened.append(transport)
-            return transport
-
-        monkeypatch.setattr(f"distill_doctor.train.vllm_engine.{name}", spy)
-    return opened
-
-
 @pytest.mark.parametrize(
     ("method", "mode", "lora"),
     [("gkd", "server", False), ("skd", "colocate", False), ("gkd", "colocate", True)],
@@ -76,7 +56,7 @@ def test_greedy_training_with_vllm_equals_training_with_hf_generate(
     """At temperature 0 the engine, given the student's weights after every step, samples what HF generate
     samples: the two runs see the same completions, so their losses agree step for step. With LoRA the
     adapters are merged into what is pushed (they start at zero: only pushes after step 1 show them)."""
-    opened = spy_on_engines(monkeypatch)
+    opened = spy_on_engine_starts(monkeypatch, "vllm_engine")
     peft = {"use_peft": True, "lora_r": 8, "lr": 5e-2} if lora else {}
     run_training(method, cfg_for(toy, tmp_path / "hf", method, **peft))
     run_training(method, cfg_for(toy, tmp_path / "vllm", method, use_vllm=True, vllm_mode=mode, **peft))
@@ -102,7 +82,7 @@ def test_a_server_that_dies_stops_training_with_one_line_and_keeps_the_checkpoin
     from distill_doctor.cli import main
     from distill_doctor.train.vllm_engine import VLLMSampler
 
-    opened = spy_on_engines(monkeypatch)
+    opened = spy_on_engine_starts(monkeypatch, "vllm_engine")
     real_after_step = VLLMSampler.after_step
 
     def die_after_step_2(self, model, step):

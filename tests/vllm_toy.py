@@ -28,3 +28,25 @@ def build_toy(root: Path) -> Path:
             keep = {"id": row["id"], "prompt": row["prompt"], "response": row["response"]}
             out.write(json.dumps(keep) + "\n")
     return root
+
+
+def metrics(out: Path) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl``."""
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def spy_on_engine_starts(monkeypatch, module: str) -> list:
+    """Record the transports ``module`` (``vllm_engine`` or ``vllm_teacher``) opens, to check afterwards
+    that their processes are gone."""
+    from distill_doctor.train import vllm_client
+
+    opened: list = []
+    for name in ("start_server", "start_colocated"):
+        real = getattr(vllm_client, name)
+
+        def spy(*args, _real=real, **kwargs):
+            opened.append(_real(*args, **kwargs))
+            return opened[-1]
+
+        monkeypatch.setattr(f"distill_doctor.train.{module}.{name}", spy)
+    return opened
