@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -160,7 +161,7 @@ def _prompt_logprobs_json(positions) -> list[dict[str, dict[str, Any]] | None]:
     return out
 
 
-def _http(engine: Engine, host: str, port: int) -> None:
+def _http(engine: Engine, host: str, port: int, held: socket.socket | None = None) -> None:
     class Handler(BaseHTTPRequestHandler):
         def _reply(self, code: int, payload: dict[str, Any]) -> None:
             data = json.dumps(payload).encode()
@@ -198,6 +199,8 @@ def _http(engine: Engine, host: str, port: int) -> None:
         def log_message(self, format: str, *args: Any) -> None:  # quiet: one line per request is noise
             pass
 
+    if held is not None:
+        held.close()  # HTTPServer sets SO_REUSEADDR: it binds the same port at once
     server = HTTPServer((host, port), Handler)
     print(f"vllm_server: listening on http://{host}:{server.server_address[1]}", file=sys.stderr, flush=True)
     try:
@@ -265,11 +268,24 @@ def main(argv: list[str] | None = None) -> None:
     if args.stdio:  # replies go to the real stdout; everything vLLM prints goes to stderr
         out = os.fdopen(os.dup(1), "w")
         os.dup2(2, 1)
+    held = None if args.stdio else _reserve(args.host, args.port)
     engine = Engine(args)
     if out is not None:
         _stdio(engine, out)
     else:
-        _http(engine, args.host, args.port)
+        _http(engine, args.host, args.port, held)
+
+
+def _reserve(host: str, port: int) -> socket.socket | None:
+    """Bind the HTTP port before the engine loads (tens of seconds), so that nothing else takes it
+    meanwhile: vLLM itself opens sockets on free ports while it starts, and once took the port the
+    trainer had chosen ("Address already in use" when the server finally bound it)."""
+    if not port:
+        return None
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind((host, port))
+    return held
 
 
 if __name__ == "__main__":
